@@ -1,0 +1,178 @@
+// Package datastore defines what the server persists: registration entries,
+// attested nodes and their selectors, join tokens, trust bundles and the CA
+// journal. The SQL implementation lives in the sqlstore subpackage.
+//
+// Entries and bundles use the SPIRE API SDK types directly: they are the wire
+// contract, and keeping one shape avoids a conversion layer on every request.
+package datastore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+)
+
+// Errors returned by every DataStore implementation. Callers test them with
+// errors.Is; implementations wrap them with context.
+var (
+	ErrNotFound      = errors.New("datastore: not found")
+	ErrAlreadyExists = errors.New("datastore: already exists")
+	ErrExpired       = errors.New("datastore: expired")
+	// ErrConflict reports a lost optimistic-concurrency race (for example a
+	// node whose serial changed since it was read).
+	ErrConflict = errors.New("datastore: conflict")
+)
+
+// MatchBehavior says how a selector filter compares with an entry's selectors.
+// The values mirror types.SelectorMatch_MatchBehavior.
+type MatchBehavior int
+
+const (
+	// MatchExact: the entry's selector set equals the filter's.
+	MatchExact MatchBehavior = iota
+	// MatchSubset: every selector of the entry is in the filter.
+	MatchSubset
+	// MatchSuperset: every selector of the filter is in the entry.
+	MatchSuperset
+	// MatchAny: the entry has at least one selector of the filter.
+	MatchAny
+)
+
+// SelectorFilter filters by selectors.
+type SelectorFilter struct {
+	Selectors []*types.Selector
+	Match     MatchBehavior
+}
+
+// FederatesWithFilter filters entries by the trust domains they federate with
+// (trust domain names, without the spiffe:// scheme).
+type FederatesWithFilter struct {
+	TrustDomains []string
+	Match        MatchBehavior
+}
+
+// Pagination asks for one page. An empty Token starts at the beginning; a
+// Size of zero means no paging. The store returns the next token, empty when
+// there are no more results.
+type Pagination struct {
+	Size  int32
+	Token string
+}
+
+// ListEntriesRequest filters entries; every set field must match.
+type ListEntriesRequest struct {
+	BySPIFFEID      string // full SPIFFE ID, "" for any
+	ByParentID      string // full SPIFFE ID, "" for any
+	BySelectors     *SelectorFilter
+	ByFederatesWith *FederatesWithFilter
+	ByHint          *string
+	ByDownstream    *bool
+	Pagination      *Pagination
+}
+
+// AttestedNode is an agent the server has attested.
+//
+// Banned is derived, as in SPIRE: a node with both serial numbers empty is
+// banned. Ban therefore clears the serials rather than setting a flag.
+type AttestedNode struct {
+	SPIFFEID        string
+	AttestationType string
+	CertSerial      string
+	CertNotAfter    int64 // unix seconds
+	NewCertSerial   string
+	NewCertNotAfter int64
+	CanReattest     bool
+	// Selectors, when non-nil, are written with the node in the same
+	// transaction (CreateAttestedNode, UpdateAttestedNode) and filled in on
+	// fetch.
+	Selectors []*types.Selector
+}
+
+// Banned reports whether the node is banned.
+func (n *AttestedNode) Banned() bool { return n.CertSerial == "" && n.NewCertSerial == "" }
+
+// ListAttestedNodesRequest filters nodes; every set field must match.
+type ListAttestedNodesRequest struct {
+	ByAttestationType string
+	ByBanned          *bool
+	ByCanReattest     *bool
+	BySelectors       *SelectorFilter
+	ExpiresBefore     int64 // unix seconds; 0 for any
+	Pagination        *Pagination
+}
+
+// JoinToken is a single-use secret that attests one agent.
+type JoinToken struct {
+	Token     string
+	ExpiresAt time.Time
+}
+
+// DataStore is the server's persistence. Every method that writes more than
+// one row does it in one transaction: a failure leaves nothing half-written.
+type DataStore interface {
+	// CreateEntry stores a new entry. It assigns an ID when e.Id is empty,
+	// sets CreatedAt and a RevisionNumber of 0, and returns the stored entry.
+	// An entry with the same SPIFFE ID, parent ID and selector set already
+	// present yields ErrAlreadyExists, as does a duplicate ID.
+	CreateEntry(ctx context.Context, e *types.Entry) (*types.Entry, error)
+	FetchEntry(ctx context.Context, id string) (*types.Entry, error)
+	ListEntries(ctx context.Context, req *ListEntriesRequest) (entries []*types.Entry, nextToken string, err error)
+	CountEntries(ctx context.Context, req *ListEntriesRequest) (int32, error)
+	// UpdateEntry changes the fields that mask selects (all when mask is nil),
+	// bumps RevisionNumber and returns the stored entry. A change that would
+	// duplicate another entry yields ErrAlreadyExists.
+	UpdateEntry(ctx context.Context, e *types.Entry, mask *types.EntryMask) (*types.Entry, error)
+	DeleteEntry(ctx context.Context, id string) (*types.Entry, error)
+	// EntriesRevision changes whenever any entry is created, updated or
+	// deleted, so caches can tell cheaply whether to reload.
+	EntriesRevision(ctx context.Context) (int64, error)
+
+	CreateAttestedNode(ctx context.Context, n *AttestedNode) error
+	FetchAttestedNode(ctx context.Context, spiffeID string) (*AttestedNode, error)
+	ListAttestedNodes(ctx context.Context, req *ListAttestedNodesRequest) (nodes []*AttestedNode, nextToken string, err error)
+	CountAttestedNodes(ctx context.Context, req *ListAttestedNodesRequest) (int32, error)
+	// UpdateAttestedNode replaces the node's columns (and its selectors when
+	// n.Selectors is non-nil). ErrNotFound when absent.
+	UpdateAttestedNode(ctx context.Context, n *AttestedNode) error
+	// DeleteAttestedNode removes the node and its selectors.
+	DeleteAttestedNode(ctx context.Context, spiffeID string) (*AttestedNode, error)
+	// SetNodeSelectors replaces a node's selectors; it does not require the
+	// node to exist (SPIRE stores selectors keyed by SPIFFE ID).
+	SetNodeSelectors(ctx context.Context, spiffeID string, selectors []*types.Selector) error
+	GetNodeSelectors(ctx context.Context, spiffeID string) ([]*types.Selector, error)
+
+	CreateJoinToken(ctx context.Context, t *JoinToken) error
+	// ConsumeJoinToken deletes the token and returns it. Of concurrent callers
+	// with the same token exactly one succeeds; the others get ErrNotFound.
+	// An expired token is deleted too, and yields ErrExpired.
+	ConsumeJoinToken(ctx context.Context, token string, now time.Time) (*JoinToken, error)
+	PruneJoinTokens(ctx context.Context, expiredBefore time.Time) error
+
+	// CreateBundle stores a new bundle; ErrAlreadyExists if one exists for
+	// the trust domain.
+	CreateBundle(ctx context.Context, b *types.Bundle) (*types.Bundle, error)
+	FetchBundle(ctx context.Context, trustDomain string) (*types.Bundle, error)
+	ListBundles(ctx context.Context, p *Pagination) (bundles []*types.Bundle, nextToken string, err error)
+	// UpdateBundle replaces the fields mask selects (all when nil).
+	UpdateBundle(ctx context.Context, b *types.Bundle, mask *types.BundleMask) (*types.Bundle, error)
+	// SetBundle creates or replaces the bundle.
+	SetBundle(ctx context.Context, b *types.Bundle) (*types.Bundle, error)
+	// AppendBundle adds authorities not already present (X.509 by DER bytes,
+	// JWT by key ID), creating the bundle if absent, and bumps the sequence
+	// number when anything changed. Read and write happen in one transaction.
+	AppendBundle(ctx context.Context, b *types.Bundle) (*types.Bundle, error)
+	// PruneBundle removes X.509 authorities whose NotAfter and JWT keys whose
+	// ExpiresAt are before expiresBefore, never the last X.509 authority, and
+	// reports whether anything changed.
+	PruneBundle(ctx context.Context, trustDomain string, expiresBefore time.Time) (bool, error)
+	DeleteBundle(ctx context.Context, trustDomain string) error
+
+	// FetchCAJournal returns the CA journal blob stored under name, or
+	// ErrNotFound.
+	FetchCAJournal(ctx context.Context, name string) ([]byte, error)
+	SetCAJournal(ctx context.Context, name string, data []byte) error
+
+	Close() error
+}
