@@ -1,0 +1,295 @@
+// Package config reads and validates the spire-agent configuration: the
+// same HCL file (agent {}, plugins {}, health_checks {}) and the same
+// `spire-agent run` flags as SPIRE, into a typed Config with defaults
+// applied. Keys SPIRE knows but this agent does not implement are accepted
+// and listed in Config.Warnings; anything else unknown is an error.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/spiffe-hw/spire-hw/config/hclconf"
+)
+
+// Plugin is one plugin block; see hclconf.Plugin.
+type Plugin = hclconf.Plugin
+
+// HealthChecks is the health_checks block; see hclconf.HealthChecks.
+type HealthChecks = hclconf.HealthChecks
+
+// Agent plugin types, as written in the plugins block.
+const (
+	TypeKeyManager       = "KeyManager"
+	TypeNodeAttestor     = "NodeAttestor"
+	TypeWorkloadAttestor = "WorkloadAttestor"
+	TypeSVIDStore        = "SVIDStore"
+)
+
+// pluginRules are SPIRE's agent catalog rules.
+var pluginRules = []hclconf.PluginRule{
+	{Type: TypeKeyManager, Min: 1, Max: 1, Example: `KeyManager "disk" { plugin_data { directory = "./data/agent" } }`},
+	{Type: TypeNodeAttestor, Min: 1, Max: 1, Example: `NodeAttestor "join_token" { plugin_data {} }`},
+	{Type: TypeWorkloadAttestor, Min: 1, Max: -1, Example: `WorkloadAttestor "unix" { plugin_data {} }`},
+	{Type: TypeSVIDStore, Min: 0, Max: -1},
+}
+
+// Formats of the initial trust bundle (trust_bundle_format).
+const (
+	TrustBundlePEM    = "pem"
+	TrustBundleSPIFFE = "spiffe"
+)
+
+// Defaults, as documented by SPIRE.
+const (
+	DefaultConfigPath   = "conf/agent/agent.conf"
+	DefaultServerPort   = 8081
+	DefaultSocketPath   = "/tmp/spire-agent/public/api.sock"
+	DefaultSyncInterval = 5 * time.Second
+)
+
+// Config is a validated spire-agent configuration.
+type Config struct {
+	Agent        Agent
+	HealthChecks HealthChecks
+	// Plugins in file order, disabled ones included (Enabled false).
+	Plugins []Plugin
+	// Warnings are for the caller to log: keys accepted but not acted on.
+	Warnings []string
+}
+
+// Agent is the agent block.
+type Agent struct {
+	DataDir         string
+	ServerAddress   string
+	ServerPort      int
+	SocketPath      string // Workload API socket
+	AdminSocketPath string // optional admin API socket
+	TrustDomain     spiffeid.TrustDomain
+
+	// Exactly one way to trust the server on first contact: a bundle file,
+	// a bundle URL, or (tests only) no verification at all.
+	TrustBundlePath   string
+	TrustBundleURL    string
+	TrustBundleFormat string // TrustBundlePEM or TrustBundleSPIFFE
+	InsecureBootstrap bool
+
+	JoinToken string
+	LogLevel  slog.Level
+	LogFormat string // hclconf.LogFormatText or hclconf.LogFormatJSON
+	LogFile   string
+	// SyncInterval is experimental.sync_interval: how often entries are synced.
+	SyncInterval time.Duration
+}
+
+// EnabledPlugins returns the enabled plugins of type typ, in file order.
+func (c *Config) EnabledPlugins(typ string) []Plugin {
+	return hclconf.EnabledPlugins(c.Plugins, typ)
+}
+
+// Load reads and validates the configuration file at path. With expandEnv,
+// $VAR and ${VAR} are expanded from the environment first.
+func Load(path string, expandEnv bool) (*Config, error) {
+	data, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data, expandEnv)
+}
+
+func readConfig(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: read %s: %w (pass -config with the path of agent.conf)", path, err)
+	}
+	return data, nil
+}
+
+// Parse validates the configuration text data; filename is used in errors.
+func Parse(filename string, data []byte, expandEnv bool) (*Config, error) {
+	d := hclconf.NewDiagnostics(filename)
+	c, set, ok := parse(d, data, expandEnv)
+	if ok {
+		c.validate(d, set)
+	}
+	if d.HasErrors() {
+		return nil, d.Err()
+	}
+	c.Warnings = d.Warnings()
+	return c, nil
+}
+
+// present records which values were given, by the file or a flag, so that
+// a value present but invalid is not also reported as missing.
+type present struct {
+	trustDomain, dataDir, serverAddress bool
+	trustBundleUnixSocket               bool
+}
+
+func defaults() *Config {
+	return &Config{
+		Agent: Agent{
+			ServerPort:        DefaultServerPort,
+			SocketPath:        DefaultSocketPath,
+			TrustBundleFormat: TrustBundlePEM,
+			LogLevel:          slog.LevelInfo,
+			LogFormat:         hclconf.LogFormatText,
+			SyncInterval:      DefaultSyncInterval,
+		},
+		HealthChecks: hclconf.DefaultHealthChecks(),
+	}
+}
+
+// parse reads the file into a Config with defaults, recording type errors;
+// checks that depend on flags are left to validate. ok is false after a
+// syntax error, when nothing more can be said about the file.
+func parse(d *hclconf.Diagnostics, data []byte, expandEnv bool) (c *Config, set present, ok bool) {
+	c = defaults()
+	root := hclconf.Parse(d, data, expandEnv)
+	if root == nil {
+		return c, set, false
+	}
+	if s := root.Block("agent"); s != nil {
+		set = c.Agent.parse(s)
+	}
+	c.HealthChecks = hclconf.ParseHealthChecks(root)
+	c.Plugins = hclconf.ParsePlugins(root, pluginRules)
+	root.Ignore("telemetry")
+	root.Finish()
+	return c, set, true
+}
+
+func (a *Agent) parse(s *hclconf.Section) present {
+	var set present
+	s.String("data_dir", &a.DataDir)
+	set.dataDir = s.Has("data_dir")
+	s.String("server_address", &a.ServerAddress)
+	set.serverAddress = s.Has("server_address")
+	s.Parse("server_port", func(v string) (err error) { a.ServerPort, err = parseServerPort(v); return })
+	s.String("socket_path", &a.SocketPath)
+	s.String("admin_socket_path", &a.AdminSocketPath)
+	s.Parse("trust_domain", func(v string) (err error) { a.TrustDomain, err = parseTrustDomain(v); return })
+	set.trustDomain = s.Has("trust_domain")
+	s.String("trust_bundle_path", &a.TrustBundlePath)
+	s.String("trust_bundle_url", &a.TrustBundleURL)
+	s.Parse("trust_bundle_format", func(v string) (err error) { a.TrustBundleFormat, err = parseBundleFormat(v); return })
+	s.Bool("insecure_bootstrap", &a.InsecureBootstrap)
+	s.String("join_token", &a.JoinToken)
+	s.Parse("log_level", func(v string) (err error) { a.LogLevel, err = hclconf.ParseLogLevel(v); return })
+	s.Parse("log_format", func(v string) (err error) { a.LogFormat, err = hclconf.ParseLogFormat(v); return })
+	s.String("log_file", &a.LogFile)
+
+	if exp := s.Block("experimental"); exp != nil {
+		var v time.Duration
+		if exp.Duration("sync_interval", &v) {
+			if v == 0 {
+				exp.Errorf("sync_interval", "must be greater than zero (remove it to use the default of %v)", DefaultSyncInterval)
+			} else {
+				a.SyncInterval = v
+			}
+		}
+		for _, key := range []string{
+			"named_pipe_name", "admin_named_pipe_name", "use_sync_authorized_entries",
+			"require_pq_kem", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
+			"disable_lru_cache",
+		} {
+			exp.Ignore(key)
+		}
+		exp.Finish()
+	}
+
+	set.trustBundleUnixSocket = s.Has("trust_bundle_unix_socket")
+	// Known to SPIRE, not implemented here.
+	for _, key := range []string{
+		"sds", "allowed_foreign_jwt_claims", "authorized_delegates",
+		"retry_bootstrap", "rebootstrap_mode", "rebootstrap_delay",
+		"trust_bundle_unix_socket", "workload_x509_svid_key_type",
+		"availability_target", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
+		"profiling_enabled", "profiling_port", "profiling_freq", "profiling_names",
+		"log_source_location", "allow_unauthenticated_verifiers",
+	} {
+		s.Ignore(key)
+	}
+	s.Finish()
+	return set
+}
+
+func parseServerPort(v string) (int, error) {
+	p, err := hclconf.ParsePort(v)
+	if err != nil || p == 0 {
+		return 0, fmt.Errorf("invalid port %q (use the server's port, a number from 1 to 65535)", v)
+	}
+	return p, nil
+}
+
+func parseTrustDomain(v string) (spiffeid.TrustDomain, error) {
+	td, err := spiffeid.TrustDomainFromString(v)
+	if err != nil {
+		return spiffeid.TrustDomain{}, fmt.Errorf("invalid trust domain %q: %v (use a lower-case DNS-like name such as \"example.org\")", v, err)
+	}
+	return td, nil
+}
+
+func parseBundleFormat(v string) (string, error) {
+	switch f := strings.ToLower(strings.TrimSpace(v)); f {
+	case TrustBundlePEM, TrustBundleSPIFFE:
+		return f, nil
+	}
+	return "", fmt.Errorf("invalid trust bundle format %q (use pem or spiffe)", v)
+}
+
+// validate checks what can only be known once flags are merged.
+func (c *Config) validate(d *hclconf.Diagnostics, set present) {
+	a := &c.Agent
+	fix := func(key, flag string) string { return fmt.Sprintf("set %s in the agent block or pass -%s", key, flag) }
+	if !set.dataDir || a.DataDir == "" {
+		d.Missing("agent.data_dir", fix("data_dir", "dataDir"))
+	}
+	if !set.serverAddress || a.ServerAddress == "" {
+		d.Missing("agent.server_address", fix("server_address", "serverAddress"))
+	}
+	if !set.trustDomain {
+		d.Missing("agent.trust_domain", fix("trust_domain", "trustDomain"))
+	}
+	if a.SocketPath == "" {
+		d.Missing("agent.socket_path", fix("socket_path", "socketPath"))
+	}
+
+	ways := 0
+	for _, on := range []bool{a.TrustBundlePath != "", a.TrustBundleURL != "", a.InsecureBootstrap} {
+		if on {
+			ways++
+		}
+	}
+	switch {
+	case ways == 0:
+		d.Missing("agent.trust_bundle_path",
+			"set trust_bundle_path (or -trustBundle) to the server's CA bundle, or trust_bundle_url (or -trustBundleUrl); insecure_bootstrap = true is for tests only")
+	case ways > 1:
+		d.Errorf(0, "agent.trust_bundle_path", "trust_bundle_path, trust_bundle_url and insecure_bootstrap are exclusive (keep only one)")
+	}
+	if a.TrustBundleURL != "" {
+		u, err := url.Parse(a.TrustBundleURL)
+		switch {
+		case err != nil || u.Host == "":
+			d.Errorf(0, "agent.trust_bundle_url", "invalid URL %q (use an https:// URL)", a.TrustBundleURL)
+		case u.Scheme != "https" && !(u.Scheme == "http" && set.trustBundleUnixSocket):
+			d.Errorf(0, "agent.trust_bundle_url", "%q must use https (the bundle anchors all trust in the server)", a.TrustBundleURL)
+		}
+	}
+	if a.AdminSocketPath != "" && a.SocketPath != "" {
+		wl := filepath.Dir(filepath.Clean(a.SocketPath))
+		adm := filepath.Dir(filepath.Clean(a.AdminSocketPath))
+		if rel, err := filepath.Rel(wl, adm); err == nil && (rel == "." || !strings.HasPrefix(rel, "..")) {
+			d.Errorf(0, "agent.admin_socket_path", "%q is inside %q, the Workload API socket's directory, which workloads can reach (put it in a separate directory)",
+				a.AdminSocketPath, wl)
+		}
+	}
+}

@@ -1,0 +1,44 @@
+package hclconf
+
+import (
+	"testing"
+	"time"
+)
+
+// FuzzPluginData parses arbitrary text as a plugins block and decodes every
+// plugin's data into a struct: parsing, key checking, decoding and printing
+// must never panic, even where the HCL library itself would.
+func FuzzPluginData(f *testing.F) {
+	f.Add(`plugins { KeyManager "disk" { plugin_data { keys_path = "x" nested { depth = 1 } } } }`)
+	f.Add(`plugins { KeyManager { disk { plugin_data { server { addr = "a" } server { addr = "b" } } } } }`)
+	f.Add(`{"plugins": {"KeyManager": [{"disk": {"plugin_data": {"labels": {"a": "b"}}}}]}}`)
+	f.Add("plugins { KeyManager \"d\" { plugin_data { keys_path = <<EOF\nx\nEOF\n } } }")
+	f.Add(`plugins { KeyManager "d" { plugin_data { tags = [1, true, "x"] rotate_every = "1d" } } }`)
+	f.Add(`plugins { KeyManager "d" { enabled = "x" plugin_args = "y" plugin_checksum = 5 } }`)
+	f.Fuzz(func(t *testing.T, text string) {
+		d := NewDiagnostics("fuzz.conf")
+		root := Parse(d, []byte(text), false)
+		if root == nil {
+			if !d.HasErrors() {
+				t.Fatal("Parse failed without an error")
+			}
+			return
+		}
+		ParseHealthChecks(root)
+		for _, p := range ParsePlugins(root, []PluginRule{{Type: "KeyManager", Max: -1}}) {
+			var cfg diskConfig
+			if err := p.DecodeData(&cfg); err == nil {
+				_, _ = p.ParseDuration("rotate_every", cfg.RotateEvery)
+			}
+			var anything map[string]any
+			_ = p.DecodeData(&anything)
+			_, _ = p.DataText()
+		}
+		var s string
+		var dur time.Duration
+		root.String("s", &s)
+		root.Duration("dur", &dur)
+		root.Finish()
+		_ = d.Err()
+	})
+}
