@@ -1,0 +1,59 @@
+# Build, test and demo targets. `make demo` and `make test` are the two
+# commands a fresh machine needs (see README.md).
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+# In CI every test that needs a simulator, a database server or root must
+# run: REQUIRE_SIM=1 turns their skips into failures. `make test-quick`
+# leaves it unset for laptops.
+REQUIRE_SIM ?= 1
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+DEB_PACKAGES := postgresql
+
+.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/spire-server ./cmd/spire-server
+	$(GO) build -o $(BIN)/spire-agent ./cmd/spire-agent
+
+# deps installs the Debian packages the tests need, once.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: deps build
+	REQUIRE_SIM=$(REQUIRE_SIM) $(GO) test -count=1 -timeout 20m $(PKGS)
+
+test-quick:
+	$(GO) test -count=1 $(PKGS)
+
+# Runs each fuzz target briefly; the seeds always run as part of `make test`.
+fuzz:
+	@for t in $$(grep -rl --include=fuzz_test.go 'func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -ho 'func Fuzz[A-Za-z0-9_]*' $$t/fuzz_test.go | sed 's/func //'); do \
+			echo "== $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 10s $$t || exit 1; \
+		done; \
+	done
+
+demo: build
+	./scripts/demo.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./bench/...
+
+$(STATICCHECK):
+	cd /tmp && GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+lint: $(STATICCHECK)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,383 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/server/ca"
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// AgentService implements agent/v1.
+type AgentService struct {
+	agentv1.UnimplementedAgentServer
+	api *API
+}
+
+func nodeToProto(n *datastore.AttestedNode) *types.Agent {
+	id, err := spiffeid.FromString(n.SPIFFEID)
+	var pid *types.SPIFFEID
+	if err == nil {
+		pid = idToProto(id)
+	}
+	return &types.Agent{
+		Id:                   pid,
+		AttestationType:      n.AttestationType,
+		X509SvidSerialNumber: n.CertSerial,
+		X509SvidExpiresAt:    n.CertNotAfter,
+		Selectors:            n.Selectors,
+		Banned:               n.Banned(),
+		CanReattest:          n.CanReattest,
+	}
+}
+
+func applyAgentMask(a *types.Agent, m *types.AgentMask) *types.Agent {
+	if m == nil {
+		return a
+	}
+	out := &types.Agent{Id: a.Id}
+	if m.AttestationType {
+		out.AttestationType = a.AttestationType
+	}
+	if m.X509SvidSerialNumber {
+		out.X509SvidSerialNumber = a.X509SvidSerialNumber
+	}
+	if m.X509SvidExpiresAt {
+		out.X509SvidExpiresAt = a.X509SvidExpiresAt
+	}
+	if m.Selectors {
+		out.Selectors = a.Selectors
+	}
+	if m.Banned {
+		out.Banned = a.Banned
+	}
+	if m.CanReattest {
+		out.CanReattest = a.CanReattest
+	}
+	return out
+}
+
+type agentFilter struct {
+	attestationType string
+	selectorMatch   *types.SelectorMatch
+	banned          *bool
+	canReattest     *bool
+	expiresBefore   string
+}
+
+func (s *AgentService) nodesRequest(f agentFilter) (*datastore.ListAttestedNodesRequest, error) {
+	req := &datastore.ListAttestedNodesRequest{ByAttestationType: f.attestationType, ByBanned: f.banned, ByCanReattest: f.canReattest}
+	if f.selectorMatch != nil {
+		for _, sel := range f.selectorMatch.Selectors {
+			if err := validateSelector(sel); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "invalid selector filter: %v", err)
+			}
+		}
+		req.BySelectors = &datastore.SelectorFilter{Selectors: f.selectorMatch.Selectors, Match: datastore.MatchBehavior(f.selectorMatch.Match)}
+	}
+	if f.expiresBefore != "" {
+		t, err := time.Parse("2006-01-02 15:04:05 -0700 -07", f.expiresBefore)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "invalid by_expires_before %q: use the format \"2006-01-02 15:04:05 -0700 -07\"", f.expiresBefore)
+		}
+		req.ExpiresBefore = t.Unix()
+	}
+	return req, nil
+}
+
+// CountAgents implements agent/v1.
+func (s *AgentService) CountAgents(ctx context.Context, req *agentv1.CountAgentsRequest) (*agentv1.CountAgentsResponse, error) {
+	var f agentFilter
+	if r := req.Filter; r != nil {
+		f = agentFilter{attestationType: r.ByAttestationType, selectorMatch: r.BySelectorMatch, expiresBefore: r.ByExpiresBefore}
+		if r.ByBanned != nil {
+			f.banned = &r.ByBanned.Value
+		}
+		if r.ByCanReattest != nil {
+			f.canReattest = &r.ByCanReattest.Value
+		}
+	}
+	nr, err := s.nodesRequest(f)
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.api.cfg.DataStore.CountAttestedNodes(ctx, nr)
+	if err != nil {
+		return nil, dsError("count agents", err)
+	}
+	return &agentv1.CountAgentsResponse{Count: n}, nil
+}
+
+// ListAgents implements agent/v1.
+func (s *AgentService) ListAgents(ctx context.Context, req *agentv1.ListAgentsRequest) (*agentv1.ListAgentsResponse, error) {
+	var f agentFilter
+	if r := req.Filter; r != nil {
+		f = agentFilter{attestationType: r.ByAttestationType, selectorMatch: r.BySelectorMatch, expiresBefore: r.ByExpiresBefore}
+		if r.ByBanned != nil {
+			f.banned = &r.ByBanned.Value
+		}
+		if r.ByCanReattest != nil {
+			f.canReattest = &r.ByCanReattest.Value
+		}
+	}
+	nr, err := s.nodesRequest(f)
+	if err != nil {
+		return nil, err
+	}
+	if req.PageSize < 0 {
+		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
+	}
+	if req.PageSize > 0 || req.PageToken != "" {
+		nr.Pagination = &datastore.Pagination{Size: req.PageSize, Token: req.PageToken}
+	}
+	nodes, next, err := s.api.cfg.DataStore.ListAttestedNodes(ctx, nr)
+	if err != nil {
+		return nil, dsError("list agents", err)
+	}
+	resp := &agentv1.ListAgentsResponse{NextPageToken: next}
+	for _, n := range nodes {
+		resp.Agents = append(resp.Agents, applyAgentMask(nodeToProto(n), req.OutputMask))
+	}
+	return resp, nil
+}
+
+func (s *AgentService) agentID(p *types.SPIFFEID) (spiffeid.ID, error) {
+	id, err := s.api.idFromProto("invalid agent ID", p)
+	if err != nil {
+		return spiffeid.ID{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if !isAgentPath(s.api.cfg.TrustDomain, id) {
+		return spiffeid.ID{}, status.Errorf(codes.InvalidArgument, "invalid agent ID: %q is not an agent ID (path must start with /spire/agent/)", id)
+	}
+	return id, nil
+}
+
+// GetAgent implements agent/v1.
+func (s *AgentService) GetAgent(ctx context.Context, req *agentv1.GetAgentRequest) (*types.Agent, error) {
+	id, err := s.agentID(req.Id)
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.api.cfg.DataStore.FetchAttestedNode(ctx, id.String())
+	if err != nil {
+		return nil, dsError("agent "+id.String(), err)
+	}
+	return applyAgentMask(nodeToProto(n), req.OutputMask), nil
+}
+
+// DeleteAgent implements agent/v1 (evict): the agent must attest again.
+func (s *AgentService) DeleteAgent(ctx context.Context, req *agentv1.DeleteAgentRequest) (*emptypb.Empty, error) {
+	id, err := s.agentID(req.Id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.api.cfg.DataStore.DeleteAttestedNode(ctx, id.String()); err != nil {
+		return nil, dsError("agent "+id.String(), err)
+	}
+	s.api.cfg.Log.Info("Agent evicted", "agent_id", id.String())
+	return &emptypb.Empty{}, nil
+}
+
+// BanAgent implements agent/v1: the node stays, with no active SVID, so it
+// can neither sync nor attest again until deleted.
+func (s *AgentService) BanAgent(ctx context.Context, req *agentv1.BanAgentRequest) (*emptypb.Empty, error) {
+	id, err := s.agentID(req.Id)
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.api.cfg.DataStore.FetchAttestedNode(ctx, id.String())
+	if err != nil {
+		return nil, dsError("agent "+id.String(), err)
+	}
+	n.CertSerial, n.NewCertSerial, n.Selectors = "", "", nil
+	if err := s.api.cfg.DataStore.UpdateAttestedNode(ctx, n); err != nil {
+		return nil, dsError("ban agent "+id.String(), err)
+	}
+	s.api.cfg.Log.Info("Agent banned", "agent_id", id.String())
+	return &emptypb.Empty{}, nil
+}
+
+// CreateJoinToken implements agent/v1. With agent_id it also creates the
+// node-alias entry that maps the token's agent ID to agent_id, as SPIRE does.
+func (s *AgentService) CreateJoinToken(ctx context.Context, req *agentv1.CreateJoinTokenRequest) (*types.JoinToken, error) {
+	if req.Ttl < 1 {
+		return nil, status.Error(codes.InvalidArgument, "ttl is required, you must provide one")
+	}
+	token := req.Token
+	if token == "" {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, status.Errorf(codes.Internal, "generate token: %v", err)
+		}
+		h := hex.EncodeToString(b[:])
+		token = h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+	}
+	parentID, err := jointoken.AgentID(s.api.cfg.TrustDomain, token)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid token %q: %v", token, err)
+	}
+	var aliasID spiffeid.ID
+	if req.AgentId != nil {
+		if aliasID, err = s.api.idFromProto("invalid agent ID", req.AgentId); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		if aliasID.Path() == "" {
+			return nil, status.Error(codes.InvalidArgument, "invalid agent ID: path is empty")
+		}
+	}
+	expiry := s.api.now().Add(time.Duration(req.Ttl) * time.Second)
+	if err := s.api.cfg.DataStore.CreateJoinToken(ctx, &datastore.JoinToken{Token: token, ExpiresAt: expiry}); err != nil {
+		return nil, dsError("join token", err)
+	}
+	if req.AgentId != nil {
+		_, err := s.api.cfg.DataStore.CreateEntry(ctx, &types.Entry{
+			SpiffeId:  idToProto(aliasID),
+			ParentId:  idToProto(parentID),
+			Selectors: []*types.Selector{{Type: "spiffe_id", Value: parentID.String()}},
+		})
+		if err != nil {
+			return nil, dsError("node-alias entry", err)
+		}
+	}
+	return &types.JoinToken{Value: token, ExpiresAt: expiry.Unix()}, nil
+}
+
+// AttestAgent implements agent/v1: the agent sends its attestation data and
+// a CSR, answers any challenges, and receives its agent SVID.
+func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
+	ctx := stream.Context()
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	params := req.GetParams()
+	switch {
+	case params == nil:
+		return status.Error(codes.InvalidArgument, "malformed param: missing params")
+	case params.Data == nil || params.Data.Type == "":
+		return status.Error(codes.InvalidArgument, "malformed param: missing attestation data type")
+	case params.Params == nil:
+		return status.Error(codes.InvalidArgument, "malformed param: missing X509-SVID params")
+	}
+	csr, err := parseCSR(params.Params.Csr)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "malformed param: %v", err)
+	}
+	attestor, ok := s.api.cfg.Attestors[params.Data.Type]
+	if !ok {
+		return status.Errorf(codes.FailedPrecondition, "error getting node attestor: could not find node attestor type %q", params.Data.Type)
+	}
+	rounds := 0
+	challenge := func(ctx context.Context, c []byte) ([]byte, error) {
+		if rounds++; rounds > MaxChallengeRounds {
+			return nil, status.Error(codes.ResourceExhausted, "too many challenge rounds")
+		}
+		if err := stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Challenge{Challenge: c}}); err != nil {
+			return nil, err
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		r := resp.GetChallengeResponse()
+		if r == nil {
+			return nil, status.Error(codes.InvalidArgument, "expected a challenge response")
+		}
+		return r, nil
+	}
+	res, err := attestor.Attest(ctx, params.Data.Payload, challenge)
+	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
+		return status.Errorf(codes.PermissionDenied, "failed to attest: %v", err)
+	}
+	if !res.AgentID.MemberOf(s.api.cfg.TrustDomain) {
+		return status.Errorf(codes.Internal, "attestor returned agent ID %q outside the trust domain", res.AgentID)
+	}
+	existing, err := s.api.cfg.DataStore.FetchAttestedNode(ctx, res.AgentID.String())
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		existing = nil
+	case err != nil:
+		return dsError("fetch attested node", err)
+	case existing.Banned():
+		return status.Error(codes.PermissionDenied, "failed to attest: agent is banned")
+	}
+	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: res.AgentID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
+	if err != nil {
+		return status.Errorf(codes.Internal, "failed to sign agent SVID: %v", err)
+	}
+	leaf := chain[0]
+	node := &datastore.AttestedNode{
+		SPIFFEID:        res.AgentID.String(),
+		AttestationType: params.Data.Type,
+		CertSerial:      leaf.SerialNumber.String(),
+		CertNotAfter:    leaf.NotAfter.Unix(),
+		CanReattest:     res.CanReattest,
+		Selectors:       res.Selectors,
+	}
+	if node.Selectors == nil {
+		node.Selectors = []*types.Selector{}
+	}
+	if existing == nil {
+		err = s.api.cfg.DataStore.CreateAttestedNode(ctx, node)
+	} else {
+		err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, node)
+	}
+	if err != nil {
+		return dsError("store attested node", err)
+	}
+	s.api.cfg.Log.Info("Agent attested", "agent_id", res.AgentID.String(), "attestation_type", params.Data.Type, "reattest", existing != nil)
+	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{Result: &agentv1.AttestAgentResponse_Result{
+		Svid:         x509SVIDToProto(res.AgentID, chain),
+		Reattestable: res.CanReattest,
+	}}})
+}
+
+// RenewAgent implements agent/v1. The new serial is recorded as pending; it
+// becomes current the first time the agent uses it, so an agent that never
+// received the response can keep using its old SVID.
+func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
+	c, err := callerAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.Params == nil {
+		return nil, status.Error(codes.InvalidArgument, "missing params")
+	}
+	csr, err := parseCSR(req.Params.Csr)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "failed to parse CSR: %v", err)
+	}
+	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: c.ID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to sign agent SVID: %v", err)
+	}
+	node := c.Node
+	node.NewCertSerial, node.NewCertNotAfter = chain[0].SerialNumber.String(), chain[0].NotAfter.Unix()
+	node.Selectors = nil
+	if err := s.api.cfg.DataStore.UpdateAttestedNode(ctx, node); err != nil {
+		return nil, dsError("update attested node", err)
+	}
+	return &agentv1.RenewAgentResponse{Svid: x509SVIDToProto(c.ID, chain)}, nil
+}
+
+func x509SVIDToProto(id spiffeid.ID, chain []*x509.Certificate) *types.X509SVID {
+	out := &types.X509SVID{Id: idToProto(id), ExpiresAt: chain[0].NotAfter.Unix()}
+	for _, c := range chain {
+		out.CertChain = append(out.CertChain, c.Raw)
+	}
+	return out
+}

@@ -1,0 +1,142 @@
+// Package api implements SPIRE's server API (agent/v1, entry/v1, svid/v1,
+// bundle/v1, debug/v1) over the datastore and the CA, together with the
+// authorization that decides which caller may call what.
+//
+// The services speak the wire contract of github.com/spiffe/spire-api-sdk so
+// that SPIRE's agents and CLIs work against this server unchanged.
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/server/ca"
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// CA is what the API needs from the certificate authority.
+type CA interface {
+	SignX509SVID(ctx context.Context, p ca.X509SVIDParams) ([]*x509.Certificate, error)
+	SignJWTSVID(ctx context.Context, p ca.JWTSVIDParams) (string, error)
+}
+
+// Limits that keep one request from monopolising the server.
+const (
+	// MaxBatch bounds the items in one Batch* request.
+	MaxBatch = 1000
+	// MaxCSRSize bounds one DER-encoded CSR.
+	MaxCSRSize = 16 << 10
+	// MaxChallengeRounds bounds challenge/response rounds in AttestAgent.
+	MaxChallengeRounds = 16
+	// syncPageSize is the server-determined page size of
+	// SyncAuthorizedEntries.
+	syncPageSize = 500
+)
+
+// Config wires the services.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain
+	DataStore   datastore.DataStore
+	CA          CA
+	// Attestors by attestation data type.
+	Attestors map[string]nodeattestor.Attestor
+	// AgentTTL is the lifetime of agent SVIDs; 0 lets the CA pick its
+	// default X.509-SVID TTL.
+	AgentTTL time.Duration
+	// AdminIDs may call admin APIs over TCP.
+	AdminIDs []spiffeid.ID
+	// ServerSVID returns the server's current SVID chain, for debug/GetInfo.
+	ServerSVID func() []*x509.Certificate
+	Clock      func() time.Time
+	Log        *slog.Logger
+}
+
+// API holds the services; register them with Register.
+type API struct {
+	cfg     Config
+	entries *entryCache
+	started time.Time
+}
+
+// New returns the services for cfg.
+func New(cfg Config) *API {
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), started: cfg.Clock()}
+}
+
+func (a *API) now() time.Time { return a.cfg.Clock() }
+
+// serverID is spiffe://<td>/spire/server, the parent of node-alias entries.
+func (a *API) serverID() spiffeid.ID {
+	return spiffeid.RequireFromPath(a.cfg.TrustDomain, "/spire/server")
+}
+
+// idFromProto validates a SPIFFE ID from the wire and requires it to be in
+// the server's trust domain.
+func (a *API) idFromProto(what string, p *types.SPIFFEID) (spiffeid.ID, error) {
+	if p == nil {
+		return spiffeid.ID{}, fmt.Errorf("%s: missing", what)
+	}
+	td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("%s: invalid trust domain %q: %v", what, p.TrustDomain, err)
+	}
+	id, err := spiffeid.FromPath(td, p.Path)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("%s: invalid path %q: %v", what, p.Path, err)
+	}
+	if td != a.cfg.TrustDomain {
+		return spiffeid.ID{}, fmt.Errorf("%s: %q is not a member of trust domain %q", what, id, a.cfg.TrustDomain)
+	}
+	return id, nil
+}
+
+func idToProto(id spiffeid.ID) *types.SPIFFEID {
+	return &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()}
+}
+
+// protoIDString renders a wire SPIFFE ID without validating it; the
+// datastore keys entries by this string.
+func protoIDString(p *types.SPIFFEID) string {
+	if p == nil {
+		return ""
+	}
+	return "spiffe://" + p.TrustDomain + p.Path
+}
+
+// dsError maps datastore errors to gRPC statuses.
+func dsError(what string, err error) error {
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		return status.Errorf(codes.NotFound, "%s: not found", what)
+	case errors.Is(err, datastore.ErrAlreadyExists):
+		return status.Errorf(codes.AlreadyExists, "%s: already exists", what)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	default:
+		return status.Errorf(codes.Internal, "%s: %v", what, err)
+	}
+}
+
+// toStatus renders err as the per-item status of a Batch* response.
+func toStatus(err error) *types.Status {
+	if err == nil {
+		return &types.Status{Code: int32(codes.OK), Message: "OK"}
+	}
+	st := status.Convert(err)
+	return &types.Status{Code: int32(st.Code()), Message: st.Message()}
+}

@@ -1,0 +1,248 @@
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Role is what a caller may do.
+type Role int
+
+const (
+	// RoleNone: an unauthenticated caller on TCP, or an SVID holder without
+	// privileges; it may call only public methods.
+	RoleNone Role = iota
+	// RoleAgent: an attested agent presenting its current agent SVID.
+	RoleAgent
+	// RoleAdmin: the local admin socket, or an SVID whose ID is in
+	// admin_ids or belongs to an admin entry.
+	RoleAdmin
+)
+
+// Caller is the authenticated caller of one request.
+type Caller struct {
+	Role Role
+	// Local is true on the admin Unix socket.
+	Local bool
+	// ID and Cert are set when the caller presented an X.509-SVID.
+	ID   spiffeid.ID
+	Cert *x509.Certificate
+	// Node is the caller's attested node when Role is RoleAgent.
+	Node *datastore.AttestedNode
+}
+
+type callerKey struct{}
+
+// CallerFromContext returns the caller the interceptors authenticated.
+func CallerFromContext(ctx context.Context) (*Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(*Caller)
+	return c, ok
+}
+
+// access says who may call a method.
+type access int
+
+const (
+	accessPublic access = iota
+	accessAgent
+	accessAdmin
+	accessAgentOrAdmin
+)
+
+// methodAccess lists every method the server serves; anything absent is
+// refused, so a service registered without a rule cannot be reached.
+var methodAccess = map[string]access{
+	"/grpc.health.v1.Health/Check": accessPublic,
+	"/grpc.health.v1.Health/Watch": accessPublic,
+	"/grpc.health.v1.Health/List":  accessPublic,
+
+	"/spire.api.server.agent.v1.Agent/AttestAgent":     accessPublic,
+	"/spire.api.server.agent.v1.Agent/RenewAgent":      accessAgent,
+	"/spire.api.server.agent.v1.Agent/PostStatus":      accessAgent,
+	"/spire.api.server.agent.v1.Agent/CountAgents":     accessAdmin,
+	"/spire.api.server.agent.v1.Agent/ListAgents":      accessAdmin,
+	"/spire.api.server.agent.v1.Agent/GetAgent":        accessAdmin,
+	"/spire.api.server.agent.v1.Agent/DeleteAgent":     accessAdmin,
+	"/spire.api.server.agent.v1.Agent/BanAgent":        accessAdmin,
+	"/spire.api.server.agent.v1.Agent/CreateJoinToken": accessAdmin,
+
+	"/spire.api.server.entry.v1.Entry/CountEntries":          accessAdmin,
+	"/spire.api.server.entry.v1.Entry/ListEntries":           accessAdmin,
+	"/spire.api.server.entry.v1.Entry/GetEntry":              accessAdmin,
+	"/spire.api.server.entry.v1.Entry/BatchCreateEntry":      accessAdmin,
+	"/spire.api.server.entry.v1.Entry/BatchUpdateEntry":      accessAdmin,
+	"/spire.api.server.entry.v1.Entry/BatchDeleteEntry":      accessAdmin,
+	"/spire.api.server.entry.v1.Entry/GetAuthorizedEntries":  accessAgent,
+	"/spire.api.server.entry.v1.Entry/SyncAuthorizedEntries": accessAgent,
+
+	"/spire.api.server.svid.v1.SVID/MintX509SVID":        accessAdmin,
+	"/spire.api.server.svid.v1.SVID/MintJWTSVID":         accessAdmin,
+	"/spire.api.server.svid.v1.SVID/BatchNewX509SVID":    accessAgent,
+	"/spire.api.server.svid.v1.SVID/NewJWTSVID":          accessAgent,
+	"/spire.api.server.svid.v1.SVID/NewDownstreamX509CA": accessAdmin,
+
+	"/spire.api.server.bundle.v1.Bundle/GetBundle":                  accessPublic,
+	"/spire.api.server.bundle.v1.Bundle/CountBundles":               accessAdmin,
+	"/spire.api.server.bundle.v1.Bundle/AppendBundle":               accessAdmin,
+	"/spire.api.server.bundle.v1.Bundle/PublishJWTAuthority":        accessAdmin,
+	"/spire.api.server.bundle.v1.Bundle/ListFederatedBundles":       accessAdmin,
+	"/spire.api.server.bundle.v1.Bundle/GetFederatedBundle":         accessAgentOrAdmin,
+	"/spire.api.server.bundle.v1.Bundle/BatchCreateFederatedBundle": accessAdmin,
+	"/spire.api.server.bundle.v1.Bundle/BatchUpdateFederatedBundle": accessAdmin,
+	"/spire.api.server.bundle.v1.Bundle/BatchSetFederatedBundle":    accessAdmin,
+	"/spire.api.server.bundle.v1.Bundle/BatchDeleteFederatedBundle": accessAdmin,
+
+	"/spire.api.server.debug.v1.Debug/GetInfo": accessAdmin,
+}
+
+// authenticate works out who is calling. The TLS layer has already verified
+// any client certificate against the trust bundle; here the certificate is
+// matched with the datastore, so an evicted, banned or superseded agent SVID
+// is refused even though it still chains to the CA.
+func (a *API) authenticate(ctx context.Context) (*Caller, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no peer information")
+	}
+	if _, ok := p.Addr.(*net.UnixAddr); ok {
+		return &Caller{Role: RoleAdmin, Local: true}, nil
+	}
+	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+		return &Caller{Role: RoleNone}, nil
+	}
+	cert := tlsInfo.State.PeerCertificates[0]
+	id, err := x509svid.IDFromCert(cert)
+	if err != nil {
+		return nil, status.Errorf(codes.Unauthenticated, "client certificate is not an X.509-SVID: %v", err)
+	}
+	c := &Caller{Role: RoleNone, ID: id, Cert: cert}
+	if isAgentPath(a.cfg.TrustDomain, id) {
+		node, err := a.authenticateAgent(ctx, id, cert)
+		if err != nil {
+			return nil, err
+		}
+		c.Role, c.Node = RoleAgent, node
+		return c, nil
+	}
+	if slices.Contains(a.cfg.AdminIDs, id) {
+		c.Role = RoleAdmin
+		return c, nil
+	}
+	snap, err := a.entries.snapshot(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "load entries: %v", err)
+	}
+	if snap.isAdmin(id.String()) {
+		c.Role = RoleAdmin
+	}
+	return c, nil
+}
+
+func isAgentPath(td spiffeid.TrustDomain, id spiffeid.ID) bool {
+	return id.MemberOf(td) && strings.HasPrefix(id.Path(), "/spire/agent/")
+}
+
+// authenticateAgent checks an agent SVID against the attested node: the
+// serial must be the node's current one, or the one issued by the last
+// renewal, which this first use then makes current.
+func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.Certificate) (*datastore.AttestedNode, error) {
+	node, err := a.cfg.DataStore.FetchAttestedNode(ctx, id.String())
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		return nil, status.Errorf(codes.PermissionDenied, "agent %q is not attested", id)
+	case err != nil:
+		return nil, status.Errorf(codes.Internal, "fetch attested node: %v", err)
+	case node.Banned():
+		return nil, status.Errorf(codes.PermissionDenied, "agent %q is banned", id)
+	}
+	serial := cert.SerialNumber.String()
+	switch serial {
+	case node.CertSerial:
+		return node, nil
+	case node.NewCertSerial:
+		node.CertSerial, node.CertNotAfter = node.NewCertSerial, node.NewCertNotAfter
+		node.NewCertSerial, node.NewCertNotAfter = "", 0
+		node.Selectors = nil // leave the stored selectors alone
+		if err := a.cfg.DataStore.UpdateAttestedNode(ctx, node); err != nil {
+			return nil, status.Errorf(codes.Internal, "activate renewed agent SVID: %v", err)
+		}
+		return node, nil
+	default:
+		return nil, status.Errorf(codes.PermissionDenied, "agent %q presented an SVID that is not active (serial %s)", id, serial)
+	}
+}
+
+func (a *API) authorize(ctx context.Context, method string) (context.Context, error) {
+	acc, ok := methodAccess[method]
+	if !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "method %s is not served", method)
+	}
+	c, err := a.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	allowed := false
+	switch acc {
+	case accessPublic:
+		allowed = true
+	case accessAgent:
+		allowed = c.Role == RoleAgent
+	case accessAdmin:
+		allowed = c.Role == RoleAdmin
+	case accessAgentOrAdmin:
+		allowed = c.Role == RoleAgent || c.Role == RoleAdmin
+	}
+	if !allowed {
+		return nil, status.Errorf(codes.PermissionDenied, "caller is not authorized for %s", method)
+	}
+	return context.WithValue(ctx, callerKey{}, c), nil
+}
+
+// UnaryInterceptor authenticates and authorizes every unary call.
+func (a *API) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, err := a.authorize(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// StreamInterceptor authenticates and authorizes every streaming call.
+func (a *API) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, err := a.authorize(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+}
+
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+// callerAgent returns the calling agent; the interceptor guarantees it for
+// agent-only methods.
+func callerAgent(ctx context.Context) (*Caller, error) {
+	c, ok := CallerFromContext(ctx)
+	if !ok || c.Role != RoleAgent {
+		return nil, status.Error(codes.PermissionDenied, "caller is not an agent")
+	}
+	return c, nil
+}

@@ -1,0 +1,132 @@
+package api
+
+import (
+	"context"
+	"sync"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+)
+
+// entryCache keeps every entry in memory, indexed by parent and by SPIFFE ID,
+// so that working out an agent's authorized entries is a graph walk rather
+// than a query per level. It reloads when the datastore's entries revision
+// moves, which one cheap query per request tells.
+type entryCache struct {
+	ds datastore.DataStore
+
+	mu   sync.Mutex
+	rev  int64
+	snap *entrySnapshot
+}
+
+type entrySnapshot struct {
+	byParent   map[string][]*types.Entry
+	bySPIFFEID map[string][]*types.Entry
+	byID       map[string]*types.Entry
+}
+
+func newEntryCache(ds datastore.DataStore) *entryCache { return &entryCache{ds: ds} }
+
+func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
+	rev, err := c.ds.EntriesRevision(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap != nil && rev == c.rev {
+		return c.snap, nil
+	}
+	entries, _, err := c.ds.ListEntries(ctx, &datastore.ListEntriesRequest{})
+	if err != nil {
+		return nil, err
+	}
+	s := &entrySnapshot{
+		byParent:   make(map[string][]*types.Entry),
+		bySPIFFEID: make(map[string][]*types.Entry),
+		byID:       make(map[string]*types.Entry, len(entries)),
+	}
+	for _, e := range entries {
+		parent, id := protoIDString(e.ParentId), protoIDString(e.SpiffeId)
+		s.byParent[parent] = append(s.byParent[parent], e)
+		s.bySPIFFEID[id] = append(s.bySPIFFEID[id], e)
+		s.byID[e.Id] = e
+	}
+	c.snap, c.rev = s, rev
+	return s, nil
+}
+
+func (s *entrySnapshot) isAdmin(id string) bool {
+	for _, e := range s.bySPIFFEID[id] {
+		if e.Admin {
+			return true
+		}
+	}
+	return false
+}
+
+// authorizedFor returns the entries an agent may obtain SVIDs for: those
+// parented to the agent, the node-alias entries (parented to the server)
+// whose selectors the node's selectors satisfy, and, transitively, every
+// entry parented to one of those.
+func (s *entrySnapshot) authorizedFor(agentID, serverID string, nodeSelectors []*types.Selector) []*types.Entry {
+	have := make(map[string]struct{}, len(nodeSelectors))
+	for _, sel := range nodeSelectors {
+		have[sel.Type+":"+sel.Value] = struct{}{}
+	}
+	var out []*types.Entry
+	seen := make(map[string]struct{})
+	queue := []string{agentID}
+	visitedParent := map[string]struct{}{agentID: {}}
+	add := func(e *types.Entry) {
+		if _, ok := seen[e.Id]; ok {
+			return
+		}
+		seen[e.Id] = struct{}{}
+		out = append(out, e)
+		child := protoIDString(e.SpiffeId)
+		if _, ok := visitedParent[child]; !ok {
+			visitedParent[child] = struct{}{}
+			queue = append(queue, child)
+		}
+	}
+	for _, alias := range s.byParent[serverID] {
+		if selectorsSatisfied(alias.Selectors, have) {
+			add(alias)
+		}
+	}
+	for len(queue) > 0 {
+		parent := queue[0]
+		queue = queue[1:]
+		for _, e := range s.byParent[parent] {
+			add(e)
+		}
+	}
+	return out
+}
+
+func selectorsSatisfied(required []*types.Selector, have map[string]struct{}) bool {
+	if len(required) == 0 {
+		return false
+	}
+	for _, sel := range required {
+		if _, ok := have[sel.Type+":"+sel.Value]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// authorizedEntries returns the calling agent's authorized entries.
+func (a *API) authorizedEntries(ctx context.Context, c *Caller) ([]*types.Entry, error) {
+	snap, err := a.entries.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	selectors, err := a.cfg.DataStore.GetNodeSelectors(ctx, c.ID.String())
+	if err != nil {
+		return nil, err
+	}
+	return snap.authorizedFor(c.ID.String(), a.serverID().String(), selectors), nil
+}

@@ -1,0 +1,21 @@
+package api
+
+import (
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	debugv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/debug/v1"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"google.golang.org/grpc"
+)
+
+// Register adds every service to s. The server must be built with the
+// API's interceptors (UnaryInterceptor, StreamInterceptor), which
+// authenticate and authorize each call.
+func (a *API) Register(s grpc.ServiceRegistrar) {
+	agentv1.RegisterAgentServer(s, &AgentService{api: a})
+	entryv1.RegisterEntryServer(s, &EntryService{api: a})
+	svidv1.RegisterSVIDServer(s, &SVIDService{api: a})
+	bundlev1.RegisterBundleServer(s, &BundleService{api: a})
+	debugv1.RegisterDebugServer(s, &DebugService{api: a})
+}

@@ -1,0 +1,183 @@
+package api
+
+import (
+	"context"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/server/ca"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// SVIDService implements svid/v1.
+type SVIDService struct {
+	svidv1.UnimplementedSVIDServer
+	api *API
+}
+
+// MintX509SVID implements svid/v1 for admins: the CSR names the SPIFFE ID
+// in its one URI SAN.
+func (s *SVIDService) MintX509SVID(ctx context.Context, req *svidv1.MintX509SVIDRequest) (*svidv1.MintX509SVIDResponse, error) {
+	csr, err := parseCSR(req.Csr)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "failed to parse CSR: %v", err)
+	}
+	if len(csr.URIs) != 1 {
+		return nil, status.Error(codes.InvalidArgument, "CSR must have exactly one URI SAN")
+	}
+	id, err := spiffeid.FromURI(csr.URIs[0])
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "CSR URI SAN is not a SPIFFE ID: %v", err)
+	}
+	if !id.MemberOf(s.api.cfg.TrustDomain) {
+		return nil, status.Errorf(codes.InvalidArgument, "CSR URI SAN %q is not a member of trust domain %q", id, s.api.cfg.TrustDomain)
+	}
+	if req.Ttl < 0 {
+		return nil, status.Error(codes.InvalidArgument, "ttl must not be negative")
+	}
+	for _, n := range csr.DNSNames {
+		if err := validateDNSName(n); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "CSR: %v", err)
+		}
+	}
+	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{
+		SPIFFEID: id, PublicKey: csr.PublicKey, TTL: time.Duration(req.Ttl) * time.Second, DNSNames: csr.DNSNames, Subject: csr.Subject,
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to sign X509-SVID: %v", err)
+	}
+	return &svidv1.MintX509SVIDResponse{Svid: x509SVIDToProto(id, chain)}, nil
+}
+
+// MintJWTSVID implements svid/v1 for admins.
+func (s *SVIDService) MintJWTSVID(ctx context.Context, req *svidv1.MintJWTSVIDRequest) (*svidv1.MintJWTSVIDResponse, error) {
+	id, err := s.api.idFromProto("invalid SPIFFE ID", req.Id)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := validateAudience(req.Audience); err != nil {
+		return nil, err
+	}
+	if req.Ttl < 0 {
+		return nil, status.Error(codes.InvalidArgument, "ttl must not be negative")
+	}
+	svid, err := s.mintJWT(ctx, id, req.Audience, time.Duration(req.Ttl)*time.Second, "")
+	if err != nil {
+		return nil, err
+	}
+	return &svidv1.MintJWTSVIDResponse{Svid: svid}, nil
+}
+
+func validateAudience(aud []string) error {
+	if len(aud) == 0 {
+		return status.Error(codes.InvalidArgument, "at least one audience is required")
+	}
+	for _, a := range aud {
+		if a == "" {
+			return status.Error(codes.InvalidArgument, "audience must not be empty")
+		}
+	}
+	return nil
+}
+
+func (s *SVIDService) mintJWT(ctx context.Context, id spiffeid.ID, aud []string, ttl time.Duration, hint string) (*types.JWTSVID, error) {
+	token, err := s.api.cfg.CA.SignJWTSVID(ctx, ca.JWTSVIDParams{SPIFFEID: id, Audience: aud, TTL: ttl})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to sign JWT-SVID: %v", err)
+	}
+	iat, exp, err := jwtTimes(token)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to read signed JWT-SVID: %v", err)
+	}
+	return &types.JWTSVID{Token: token, Id: idToProto(id), IssuedAt: iat, ExpiresAt: exp, Hint: hint}, nil
+}
+
+// BatchNewX509SVID implements svid/v1 for agents: each CSR is signed for an
+// entry the calling agent is authorized for, with the entry's SPIFFE ID,
+// TTL and DNS names; anything else is refused.
+func (s *SVIDService) BatchNewX509SVID(ctx context.Context, req *svidv1.BatchNewX509SVIDRequest) (*svidv1.BatchNewX509SVIDResponse, error) {
+	c, err := callerAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Params) > MaxBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "too many params: %d, at most %d per request", len(req.Params), MaxBatch)
+	}
+	entries, err := s.api.authorizedEntries(ctx, c)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "authorized entries: %v", err)
+	}
+	byID := make(map[string]*types.Entry, len(entries))
+	for _, e := range entries {
+		byID[e.Id] = e
+	}
+	resp := &svidv1.BatchNewX509SVIDResponse{}
+	for _, p := range req.Params {
+		svid, err := s.newX509SVID(ctx, p, byID)
+		resp.Results = append(resp.Results, &svidv1.BatchNewX509SVIDResponse_Result{Status: toStatus(err), Svid: svid})
+	}
+	return resp, nil
+}
+
+func (s *SVIDService) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDParams, authorized map[string]*types.Entry) (*types.X509SVID, error) {
+	if p == nil || p.EntryId == "" {
+		return nil, status.Error(codes.InvalidArgument, "missing entry ID")
+	}
+	e, ok := authorized[p.EntryId]
+	if !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "entry %q is not authorized for this agent", p.EntryId)
+	}
+	csr, err := parseCSR(p.Csr)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "failed to parse CSR: %v", err)
+	}
+	id, err := s.api.idFromProto("entry SPIFFE ID", e.SpiffeId)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{
+		SPIFFEID: id, PublicKey: csr.PublicKey, TTL: time.Duration(e.X509SvidTtl) * time.Second, DNSNames: e.DnsNames,
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to sign X509-SVID: %v", err)
+	}
+	svid := x509SVIDToProto(id, chain)
+	svid.Hint = e.Hint
+	return svid, nil
+}
+
+// NewJWTSVID implements svid/v1 for agents.
+func (s *SVIDService) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequest) (*svidv1.NewJWTSVIDResponse, error) {
+	c, err := callerAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.EntryId == "" {
+		return nil, status.Error(codes.InvalidArgument, "missing entry ID")
+	}
+	if err := validateAudience(req.Audience); err != nil {
+		return nil, err
+	}
+	entries, err := s.api.authorizedEntries(ctx, c)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "authorized entries: %v", err)
+	}
+	for _, e := range entries {
+		if e.Id != req.EntryId {
+			continue
+		}
+		id, err := s.api.idFromProto("entry SPIFFE ID", e.SpiffeId)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "%v", err)
+		}
+		svid, err := s.mintJWT(ctx, id, req.Audience, time.Duration(e.JwtSvidTtl)*time.Second, e.Hint)
+		if err != nil {
+			return nil, err
+		}
+		return &svidv1.NewJWTSVIDResponse{Svid: svid}, nil
+	}
+	return nil, status.Errorf(codes.PermissionDenied, "entry %q is not authorized for this agent", req.EntryId)
+}

@@ -1,0 +1,157 @@
+// Package endpoints serves the server API on its two listeners: TCP with
+// TLS for agents (and SVID-holding admins), and the admin Unix socket for
+// the local CLI. Who may call what is decided by the api package's
+// interceptors; this package only sets up transport security.
+package endpoints
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/server/api"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+)
+
+// MaxMessageSize bounds one request; larger ones fail with ResourceExhausted
+// before any handler runs.
+const MaxMessageSize = 4 << 20
+
+// Config describes the listeners.
+type Config struct {
+	// TCPAddr is host:port for agents ("127.0.0.1:8081").
+	TCPAddr string
+	// SocketPath is the admin Unix socket.
+	SocketPath string
+	API        *api.API
+	// Certificate returns the server's current TLS certificate (its SVID).
+	Certificate func() (*tls.Certificate, error)
+	// Bundles verifies client SVIDs; it must reflect CA rotation.
+	Bundles x509bundle.Source
+	Log     *slog.Logger
+}
+
+// Endpoints owns the listeners and the gRPC server.
+type Endpoints struct {
+	cfg    Config
+	grpc   *grpc.Server
+	health *health.Server
+	tcp    net.Listener
+	unix   net.Listener
+}
+
+// New binds both listeners, so that errors such as a port in use are
+// reported at start-up, before Serve.
+func New(cfg Config) (*Endpoints, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	tcp, err := net.Listen("tcp", cfg.TCPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("endpoints: listen on %s: %w", cfg.TCPAddr, err)
+	}
+	unixL, err := ListenAdminSocket(cfg.SocketPath)
+	if err != nil {
+		tcp.Close()
+		return nil, err
+	}
+	tlsCfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cfg.Certificate()
+		},
+		// Agents present no certificate while attesting, so one is
+		// requested, not required; a presented one must verify.
+		ClientAuth: tls.RequestClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return nil
+			}
+			_, _, err := x509svid.ParseAndVerify(raw, cfg.Bundles)
+			return err
+		},
+	}
+	e := &Endpoints{cfg: cfg, tcp: tcp, unix: unixL, health: health.NewServer()}
+	e.grpc = grpc.NewServer(
+		grpc.Creds(&splitCreds{tls: credentials.NewTLS(tlsCfg)}),
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.ChainUnaryInterceptor(cfg.API.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(cfg.API.StreamInterceptor),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.ConnectionTimeout(30*time.Second),
+	)
+	cfg.API.Register(e.grpc)
+	healthpb.RegisterHealthServer(e.grpc, e.health)
+	return e, nil
+}
+
+// TCPAddr is the bound agent address (useful with port 0).
+func (e *Endpoints) TCPAddr() net.Addr { return e.tcp.Addr() }
+
+// Serve serves until ctx ends, then stops gracefully (in-flight calls get a
+// few seconds to finish).
+func (e *Endpoints) Serve(ctx context.Context) error {
+	errs := make(chan error, 2)
+	go func() { errs <- e.grpc.Serve(e.tcp) }()
+	go func() { errs <- e.grpc.Serve(e.unix) }()
+	e.cfg.Log.Info("Starting Server APIs", "address", e.tcp.Addr().String(), "socket", e.cfg.SocketPath)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	e.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { e.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		e.grpc.Stop()
+	}
+	os.Remove(e.cfg.SocketPath)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}
+
+// ListenAdminSocket creates the admin socket. Its directory is made 0770 so
+// only the server's user and group reach it: file permissions are the
+// admin socket's authentication.
+func ListenAdminSocket(path string) (net.Listener, error) {
+	if path == "" {
+		return nil, errors.New("endpoints: admin socket path is empty")
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o770); err != nil {
+		return nil, fmt.Errorf("endpoints: create admin socket directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o770); err != nil {
+		return nil, fmt.Errorf("endpoints: restrict admin socket directory: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("endpoints: remove stale admin socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("endpoints: listen on admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o770); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("endpoints: restrict admin socket: %w", err)
+	}
+	return l, nil
+}

@@ -1,0 +1,33 @@
+// Package nodeattestor defines how the server verifies an agent's evidence
+// during AttestAgent. Each attestor lives in a subpackage (jointoken, and
+// later tpm, x509pop and the cloud attestors) and implements Attestor.
+package nodeattestor
+
+import (
+	"context"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+)
+
+// Result is what a successful attestation establishes about a node.
+type Result struct {
+	AgentID   spiffeid.ID
+	Selectors []*types.Selector
+	// CanReattest says the node can prove itself again (TPM, cloud), so it
+	// may renew by re-attesting; join tokens cannot.
+	CanReattest bool
+}
+
+// ChallengeFunc sends a challenge to the agent over the attestation stream
+// and returns its response.
+type ChallengeFunc func(ctx context.Context, challenge []byte) ([]byte, error)
+
+// Attestor verifies one kind of attestation data. Errors that are gRPC
+// statuses are returned to the agent as they are; others become
+// PermissionDenied, since a failed attestation is a refusal.
+type Attestor interface {
+	// Type is the attestation data type the attestor handles ("join_token").
+	Type() string
+	Attest(ctx context.Context, payload []byte, challenge ChallengeFunc) (*Result, error)
+}
