@@ -1,0 +1,484 @@
+package ca
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/server/keymanager"
+)
+
+// rotateInterval is how often Run checks the slots; the jitter keeps several
+// servers sharing a datastore from checking in lockstep.
+const (
+	rotateInterval = 10 * time.Second
+	rotateJitter   = time.Second
+)
+
+// Run calls Rotate every ten seconds (jittered) until ctx ends, logging
+// failures: a failed step is retried on the next tick. It returns nil when
+// ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	for {
+		wait := rotateInterval + time.Duration(mrand.Int64N(int64(2*rotateJitter))) - rotateJitter
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		if err := m.Rotate(ctx); err != nil && ctx.Err() == nil {
+			m.cfg.Log.Error("ca: rotation step failed", "error", err)
+		}
+	}
+}
+
+// Rotate performs one rotation step at the configured clock's time: it
+// activates a successor when the active authority is past five sixths of its
+// life or expired, prepares and publishes one when it is past half, and
+// prunes expired authorities from the bundle. Every change of the slots is
+// persisted in the journal before it takes effect.
+func (m *Manager) Rotate(ctx context.Context) error {
+	m.rotateMu.Lock()
+	defer m.rotateMu.Unlock()
+	now := m.cfg.Clock()
+	var errs []error
+	if err := m.rotateX509(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	if err := m.rotateJWT(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	if changed, err := m.cfg.Store.PruneBundle(ctx, m.cfg.TrustDomain.Name(), now); err != nil {
+		errs = append(errs, fmt.Errorf("ca: prune bundle: %w", err))
+	} else if changed {
+		m.cfg.Log.Info("ca: pruned expired authorities from the bundle")
+	}
+	return errors.Join(errs...)
+}
+
+// pastFraction reports whether now is past the given fraction of a slot's life.
+func pastFraction(s *slotMeta, now time.Time, num, den int64) bool {
+	life := s.notAfter.Sub(s.issuedAt)
+	// Divide first: multiplying a multi-year lifetime in nanoseconds could
+	// overflow.
+	return !now.Before(s.issuedAt.Add(life / time.Duration(den) * time.Duration(num)))
+}
+
+// readyToActivate: the active authority is past five sixths of its life and
+// the prepared one has been in the bundle for at least a third of the active
+// one's life, the gap a half-life preparation normally gives relying parties
+// to fetch it. A successor prepared late (after downtime, or after failed
+// steps) therefore waits, at the latest until the active one expires.
+func readyToActivate(active, prepared *slotMeta, now time.Time) bool {
+	if !pastFraction(active, now, 5, 6) {
+		return false
+	}
+	life := active.notAfter.Sub(active.issuedAt)
+	return !now.Before(prepared.issuedAt.Add(life / 3))
+}
+
+// freeSlot picks the slot index a new authority goes into: the one not
+// holding the slot to keep (active, else prepared).
+func freeSlot(keep *slotMeta) int {
+	if keep == nil {
+		return 0
+	}
+	return 1 - keep.index
+}
+
+func (m *Manager) rotateX509(ctx context.Context, now time.Time) error {
+	m.mu.RLock()
+	slots := m.x509
+	m.mu.RUnlock()
+	next := slots
+	changed := false
+	set := func(s *x509Slot) { next[s.index] = s; changed = true }
+	retire := func(s *x509Slot) {
+		c := *s
+		c.status, c.key = statusOld, nil
+		set(&c)
+	}
+
+	active, prepared := activeOf(next[:]), preparedOf(next[:])
+	if prepared != nil && !now.Before(prepared.notAfter) {
+		retire(prepared)
+		prepared = nil
+	}
+	if active == nil || !now.Before(active.notAfter) {
+		if active != nil {
+			retire(active)
+		}
+		if prepared != nil {
+			// Publishing again is idempotent and makes sure the successor
+			// is in the bundle before it signs anything.
+			if err := m.publishX509(ctx, prepared); err != nil {
+				return err
+			}
+			c := *prepared
+			c.status = statusActive
+			set(&c)
+			prepared = nil
+		} else {
+			var keep *slotMeta
+			if active != nil {
+				keep = &active.slotMeta
+			}
+			s, err := m.prepareX509(ctx, freeSlot(keep), now)
+			if err != nil {
+				return err
+			}
+			s.status = statusActive
+			set(s)
+		}
+		active = activeOf(next[:])
+	}
+	if prepared == nil && pastFraction(&active.slotMeta, now, 1, 2) {
+		s, err := m.prepareX509(ctx, freeSlot(&active.slotMeta), now)
+		if err != nil {
+			return err
+		}
+		set(s)
+		prepared = s
+		m.cfg.Log.Info("ca: prepared X.509 CA", "slot", slotNames[s.index], "not_after", s.notAfter)
+	}
+	if prepared != nil && readyToActivate(&active.slotMeta, &prepared.slotMeta, now) {
+		published, err := m.x509Published(ctx, prepared)
+		if err != nil {
+			return err
+		}
+		if published {
+			retire(active)
+			c := *prepared
+			c.status = statusActive
+			set(&c)
+			m.cfg.Log.Info("ca: activated X.509 CA", "slot", slotNames[c.index], "not_after", c.notAfter)
+		} else {
+			// The bundle lost it (restored backup, manual edit): publish
+			// again and give relying parties another round to fetch it.
+			m.cfg.Log.Warn("ca: prepared X.509 CA missing from the bundle; republishing before activation")
+			if err := m.publishX509(ctx, prepared); err != nil {
+				return err
+			}
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if err := m.persist(ctx, next, m.jwt); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.x509 = next
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Manager) rotateJWT(ctx context.Context, now time.Time) error {
+	m.mu.RLock()
+	slots := m.jwt
+	m.mu.RUnlock()
+	next := slots
+	changed := false
+	set := func(s *jwtSlot) { next[s.index] = s; changed = true }
+	retire := func(s *jwtSlot) {
+		c := *s
+		c.status, c.key = statusOld, nil
+		set(&c)
+	}
+
+	active, prepared := activeOf(next[:]), preparedOf(next[:])
+	if prepared != nil && !now.Before(prepared.notAfter) {
+		retire(prepared)
+		prepared = nil
+	}
+	if active == nil || !now.Before(active.notAfter) {
+		if active != nil {
+			retire(active)
+		}
+		if prepared != nil {
+			if err := m.publishJWT(ctx, prepared); err != nil {
+				return err
+			}
+			c := *prepared
+			c.status = statusActive
+			set(&c)
+			prepared = nil
+		} else {
+			var keep *slotMeta
+			if active != nil {
+				keep = &active.slotMeta
+			}
+			s, err := m.prepareJWT(ctx, freeSlot(keep), now)
+			if err != nil {
+				return err
+			}
+			s.status = statusActive
+			set(s)
+		}
+		active = activeOf(next[:])
+	}
+	if prepared == nil && pastFraction(&active.slotMeta, now, 1, 2) {
+		s, err := m.prepareJWT(ctx, freeSlot(&active.slotMeta), now)
+		if err != nil {
+			return err
+		}
+		set(s)
+		prepared = s
+		m.cfg.Log.Info("ca: prepared JWT key", "slot", slotNames[s.index], "kid", s.kid)
+	}
+	if prepared != nil && readyToActivate(&active.slotMeta, &prepared.slotMeta, now) {
+		published, err := m.jwtPublished(ctx, prepared)
+		if err != nil {
+			return err
+		}
+		if published {
+			retire(active)
+			c := *prepared
+			c.status = statusActive
+			set(&c)
+			m.cfg.Log.Info("ca: activated JWT key", "slot", slotNames[c.index], "kid", c.kid)
+		} else {
+			m.cfg.Log.Warn("ca: prepared JWT key missing from the bundle; republishing before activation")
+			if err := m.publishJWT(ctx, prepared); err != nil {
+				return err
+			}
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if err := m.persist(ctx, m.x509, next); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.jwt = next
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Manager) persist(ctx context.Context, x [2]*x509Slot, j [2]*jwtSlot) error {
+	data, err := encodeJournal(x, j)
+	if err != nil {
+		return fmt.Errorf("ca: journal: encode: %w", err)
+	}
+	if err := m.cfg.Store.SetCAJournal(ctx, journalName, data); err != nil {
+		return fmt.Errorf("ca: journal: store: %w", err)
+	}
+	return nil
+}
+
+// prepareX509 creates a key in slot idx (replacing the old one), has it
+// certified, and publishes the trust anchor. The slot comes back prepared.
+func (m *Manager) prepareX509(ctx context.Context, idx int, now time.Time) (*x509Slot, error) {
+	key, err := m.cfg.KeyManager.GenerateKey(ctx, x509KeyIDs[idx], m.cfg.CAKeyType)
+	if err != nil {
+		return nil, fmt.Errorf("ca: prepare X.509 CA: %w", err)
+	}
+	var s *x509Slot
+	if m.cfg.Upstream == nil {
+		s, err = m.selfSignCA(key, now)
+	} else {
+		s, err = m.upstreamSignCA(ctx, key, now)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.index, s.status, s.key, s.issuedAt = idx, statusPrepared, key, now
+	if err := m.publishX509(ctx, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (m *Manager) prepareJWT(ctx context.Context, idx int, now time.Time) (*jwtSlot, error) {
+	key, err := m.cfg.KeyManager.GenerateKey(ctx, jwtKeyIDs[idx], m.cfg.JWTKeyType)
+	if err != nil {
+		return nil, fmt.Errorf("ca: prepare JWT key: %w", err)
+	}
+	kid, err := newKeyID()
+	if err != nil {
+		return nil, fmt.Errorf("ca: prepare JWT key: %w", err)
+	}
+	s := &jwtSlot{
+		slotMeta: slotMeta{
+			index: idx, status: statusPrepared, key: key, issuedAt: now,
+			// Whole seconds: the bundle records expires_at in seconds, and
+			// tokens must not outlive what the bundle says.
+			notAfter: time.Unix(now.Add(m.cfg.CATTL).Unix(), 0),
+		},
+		kid: kid,
+		pub: key.Public(),
+	}
+	if err := m.publishJWT(ctx, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newKeyID returns a random JWT key ID. It must be unique across rotations:
+// the bundle identifies JWT authorities by key ID, and slots are reused.
+func newKeyID() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func (m *Manager) publishX509(ctx context.Context, s *x509Slot) error {
+	b := &types.Bundle{TrustDomain: m.cfg.TrustDomain.Name()}
+	for _, r := range s.roots {
+		b.X509Authorities = append(b.X509Authorities, &types.X509Certificate{Asn1: r.Raw})
+	}
+	if _, err := m.cfg.Store.AppendBundle(ctx, b); err != nil {
+		return fmt.Errorf("ca: publish X.509 authority: %w", err)
+	}
+	return nil
+}
+
+func (m *Manager) publishJWT(ctx context.Context, s *jwtSlot) error {
+	pub, err := x509.MarshalPKIXPublicKey(s.pub)
+	if err != nil {
+		return fmt.Errorf("ca: publish JWT authority: %w", err)
+	}
+	b := &types.Bundle{
+		TrustDomain:    m.cfg.TrustDomain.Name(),
+		JwtAuthorities: []*types.JWTKey{{PublicKey: pub, KeyId: s.kid, ExpiresAt: s.notAfter.Unix()}},
+	}
+	if _, err := m.cfg.Store.AppendBundle(ctx, b); err != nil {
+		return fmt.Errorf("ca: publish JWT authority: %w", err)
+	}
+	return nil
+}
+
+func (m *Manager) fetchBundle(ctx context.Context) (*types.Bundle, error) {
+	b, err := m.cfg.Store.FetchBundle(ctx, m.cfg.TrustDomain.Name())
+	if errors.Is(err, datastore.ErrNotFound) {
+		return &types.Bundle{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: fetch bundle: %w", err)
+	}
+	return b, nil
+}
+
+func (m *Manager) x509Published(ctx context.Context, s *x509Slot) (bool, error) {
+	b, err := m.fetchBundle(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range s.roots {
+		found := false
+		for _, a := range b.GetX509Authorities() {
+			if string(a.GetAsn1()) == string(r.Raw) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func (m *Manager) jwtPublished(ctx context.Context, s *jwtSlot) (bool, error) {
+	b, err := m.fetchBundle(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range b.GetJwtAuthorities() {
+		if a.GetKeyId() == s.kid {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// load reads the journal and attaches each active or prepared slot's key. A
+// key missing from the key manager (a memory key manager after a restart)
+// retires its slot; a key that differs from the recorded one is an error.
+func (m *Manager) load(ctx context.Context) error {
+	data, err := m.cfg.Store.FetchCAJournal(ctx, journalName)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("ca: journal: fetch: %w", err)
+	}
+	xs, js, err := decodeJournal(data)
+	if err != nil {
+		return err
+	}
+	for i, s := range xs {
+		if s == nil || s.status == statusOld {
+			continue
+		}
+		key, err := m.attachKey(ctx, x509KeyIDs[i], s.cert.PublicKey)
+		if err != nil {
+			return err
+		}
+		if key == nil {
+			s.status = statusOld
+			continue
+		}
+		s.key = key
+	}
+	for i, s := range js {
+		if s == nil || s.status == statusOld {
+			continue
+		}
+		key, err := m.attachKey(ctx, jwtKeyIDs[i], s.pub)
+		if err != nil {
+			return err
+		}
+		if key == nil {
+			s.status = statusOld
+			continue
+		}
+		s.key = key
+	}
+	m.x509, m.jwt = xs, js
+
+	// Make sure what will sign is published, even if the bundle was lost.
+	for _, s := range xs {
+		if s != nil && s.status != statusOld {
+			if err := m.publishX509(ctx, s); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range js {
+		if s != nil && s.status != statusOld {
+			if err := m.publishJWT(ctx, s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Manager) attachKey(ctx context.Context, id string, want any) (keymanager.Key, error) {
+	key, err := m.cfg.KeyManager.GetKey(ctx, id)
+	if errors.Is(err, keymanager.ErrNotFound) {
+		m.cfg.Log.Warn("ca: journal names a key the key manager no longer holds; preparing a new one", "key_id", id)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: journal: get key %q: %w", id, err)
+	}
+	if !publicKeyEqual(key.Public(), want) {
+		return nil, fmt.Errorf("%w: key %q", ErrKeyMismatch, id)
+	}
+	return key, nil
+}
