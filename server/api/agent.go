@@ -317,7 +317,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	}
 	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: res.AgentID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
 	if err != nil {
-		return status.Errorf(codes.Internal, "failed to sign agent SVID: %v", err)
+		return signError("failed to sign agent SVID", err)
 	}
 	leaf := chain[0]
 	node := &datastore.AttestedNode{
@@ -363,7 +363,7 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	}
 	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: c.ID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "failed to sign agent SVID: %v", err)
+		return nil, signError("failed to sign agent SVID", err)
 	}
 	node := c.Node
 	node.NewCertSerial, node.NewCertNotAfter = chain[0].SerialNumber.String(), chain[0].NotAfter.Unix()

@@ -140,3 +140,12 @@ func toStatus(err error) *types.Status {
 	st := status.Convert(err)
 	return &types.Status{Code: int32(st.Code()), Message: st.Message()}
 }
+
+// signError maps a CA failure: parameters the CA refuses are the caller's
+// fault; anything else is the server's.
+func signError(what string, err error) error {
+	if errors.Is(err, ca.ErrInvalidParams) {
+		return status.Errorf(codes.InvalidArgument, "%s: %v", what, err)
+	}
+	return status.Errorf(codes.Internal, "%s: %v", what, err)
+}

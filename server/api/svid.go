@@ -47,7 +47,7 @@ func (s *SVIDService) MintX509SVID(ctx context.Context, req *svidv1.MintX509SVID
 		SPIFFEID: id, PublicKey: csr.PublicKey, TTL: time.Duration(req.Ttl) * time.Second, DNSNames: csr.DNSNames, Subject: csr.Subject,
 	})
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "failed to sign X509-SVID: %v", err)
+		return nil, signError("failed to sign X509-SVID", err)
 	}
 	return &svidv1.MintX509SVIDResponse{Svid: x509SVIDToProto(id, chain)}, nil
 }
@@ -86,7 +86,7 @@ func validateAudience(aud []string) error {
 func (s *SVIDService) mintJWT(ctx context.Context, id spiffeid.ID, aud []string, ttl time.Duration, hint string) (*types.JWTSVID, error) {
 	token, err := s.api.cfg.CA.SignJWTSVID(ctx, ca.JWTSVIDParams{SPIFFEID: id, Audience: aud, TTL: ttl})
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "failed to sign JWT-SVID: %v", err)
+		return nil, signError("failed to sign JWT-SVID", err)
 	}
 	iat, exp, err := jwtTimes(token)
 	if err != nil {
@@ -142,7 +142,7 @@ func (s *SVIDService) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDPara
 		SPIFFEID: id, PublicKey: csr.PublicKey, TTL: time.Duration(e.X509SvidTtl) * time.Second, DNSNames: e.DnsNames,
 	})
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "failed to sign X509-SVID: %v", err)
+		return nil, signError("failed to sign X509-SVID", err)
 	}
 	svid := x509SVIDToProto(id, chain)
 	svid.Hint = e.Hint
