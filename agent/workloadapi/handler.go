@@ -1,0 +1,464 @@
+// Package workloadapi serves the SPIFFE Workload API on the agent's Unix
+// socket. Every call is attested: the caller's process is identified through
+// its pidfd (package peer), turned into selectors by the configured
+// attestors, and confirmed to still be alive before the Manager is asked for
+// the identities those selectors may see.
+package workloadapi
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/spiffe-hw/spire-hw/agent/cache"
+	"github.com/spiffe-hw/spire-hw/agent/peer"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Config is what a Handler needs.
+type Config struct {
+	Manager   Manager
+	Attestors []Attestor
+	// TrustDomain is the agent's own trust domain. JWT-SVIDs from other
+	// trust domains have their non-registered claims removed on validation,
+	// as SPIRE does.
+	TrustDomain spiffeid.TrustDomain
+	Log         *slog.Logger
+}
+
+// Handler implements workload.SpiffeWorkloadAPIServer.
+type Handler struct {
+	workload.UnimplementedSpiffeWorkloadAPIServer
+	c Config
+}
+
+var _ workload.SpiffeWorkloadAPIServer = (*Handler)(nil)
+
+// New returns a Handler.
+func New(cfg Config) *Handler {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Handler{c: cfg}
+}
+
+// standardClaims survive validation of a foreign JWT-SVID.
+var standardClaims = map[string]bool{
+	"aud": true, "exp": true, "iat": true, "iss": true, "jti": true, "nbf": true, "sub": true,
+}
+
+// FetchX509SVID streams the caller's X.509-SVIDs, one message per change.
+func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	ctx := stream.Context()
+	selectors, log, err := h.attest(ctx, "FetchX509SVID")
+	if err != nil {
+		return err
+	}
+	sub, err := h.c.Manager.SubscribeToCacheChanges(ctx, selectors)
+	if err != nil {
+		log.Error("workloadapi: subscribe failed", "err", err)
+		return status.Errorf(codes.Unavailable, "could not subscribe to cache changes: %v", err)
+	}
+	defer sub.Finish()
+
+	var prev *workload.X509SVIDResponse
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case update, ok := <-sub.Updates():
+			if !ok {
+				return status.Error(codes.Unavailable, "subscription closed")
+			}
+			ids := filterIdentities(update.Identities)
+			if len(ids) == 0 {
+				log.Info("workloadapi: no identity issued")
+				return status.Error(codes.PermissionDenied, "no identity issued")
+			}
+			resp, err := composeX509SVIDResponse(update, ids)
+			if err != nil {
+				log.Error("workloadapi: compose X.509-SVID response", "err", err)
+				return status.Errorf(codes.Unavailable, "could not serialize response: %v", err)
+			}
+			if proto.Equal(resp, prev) {
+				continue
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			prev = resp
+		}
+	}
+}
+
+// FetchX509Bundles streams the X.509 authorities the caller may trust. Like
+// SPIRE, a caller with no identity gets PermissionDenied.
+func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
+	ctx := stream.Context()
+	selectors, log, err := h.attest(ctx, "FetchX509Bundles")
+	if err != nil {
+		return err
+	}
+	sub, err := h.c.Manager.SubscribeToCacheChanges(ctx, selectors)
+	if err != nil {
+		log.Error("workloadapi: subscribe failed", "err", err)
+		return status.Errorf(codes.Unavailable, "could not subscribe to cache changes: %v", err)
+	}
+	defer sub.Finish()
+
+	var prev *workload.X509BundlesResponse
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case update, ok := <-sub.Updates():
+			if !ok {
+				return status.Error(codes.Unavailable, "subscription closed")
+			}
+			if len(update.Identities) == 0 {
+				return status.Error(codes.PermissionDenied, "no identity issued")
+			}
+			if update.Bundle == nil {
+				return status.Error(codes.Unavailable, "bundle not available")
+			}
+			resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{
+				update.Bundle.TrustDomain().IDString(): concatDER(update.Bundle.X509Authorities()),
+			}}
+			for td, b := range update.FederatedBundles {
+				resp.Bundles[td.IDString()] = concatDER(b.X509Authorities())
+			}
+			if proto.Equal(resp, prev) {
+				continue
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			prev = resp
+		}
+	}
+}
+
+// FetchJWTSVID mints a JWT-SVID for each of the caller's identities (or only
+// the one asked for) for the requested audience.
+func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
+	if len(req.Audience) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	}
+	if req.SpiffeId != "" {
+		if _, err := spiffeid.FromString(req.SpiffeId); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "invalid requested SPIFFE ID: %v", err)
+		}
+	}
+	selectors, log, err := h.attest(ctx, "FetchJWTSVID")
+	if err != nil {
+		return nil, err
+	}
+	update := h.c.Manager.FetchWorkloadUpdate(selectors)
+	resp := &workload.JWTSVIDResponse{}
+	for _, id := range filterIdentities(update.Identities) {
+		sid, err := entryID(id.Entry)
+		if err != nil {
+			log.Error("workloadapi: entry with invalid SPIFFE ID", "err", err)
+			continue
+		}
+		if req.SpiffeId != "" && sid.String() != req.SpiffeId {
+			continue
+		}
+		svid, err := h.c.Manager.FetchJWTSVID(ctx, id.Entry, req.Audience)
+		if err != nil {
+			log.Error("workloadapi: fetch JWT-SVID", "spiffe_id", sid.String(), "err", err)
+			return nil, status.Errorf(codes.Unavailable, "could not fetch JWT-SVID: %v", err)
+		}
+		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: sid.String(), Svid: svid.Token, Hint: id.Entry.GetHint()})
+	}
+	if len(resp.Svids) == 0 {
+		return nil, status.Error(codes.PermissionDenied, "no identity issued")
+	}
+	return resp, nil
+}
+
+// FetchJWTBundles streams the JWT authorities (as JWKS) the caller may trust.
+func (h *Handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
+	ctx := stream.Context()
+	selectors, log, err := h.attest(ctx, "FetchJWTBundles")
+	if err != nil {
+		return err
+	}
+	sub, err := h.c.Manager.SubscribeToCacheChanges(ctx, selectors)
+	if err != nil {
+		log.Error("workloadapi: subscribe failed", "err", err)
+		return status.Errorf(codes.Unavailable, "could not subscribe to cache changes: %v", err)
+	}
+	defer sub.Finish()
+
+	var prev *workload.JWTBundlesResponse
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case update, ok := <-sub.Updates():
+			if !ok {
+				return status.Error(codes.Unavailable, "subscription closed")
+			}
+			if len(update.Identities) == 0 {
+				return status.Error(codes.PermissionDenied, "no identity issued")
+			}
+			resp, err := composeJWTBundlesResponse(update)
+			if err != nil {
+				log.Error("workloadapi: compose JWT bundles response", "err", err)
+				return status.Errorf(codes.Unavailable, "could not serialize response: %v", err)
+			}
+			if proto.Equal(resp, prev) {
+				continue
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			prev = resp
+		}
+	}
+}
+
+// ValidateJWTSVID checks a token against the JWT authorities the caller can
+// see and returns its subject and claims.
+func (h *Handler) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
+	if req.Audience == "" {
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	}
+	if req.Svid == "" {
+		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
+	}
+	selectors, log, err := h.attest(ctx, "ValidateJWTSVID")
+	if err != nil {
+		return nil, err
+	}
+	update := h.c.Manager.FetchWorkloadUpdate(selectors)
+	set := jwtbundle.NewSet()
+	if update.Bundle != nil {
+		set.Add(update.Bundle.JWTBundle())
+	}
+	for _, b := range update.FederatedBundles {
+		set.Add(b.JWTBundle())
+	}
+	resp, err := validateJWT(req.Svid, req.Audience, set, h.c.TrustDomain)
+	if err != nil {
+		log.Warn("workloadapi: JWT-SVID failed validation", "err", err)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return resp, nil
+}
+
+// validateJWT checks token (network input) against set and builds the
+// response. Claims of a foreign trust domain are cut to the standard ones.
+func validateJWT(token, audience string, set *jwtbundle.Set, td spiffeid.TrustDomain) (*workload.ValidateJWTSVIDResponse, error) {
+	svid, err := jwtsvid.ParseAndValidate(token, set, []string{audience})
+	if err != nil {
+		return nil, err
+	}
+	claims := make(map[string]any, len(svid.Claims))
+	for k, v := range svid.Claims {
+		if !svid.ID.MemberOf(td) && !standardClaims[k] {
+			continue
+		}
+		claims[k] = v
+	}
+	// SPIRE has always answered with aud as a list, even for one audience.
+	if aud, ok := claims["aud"].(string); ok {
+		claims["aud"] = []string{aud}
+	}
+	s, err := structFromClaims(claims)
+	if err != nil {
+		return nil, fmt.Errorf("claims: %w", err)
+	}
+	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: s}, nil
+}
+
+// attest checks the security header, identifies the caller and runs every
+// attestor. It fails with Unauthenticated when the caller died during
+// attestation: its PID may already name a different process, whose
+// selectors we might just have collected.
+func (h *Handler) attest(ctx context.Context, method string) ([]*types.Selector, *slog.Logger, error) {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok || len(md["workload.spiffe.io"]) != 1 || md["workload.spiffe.io"][0] != "true" {
+		return nil, nil, status.Error(codes.InvalidArgument, "security header missing from request")
+	}
+	info, ok := peer.FromContext(ctx)
+	if !ok {
+		h.c.Log.Error("workloadapi: no peer credentials on connection; serve with NewServer", "method", method)
+		return nil, nil, status.Error(codes.Internal, "caller credentials unavailable")
+	}
+	log := h.c.Log.With("method", method, "pid", info.PID, "uid", info.UID)
+
+	pidfd, err := info.DupPIDFD()
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Unauthenticated, "caller gone: %v", err)
+	}
+	defer closePIDFD(pidfd)
+
+	var (
+		mu        sync.Mutex
+		wg        sync.WaitGroup
+		selectors []*types.Selector
+	)
+	for _, a := range h.c.Attestors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := a.Attest(ctx, info.PID, pidfd)
+			if err != nil {
+				// As SPIRE: a failing attestor contributes nothing; fewer
+				// selectors can only mean fewer identities.
+				log.Error("workloadapi: workload attestor failed", "attestor", fmt.Sprintf("%T", a), "err", err)
+				return
+			}
+			mu.Lock()
+			selectors = append(selectors, s...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+
+	if err := info.CheckAlive(); err != nil {
+		log.Warn("workloadapi: caller exited during attestation; refusing (its PID may be reused)", "err", err)
+		return nil, nil, status.Error(codes.Unauthenticated, "caller exited during attestation")
+	}
+	return dedupSelectors(selectors), log, nil
+}
+
+func dedupSelectors(in []*types.Selector) []*types.Selector {
+	seen := make(map[[2]string]bool, len(in))
+	out := in[:0]
+	for _, s := range in {
+		k := [2]string{s.Type, s.Value}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, s)
+	}
+	return out
+}
+
+// filterIdentities keeps, among identities sharing a non-empty hint, only
+// the one with the oldest entry, as SPIRE does, so a workload that picks by
+// hint gets a stable answer.
+func filterIdentities(ids []cache.Identity) []cache.Identity {
+	best := make(map[string]int)
+	for i, id := range ids {
+		hint := id.Entry.GetHint()
+		if hint == "" {
+			continue
+		}
+		if j, ok := best[hint]; !ok || id.Entry.GetCreatedAt() < ids[j].Entry.GetCreatedAt() {
+			best[hint] = i
+		}
+	}
+	out := make([]cache.Identity, 0, len(ids))
+	for i, id := range ids {
+		if id.Entry == nil || len(id.SVID) == 0 || id.PrivateKey == nil {
+			continue
+		}
+		if hint := id.Entry.GetHint(); hint != "" && best[hint] != i {
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+func entryID(e *types.Entry) (spiffeid.ID, error) {
+	if e == nil || e.SpiffeId == nil {
+		return spiffeid.ID{}, errors.New("entry has no SPIFFE ID")
+	}
+	td, err := spiffeid.TrustDomainFromString(e.SpiffeId.TrustDomain)
+	if err != nil {
+		return spiffeid.ID{}, err
+	}
+	return spiffeid.FromPath(td, e.SpiffeId.Path)
+}
+
+func composeX509SVIDResponse(update *cache.WorkloadUpdate, ids []cache.Identity) (*workload.X509SVIDResponse, error) {
+	if update.Bundle == nil {
+		return nil, errors.New("bundle not available")
+	}
+	bundle := concatDER(update.Bundle.X509Authorities())
+	resp := &workload.X509SVIDResponse{FederatedBundles: make(map[string][]byte, len(update.FederatedBundles))}
+	for td, b := range update.FederatedBundles {
+		resp.FederatedBundles[td.IDString()] = concatDER(b.X509Authorities())
+	}
+	for _, id := range ids {
+		sid, err := entryID(id.Entry)
+		if err != nil {
+			return nil, err
+		}
+		key, err := x509.MarshalPKCS8PrivateKey(id.PrivateKey)
+		if err != nil {
+			return nil, fmt.Errorf("marshal key for %s: %w", sid, err)
+		}
+		resp.Svids = append(resp.Svids, &workload.X509SVID{
+			SpiffeId:    sid.String(),
+			X509Svid:    concatDER(id.SVID),
+			X509SvidKey: key,
+			Bundle:      bundle,
+			Hint:        id.Entry.GetHint(),
+		})
+	}
+	return resp, nil
+}
+
+func composeJWTBundlesResponse(update *cache.WorkloadUpdate) (*workload.JWTBundlesResponse, error) {
+	if update.Bundle == nil {
+		return nil, errors.New("bundle not available")
+	}
+	resp := &workload.JWTBundlesResponse{Bundles: make(map[string][]byte, 1+len(update.FederatedBundles))}
+	jwks, err := update.Bundle.JWTBundle().Marshal()
+	if err != nil {
+		return nil, err
+	}
+	resp.Bundles[update.Bundle.TrustDomain().IDString()] = jwks
+	for td, b := range update.FederatedBundles {
+		jwks, err := b.JWTBundle().Marshal()
+		if err != nil {
+			return nil, err
+		}
+		resp.Bundles[td.IDString()] = jwks
+	}
+	return resp, nil
+}
+
+func concatDER(certs []*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, c.Raw...)
+	}
+	return out
+}
+
+// structFromClaims goes through JSON because structpb only knows []any, not
+// the typed slices a JWT library may hand back.
+func structFromClaims(claims map[string]any) (*structpb.Struct, error) {
+	b, err := json.Marshal(claims)
+	if err != nil {
+		return nil, err
+	}
+	s := &structpb.Struct{}
+	if err := protojson.Unmarshal(b, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
