@@ -1,0 +1,251 @@
+// Package agent wires the SPIFFE agent from its configuration: key manager,
+// node attestor, the manager that talks to the server and keeps the SVID
+// cache, the workload attestors and the Workload API. It is the one place
+// that knows every agent subsystem.
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/agent/config"
+	"github.com/spiffe-hw/spire-hw/agent/keymanager"
+	"github.com/spiffe-hw/spire-hw/agent/keymanager/disk"
+	"github.com/spiffe-hw/spire-hw/agent/keymanager/memory"
+	"github.com/spiffe-hw/spire-hw/agent/manager"
+	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/jointoken"
+	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
+	"github.com/spiffe-hw/spire-hw/config/hclconf"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"golang.org/x/sync/errgroup"
+)
+
+// Agent is a configured, not yet running agent.
+type Agent struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	manager *manager.Manager
+	handler *workloadapi.Handler
+	health  *http.Server
+}
+
+// New builds the agent. The manager loads its persisted SVIDs here, so the
+// Workload API can serve them as soon as Run starts, before the server is
+// reached.
+func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
+	ac := cfg.Agent
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	if err := os.MkdirAll(ac.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: create data_dir: %w", err)
+	}
+	trust, err := loadTrustBundle(ac)
+	if err != nil {
+		return nil, err
+	}
+	km, err := newKeyManager(cfg)
+	if err != nil {
+		return nil, err
+	}
+	na, err := newNodeAttestor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	attestors, err := newWorkloadAttestors(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, err := manager.New(manager.Config{
+		TrustDomain:       ac.TrustDomain,
+		ServerAddress:     net.JoinHostPort(ac.ServerAddress, strconv.Itoa(ac.ServerPort)),
+		DataDir:           ac.DataDir,
+		TrustBundle:       trust,
+		InsecureBootstrap: ac.InsecureBootstrap,
+		NodeAttestor:      na,
+		KeyManager:        km,
+		SyncInterval:      ac.SyncInterval,
+		Log:               log.With("subsystem", "manager"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a = &Agent{cfg: cfg, log: log, manager: m}
+	a.handler = workloadapi.New(workloadapi.Config{
+		Manager:     m,
+		Attestors:   attestors,
+		TrustDomain: ac.TrustDomain,
+		Log:         log.With("subsystem", "workload_api"),
+	})
+	if hc := cfg.HealthChecks; hc.ListenerEnabled {
+		a.health = newHealthServer(hc)
+	}
+	return a, nil
+}
+
+// Run serves the Workload API and keeps the agent in sync until ctx ends
+// or the agent can no longer act for its node (evicted, banned).
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.manager.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.manager.Run(ctx) })
+	g.Go(func() error { return workloadapi.Serve(ctx, a.cfg.Agent.SocketPath, a.handler) })
+	if a.health != nil {
+		g.Go(func() error { return serveHealth(ctx, a.health, a.log) })
+	}
+	a.log.Info("Agent started", "trust_domain", a.cfg.Agent.TrustDomain.Name(), "socket", a.cfg.Agent.SocketPath)
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func loadTrustBundle(ac config.Agent) ([]*x509.Certificate, error) {
+	if ac.TrustBundlePath == "" {
+		if ac.TrustBundleURL != "" {
+			return nil, errors.New("agent: trust_bundle_url is not supported yet; download the bundle and set trust_bundle_path")
+		}
+		return nil, nil // insecure_bootstrap, checked by config
+	}
+	data, err := os.ReadFile(ac.TrustBundlePath)
+	if err != nil {
+		return nil, fmt.Errorf("agent: read trust_bundle_path: %w", err)
+	}
+	if ac.TrustBundleFormat == config.TrustBundleSPIFFE {
+		b, err := spiffebundle.Parse(ac.TrustDomain, data)
+		if err != nil {
+			return nil, fmt.Errorf("agent: trust_bundle_path %s: %w", ac.TrustBundlePath, err)
+		}
+		return b.X509Authorities(), nil
+	}
+	var certs []*x509.Certificate
+	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("agent: trust_bundle_path %s: %w", ac.TrustBundlePath, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("agent: trust_bundle_path %s holds no PEM certificate (trust_bundle_format is %q)", ac.TrustBundlePath, ac.TrustBundleFormat)
+	}
+	return certs, nil
+}
+
+func onlyPlugin(cfg *config.Config, typ string) (hclconf.Plugin, error) {
+	ps := cfg.EnabledPlugins(typ)
+	if len(ps) == 0 {
+		return hclconf.Plugin{}, fmt.Errorf("agent: no %s plugin configured", typ)
+	}
+	return ps[0], nil
+}
+
+func newKeyManager(cfg *config.Config) (keymanager.KeyManager, error) {
+	p, err := onlyPlugin(cfg, config.TypeKeyManager)
+	if err != nil {
+		return nil, err
+	}
+	switch p.Name {
+	case "memory":
+		var data struct{}
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		return memory.New(), nil
+	case "disk":
+		var data struct {
+			Directory string `hcl:"directory"`
+		}
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		if data.Directory == "" {
+			return nil, p.Errorf("directory", "is required")
+		}
+		km, err := disk.New(data.Directory)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %s: %w", p.Label(), err)
+		}
+		return km, nil
+	default:
+		return nil, p.Errorf("", "unknown KeyManager plugin %q (supported: memory, disk)", p.Name)
+	}
+}
+
+func newNodeAttestor(cfg *config.Config) (nodeattestor.Attestor, error) {
+	p, err := onlyPlugin(cfg, config.TypeNodeAttestor)
+	if err != nil {
+		return nil, err
+	}
+	switch p.Name {
+	case jointoken.Type:
+		var data struct{}
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		return jointoken.New(cfg.Agent.JoinToken), nil
+	default:
+		return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token)", p.Name)
+	}
+}
+
+func newWorkloadAttestors(cfg *config.Config) ([]workloadapi.Attestor, error) {
+	var out []workloadapi.Attestor
+	for _, p := range cfg.EnabledPlugins(config.TypeWorkloadAttestor) {
+		switch p.Name {
+		case unix.SelectorType:
+			var data struct {
+				DiscoverWorkloadPath bool  `hcl:"discover_workload_path"`
+				WorkloadSizeLimit    int64 `hcl:"workload_size_limit"`
+			}
+			if err := p.DecodeData(&data); err != nil {
+				return nil, err
+			}
+			out = append(out, unix.New(unix.Config{DiscoverWorkloadPath: data.DiscoverWorkloadPath, WorkloadSizeLimit: data.WorkloadSizeLimit}))
+		default:
+			return nil, p.Errorf("", "unknown WorkloadAttestor plugin %q (supported: unix)", p.Name)
+		}
+	}
+	return out, nil
+}
+
+// newHealthServer serves SPIRE's health_checks endpoints for the agent.
+func newHealthServer(hc hclconf.HealthChecks) *http.Server {
+	mux := http.NewServeMux()
+	ok := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }
+	mux.HandleFunc(hc.LivePath, ok)
+	mux.HandleFunc(hc.ReadyPath, ok)
+	return &http.Server{Addr: net.JoinHostPort(hc.BindAddress, strconv.Itoa(hc.BindPort)), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
+
+func serveHealth(ctx context.Context, srv *http.Server, log *slog.Logger) error {
+	errs := make(chan error, 1)
+	go func() { errs <- srv.ListenAndServe() }()
+	log.Info("Serving health checks", "address", srv.Addr)
+	select {
+	case err := <-errs:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
+}

@@ -1,0 +1,445 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+)
+
+// EntryID returns the SPIFFE ID an entry issues.
+func EntryID(e *types.Entry) (spiffeid.ID, error) {
+	if e.GetSpiffeId() == nil {
+		return spiffeid.ID{}, errors.New("cache: entry without a SPIFFE ID")
+	}
+	td, err := spiffeid.TrustDomainFromString(e.SpiffeId.TrustDomain)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("cache: entry SPIFFE ID: %w", err)
+	}
+	id, err := spiffeid.FromPath(td, e.SpiffeId.Path)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("cache: entry SPIFFE ID: %w", err)
+	}
+	return id, nil
+}
+
+// Cache is the agent's in-memory view: authorized entries indexed by
+// selector, their SVIDs, and bundles. Readers subscribe by selector set.
+// It is safe for concurrent use.
+type Cache struct {
+	td    spiffeid.TrustDomain
+	clock func() time.Time
+
+	mu        sync.Mutex
+	entries   map[string]*types.Entry
+	index     map[selectorKey]map[string]struct{} // selector -> entry IDs
+	svids     map[string]Identity                 // entry ID -> SVID
+	bundle    *spiffebundle.Bundle
+	federated map[spiffeid.TrustDomain]*spiffebundle.Bundle
+	subs      map[*subscription]struct{}
+}
+
+type selectorKey struct{ typ, value string }
+
+// New returns an empty cache for trust domain td. clock decides which SVIDs
+// have expired; nil means time.Now.
+func New(td spiffeid.TrustDomain, clock func() time.Time) *Cache {
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Cache{
+		td:        td,
+		clock:     clock,
+		entries:   map[string]*types.Entry{},
+		index:     map[selectorKey]map[string]struct{}{},
+		svids:     map[string]Identity{},
+		federated: map[spiffeid.TrustDomain]*spiffebundle.Bundle{},
+		subs:      map[*subscription]struct{}{},
+	}
+}
+
+// SetEntries replaces the set of authorized entries. SVIDs of entries that
+// are gone are dropped.
+func (c *Cache) SetEntries(entries []*types.Entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = make(map[string]*types.Entry, len(entries))
+	c.index = map[selectorKey]map[string]struct{}{}
+	for _, e := range entries {
+		c.entries[e.Id] = e
+		for _, s := range e.Selectors {
+			k := selectorKey{s.Type, s.Value}
+			if c.index[k] == nil {
+				c.index[k] = map[string]struct{}{}
+			}
+			c.index[k][e.Id] = struct{}{}
+		}
+	}
+	for id := range c.svids {
+		if _, ok := c.entries[id]; !ok {
+			delete(c.svids, id)
+		}
+	}
+	c.notifyLocked()
+}
+
+// SetSVIDs stores SVIDs by entry ID; SVIDs for unknown entries are ignored.
+// An SVID's Entry is the entry as it was when the SVID was issued (its
+// revision tells the manager whether to re-issue); nil means the current
+// one. Workloads always see the current entry.
+func (c *Cache) SetSVIDs(svids map[string]Identity) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, s := range svids {
+		e, ok := c.entries[id]
+		if !ok || len(s.SVID) == 0 || s.PrivateKey == nil {
+			continue
+		}
+		if s.Entry == nil {
+			s.Entry = e
+		}
+		c.svids[id] = s
+	}
+	c.notifyLocked()
+}
+
+// SetBundle replaces the trust domain's bundle.
+func (c *Cache) SetBundle(b *spiffebundle.Bundle) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bundle = b
+	c.notifyLocked()
+}
+
+// SetFederatedBundles replaces the federated bundles.
+func (c *Cache) SetFederatedBundles(bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.federated = make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(bundles))
+	for td, b := range bundles {
+		c.federated[td] = b
+	}
+	c.notifyLocked()
+}
+
+// Refresh re-evaluates every subscription, so that readers stop seeing
+// SVIDs that expired since the last change.
+func (c *Cache) Refresh() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.notifyLocked()
+}
+
+// Entries returns the authorized entries, sorted by ID.
+func (c *Cache) Entries() []*types.Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*types.Entry, 0, len(c.entries))
+	for _, e := range c.entries {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b *types.Entry) int { return compareString(a.Id, b.Id) })
+	return out
+}
+
+// Entry returns the entry with this ID.
+func (c *Cache) Entry(id string) (*types.Entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[id]
+	return e, ok
+}
+
+// SVIDs returns a copy of the stored SVIDs by entry ID.
+func (c *Cache) SVIDs() map[string]Identity {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]Identity, len(c.svids))
+	for id, s := range c.svids {
+		out[id] = s
+	}
+	return out
+}
+
+// Bundle returns the trust domain's bundle, or nil.
+func (c *Cache) Bundle() *spiffebundle.Bundle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bundle
+}
+
+// FederatedBundles returns a copy of the federated bundles.
+func (c *Cache) FederatedBundles() map[spiffeid.TrustDomain]*spiffebundle.Bundle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(c.federated))
+	for td, b := range c.federated {
+		out[td] = b
+	}
+	return out
+}
+
+// MatchingEntries returns the entries a workload with these selectors may
+// use: those whose every selector is among the workload's (SPIRE's
+// semantics: an entry is a subset match). Entries without selectors never
+// match.
+func (c *Cache) MatchingEntries(selectors []*types.Selector) []*types.Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.matchLocked(newSelectorSet(selectors))
+}
+
+func newSelectorSet(selectors []*types.Selector) map[selectorKey]struct{} {
+	set := make(map[selectorKey]struct{}, len(selectors))
+	for _, s := range selectors {
+		if s != nil {
+			set[selectorKey{s.Type, s.Value}] = struct{}{}
+		}
+	}
+	return set
+}
+
+func (c *Cache) matchLocked(set map[selectorKey]struct{}) []*types.Entry {
+	// Candidates share at least one selector with the workload; only they
+	// need the full subset check.
+	seen := map[string]struct{}{}
+	var out []*types.Entry
+	for k := range set {
+		for id := range c.index[k] {
+			if _, ok := seen[id]; ok {
+				continue
+			}
+			seen[id] = struct{}{}
+			e := c.entries[id]
+			if subset(e.Selectors, set) {
+				out = append(out, e)
+			}
+		}
+	}
+	slices.SortFunc(out, compareEntries)
+	return out
+}
+
+func subset(selectors []*types.Selector, set map[selectorKey]struct{}) bool {
+	if len(selectors) == 0 {
+		return false
+	}
+	for _, s := range selectors {
+		if _, ok := set[selectorKey{s.Type, s.Value}]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// compareEntries orders identities oldest entry first, then by ID, so that
+// the default (first) SVID a workload sees is stable.
+func compareEntries(a, b *types.Entry) int {
+	if a.CreatedAt != b.CreatedAt {
+		if a.CreatedAt < b.CreatedAt {
+			return -1
+		}
+		return 1
+	}
+	return compareString(a.Id, b.Id)
+}
+
+func compareString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// FetchWorkloadUpdate returns what a workload with these selectors may see
+// now.
+func (c *Cache) FetchWorkloadUpdate(selectors []*types.Selector) *WorkloadUpdate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u, _ := c.buildLocked(newSelectorSet(selectors))
+	return u
+}
+
+// buildLocked assembles a workload's update and a digest of everything in
+// it, which tells whether a subscriber must be told about a change.
+func (c *Cache) buildLocked(set map[selectorKey]struct{}) (*WorkloadUpdate, [32]byte) {
+	now := c.clock()
+	h := sha256.New()
+	u := &WorkloadUpdate{Bundle: c.bundle, FederatedBundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
+	for _, e := range c.matchLocked(set) {
+		s, ok := c.svids[e.Id]
+		if !ok || !usable(e, s, now) {
+			continue
+		}
+		u.Identities = append(u.Identities, Identity{Entry: e, SVID: s.SVID, PrivateKey: s.PrivateKey})
+		writeString(h, e.Id)
+		writeInt(h, e.RevisionNumber)
+		h.Write(s.SVID[0].Raw)
+		for _, name := range e.FederatesWith {
+			td, err := spiffeid.TrustDomainFromString(name)
+			if err != nil {
+				continue
+			}
+			if b, ok := c.federated[td]; ok {
+				u.FederatedBundles[td] = b
+			}
+		}
+	}
+	writeString(h, "bundle")
+	hashBundle(h, c.bundle)
+	tds := make([]spiffeid.TrustDomain, 0, len(u.FederatedBundles))
+	for td := range u.FederatedBundles {
+		tds = append(tds, td)
+	}
+	slices.SortFunc(tds, func(a, b spiffeid.TrustDomain) int { return compareString(a.Name(), b.Name()) })
+	for _, td := range tds {
+		writeString(h, td.Name())
+		hashBundle(h, u.FederatedBundles[td])
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return u, sum
+}
+
+// usable says whether an SVID may be handed to a workload: unexpired and
+// issued for the entry's current SPIFFE ID (an entry whose ID changed keeps
+// its old SVID only until the new one arrives, and must not serve it).
+func usable(e *types.Entry, s Identity, now time.Time) bool {
+	leaf := s.SVID[0]
+	if !now.Before(leaf.NotAfter) {
+		return false
+	}
+	want, err := EntryID(e)
+	if err != nil {
+		return false
+	}
+	got, err := x509svid.IDFromCert(leaf)
+	return err == nil && got == want
+}
+
+type hashWriter interface{ Write([]byte) (int, error) }
+
+func writeString(h hashWriter, s string) {
+	writeInt(h, int64(len(s)))
+	h.Write([]byte(s))
+}
+
+func writeInt(h hashWriter, v int64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(v))
+	h.Write(b[:])
+}
+
+func hashBundle(h hashWriter, b *spiffebundle.Bundle) {
+	if b == nil {
+		writeInt(h, -1)
+		return
+	}
+	certs := b.X509Authorities()
+	writeInt(h, int64(len(certs)))
+	for _, cert := range certs {
+		h.Write(cert.Raw)
+	}
+	jwt := b.JWTAuthorities()
+	kids := make([]string, 0, len(jwt))
+	for kid := range jwt {
+		kids = append(kids, kid)
+	}
+	slices.Sort(kids)
+	for _, kid := range kids {
+		writeString(h, kid)
+		if der, err := x509.MarshalPKIXPublicKey(jwt[kid]); err == nil {
+			h.Write(der)
+		}
+	}
+	if seq, ok := b.SequenceNumber(); ok {
+		writeInt(h, int64(seq))
+	}
+}
+
+// Subscribe returns a subscription for a workload with these selectors. It
+// holds the current update at once. The subscription ends with Finish or
+// when ctx is done.
+func (c *Cache) Subscribe(ctx context.Context, selectors []*types.Selector) Subscription {
+	s := &subscription{c: c, set: newSelectorSet(selectors), ch: make(chan *WorkloadUpdate, 1)}
+	c.mu.Lock()
+	c.subs[s] = struct{}{}
+	u, sum := c.buildLocked(s.set)
+	s.deliverLocked(u, sum, true)
+	c.mu.Unlock()
+	stop := context.AfterFunc(ctx, s.Finish)
+	c.mu.Lock()
+	finished := s.finished
+	s.stop = stop
+	c.mu.Unlock()
+	if finished {
+		stop()
+	}
+	return s
+}
+
+// notifyLocked hands every subscriber whose view changed its new update.
+func (c *Cache) notifyLocked() {
+	for s := range c.subs {
+		u, sum := c.buildLocked(s.set)
+		s.deliverLocked(u, sum, false)
+	}
+}
+
+type subscription struct {
+	c    *Cache
+	set  map[selectorKey]struct{}
+	ch   chan *WorkloadUpdate
+	last [32]byte
+	// stop and finished are guarded by the cache lock.
+	stop     func() bool
+	finished bool
+
+	once sync.Once
+}
+
+// deliverLocked replaces any unread update with u; the writer never blocks.
+// It runs with the cache lock held, which also serialises it with Finish.
+func (s *subscription) deliverLocked(u *WorkloadUpdate, sum [32]byte, first bool) {
+	if !first && sum == s.last {
+		return
+	}
+	s.last = sum
+	select {
+	case <-s.ch: // drop the stale update the reader has not taken
+	default:
+	}
+	select {
+	case s.ch <- u:
+	default: // unreachable: this writer is the only sender and just drained
+	}
+}
+
+func (s *subscription) Updates() <-chan *WorkloadUpdate { return s.ch }
+
+func (s *subscription) Finish() {
+	s.once.Do(func() {
+		s.c.mu.Lock()
+		delete(s.c.subs, s)
+		close(s.ch)
+		s.finished = true
+		stop := s.stop
+		s.c.mu.Unlock()
+		if stop != nil {
+			stop()
+		}
+	})
+}

@@ -1,0 +1,479 @@
+// Package manager is the agent's core: it attests the node (or reuses the
+// SVID a previous run stored), keeps the agent X509-SVID renewed, syncs the
+// entries the agent is authorized for, obtains and rotates their SVIDs, and
+// persists all of it so that a restarted agent serves workloads before it
+// reaches the server. The Workload API reads it through the methods of
+// workloadapi.Manager.
+package manager
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/agent/cache"
+	"github.com/spiffe-hw/spire-hw/agent/client"
+	"github.com/spiffe-hw/spire-hw/agent/keymanager"
+	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// DefaultSyncInterval is how often entries and bundles are synced.
+const DefaultSyncInterval = 5 * time.Second
+
+var (
+	// ErrAgentEvicted means the server no longer knows the agent (deleted
+	// or banned) and it cannot re-attest: an operator must act (a new join
+	// token, or lifting the ban).
+	ErrAgentEvicted = errors.New("manager: agent evicted by the server")
+	// ErrAgentSVIDExpired means the agent SVID expired (for instance while
+	// the server was unreachable) and the attestation method cannot
+	// re-attest.
+	ErrAgentSVIDExpired = errors.New("manager: agent SVID expired and the agent cannot re-attest")
+	// ErrAttestationRejected means the server refused node attestation, or
+	// the attestor could not produce evidence; retrying will not help.
+	ErrAttestationRejected = errors.New("manager: node attestation rejected")
+)
+
+// Config configures a Manager.
+type Config struct {
+	// TrustDomain is the agent's trust domain.
+	TrustDomain spiffeid.TrustDomain
+	// ServerAddress is the server's host:port.
+	ServerAddress string
+	// DataDir holds the agent SVID, the bundle and the SVID cache.
+	DataDir string
+	// TrustBundle verifies the server on the first attestation.
+	TrustBundle []*x509.Certificate
+	// InsecureBootstrap skips server verification on the first attestation.
+	InsecureBootstrap bool
+	// NodeAttestor provides the node's evidence.
+	NodeAttestor nodeattestor.Attestor
+	// KeyManager holds the agent key; use the disk one to survive restarts
+	// without re-attesting.
+	KeyManager keymanager.KeyManager
+	// SyncInterval is the time between syncs; zero means DefaultSyncInterval.
+	SyncInterval time.Duration
+	// Clock returns the current time; nil means time.Now.
+	Clock func() time.Time
+	// Log receives the manager's events; nil discards them.
+	Log *slog.Logger
+}
+
+// Manager runs the agent's core loop and answers the Workload API.
+type Manager struct {
+	cfg    Config
+	log    *slog.Logger
+	clock  func() time.Time
+	client *client.Client
+	cache  *cache.Cache
+	store  *store
+
+	// mu guards the fields below, which the run loop changes and the
+	// persistence code reads.
+	mu           sync.Mutex
+	agentSVID    *x509svid.SVID
+	reattestable bool
+	bundles      map[string]*types.Bundle // own and federated, as received
+
+	jwtMu sync.Mutex
+	jwts  map[string]*cache.JWTSVID
+
+	randMu sync.Mutex
+	rnd    *rand.Rand
+}
+
+// New loads the persisted state from DataDir and returns a Manager that
+// already serves the SVIDs and bundle found there, before Run contacts the
+// server. Close releases the data directory.
+func New(cfg Config) (*Manager, error) {
+	switch {
+	case cfg.TrustDomain.IsZero():
+		return nil, errors.New("manager: trust domain is required")
+	case cfg.DataDir == "":
+		return nil, errors.New("manager: data dir is required")
+	case cfg.NodeAttestor == nil:
+		return nil, errors.New("manager: node attestor is required")
+	case cfg.KeyManager == nil:
+		return nil, errors.New("manager: key manager is required")
+	}
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = DefaultSyncInterval
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cl, err := client.New(client.Config{
+		ServerAddress:     cfg.ServerAddress,
+		TrustDomain:       cfg.TrustDomain,
+		TrustBundle:       cfg.TrustBundle,
+		InsecureBootstrap: cfg.InsecureBootstrap,
+		Log:               log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("manager: %w", err)
+	}
+	st, err := openStore(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{
+		cfg:     cfg,
+		log:     log,
+		clock:   cfg.Clock,
+		client:  cl,
+		cache:   cache.New(cfg.TrustDomain, cfg.Clock),
+		store:   st,
+		bundles: map[string]*types.Bundle{},
+		jwts:    map[string]*cache.JWTSVID{},
+		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+	m.loadState()
+	return m, nil
+}
+
+// Close releases the data directory. Call it after Run has returned.
+func (m *Manager) Close() error {
+	err := m.client.Close()
+	return errors.Join(err, m.store.close())
+}
+
+// loadState fills the cache and the client from the data directory.
+// Anything missing or unreadable is logged and left for the server to
+// provide.
+func (m *Manager) loadState() {
+	st, problems := m.store.load()
+	for _, p := range problems {
+		m.log.Warn("Ignoring unreadable cache record", "error", p)
+	}
+	m.reattestable = st.reattestable
+	m.bundles = st.bundles
+	if b, ok := st.bundles[m.cfg.TrustDomain.Name()]; ok {
+		sb, err := client.ParseBundle(m.cfg.TrustDomain, b)
+		if err != nil {
+			m.log.Warn("Ignoring stored bundle", "error", err)
+		} else {
+			m.cache.SetBundle(sb)
+			m.client.SetBundle(sb.X509Bundle())
+		}
+	}
+	fed := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
+	for name, b := range st.bundles {
+		td, err := spiffeid.TrustDomainFromString(name)
+		if err != nil || td == m.cfg.TrustDomain {
+			continue
+		}
+		if sb, err := client.ParseBundle(td, b); err == nil {
+			fed[td] = sb
+		}
+	}
+	m.cache.SetFederatedBundles(fed)
+	m.cache.SetEntries(st.entries)
+	svids := map[string]cache.Identity{}
+	for id, sv := range st.svids {
+		e, ok := m.cache.Entry(id)
+		if !ok {
+			continue
+		}
+		issued := e
+		if e.RevisionNumber != sv.revision {
+			issued = &types.Entry{Id: id, RevisionNumber: sv.revision}
+		}
+		svids[id] = cache.Identity{Entry: issued, SVID: sv.chain, PrivateKey: sv.key}
+	}
+	m.cache.SetSVIDs(svids)
+
+	chain, authorities, err := m.store.loadAgentSVID()
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		m.log.Warn("Ignoring stored agent SVID", "error", err)
+		return
+	}
+	if m.cache.Bundle() == nil && len(authorities) > 0 {
+		m.client.SetBundle(x509bundle.FromX509Authorities(m.cfg.TrustDomain, authorities))
+	}
+	key, err := m.cfg.KeyManager.AgentKey(context.Background())
+	if err != nil {
+		m.log.Info("Stored agent SVID has no key; the agent will attest", "error", err)
+		return
+	}
+	svid, err := m.checkAgentSVID(chain, key, authorities)
+	if err != nil {
+		m.log.Warn("Ignoring stored agent SVID", "error", err)
+		return
+	}
+	m.agentSVID = svid
+	m.client.SetSVID(svid)
+}
+
+// checkAgentSVID verifies an agent chain against the trust domain's
+// authorities and its key.
+func (m *Manager) checkAgentSVID(chain []*x509.Certificate, key crypto.Signer, authorities []*x509.Certificate) (*x509svid.SVID, error) {
+	if b := m.cache.Bundle(); b != nil {
+		authorities = b.X509Authorities()
+	}
+	bundle := x509bundle.FromX509Authorities(m.cfg.TrustDomain, authorities)
+	// Expiry is not checked here: an expired SVID is still the agent's
+	// identity, and the run loop decides whether to re-attest.
+	leaf := chain[0]
+	id, _, err := x509svid.Verify(chain, bundle, x509svid.WithTime(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore)/2)))
+	if err != nil {
+		return nil, fmt.Errorf("manager: agent SVID: %w", err)
+	}
+	if id.TrustDomain() != m.cfg.TrustDomain {
+		return nil, fmt.Errorf("manager: agent SVID %q is not in trust domain %q", id, m.cfg.TrustDomain)
+	}
+	if !publicKeyEqual(leaf.PublicKey, key.Public()) {
+		return nil, errors.New("manager: agent SVID does not match the agent key")
+	}
+	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, nil
+}
+
+func publicKeyEqual(a, b crypto.PublicKey) bool {
+	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ak.Equal(b)
+}
+
+// AgentSVID returns the agent's current X509-SVID, or nil before
+// attestation.
+func (m *Manager) AgentSVID() *x509svid.SVID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.agentSVID
+}
+
+// Cache returns the cache the manager fills (read-only use).
+func (m *Manager) Cache() *cache.Cache { return m.cache }
+
+// SubscribeToCacheChanges implements workloadapi.Manager.
+func (m *Manager) SubscribeToCacheChanges(ctx context.Context, selectors []*types.Selector) (cache.Subscription, error) {
+	return m.cache.Subscribe(ctx, selectors), nil
+}
+
+// FetchWorkloadUpdate implements workloadapi.Manager.
+func (m *Manager) FetchWorkloadUpdate(selectors []*types.Selector) *cache.WorkloadUpdate {
+	return m.cache.FetchWorkloadUpdate(selectors)
+}
+
+func (m *Manager) jitter() float64 {
+	m.randMu.Lock()
+	defer m.randMu.Unlock()
+	return m.rnd.Float64()
+}
+
+// Run attests (unless a valid stored SVID exists), then syncs every
+// SyncInterval and renews the agent SVID at half-life until ctx is done.
+// While the server is unreachable it retries with capped, jittered backoff
+// and keeps serving what it has. It returns nil when ctx is done, or an
+// error the agent cannot recover from by itself: ErrAgentEvicted,
+// ErrAgentSVIDExpired, ErrAttestationRejected (each wrapped with its cause).
+func (m *Manager) Run(ctx context.Context) error {
+	failures := 0
+	renewAt := time.Time{}
+	for {
+		wait, err := m.step(ctx, &renewAt)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil && isFatal(err):
+			return err
+		case err != nil:
+			failures++
+			wait = backoff(failures, m.jitter())
+			m.log.Warn("Server unreachable or call failed; retrying", "error", err, "retry_in", wait)
+		default:
+			failures = 0
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func isFatal(err error) bool {
+	return errors.Is(err, ErrAgentEvicted) || errors.Is(err, ErrAgentSVIDExpired) || errors.Is(err, ErrAttestationRejected)
+}
+
+// step does one round of work and returns how long to wait before the
+// next one.
+func (m *Manager) step(ctx context.Context, renewAt *time.Time) (time.Duration, error) {
+	now := m.clock()
+	svid := m.AgentSVID()
+	if svid == nil || !now.Before(svid.Certificates[0].NotAfter) {
+		if svid != nil && !m.canReattest() {
+			return 0, fmt.Errorf("%w (expired %s)", ErrAgentSVIDExpired, svid.Certificates[0].NotAfter.Format(time.RFC3339))
+		}
+		if err := m.attest(ctx); err != nil {
+			return 0, err
+		}
+		*renewAt = time.Time{}
+		svid = m.AgentSVID()
+	}
+	if renewAt.IsZero() {
+		leaf := svid.Certificates[0]
+		*renewAt = renewTime(leaf.NotBefore, leaf.NotAfter, m.jitter())
+	}
+	if !now.Before(*renewAt) {
+		if err := m.renew(ctx); err != nil {
+			return 0, m.classify(ctx, err)
+		}
+		*renewAt = time.Time{}
+	}
+	if err := m.sync(ctx); err != nil {
+		return 0, m.classify(ctx, err)
+	}
+	wait := m.cfg.SyncInterval
+	if !renewAt.IsZero() {
+		wait = min(wait, max(renewAt.Sub(m.clock()), 0))
+	}
+	return wait, nil
+}
+
+func (m *Manager) canReattest() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reattestable
+}
+
+// classify turns a server refusal of the agent's identity into either a
+// re-attestation (when possible) or ErrAgentEvicted.
+func (m *Manager) classify(ctx context.Context, err error) error {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.NotFound, codes.Unauthenticated:
+	default:
+		return err
+	}
+	if !m.canReattest() {
+		return fmt.Errorf("%w: %w", ErrAgentEvicted, err)
+	}
+	m.log.Warn("Server refused the agent SVID; re-attesting", "error", err)
+	if aerr := m.attest(ctx); aerr != nil {
+		return aerr
+	}
+	return nil
+}
+
+// attest runs node attestation and installs the new agent SVID.
+func (m *Manager) attest(ctx context.Context) error {
+	key, err := m.cfg.KeyManager.GenerateKey(ctx)
+	if err != nil {
+		return fmt.Errorf("manager: attest: %w", err)
+	}
+	csr, err := newCSR(key, spiffeid.ID{})
+	if err != nil {
+		return err
+	}
+	res, err := m.client.Attest(ctx, m.cfg.NodeAttestor, csr)
+	if err != nil {
+		// Transport trouble is retried; a refusal by the server, or an
+		// attestor that cannot produce evidence (not a gRPC status), is not.
+		if _, isStatus := status.FromError(err); isStatus {
+			switch status.Code(err) {
+			case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted, codes.Aborted, codes.Unknown:
+				return fmt.Errorf("manager: attest: %w", err)
+			}
+		}
+		return fmt.Errorf("%w: %w", ErrAttestationRejected, err)
+	}
+	sb, err := client.ParseBundle(m.cfg.TrustDomain, res.Bundle)
+	if err != nil {
+		return fmt.Errorf("manager: attest: bundle: %w", err)
+	}
+	m.cache.SetBundle(sb)
+	m.client.SetBundle(sb.X509Bundle())
+	svid, err := m.checkAgentSVID(res.SVID, key, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrAttestationRejected, err)
+	}
+	if err := m.installAgentSVID(ctx, svid); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.reattestable = res.Reattestable
+	m.bundles[m.cfg.TrustDomain.Name()] = res.Bundle
+	m.mu.Unlock()
+	m.log.Info("Node attestation succeeded", "spiffe_id", svid.ID.String(), "reattestable", res.Reattestable, "expires_at", svid.Certificates[0].NotAfter)
+	return m.persist()
+}
+
+// renew gets a new agent SVID for a new key.
+func (m *Manager) renew(ctx context.Context) error {
+	key, err := m.cfg.KeyManager.GenerateKey(ctx)
+	if err != nil {
+		return fmt.Errorf("manager: renew: %w", err)
+	}
+	csr, err := newCSR(key, spiffeid.ID{})
+	if err != nil {
+		return err
+	}
+	chain, err := m.client.RenewAgent(ctx, csr)
+	if err != nil {
+		return fmt.Errorf("manager: renew: %w", err)
+	}
+	svid, err := m.checkAgentSVID(chain, key, nil)
+	if err != nil {
+		return fmt.Errorf("manager: renew: %w", err)
+	}
+	if err := m.installAgentSVID(ctx, svid); err != nil {
+		return err
+	}
+	m.log.Info("Renewed agent SVID", "spiffe_id", svid.ID.String(), "expires_at", svid.Certificates[0].NotAfter)
+	return nil
+}
+
+// installAgentSVID persists the SVID and its key, then uses it.
+func (m *Manager) installAgentSVID(ctx context.Context, svid *x509svid.SVID) error {
+	var authorities []*x509.Certificate
+	if b := m.cache.Bundle(); b != nil {
+		authorities = b.X509Authorities()
+	}
+	if err := m.store.saveAgentSVID(svid.Certificates, authorities); err != nil {
+		return err
+	}
+	if err := m.cfg.KeyManager.SetAgentKey(ctx, svid.PrivateKey); err != nil {
+		return fmt.Errorf("manager: store agent key: %w", err)
+	}
+	m.mu.Lock()
+	m.agentSVID = svid
+	m.mu.Unlock()
+	m.client.SetSVID(svid)
+	return nil
+}
+
+// persist writes the cache to the data directory.
+func (m *Manager) persist() error {
+	st := &state{entries: m.cache.Entries(), svids: map[string]storedSVID{}, bundles: map[string]*types.Bundle{}}
+	for id, s := range m.cache.SVIDs() {
+		st.svids[id] = storedSVID{revision: s.Entry.GetRevisionNumber(), chain: s.SVID, key: s.PrivateKey}
+	}
+	m.mu.Lock()
+	for td, b := range m.bundles {
+		st.bundles[td] = b
+	}
+	st.reattestable = m.reattestable
+	m.mu.Unlock()
+	return m.store.save(st)
+}

@@ -1,0 +1,287 @@
+package manager
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/agent/keymanager/disk"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+	"google.golang.org/protobuf/proto"
+)
+
+// Files in the data directory.
+const (
+	// AgentSVIDFile holds the agent's X509-SVID chain as concatenated DER
+	// (SPIRE's layout).
+	AgentSVIDFile = "agent_svid.der"
+	// BundleFile holds the trust domain's X.509 authorities as
+	// concatenated DER (SPIRE's layout); the full bundle, with JWT
+	// authorities, is in the cache database.
+	BundleFile = "bundle.der"
+	// CacheFile is the bbolt database of entries, workload SVIDs and keys,
+	// and bundles.
+	CacheFile = "svid_cache.db"
+)
+
+var (
+	bucketEntries = []byte("entries") // entry ID -> types.Entry
+	bucketSVIDs   = []byte("svids")   // entry ID -> svidRecord (JSON)
+	bucketBundles = []byte("bundles") // trust domain name -> types.Bundle
+	bucketMeta    = []byte("meta")
+	keyReattest   = []byte("reattestable")
+)
+
+// svidRecord is a workload SVID at rest. The key is PKCS#8 DER, unencrypted
+// (the database is mode 0600 in a 0700 directory).
+type svidRecord struct {
+	Revision int64    `json:"revision"` // entry revision the SVID was issued for
+	Chain    [][]byte `json:"chain"`
+	Key      []byte   `json:"key"`
+}
+
+// storedSVID is a decoded svidRecord.
+type storedSVID struct {
+	revision int64
+	chain    []*x509.Certificate
+	key      crypto.Signer
+}
+
+// state is everything the agent persists besides its own key.
+type state struct {
+	entries      []*types.Entry
+	svids        map[string]storedSVID
+	bundles      map[string]*types.Bundle // by trust domain name
+	reattestable bool
+}
+
+// store keeps the agent's state in its data directory.
+type store struct {
+	dir string
+	db  *bolt.DB
+}
+
+func openStore(dir string) (*store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("manager: create data dir: %w", err)
+	}
+	// A second agent on the same data dir would corrupt it: fail fast on
+	// the lock instead of waiting forever.
+	db, err := bolt.Open(filepath.Join(dir, CacheFile), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("manager: open %s: %w", CacheFile, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketEntries, bucketSVIDs, bucketBundles, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("manager: init %s: %w", CacheFile, err)
+	}
+	return &store{dir: dir, db: db}, nil
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+// save replaces the persisted state in one transaction, so that a crash
+// leaves either the old state or the new one.
+func (s *store) save(st *state) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketEntries, bucketSVIDs, bucketBundles} {
+			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+				return err
+			}
+		}
+		entries, err := tx.CreateBucket(bucketEntries)
+		if err != nil {
+			return err
+		}
+		for _, e := range st.entries {
+			b, err := proto.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := entries.Put([]byte(e.Id), b); err != nil {
+				return err
+			}
+		}
+		svids, err := tx.CreateBucket(bucketSVIDs)
+		if err != nil {
+			return err
+		}
+		for id, sv := range st.svids {
+			rec := svidRecord{Revision: sv.revision}
+			for _, c := range sv.chain {
+				rec.Chain = append(rec.Chain, c.Raw)
+			}
+			if rec.Key, err = x509.MarshalPKCS8PrivateKey(sv.key); err != nil {
+				return err
+			}
+			b, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			if err := svids.Put([]byte(id), b); err != nil {
+				return err
+			}
+		}
+		bundles, err := tx.CreateBucket(bucketBundles)
+		if err != nil {
+			return err
+		}
+		for td, bundle := range st.bundles {
+			b, err := proto.Marshal(bundle)
+			if err != nil {
+				return err
+			}
+			if err := bundles.Put([]byte(td), b); err != nil {
+				return err
+			}
+		}
+		reattest := []byte{0}
+		if st.reattestable {
+			reattest[0] = 1
+		}
+		return tx.Bucket(bucketMeta).Put(keyReattest, reattest)
+	})
+	if err != nil {
+		return fmt.Errorf("manager: save cache: %w", err)
+	}
+	return nil
+}
+
+// load reads the persisted state. Records that do not parse are skipped:
+// the sync replaces them, and one bad record must not keep the agent from
+// serving the others.
+func (s *store) load() (*state, []error) {
+	st := &state{svids: map[string]storedSVID{}, bundles: map[string]*types.Bundle{}}
+	var problems []error
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_ = tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+			e := new(types.Entry)
+			if err := proto.Unmarshal(v, e); err != nil || e.Id != string(k) {
+				problems = append(problems, fmt.Errorf("entry %q: unreadable record", k))
+				return nil
+			}
+			st.entries = append(st.entries, e)
+			return nil
+		})
+		_ = tx.Bucket(bucketSVIDs).ForEach(func(k, v []byte) error {
+			sv, err := decodeSVID(v)
+			if err != nil {
+				problems = append(problems, fmt.Errorf("svid of entry %q: %w", k, err))
+				return nil
+			}
+			st.svids[string(k)] = sv
+			return nil
+		})
+		_ = tx.Bucket(bucketBundles).ForEach(func(k, v []byte) error {
+			b := new(types.Bundle)
+			if err := proto.Unmarshal(v, b); err != nil {
+				problems = append(problems, fmt.Errorf("bundle %q: unreadable record", k))
+				return nil
+			}
+			st.bundles[string(k)] = b
+			return nil
+		})
+		if v := tx.Bucket(bucketMeta).Get(keyReattest); len(v) == 1 {
+			st.reattestable = v[0] == 1
+		}
+		return nil
+	})
+	if err != nil {
+		problems = append(problems, err)
+	}
+	return st, problems
+}
+
+func decodeSVID(v []byte) (storedSVID, error) {
+	var rec svidRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return storedSVID{}, err
+	}
+	var chain []*x509.Certificate
+	for _, der := range rec.Chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return storedSVID{}, err
+		}
+		chain = append(chain, c)
+	}
+	if len(chain) == 0 {
+		return storedSVID{}, errors.New("empty chain")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(rec.Key)
+	if err != nil {
+		return storedSVID{}, err
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return storedSVID{}, fmt.Errorf("key of type %T cannot sign", k)
+	}
+	return storedSVID{revision: rec.Revision, chain: chain, key: signer}, nil
+}
+
+// saveAgentSVID writes the agent's chain and the X.509 authorities of its
+// trust domain.
+func (s *store) saveAgentSVID(chain []*x509.Certificate, authorities []*x509.Certificate) error {
+	if err := disk.WriteFileAtomic(filepath.Join(s.dir, AgentSVIDFile), concatDER(chain)); err != nil {
+		return fmt.Errorf("manager: save agent SVID: %w", err)
+	}
+	if err := disk.WriteFileAtomic(filepath.Join(s.dir, BundleFile), concatDER(authorities)); err != nil {
+		return fmt.Errorf("manager: save bundle: %w", err)
+	}
+	return nil
+}
+
+// loadAgentSVID returns the stored agent chain and X.509 authorities, or
+// fs.ErrNotExist.
+func (s *store) loadAgentSVID() (chain, authorities []*x509.Certificate, err error) {
+	der, err := os.ReadFile(filepath.Join(s.dir, AgentSVIDFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	if chain, err = x509.ParseCertificates(der); err != nil || len(chain) == 0 {
+		return nil, nil, fmt.Errorf("manager: parse %s: %w", AgentSVIDFile, errors.Join(err, errIfEmpty(chain)))
+	}
+	der, err = os.ReadFile(filepath.Join(s.dir, BundleFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return chain, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if authorities, err = x509.ParseCertificates(der); err != nil {
+		return nil, nil, fmt.Errorf("manager: parse %s: %w", BundleFile, err)
+	}
+	return chain, authorities, nil
+}
+
+func errIfEmpty(chain []*x509.Certificate) error {
+	if len(chain) == 0 {
+		return errors.New("no certificate")
+	}
+	return nil
+}
+
+func concatDER(certs []*x509.Certificate) []byte {
+	var buf bytes.Buffer
+	for _, c := range certs {
+		buf.Write(c.Raw)
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,258 @@
+package manager
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/agent/cache"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// sync brings entries, bundles and SVIDs up to date with the server.
+func (m *Manager) sync(ctx context.Context) error {
+	cached := map[string]*types.Entry{}
+	for _, e := range m.cache.Entries() {
+		cached[e.Id] = e
+	}
+	entries, err := m.client.SyncEntries(ctx, cached)
+	if err != nil {
+		return err
+	}
+	own, ownProto, err := m.client.GetBundle(ctx)
+	if err != nil {
+		return err
+	}
+	changed := m.setBundles(ctx, entries, own, ownProto)
+	if entriesChanged(cached, entries) {
+		changed = true
+		m.cache.SetEntries(entries)
+		m.pruneJWTs(entries)
+	}
+
+	need := svidsToRenew(entries, m.cache.SVIDs(), m.clock())
+	if len(need) > 0 {
+		issued, err := m.mintSVIDs(ctx, need, own)
+		if len(issued) > 0 {
+			changed = true
+			m.cache.SetSVIDs(issued)
+		}
+		if err != nil {
+			if perr := m.persistIf(changed); perr != nil {
+				m.log.Error("Could not save the SVID cache", "error", perr)
+			}
+			return err
+		}
+	}
+	// Expiry is a change too: readers must stop seeing expired SVIDs.
+	m.cache.Refresh()
+	return m.persistIf(changed)
+}
+
+func (m *Manager) persistIf(changed bool) error {
+	if !changed {
+		return nil
+	}
+	return m.persist()
+}
+
+// entriesChanged compares the synced entries with the cached ones.
+func entriesChanged(cached map[string]*types.Entry, entries []*types.Entry) bool {
+	if len(cached) != len(entries) {
+		return true
+	}
+	for _, e := range entries {
+		old, ok := cached[e.Id]
+		if !ok || old != e && !proto.Equal(old, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// setBundles installs the trust domain's bundle and fetches the federated
+// bundles the entries ask for. A federated bundle the server does not have
+// is left out; one that cannot be fetched now keeps its previous value.
+func (m *Manager) setBundles(ctx context.Context, entries []*types.Entry, own *spiffebundle.Bundle, ownProto *types.Bundle) bool {
+	changed := false
+	if prev := m.cache.Bundle(); prev == nil || !prev.Equal(own) {
+		m.cache.SetBundle(own)
+		m.client.SetBundle(own.X509Bundle())
+		changed = true
+	}
+	prevFed := m.cache.FederatedBundles()
+	fed := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
+	protos := map[string]*types.Bundle{m.cfg.TrustDomain.Name(): ownProto}
+	m.mu.Lock()
+	prevProtos := m.bundles
+	m.mu.Unlock()
+	for _, td := range federatedDomains(entries, m.cfg.TrustDomain) {
+		b, bp, err := m.client.GetFederatedBundle(ctx, td)
+		switch {
+		case err == nil:
+			fed[td], protos[td.Name()] = b, bp
+		case status.Code(err) == codes.NotFound:
+			m.log.Warn("Federated bundle not found on the server", "trust_domain", td.Name())
+		default:
+			m.log.Warn("Could not fetch a federated bundle; keeping the previous one", "trust_domain", td.Name(), "error", err)
+			if b, ok := prevFed[td]; ok {
+				fed[td], protos[td.Name()] = b, prevProtos[td.Name()]
+			}
+		}
+	}
+	if !bundleMapsEqual(prevFed, fed) {
+		m.cache.SetFederatedBundles(fed)
+		changed = true
+	}
+	m.mu.Lock()
+	m.bundles = protos
+	m.mu.Unlock()
+	return changed
+}
+
+func bundleMapsEqual(a, b map[spiffeid.TrustDomain]*spiffebundle.Bundle) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for td, x := range a {
+		y, ok := b[td]
+		if !ok || !x.Equal(y) {
+			return false
+		}
+	}
+	return true
+}
+
+// federatedDomains lists, sorted, the foreign trust domains entries
+// federate with.
+func federatedDomains(entries []*types.Entry, own spiffeid.TrustDomain) []spiffeid.TrustDomain {
+	set := map[spiffeid.TrustDomain]struct{}{}
+	for _, e := range entries {
+		for _, name := range e.FederatesWith {
+			td, err := spiffeid.TrustDomainFromString(name)
+			if err == nil && td != own {
+				set[td] = struct{}{}
+			}
+		}
+	}
+	out := make([]spiffeid.TrustDomain, 0, len(set))
+	for td := range set {
+		out = append(out, td)
+	}
+	slices.SortFunc(out, func(a, b spiffeid.TrustDomain) int {
+		if a.Name() < b.Name() {
+			return -1
+		}
+		if a.Name() > b.Name() {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// svidsToRenew decides which entries need a new X509-SVID at now: those
+// without one, whose SVID is past half its lifetime, was issued for an
+// older revision of the entry (its SPIFFE ID, DNS names or TTL may have
+// changed), or does not carry the entry's SPIFFE ID.
+func svidsToRenew(entries []*types.Entry, svids map[string]cache.Identity, now time.Time) []*types.Entry {
+	var out []*types.Entry
+	for _, e := range entries {
+		if needsSVID(e, svids[e.Id], now) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func needsSVID(e *types.Entry, s cache.Identity, now time.Time) bool {
+	if len(s.SVID) == 0 || s.PrivateKey == nil {
+		return true
+	}
+	if s.Entry != nil && s.Entry.RevisionNumber != e.RevisionNumber {
+		return true
+	}
+	leaf := s.SVID[0]
+	if pastHalfLife(leaf.NotBefore, leaf.NotAfter, now) {
+		return true
+	}
+	want, err := cache.EntryID(e)
+	if err != nil {
+		return false // unusable entry: asking the server would fail too
+	}
+	got, err := x509svid.IDFromCert(leaf)
+	return err != nil || got != want
+}
+
+// mintSVIDs generates a key per entry and asks the server to sign them. It
+// returns the SVIDs it obtained, checked against the trust domain's bundle,
+// even when part of the work failed.
+func (m *Manager) mintSVIDs(ctx context.Context, entries []*types.Entry, bundle *spiffebundle.Bundle) (map[string]cache.Identity, error) {
+	params := make([]*svidv1.NewX509SVIDParams, 0, len(entries))
+	keys := make([]crypto.Signer, 0, len(entries))
+	ids := make([]spiffeid.ID, 0, len(entries))
+	for _, e := range entries {
+		id, err := cache.EntryID(e)
+		if err != nil {
+			continue
+		}
+		key, err := m.cfg.KeyManager.GenerateKey(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("manager: workload key: %w", err)
+		}
+		csr, err := newCSR(key, id)
+		if err != nil {
+			return nil, err
+		}
+		params = append(params, &svidv1.NewX509SVIDParams{EntryId: e.Id, Csr: csr})
+		keys = append(keys, key)
+		ids = append(ids, id)
+	}
+	byID := map[string]*types.Entry{}
+	for _, e := range entries {
+		byID[e.Id] = e
+	}
+	results, err := m.client.NewX509SVIDs(ctx, params)
+	out := map[string]cache.Identity{}
+	failed := 0
+	for i, r := range results {
+		entryID := params[i].EntryId
+		if r.Err != nil {
+			failed++
+			m.log.Warn("Server did not issue an SVID", "entry_id", entryID, "error", r.Err)
+			continue
+		}
+		got, _, verr := x509svid.Verify(r.Chain, bundle, x509svid.WithTime(m.clock()))
+		switch {
+		case verr != nil:
+			m.log.Warn("Discarding an SVID that does not verify", "entry_id", entryID, "error", verr)
+			failed++
+			continue
+		case got != ids[i]:
+			m.log.Warn("Discarding an SVID for the wrong SPIFFE ID", "entry_id", entryID, "got", got.String(), "want", ids[i].String())
+			failed++
+			continue
+		case !publicKeyEqual(r.Chain[0].PublicKey, keys[i].Public()):
+			m.log.Warn("Discarding an SVID for another key", "entry_id", entryID)
+			failed++
+			continue
+		}
+		out[entryID] = cache.Identity{Entry: byID[entryID], SVID: r.Chain, PrivateKey: keys[i]}
+	}
+	if err != nil {
+		return out, err
+	}
+	if failed > 0 {
+		m.log.Warn("Some SVIDs were not issued; they will be retried on the next sync", "failed", failed, "issued", len(out))
+	}
+	return out, nil
+}
