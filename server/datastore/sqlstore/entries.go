@@ -1,0 +1,505 @@
+package sqlstore
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+)
+
+const entryCols = `e.id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.admin,
+	e.downstream, e.expires_at, e.store_svid, e.hint, e.created_at, e.revision_number`
+
+// CreateEntry implements datastore.DataStore.
+func (s *Store) CreateEntry(ctx context.Context, e *types.Entry) (*types.Entry, error) {
+	if err := checkEntryIDs(e); err != nil {
+		return nil, fmt.Errorf("sqlstore: create entry: %w", err)
+	}
+	id := e.GetId()
+	if id == "" {
+		var err error
+		if id, err = newEntryID(); err != nil {
+			return nil, fmt.Errorf("sqlstore: create entry: %w", err)
+		}
+	}
+	var out *types.Entry
+	err := s.write(ctx, func(t txn) error {
+		if err := bumpEntriesRevision(ctx, t); err != nil {
+			return err
+		}
+		_, err := t.exec(ctx, `INSERT INTO registered_entries (id, spiffe_id, parent_id, x509_svid_ttl,
+			jwt_svid_ttl, admin, downstream, expires_at, store_svid, hint, created_at, revision_number, unique_key)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)`,
+			id, spiffeIDString(e.SpiffeId), spiffeIDString(e.ParentId), e.X509SvidTtl, e.JwtSvidTtl,
+			e.Admin, e.Downstream, e.ExpiresAt, e.StoreSvid, e.Hint, time.Now().Unix(), entryUniqueKey(e))
+		if err != nil {
+			return err
+		}
+		if err := writeEntryChildren(ctx, t, id, e, true, true, true); err != nil {
+			return err
+		}
+		out, err = fetchEntry(ctx, t, id)
+		return err
+	})
+	if err != nil {
+		return nil, mapErr("create entry", err)
+	}
+	return out, nil
+}
+
+// FetchEntry implements datastore.DataStore.
+func (s *Store) FetchEntry(ctx context.Context, id string) (*types.Entry, error) {
+	var out *types.Entry
+	err := s.read(ctx, func(t txn) (err error) {
+		out, err = fetchEntry(ctx, t, id)
+		return err
+	})
+	if err != nil {
+		return nil, mapErr("fetch entry", err)
+	}
+	return out, nil
+}
+
+// ListEntries implements datastore.DataStore. Entries come in ID order.
+func (s *Store) ListEntries(ctx context.Context, req *datastore.ListEntriesRequest) ([]*types.Entry, string, error) {
+	w, err := entryFilter(req)
+	if err != nil {
+		return nil, "", fmt.Errorf("sqlstore: list entries: %w", err)
+	}
+	var p *datastore.Pagination
+	if req != nil {
+		p = req.Pagination
+	}
+	limit, err := page(p, "e.id", w)
+	if err != nil {
+		return nil, "", err
+	}
+	var entries []*types.Entry
+	err = s.read(ctx, func(t txn) (err error) {
+		entries, err = loadEntries(ctx, t, w, limit)
+		return err
+	})
+	if err != nil {
+		return nil, "", mapErr("list entries", err)
+	}
+	next := ""
+	if limit > 0 && len(entries) == limit {
+		entries = entries[:limit-1]
+		next = encodePageToken(entries[len(entries)-1].Id)
+	}
+	return entries, next, nil
+}
+
+// CountEntries implements datastore.DataStore; it ignores pagination.
+func (s *Store) CountEntries(ctx context.Context, req *datastore.ListEntriesRequest) (int32, error) {
+	w, err := entryFilter(req)
+	if err != nil {
+		return 0, fmt.Errorf("sqlstore: count entries: %w", err)
+	}
+	var n int32
+	err = s.read(ctx, func(t txn) error {
+		return t.queryRow(ctx, `SELECT COUNT(*) FROM registered_entries e WHERE `+w.sql(), w.args...).Scan(&n)
+	})
+	if err != nil {
+		return 0, mapErr("count entries", err)
+	}
+	return n, nil
+}
+
+// UpdateEntry implements datastore.DataStore. RevisionNumber and CreatedAt
+// are the store's to manage and are never taken from e.
+func (s *Store) UpdateEntry(ctx context.Context, e *types.Entry, mask *types.EntryMask) (*types.Entry, error) {
+	if e.GetId() == "" {
+		return nil, errors.New("sqlstore: update entry: missing ID")
+	}
+	if mask == nil {
+		mask = &types.EntryMask{SpiffeId: true, ParentId: true, Selectors: true, X509SvidTtl: true,
+			FederatesWith: true, Admin: true, Downstream: true, ExpiresAt: true, DnsNames: true,
+			StoreSvid: true, JwtSvidTtl: true, Hint: true}
+	}
+	var out *types.Entry
+	err := s.write(ctx, func(t txn) error {
+		// Taking the revision row lock first serializes entry writers on
+		// PostgreSQL, so the read below is current.
+		if err := bumpEntriesRevision(ctx, t); err != nil {
+			return err
+		}
+		cur, err := fetchEntry(ctx, t, e.Id)
+		if err != nil {
+			return err
+		}
+		if mask.SpiffeId {
+			cur.SpiffeId = e.SpiffeId
+		}
+		if mask.ParentId {
+			cur.ParentId = e.ParentId
+		}
+		if mask.Selectors {
+			cur.Selectors = e.Selectors
+		}
+		if mask.X509SvidTtl {
+			cur.X509SvidTtl = e.X509SvidTtl
+		}
+		if mask.JwtSvidTtl {
+			cur.JwtSvidTtl = e.JwtSvidTtl
+		}
+		if mask.FederatesWith {
+			cur.FederatesWith = e.FederatesWith
+		}
+		if mask.Admin {
+			cur.Admin = e.Admin
+		}
+		if mask.Downstream {
+			cur.Downstream = e.Downstream
+		}
+		if mask.ExpiresAt {
+			cur.ExpiresAt = e.ExpiresAt
+		}
+		if mask.DnsNames {
+			cur.DnsNames = e.DnsNames
+		}
+		if mask.StoreSvid {
+			cur.StoreSvid = e.StoreSvid
+		}
+		if mask.Hint {
+			cur.Hint = e.Hint
+		}
+		if err := checkEntryIDs(cur); err != nil {
+			return err
+		}
+		_, err = t.exec(ctx, `UPDATE registered_entries SET spiffe_id = ?, parent_id = ?, x509_svid_ttl = ?,
+			jwt_svid_ttl = ?, admin = ?, downstream = ?, expires_at = ?, store_svid = ?, hint = ?,
+			revision_number = revision_number + 1, unique_key = ? WHERE id = ?`,
+			spiffeIDString(cur.SpiffeId), spiffeIDString(cur.ParentId), cur.X509SvidTtl, cur.JwtSvidTtl,
+			cur.Admin, cur.Downstream, cur.ExpiresAt, cur.StoreSvid, cur.Hint, entryUniqueKey(cur), cur.Id)
+		if err != nil {
+			return err
+		}
+		if mask.Selectors || mask.DnsNames || mask.FederatesWith {
+			if err := deleteEntryChildren(ctx, t, cur.Id, mask.Selectors, mask.DnsNames, mask.FederatesWith); err != nil {
+				return err
+			}
+			if err := writeEntryChildren(ctx, t, cur.Id, cur, mask.Selectors, mask.DnsNames, mask.FederatesWith); err != nil {
+				return err
+			}
+		}
+		out, err = fetchEntry(ctx, t, cur.Id)
+		return err
+	})
+	if err != nil {
+		return nil, mapErr("update entry", err)
+	}
+	return out, nil
+}
+
+// DeleteEntry implements datastore.DataStore.
+func (s *Store) DeleteEntry(ctx context.Context, id string) (*types.Entry, error) {
+	var out *types.Entry
+	err := s.write(ctx, func(t txn) error {
+		if err := bumpEntriesRevision(ctx, t); err != nil {
+			return err
+		}
+		var err error
+		if out, err = fetchEntry(ctx, t, id); err != nil {
+			return err
+		}
+		// Children go by ON DELETE CASCADE.
+		_, err = t.exec(ctx, `DELETE FROM registered_entries WHERE id = ?`, id)
+		return err
+	})
+	if err != nil {
+		return nil, mapErr("delete entry", err)
+	}
+	return out, nil
+}
+
+// EntriesRevision implements datastore.DataStore.
+func (s *Store) EntriesRevision(ctx context.Context) (int64, error) {
+	var rev int64
+	err := s.read(ctx, func(t txn) error {
+		return t.queryRow(ctx, `SELECT revision FROM entries_revision WHERE id = 1`).Scan(&rev)
+	})
+	if err != nil {
+		return 0, mapErr("entries revision", err)
+	}
+	return rev, nil
+}
+
+func bumpEntriesRevision(ctx context.Context, t txn) error {
+	_, err := t.exec(ctx, `UPDATE entries_revision SET revision = revision + 1 WHERE id = 1`)
+	return err
+}
+
+func checkEntryIDs(e *types.Entry) error {
+	if e == nil {
+		return errors.New("nil entry")
+	}
+	if e.SpiffeId.GetTrustDomain() == "" {
+		return errors.New("missing SPIFFE ID")
+	}
+	if e.ParentId.GetTrustDomain() == "" {
+		return errors.New("missing parent ID")
+	}
+	return nil
+}
+
+// entryFilter turns a request into conditions on registered_entries e.
+func entryFilter(req *datastore.ListEntriesRequest) (*where, error) {
+	w := &where{}
+	if req == nil {
+		return w, nil
+	}
+	if req.BySPIFFEID != "" {
+		w.add("e.spiffe_id = ?", req.BySPIFFEID)
+	}
+	if req.ByParentID != "" {
+		w.add("e.parent_id = ?", req.ByParentID)
+	}
+	if req.ByHint != nil {
+		w.add("e.hint = ?", *req.ByHint)
+	}
+	if req.ByDownstream != nil {
+		w.add("e.downstream = ?", *req.ByDownstream)
+	}
+	if f := req.BySelectors; f != nil {
+		if err := setMatch("selectors", "entry_id", "e.id", []string{"type", "value"},
+			selectorMembers(f.Selectors), f.Match, w); err != nil {
+			return nil, fmt.Errorf("by selectors: %w", err)
+		}
+	}
+	if f := req.ByFederatesWith; f != nil {
+		var members [][]any
+		seen := map[string]bool{}
+		for _, td := range f.TrustDomains {
+			td = trustDomainName(td)
+			if !seen[td] {
+				seen[td] = true
+				members = append(members, []any{td})
+			}
+		}
+		if err := setMatch("federates_with", "entry_id", "e.id", []string{"trust_domain"},
+			members, f.Match, w); err != nil {
+			return nil, fmt.Errorf("by federates with: %w", err)
+		}
+	}
+	return w, nil
+}
+
+func fetchEntry(ctx context.Context, t txn, id string) (*types.Entry, error) {
+	w := &where{}
+	w.add("e.id = ?", id)
+	entries, err := loadEntries(ctx, t, w, 0)
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("entry %q: %w", id, datastore.ErrNotFound)
+	}
+	return entries[0], nil
+}
+
+// loadEntries reads the entries w selects, in ID order, with their
+// selectors, DNS names and federated trust domains. The child queries
+// select their rows with the same filter, so a listing costs four queries
+// whatever its size.
+func loadEntries(ctx context.Context, t txn, w *where, limit int) ([]*types.Entry, error) {
+	cond := w.sql() + " ORDER BY e.id" + limitSQL(limit)
+	rows, err := t.query(ctx, `SELECT `+entryCols+` FROM registered_entries e WHERE `+cond, w.args...)
+	if err != nil {
+		return nil, err
+	}
+	var entries []*types.Entry
+	byID := map[string]*types.Entry{}
+	for rows.Next() {
+		e := &types.Entry{}
+		var spiffeID, parentID string
+		if err := rows.Scan(&e.Id, &spiffeID, &parentID, &e.X509SvidTtl, &e.JwtSvidTtl, &e.Admin,
+			&e.Downstream, &e.ExpiresAt, &e.StoreSvid, &e.Hint, &e.CreatedAt, &e.RevisionNumber); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		e.SpiffeId = parseSPIFFEID(spiffeID)
+		e.ParentId = parseSPIFFEID(parentID)
+		entries = append(entries, e)
+		byID[e.Id] = e
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	sub := `SELECT e.id FROM registered_entries e WHERE ` + cond
+
+	err = eachRow(ctx, t, `SELECT x.entry_id, x.type, x.value FROM selectors x WHERE x.entry_id IN (`+sub+`)`,
+		w.args, func(scan func(...any) error) error {
+			var id string
+			sel := &types.Selector{}
+			if err := scan(&id, &sel.Type, &sel.Value); err != nil {
+				return err
+			}
+			if e := byID[id]; e != nil {
+				e.Selectors = append(e.Selectors, sel)
+			}
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	err = eachRow(ctx, t, `SELECT x.entry_id, x.value FROM dns_names x WHERE x.entry_id IN (`+sub+`) ORDER BY x.entry_id, x.ord`,
+		w.args, func(scan func(...any) error) error {
+			var id, name string
+			if err := scan(&id, &name); err != nil {
+				return err
+			}
+			if e := byID[id]; e != nil {
+				e.DnsNames = append(e.DnsNames, name)
+			}
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	err = eachRow(ctx, t, `SELECT x.entry_id, x.trust_domain FROM federates_with x WHERE x.entry_id IN (`+sub+`) ORDER BY x.entry_id, x.ord`,
+		w.args, func(scan func(...any) error) error {
+			var id, td string
+			if err := scan(&id, &td); err != nil {
+				return err
+			}
+			if e := byID[id]; e != nil {
+				e.FederatesWith = append(e.FederatesWith, td)
+			}
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		sortSelectors(e.Selectors)
+	}
+	return entries, nil
+}
+
+// eachRow runs query and calls fn for every row.
+func eachRow(ctx context.Context, t txn, query string, args []any, fn func(scan func(...any) error) error) error {
+	rows, err := t.query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+func deleteEntryChildren(ctx context.Context, t txn, id string, sel, dns, fed bool) error {
+	for _, c := range []struct {
+		do    bool
+		table string
+	}{{sel, "selectors"}, {dns, "dns_names"}, {fed, "federates_with"}} {
+		if !c.do {
+			continue
+		}
+		if _, err := t.exec(ctx, `DELETE FROM `+c.table+` WHERE entry_id = ?`, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeEntryChildren inserts e's selectors (as a set), DNS names (in
+// order) and federated trust domains (in order, first occurrence kept).
+func writeEntryChildren(ctx context.Context, t txn, id string, e *types.Entry, sel, dns, fed bool) error {
+	if sel {
+		for _, s := range uniqueSelectors(e.Selectors) {
+			if _, err := t.exec(ctx, `INSERT INTO selectors (entry_id, type, value) VALUES (?, ?, ?)`,
+				id, s.Type, s.Value); err != nil {
+				return err
+			}
+		}
+	}
+	if dns {
+		for i, name := range e.DnsNames {
+			if _, err := t.exec(ctx, `INSERT INTO dns_names (entry_id, ord, value) VALUES (?, ?, ?)`,
+				id, i, name); err != nil {
+				return err
+			}
+		}
+	}
+	if fed {
+		seen := map[string]bool{}
+		for i, td := range e.FederatesWith {
+			td = trustDomainName(td)
+			if seen[td] {
+				continue
+			}
+			seen[td] = true
+			if _, err := t.exec(ctx, `INSERT INTO federates_with (entry_id, ord, trust_domain) VALUES (?, ?, ?)`,
+				id, i, td); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// entryUniqueKey hashes what makes two entries duplicates: SPIFFE ID,
+// parent ID and the selector set. A UNIQUE column holding it lets the
+// database reject duplicates atomically, with no read-then-insert race.
+// Every part is length-prefixed so no two triples share an encoding.
+func entryUniqueKey(e *types.Entry) string {
+	h := sha256.New()
+	put := func(s string) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	put(spiffeIDString(e.SpiffeId))
+	put(spiffeIDString(e.ParentId))
+	for _, s := range uniqueSelectors(e.Selectors) {
+		put(s.Type)
+		put(s.Value)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func spiffeIDString(id *types.SPIFFEID) string {
+	return "spiffe://" + id.GetTrustDomain() + id.GetPath()
+}
+
+func parseSPIFFEID(s string) *types.SPIFFEID {
+	rest := strings.TrimPrefix(s, "spiffe://")
+	td, path := rest, ""
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		td, path = rest[:i], rest[i:]
+	}
+	return &types.SPIFFEID{TrustDomain: td, Path: path}
+}
+
+// newEntryID returns a random RFC 4122 version 4 UUID.
+func newEntryID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	x := hex.EncodeToString(b[:])
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:], nil
+}

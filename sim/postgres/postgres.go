@@ -1,0 +1,276 @@
+// Package postgres starts a throwaway PostgreSQL server for tests, so the
+// SQL datastore is tested against the real engine rather than a stand-in.
+//
+// Start returns a connection string for a database of the test's own. With
+// PG_TEST_DSN set it uses that server; otherwise it runs initdb and postgres
+// from the Debian packages (/usr/lib/postgresql/*/bin) in a temporary
+// directory, as the postgres system user when the test runs as root (the
+// server refuses to run as root). A test binary that calls Main from its
+// TestMain shares one server among its tests; without Main each test gets,
+// and stops, its own.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
+)
+
+var (
+	mu         sync.Mutex
+	mainActive bool
+	shared     *server
+	sharedErr  error
+	dbSeq      atomic.Int64
+)
+
+// Main runs the tests of a binary with one shared server, started by the
+// first Start, and stops it afterwards. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(postgres.Main(m)) }
+func Main(m *testing.M) int {
+	mu.Lock()
+	mainActive = true
+	mu.Unlock()
+	code := m.Run()
+	mu.Lock()
+	if shared != nil {
+		shared.stop()
+		shared = nil
+	}
+	mu.Unlock()
+	return code
+}
+
+// Start returns a connection string (libpq keyword form or URL) for a new,
+// empty database that is dropped when the test ends. It skips the test (or
+// fails it under REQUIRE_SIM=1) when no server can be started.
+func Start(tb testing.TB) string {
+	tb.Helper()
+	admin := os.Getenv("PG_TEST_DSN")
+	if admin == "" {
+		srv, err := server0(tb)
+		if err != nil {
+			simtest.Skip(tb, "postgres: "+err.Error())
+			return ""
+		}
+		admin = srv.dsn("postgres")
+	}
+	name := fmt.Sprintf("test_%d_%d", os.Getpid(), dbSeq.Add(1))
+	if err := adminExec(admin, "CREATE DATABASE "+name); err != nil {
+		tb.Fatalf("postgres: create database: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := adminExec(admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			tb.Errorf("postgres: drop database: %v", err)
+		}
+	})
+	return withDatabase(admin, name)
+}
+
+// server0 returns the shared server under Main, or a per-test one.
+func server0(tb testing.TB) (*server, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if !mainActive {
+		srv, err := startServer()
+		if err != nil {
+			return nil, err
+		}
+		tb.Cleanup(srv.stop)
+		return srv, nil
+	}
+	if shared == nil && sharedErr == nil {
+		shared, sharedErr = startServer()
+	}
+	return shared, sharedErr
+}
+
+func adminExec(dsn, stmt string) error {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = db.ExecContext(ctx, stmt)
+	return err
+}
+
+// withDatabase points dsn at database name, in either connection string
+// form. In keyword form a later key overrides an earlier one.
+func withDatabase(dsn, name string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			u.Path = "/" + name
+			return u.String()
+		}
+	}
+	return dsn + " dbname=" + name
+}
+
+type server struct {
+	dir  string
+	port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (s *server) dsn(db string) string {
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=%s sslmode=disable", s.dir, s.port, db)
+}
+
+// binDir finds the newest installed server binaries.
+func binDir() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool {
+		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
+		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
+		return vi > vj
+	})
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", errors.New("initdb not found (install the postgresql package or set PG_TEST_DSN)")
+}
+
+func startServer() (*server, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	var cred *syscall.Credential
+	dir, err := os.MkdirTemp("", "pgsim-")
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*server, error) {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return fail(fmt.Errorf("running as root needs the postgres user: %w", err))
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return fail(err)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
+		"-E", "UTF8", "--locale=C", "--no-sync")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	initdb.Dir = dir
+	if out, err := initdb.CombinedOutput(); err != nil {
+		return fail(fmt.Errorf("initdb: %v: %s", err, lastLines(string(out), 10)))
+	}
+	port, err := freePort()
+	if err != nil {
+		return fail(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
+	if err != nil {
+		return fail(err)
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", dir, "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1",
+		// Durability is worthless for a throwaway server and costs seconds.
+		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = procAttr(cred)
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fail(fmt.Errorf("start postgres: %w", err))
+	}
+	logf.Close()
+	s := &server{dir: dir, port: port, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(s.done) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-s.done:
+			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
+			return fail(fmt.Errorf("postgres exited: %s", lastLines(string(log), 10)))
+		default:
+		}
+		if err := ping(s.dsn("postgres")); err == nil {
+			return s, nil
+		} else if time.Now().After(deadline) {
+			s.stop()
+			return nil, fmt.Errorf("postgres not ready after 30s: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ping(dsn string) error {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return db.PingContext(ctx)
+}
+
+// stop shuts the server down (fast mode: clients are disconnected) and
+// removes its directory.
+func (s *server) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	os.RemoveAll(s.dir)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
