@@ -36,7 +36,9 @@ func runAgent(args []string) int {
 	defer stop()
 	a, err := agent.New(cfg, log)
 	if err != nil {
-		log.Error("Agent failed to start", "error", err)
+		// Start-up errors are mostly configuration mistakes: print them
+		// plainly, not quoted inside a log record.
+		fmt.Fprintf(os.Stderr, "spire-agent failed to start: %v\n", err)
 		return 1
 	}
 	if err := a.Run(ctx); err != nil {

@@ -36,7 +36,9 @@ func runServer(args []string) int {
 	defer stop()
 	s, err := server.New(ctx, cfg, log)
 	if err != nil {
-		log.Error("Server failed to start", "error", err)
+		// Start-up errors are mostly configuration mistakes: print them
+		// plainly, not quoted inside a log record.
+		fmt.Fprintf(os.Stderr, "spire-server failed to start: %v\n", err)
 		return 1
 	}
 	log.Info("Server started", "trust_domain", cfg.Server.TrustDomain.Name(), "address", s.Addr().String())

@@ -126,6 +126,11 @@ func (p Plugin) Errorf(key, format string, args ...any) error {
 		}
 	}
 	full := p.dataKey(key)
+	if key == "" {
+		// An error about the plugin itself (say, an unknown name) points at
+		// its block, not at plugin_data.
+		full = p.Label()
+	}
 	return &Error{File: file, Line: line, Key: full, Msg: full + ": " + fmt.Sprintf(format, args...)}
 }
 

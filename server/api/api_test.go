@@ -5,13 +5,16 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/servertest"
+	"github.com/spiffe-hw/spire-hw/sim/postgres"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -27,6 +30,18 @@ import (
 )
 
 var td = servertest.TrustDomain
+
+func TestMain(m *testing.M) { os.Exit(postgres.Main(m)) }
+
+// forEachEngine runs f against a server on SQLite and one on a real
+// PostgreSQL server.
+func forEachEngine(t *testing.T, f func(t *testing.T, opts servertest.Options)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, servertest.Options{}) })
+	t.Run("postgres", func(t *testing.T) {
+		dsn := postgres.Start(t)
+		f(t, servertest.Options{DataStore: fmt.Sprintf("database_type = \"postgres\"\nconnection_string = %q", dsn)})
+	})
+}
 
 func pid(path string) *types.SPIFFEID { return &types.SPIFFEID{TrustDomain: td.Name(), Path: path} }
 
@@ -54,8 +69,10 @@ func createEntry(t *testing.T, conn *grpc.ClientConn, e *types.Entry) *types.Ent
 	return r.Entry
 }
 
-func TestAdminRefusedOnTCP(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+func TestAdminRefusedOnTCP(t *testing.T) { forEachEngine(t, testAdminRefusedOnTCP) }
+
+func testAdminRefusedOnTCP(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	ctx := context.Background()
 	agent := s.NewAgent(t)
 	for name, conn := range map[string]*grpc.ClientConn{"no client certificate": s.Dial(t, nil), "agent SVID": agent.Conn} {
@@ -102,8 +119,10 @@ func TestAdminIDOverTCP(t *testing.T) {
 	}
 }
 
-func TestJoinTokenSingleUseUnderRace(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+func TestJoinTokenSingleUseUnderRace(t *testing.T) { forEachEngine(t, testJoinTokenSingleUseUnderRace) }
+
+func testJoinTokenSingleUseUnderRace(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	token := s.CreateToken(t)
 	const racers = 8
 	var wg sync.WaitGroup
@@ -140,8 +159,10 @@ func TestJoinTokenSingleUseUnderRace(t *testing.T) {
 	}
 }
 
-func TestJoinTokenRefusals(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+func TestJoinTokenRefusals(t *testing.T) { forEachEngine(t, testJoinTokenRefusals) }
+
+func testJoinTokenRefusals(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	ctx := context.Background()
 	conn := s.Dial(t, nil)
 	key, csr := servertest.NewCSR(t)
@@ -163,8 +184,10 @@ func TestJoinTokenRefusals(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 }
 
-func TestAgentAuthorization(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+func TestAgentAuthorization(t *testing.T) { forEachEngine(t, testAgentAuthorization) }
+
+func testAgentAuthorization(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	ctx := context.Background()
 	admin := s.Admin(t)
 	a, b := s.NewAgent(t), s.NewAgent(t)
@@ -271,8 +294,10 @@ func jwtBundle(t *testing.T, s *servertest.Server) *jwtbundle.Bundle {
 	return jb
 }
 
-func TestNodeAliasFromJoinToken(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+func TestNodeAliasFromJoinToken(t *testing.T) { forEachEngine(t, testNodeAliasFromJoinToken) }
+
+func testNodeAliasFromJoinToken(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	ctx := context.Background()
 	admin := s.Admin(t)
 	tok, err := agentv1.NewAgentClient(admin).CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 600, AgentId: pid("/node/edge-1")})
@@ -299,7 +324,11 @@ func TestNodeAliasFromJoinToken(t *testing.T) {
 }
 
 func TestBannedAndEvictedAgentsRefused(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+	forEachEngine(t, testBannedAndEvictedAgentsRefused)
+}
+
+func testBannedAndEvictedAgentsRefused(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	ctx := context.Background()
 	agents := agentv1.NewAgentClient(s.Admin(t))
 	banned, evicted := s.NewAgent(t), s.NewAgent(t)
@@ -327,8 +356,10 @@ func TestBannedAndEvictedAgentsRefused(t *testing.T) {
 	}
 }
 
-func TestRenewAgent(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+func TestRenewAgent(t *testing.T) { forEachEngine(t, testRenewAgent) }
+
+func testRenewAgent(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	ctx := context.Background()
 	a := s.NewAgent(t)
 	key, csr := servertest.NewCSR(t)
@@ -354,8 +385,10 @@ func TestRenewAgent(t *testing.T) {
 	wantCode(t, err, codes.PermissionDenied)
 }
 
-func TestEntryBadInput(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+func TestEntryBadInput(t *testing.T) { forEachEngine(t, testEntryBadInput) }
+
+func testEntryBadInput(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	ctx := context.Background()
 	client := entryv1.NewEntryClient(s.Admin(t))
 	sel := []*types.Selector{{Type: "unix", Value: "uid:1"}}
@@ -400,8 +433,10 @@ func TestEntryBadInput(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 }
 
-func TestMintX509SVIDBadCSR(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+func TestMintX509SVIDBadCSR(t *testing.T) { forEachEngine(t, testMintX509SVIDBadCSR) }
+
+func testMintX509SVIDBadCSR(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	ctx := context.Background()
 	client := svidv1.NewSVIDClient(s.Admin(t))
 	key, _ := servertest.NewCSR(t)
@@ -449,8 +484,10 @@ func TestMintX509SVIDBadCSR(t *testing.T) {
 	}
 }
 
-func TestSyncAuthorizedEntriesPaged(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+func TestSyncAuthorizedEntriesPaged(t *testing.T) { forEachEngine(t, testSyncAuthorizedEntriesPaged) }
+
+func testSyncAuthorizedEntriesPaged(t *testing.T, opts servertest.Options) {
+	s := servertest.Start(t, opts)
 	ctx := context.Background()
 	a := s.NewAgent(t)
 	const n = 620 // more than one page

@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serverEnv is a running spire-server with its own directory and ports.
+type serverEnv struct {
+	dir, socket, conf string
+	port              int
+	proc              *proc
+}
+
+// startServer writes a server.conf (SQLite, disk key manager, join token)
+// and runs the server until the test ends.
+func startServer(t *testing.T, extra string) *serverEnv {
+	t.Helper()
+	dir := shortTempDir(t)
+	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t)}
+	conf := fmt.Sprintf(`server {
+    bind_address = "127.0.0.1"
+    bind_port = "%d"
+    socket_path = %q
+    trust_domain = "example.org"
+    data_dir = %q
+    log_level = "DEBUG"
+    %s
+}
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "sqlite3"
+            connection_string = %q
+        }
+    }
+    KeyManager "disk" {
+        plugin_data {
+            keys_path = %q
+        }
+    }
+    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+}
+`, s.port, s.socket, filepath.Join(dir, "data"), extra, filepath.Join(dir, "data/datastore.sqlite3"), filepath.Join(dir, "data/keys.json"))
+	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.start(t)
+	return s
+}
+
+// start (re)starts the server process and waits until it is healthy.
+func (s *serverEnv) start(t *testing.T) {
+	t.Helper()
+	s.proc = start(t, s.dir, "spire-server", "run", "-config", s.conf)
+	eventually(t, 20*time.Second, "server healthcheck", func() error {
+		if done, code := s.proc.exited(); done {
+			t.Fatalf("server exited with %d", code)
+		}
+		if r := cli(t, s.dir, "spire-server", "healthcheck", "-socketPath", s.socket); r.code != 0 {
+			return errString(r.stdout + r.stderr)
+		}
+		return nil
+	})
+}
+
+// cli runs a spire-server command against this server.
+func (s *serverEnv) cli(t *testing.T, args ...string) string {
+	t.Helper()
+	return mustCLI(t, s.dir, "spire-server", append(args, "-socketPath", s.socket)...)
+}
+
+// token creates a join token; with alias, also the node-alias entry.
+func (s *serverEnv) token(t *testing.T, alias string) string {
+	t.Helper()
+	args := []string{"token", "generate"}
+	if alias != "" {
+		args = append(args, "-spiffeID", alias)
+	}
+	out := s.cli(t, args...)
+	tok := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "Token: "))
+	if tok == "" {
+		t.Fatalf("no token in %q", out)
+	}
+	return tok
+}
+
+// createEntry registers an entry and returns its ID.
+func (s *serverEnv) createEntry(t *testing.T, args ...string) string {
+	t.Helper()
+	out := s.cli(t, append([]string{"entry", "create"}, args...)...)
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "Entry ID         : "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no entry ID in %q", out)
+	return ""
+}
+
+// agentEnv is a running spire-agent.
+type agentEnv struct {
+	dir, socket, conf string
+	proc              *proc
+}
+
+// startAgent writes an agent.conf pointing at s and runs the agent with
+// token (empty to rely on the persisted SVID).
+func startAgent(t *testing.T, s *serverEnv, token string) *agentEnv {
+	t.Helper()
+	dir := shortTempDir(t)
+	bundle := filepath.Join(dir, "bootstrap.crt")
+	if err := os.WriteFile(bundle, []byte(s.cli(t, "bundle", "show")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := &agentEnv{dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf")}
+	conf := fmt.Sprintf(`agent {
+    data_dir = %q
+    log_level = "DEBUG"
+    server_address = "127.0.0.1"
+    server_port = "%d"
+    socket_path = %q
+    trust_bundle_path = %q
+    trust_domain = "example.org"
+    experimental {
+        sync_interval = "500ms"
+    }
+}
+plugins {
+    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+    KeyManager "disk" {
+        plugin_data {
+            directory = %q
+        }
+    }
+    WorkloadAttestor "unix" {
+        plugin_data {
+            discover_workload_path = true
+        }
+    }
+}
+`, filepath.Join(dir, "data"), s.port, a.socket, bundle, filepath.Join(dir, "data"))
+	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.start(t, token)
+	return a
+}
+
+// start (re)starts the agent and waits until its Workload API answers.
+func (a *agentEnv) start(t *testing.T, token string) {
+	t.Helper()
+	args := []string{"run", "-config", a.conf}
+	if token != "" {
+		args = append(args, "-joinToken", token)
+	}
+	a.proc = start(t, a.dir, "spire-agent", args...)
+	eventually(t, 20*time.Second, "agent healthcheck", func() error {
+		if done, code := a.proc.exited(); done {
+			t.Fatalf("agent exited with %d", code)
+		}
+		if r := cli(t, a.dir, "spire-agent", "healthcheck", "-socketPath", a.socket); r.code != 0 {
+			return errString(r.stdout + r.stderr)
+		}
+		return nil
+	})
+}
+
+func (a *agentEnv) addr() string { return "unix://" + a.socket }
