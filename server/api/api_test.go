@@ -100,7 +100,7 @@ func testAdminRefusedOnTCP(t *testing.T, opts servertest.Options) {
 func TestAdminIDOverTCP(t *testing.T) {
 	s := servertest.Start(t, servertest.Options{ServerExtra: `admin_ids = ["spiffe://example.org/admin"]`})
 	ctx := context.Background()
-	key, csr := servertest.NewCSR(t)
+	key, _ := servertest.NewCSR(t)
 	csrTmpl := &x509.CertificateRequest{URIs: []*url.URL{{Scheme: "spiffe", Host: td.Name(), Path: "/admin"}}}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, csrTmpl, key)
 	if err != nil {

@@ -31,6 +31,5 @@ func (c *splitCreds) Clone() credentials.TransportCredentials {
 	return &splitCreds{tls: c.tls.Clone()}
 }
 
-func (c *splitCreds) OverrideServerName(name string) error {
-	return c.tls.OverrideServerName(name) //nolint:staticcheck // required by the interface
-}
+// OverrideServerName is required by the interface; gRPC no longer calls it.
+func (c *splitCreds) OverrideServerName(string) error { return nil }
