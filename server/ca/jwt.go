@@ -101,7 +101,10 @@ func (m *Manager) SignJWTSVID(ctx context.Context, p JWTSVIDParams) (string, err
 		return "", fmt.Errorf("ca: sign JWT-SVID: %w", err)
 	}
 	// Check the signature against the published public key before the
-	// token leaves, as for X.509-SVIDs.
+	// token leaves, as for X.509-SVIDs (but for in-process keys).
+	if ip, ok := slot.key.(InProcessKey); ok && ip.InProcess() {
+		return token, nil
+	}
 	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{alg})
 	if err != nil {
 		return "", fmt.Errorf("ca: sign JWT-SVID: reparse: %w", err)

@@ -23,12 +23,18 @@ const (
 	rotateJitter   = time.Second
 )
 
-// Run calls Rotate every ten seconds (jittered) until ctx ends, logging
-// failures: a failed step is retried on the next tick. It returns nil when
-// ctx ends.
+// Run calls Rotate until ctx ends, logging failures: a failed step is
+// retried on the next tick. It wakes every ten seconds (jittered) and also
+// right after each rotation deadline (half-life, activation, expiry), so a
+// short-lived CA is never left to expire between two ticks. It returns nil
+// when ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
 	for {
 		wait := rotateInterval + time.Duration(mrand.Int64N(int64(2*rotateJitter))) - rotateJitter
+		if next, ok := m.nextDeadline(m.cfg.Clock()); ok {
+			// A little after the deadline, so the step sees it passed.
+			wait = min(wait, max(next.Sub(m.cfg.Clock())+deadlineSlack, deadlineSlack))
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -40,6 +46,54 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.cfg.Log.Error("ca: rotation step failed", "error", err)
 		}
 	}
+}
+
+// deadlineSlack is how long after a rotation deadline Run wakes.
+const deadlineSlack = 50 * time.Millisecond
+
+// nextDeadline returns the earliest moment after now at which Rotate would
+// change something for the X.509 CA or the JWT key.
+func (m *Manager) nextDeadline(now time.Time) (time.Time, bool) {
+	m.mu.RLock()
+	x509Slots, jwtSlots := m.x509, m.jwt
+	m.mu.RUnlock()
+	var best time.Time
+	consider := func(active, prepared *slotMeta) {
+		if active == nil {
+			return
+		}
+		life := active.notAfter.Sub(active.issuedAt)
+		cands := []time.Time{active.notAfter}
+		if prepared == nil {
+			cands = append(cands, active.issuedAt.Add(life/2))
+		} else {
+			act := active.issuedAt.Add(life / 6 * 5)
+			if late := prepared.issuedAt.Add(life / 3); late.After(act) {
+				act = late
+			}
+			cands = append(cands, act)
+		}
+		for _, c := range cands {
+			if c.After(now) && (best.IsZero() || c.Before(best)) {
+				best = c
+			}
+		}
+	}
+	if a := activeOf(x509Slots[:]); a != nil {
+		var p *slotMeta
+		if pr := preparedOf(x509Slots[:]); pr != nil {
+			p = &pr.slotMeta
+		}
+		consider(&a.slotMeta, p)
+	}
+	if a := activeOf(jwtSlots[:]); a != nil {
+		var p *slotMeta
+		if pr := preparedOf(jwtSlots[:]); pr != nil {
+			p = &pr.slotMeta
+		}
+		consider(&a.slotMeta, p)
+	}
+	return best, !best.IsZero()
 }
 
 // Rotate performs one rotation step at the configured clock's time: it

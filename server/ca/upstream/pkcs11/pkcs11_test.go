@@ -1,0 +1,190 @@
+package pkcs11_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/hcl/hcl/ast"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/spiffe-hw/spire-hw/config/hclconf"
+	"github.com/spiffe-hw/spire-hw/hsm"
+	"github.com/spiffe-hw/spire-hw/server/ca"
+	"github.com/spiffe-hw/spire-hw/server/ca/upstream/pkcs11"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
+	"github.com/spiffe-hw/spire-hw/server/keymanager/memory"
+	"github.com/spiffe-hw/spire-hw/sim/softhsm"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	softhsm.Cleanup()
+	os.Exit(code)
+}
+
+func plugin(t *testing.T, data string) hclconf.Plugin {
+	t.Helper()
+	f, err := hcl.Parse("plugin_data {\n" + data + "\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := f.Node.(*ast.ObjectList).Items[0].Val.(*ast.ObjectType).List
+	return hclconf.Plugin{Type: "UpstreamAuthority", Name: "pkcs11", Enabled: true, Data: list, Pos: hclconf.Position{File: "server.conf", Line: 1}}
+}
+
+func TestHSMRootSignsIntermediate(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	ctx := context.Background()
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	data := fmt.Sprintf(`uri = "pkcs11:token=%s;object=root-1?module-path=%s&pin-source=file:%s"
+max_sessions = 4
+create_root = true
+root_ttl = "720h"`, tok.Label, tok.ModulePath, tok.PINFile)
+
+	up, err := pkcs11.FromPlugin(plugin(t, data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := up.Root()
+	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: "sqlite3", ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m, err := ca.New(ctx, ca.Config{TrustDomain: td, KeyManager: memory.New(), Upstream: up, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	chain, err := m.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: spiffeid.RequireFromPath(td, "/w"), PublicKey: leafKey.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the HSM root is a trust anchor.
+	if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(td, []*x509.Certificate{root})); err != nil {
+		t.Fatalf("SVID does not chain to the HSM root: %v", err)
+	}
+	if got := m.X509Authorities(); len(got) != 1 || !got[0].Equal(root) {
+		t.Fatal("bundle does not publish exactly the HSM root")
+	}
+	if err := up.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	// A restart reuses the root key and certificate from the token.
+	up, err = pkcs11.FromPlugin(plugin(t, data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	if !up.Root().Equal(root) {
+		t.Fatal("restart created a new root instead of reusing the one in the token")
+	}
+}
+
+func TestRootErrors(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	base := pkcs11.Config{HSM: hsm.Config{ModulePath: tok.ModulePath, TokenLabel: tok.Label, PIN: hsm.PIN(tok.PIN), MaxSessions: 4, HealthInterval: -1}}
+
+	t.Run("key not found", func(t *testing.T) {
+		cfg := base
+		cfg.KeyLabel = "absent-root"
+		_, err := pkcs11.New(cfg)
+		if !errors.Is(err, hsm.ErrKeyNotFound) || !strings.Contains(err.Error(), "absent-root") || !strings.Contains(err.Error(), "create_root") {
+			t.Fatalf("error = %v; want ErrKeyNotFound naming the label and create_root", err)
+		}
+	})
+	t.Run("certificate of another key", func(t *testing.T) {
+		cfg := base
+		cfg.KeyLabel, cfg.CreateRoot = "swapped", true
+		a, err := pkcs11.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = a.Close()
+		tk, err := hsm.Open(base.HSM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tk.GenerateKey(context.Background(), "swapped", hsm.ECP256); err != nil {
+			t.Fatal(err)
+		}
+		_ = tk.Close()
+		if _, err := pkcs11.New(cfg); err == nil || !strings.Contains(err.Error(), "not for the key") {
+			t.Fatalf("root on a swapped key: %v", err)
+		}
+	})
+	t.Run("CSR checks", func(t *testing.T) {
+		cfg := base
+		cfg.KeyLabel, cfg.CreateRoot = "csr-root", true
+		a, err := pkcs11.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		csr := func(uris ...string) []byte {
+			tmpl := &x509.CertificateRequest{}
+			for _, u := range uris {
+				tmpl.URIs = append(tmpl.URIs, spiffeid.RequireFromString(u).URL())
+			}
+			der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return der
+		}
+		tampered := csr("spiffe://example.org")
+		tampered[len(tampered)-5] ^= 0xff
+		tests := []struct {
+			name    string
+			der     []byte
+			wantErr string
+		}{
+			{"trust domain ID", csr("spiffe://example.org"), ""},
+			{"workload ID", csr("spiffe://example.org/w"), "not a trust domain ID"},
+			{"no URI SAN", csr(), "0 URI SANs"},
+			{"two URI SANs", csr("spiffe://example.org", "spiffe://other.org"), "2 URI SANs"},
+			{"bad signature", tampered, "CSR"},
+			{"garbage", []byte{0x30, 0x03, 0x02, 0x01, 0x01}, "parse CSR"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				chain, roots, err := a.MintX509CA(context.Background(), tt.der, time.Hour)
+				if tt.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+						t.Fatalf("error = %v, want %q", err, tt.wantErr)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				pool := x509.NewCertPool()
+				pool.AddCert(roots[0])
+				if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+					t.Fatalf("minted CA does not verify: %v", err)
+				}
+				if !chain[0].IsCA || chain[0].NotAfter.Sub(chain[0].NotBefore) > time.Hour+time.Minute {
+					t.Fatal("minted certificate is not a CA of the asked lifetime")
+				}
+			})
+		}
+	})
+}
