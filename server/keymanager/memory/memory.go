@@ -78,6 +78,10 @@ type key struct {
 func (k *key) ID() string               { return k.id }
 func (k *key) Type() keymanager.KeyType { return k.typ }
 func (k *key) Public() crypto.PublicKey { return k.signer.Public() }
+
+// InProcess tells the CA that this key signs with Go's own crypto in this
+// process, so the signature need not be verified again (ca.InProcessKey).
+func (k *key) InProcess() bool { return true }
 func (k *key) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	return k.signer.Sign(r, digest, opts)
 }
