@@ -62,6 +62,8 @@ func (c *Client) Attest(ctx context.Context, att nodeattestor.Attestor, csr []by
 
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
+	// Evidence that binds the agent's key (a TPM quote) needs the CSR.
+	ctx = nodeattestor.WithCSR(ctx, csr)
 
 	payload, err := att.AttestationData(ctx)
 	if err != nil {

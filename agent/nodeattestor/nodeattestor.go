@@ -16,3 +16,18 @@ type Attestor interface {
 	// return an error, which aborts the attestation.
 	Respond(ctx context.Context, challenge []byte) ([]byte, error)
 }
+
+type csrKey struct{}
+
+// WithCSR attaches the DER CSR of the attestation in progress to ctx, so an
+// attestor whose evidence binds the agent's key (a TPM quote) can include
+// it. The client sets it before asking for AttestationData.
+func WithCSR(ctx context.Context, csr []byte) context.Context {
+	return context.WithValue(ctx, csrKey{}, csr)
+}
+
+// CSRFromContext returns the CSR attached by WithCSR.
+func CSRFromContext(ctx context.Context) ([]byte, bool) {
+	b, ok := ctx.Value(csrKey{}).([]byte)
+	return b, ok && len(b) > 0
+}

@@ -5,6 +5,7 @@ package nodeattestor
 
 import (
 	"context"
+	"crypto/x509"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -30,4 +31,19 @@ type Attestor interface {
 	// Type is the attestation data type the attestor handles ("join_token").
 	Type() string
 	Attest(ctx context.Context, payload []byte, challenge ChallengeFunc) (*Result, error)
+}
+
+type csrKey struct{}
+
+// WithCSR attaches the agent's CSR, whose key the server is about to
+// certify, to the context of Attest: evidence that binds a key (a TPM quote)
+// must be checked against this CSR, not one inside the payload.
+func WithCSR(ctx context.Context, csr *x509.CertificateRequest) context.Context {
+	return context.WithValue(ctx, csrKey{}, csr)
+}
+
+// CSRFromContext returns the CSR attached by WithCSR.
+func CSRFromContext(ctx context.Context) (*x509.CertificateRequest, bool) {
+	c, ok := ctx.Value(csrKey{}).(*x509.CertificateRequest)
+	return c, ok && c != nil
 }

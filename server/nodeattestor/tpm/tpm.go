@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
@@ -88,7 +89,16 @@ type Config struct {
 type Attestor struct {
 	cfg    Config
 	nonces nonceStore
+	// certs caches verified EK certificates by the SHA-256 of their DER:
+	// chain verification is most of the server's cost, and a re-attesting
+	// agent presents the same certificate every time. Validity at the
+	// current time is checked again on every use.
+	mu    sync.Mutex
+	certs map[[32]byte]*tpm.EKCertificate
 }
+
+// maxCachedCerts bounds the EK certificate cache; it is cleared when full.
+const maxCachedCerts = 100_000
 
 var _ nodeattestor.Attestor = (*Attestor)(nil)
 
@@ -118,12 +128,12 @@ func New(cfg Config) (*Attestor, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Attestor{cfg: cfg, nonces: nonceStore{m: map[string]time.Time{}}}, nil
+	return &Attestor{cfg: cfg, nonces: nonceStore{m: map[string]time.Time{}}, certs: map[[32]byte]*tpm.EKCertificate{}}, nil
 }
 
 // NewFromPluginData builds an Attestor from its plugin_data.
 func NewFromPluginData(td spiffeid.TrustDomain, d PluginData, nodes NodeLookup) (*Attestor, error) {
-	cfg := Config{TrustDomain: td, PCRs: d.PCRs, RequireEventLog: d.RequireEventLog, Nodes: nodes}
+	cfg := Config{TrustDomain: td, PCRs: d.PCRs, RequireEventLog: d.RequireEventLog, Nodes: nodes, CSRFromContext: nodeattestor.CSRFromContext}
 	if d.EKCAPath != "" {
 		r, err := tpm.LoadEKRoots(d.EKCAPath)
 		if err != nil {
@@ -288,7 +298,7 @@ func (a *Attestor) verifyEK(d *tpm.AttestationData) (*verifiedEK, error) {
 	}
 	if len(d.EKCert) > 0 {
 		if a.cfg.EKRoots != nil {
-			c, err := tpm.VerifyEKCertificate(d.EKCert, a.cfg.EKRoots, a.cfg.Now())
+			c, err := a.verifyEKCert(d.EKCert)
 			if err == nil {
 				if pubKey != nil && !keysEqual(pubKey, c.PublicKey) {
 					return nil, deny("the EK public key is not the one of the EK certificate")
@@ -322,6 +332,28 @@ func (a *Attestor) verifyEK(d *tpm.AttestationData) (*verifiedEK, error) {
 		return nil, deny("EK %s is neither certified by a configured root nor allow-listed", h)
 	}
 	return &verifiedEK{key: pubKey, hash: h}, nil
+}
+
+func (a *Attestor) verifyEKCert(der []byte) (*tpm.EKCertificate, error) {
+	key := sha256.Sum256(der)
+	now := a.cfg.Now()
+	a.mu.Lock()
+	c, ok := a.certs[key]
+	a.mu.Unlock()
+	if ok && !now.Before(c.NotBefore) && !now.After(c.NotAfter) {
+		return c, nil
+	}
+	c, err := tpm.VerifyEKCertificate(der, a.cfg.EKRoots, now)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	if len(a.certs) >= maxCachedCerts {
+		clear(a.certs)
+	}
+	a.certs[key] = c
+	a.mu.Unlock()
+	return c, nil
 }
 
 func keysEqual(a, b any) bool {

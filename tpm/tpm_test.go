@@ -1,0 +1,139 @@
+package tpm_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/sim/swtpm"
+	"github.com/spiffe-hw/spire-hw/tpm"
+)
+
+func open(t *testing.T, path string) *tpm.TPM {
+	t.Helper()
+	tp, err := tpm.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		hs, err := tp.Handles()
+		if err != nil || len(hs) != 0 {
+			t.Errorf("transient handles left loaded: %v %v", hs, err)
+		}
+		tp.Close()
+	})
+	return tp
+}
+
+// TestFullFlow runs the client and verifier halves against swtpm for
+// both EK algorithms.
+func TestFullFlow(t *testing.T) {
+	fleet := swtpm.StartT(t, 1)
+	roots, err := tpm.LoadEKRoots(fleet.CABundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := open(t, fleet.TPMs[0].Path)
+	for _, alg := range []string{"rsa", "ecc"} {
+		t.Run(alg, func(t *testing.T) {
+			ek, err := tp.EK(tpm.WithEKAlgorithm(alg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ekc, err := tpm.VerifyEKCertificate(ek.Certificate, roots, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ekc.Manufacturer != "id:00001014" || ekc.Model != "swtpm" {
+				t.Errorf("manufacturer/model = %q/%q", ekc.Manufacturer, ekc.Model)
+			}
+			ak, err := tp.NewAK()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ak.Close()
+			akPub, err := tpm.VerifyAK(ak.Params())
+			if err != nil {
+				t.Fatal(err)
+			}
+			secret, cred, err := tpm.MakeCredential(ekc.PublicKey, akPub.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := tp.ActivateCredential(ak, ek, *cred)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, secret) {
+				t.Fatal("activated secret differs")
+			}
+			qd := sha256.Sum256([]byte("nonce"))
+			pcrs := []int{0, 1, 2, 3, 4, 5, 6, 7}
+			q, err := tp.Quote(ak, qd[:], pcrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := tpm.VerifyQuote(akPub, q, qd[:], pcrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(info.PCRs) != 8 || info.ResetCount == 0 && info.Clock == 0 {
+				t.Errorf("quote info = %+v", info)
+			}
+		})
+	}
+}
+
+// TestEventLogReplay plays a boot into the TPM and replays its log
+// against a verified quote.
+func TestEventLogReplay(t *testing.T) {
+	fleet := swtpm.StartT(t, 1)
+	tp := open(t, fleet.TPMs[0].Path)
+	log, err := swtpm.MeasureBoot(tp, swtpm.Boot(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := tp.NewAK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ak.Close()
+	akPub, err := tpm.VerifyAK(ak.Params())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs := []int{0, 1, 2, 3, 4, 5, 6, 7}
+	q, err := tp.Quote(ak, []byte("n"), pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := tpm.VerifyQuote(akPub, q, []byte("n"), pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := tpm.ReplayEventLog(log, info.PCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SecureBoot == nil || *st.SecureBoot {
+		t.Errorf("secure boot = %v, want disabled", st.SecureBoot)
+	}
+	// One more measurement the log does not have.
+	if err := tp.Extend(7, make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	q, err = tp.Quote(ak, []byte("n"), pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err = tpm.VerifyQuote(akPub, q, []byte("n"), pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tpm.ReplayEventLog(log, info.PCRs); err == nil {
+		t.Fatal("a log missing a measurement replayed")
+	}
+	_ = slices.Clone(pcrs)
+}
