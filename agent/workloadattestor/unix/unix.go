@@ -245,6 +245,13 @@ func hashExe(ctx context.Context, dirfd int, limit int64) (string, error) {
 	}
 	f := os.NewFile(uintptr(fd), "exe")
 	defer f.Close()
+	return HashFile(ctx, f, limit)
+}
+
+// HashFile returns the hex SHA-256 of f from its current offset, the value
+// of a unix:sha256 selector. limit caps the size as WorkloadSizeLimit does
+// (0: no limit); a larger file gives ErrTooLarge. It stops when ctx ends.
+func HashFile(ctx context.Context, f *os.File, limit int64) (string, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("stat exe: %w", err)
