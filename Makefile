@@ -8,9 +8,11 @@ PKGS      := ./...
 # leaves it unset for laptops.
 REQUIRE_SIM ?= 1
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
-DEB_PACKAGES := postgresql
+# postgresql: the SQL engine tests; softhsm2: PKCS#11 key manager tests;
+# swtpm, swtpm-tools: TPM attestation tests.
+DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools
 
-.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz
+.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate
 
 all: build
 
@@ -43,6 +45,18 @@ fuzz:
 
 demo: build
 	./scripts/demo.sh
+
+# Interoperability with upstream SPIRE (the version pinned in
+# test/interop/go.mod), not part of `make test`: the first run builds
+# SPIRE's binaries from the Go module proxy (minutes) and caches them in
+# test/interop/.bin.
+interop: build
+	cd test/interop && SPIRE_HW_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 30m ./...
+
+# Rebuilds the committed eBPF objects; needs Debian's clang, llvm and
+# libbpf-dev (go build and go test do not).
+generate:
+	cd ebpf/lineage && $(GO) generate ./
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./bench/...

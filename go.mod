@@ -3,10 +3,15 @@ module github.com/spiffe-hw/spire-hw
 go 1.26.8
 
 require (
+	github.com/ThalesGroup/crypto11 v1.6.2
+	github.com/cilium/ebpf v0.22.0
 	github.com/go-jose/go-jose/v4 v4.1.9
+	github.com/google/go-attestation v0.6.4
+	github.com/google/go-tpm v0.9.8
 	github.com/hashicorp/hcl v1.0.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/mattn/go-sqlite3 v1.14.53
+	github.com/miekg/pkcs11 v1.1.2
 	github.com/spiffe/go-spiffe/v2 v2.9.0
 	github.com/spiffe/spire-api-sdk v1.2.5-0.20250109200630-101d5e7de758
 	go.etcd.io/bbolt v1.5.0
@@ -18,15 +23,9 @@ require (
 
 require (
 	github.com/Microsoft/go-winio v0.6.2 // indirect
-	github.com/ThalesGroup/crypto11 v1.6.2 // indirect
-	github.com/cilium/ebpf v0.22.0 // indirect
-	github.com/google/go-attestation v0.6.4 // indirect
-	github.com/google/go-tpm v0.9.8 // indirect
-	github.com/google/go-tpm-tools v0.4.7 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
-	github.com/miekg/pkcs11 v1.1.2 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/thales-e-security/pool v0.0.2 // indirect
 	golang.org/x/net v0.60.0 // indirect

@@ -24,7 +24,9 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/manager"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/jointoken"
+	agenttpm "github.com/spiffe-hw/spire-hw/agent/nodeattestor/tpm"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -38,6 +40,8 @@ type Agent struct {
 	manager *manager.Manager
 	handler *workloadapi.Handler
 	health  *http.Server
+	// attestors may hold kernel resources (the eBPF tracer).
+	attestors []workloadapi.Attestor
 }
 
 // New builds the agent. The manager loads its persisted SVIDs here, so the
@@ -63,7 +67,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	attestors, err := newWorkloadAttestors(cfg)
+	attestors, err := newWorkloadAttestors(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +85,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a = &Agent{cfg: cfg, log: log, manager: m}
+	a = &Agent{cfg: cfg, log: log, manager: m, attestors: attestors}
 	a.handler = workloadapi.New(workloadapi.Config{
 		Manager:     m,
 		Attestors:   attestors,
@@ -98,6 +102,13 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 // or the agent can no longer act for its node (evicted, banned).
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.manager.Close()
+	defer func() {
+		for _, at := range a.attestors {
+			if c, ok := at.(interface{ Close() error }); ok {
+				c.Close()
+			}
+		}
+	}()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.manager.Run(ctx) })
 	g.Go(func() error { return workloadapi.Serve(ctx, a.cfg.Agent.SocketPath, a.handler) })
@@ -199,12 +210,22 @@ func newNodeAttestor(cfg *config.Config) (nodeattestor.Attestor, error) {
 			return nil, err
 		}
 		return jointoken.New(cfg.Agent.JoinToken), nil
+	case agenttpm.Type:
+		var data agenttpm.PluginData
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		a, err := agenttpm.New(data)
+		if err != nil {
+			return nil, p.Errorf("", "%v", err)
+		}
+		return a, nil
 	default:
-		return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token)", p.Name)
+		return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token, tpm)", p.Name)
 	}
 }
 
-func newWorkloadAttestors(cfg *config.Config) ([]workloadapi.Attestor, error) {
+func newWorkloadAttestors(cfg *config.Config, log *slog.Logger) ([]workloadapi.Attestor, error) {
 	var out []workloadapi.Attestor
 	for _, p := range cfg.EnabledPlugins(config.TypeWorkloadAttestor) {
 		switch p.Name {
@@ -217,8 +238,33 @@ func newWorkloadAttestors(cfg *config.Config) ([]workloadapi.Attestor, error) {
 				return nil, err
 			}
 			out = append(out, unix.New(unix.Config{DiscoverWorkloadPath: data.DiscoverWorkloadPath, WorkloadSizeLimit: data.WorkloadSizeLimit}))
+		case lineage.SelectorType:
+			var data struct {
+				DiscoverWorkloadPath bool   `hcl:"discover_workload_path"`
+				WorkloadSizeLimit    int64  `hcl:"workload_size_limit"`
+				MaxAncestors         int    `hcl:"max_ancestors"`
+				GracePeriod          string `hcl:"grace_period"`
+				MaxProcesses         int    `hcl:"max_processes"`
+				DisableEBPF          bool   `hcl:"disable_ebpf"`
+			}
+			if err := p.DecodeData(&data); err != nil {
+				return nil, err
+			}
+			var grace time.Duration
+			if data.GracePeriod != "" {
+				d, err := p.ParseDuration("grace_period", data.GracePeriod)
+				if err != nil {
+					return nil, err
+				}
+				grace = d
+			}
+			out = append(out, lineage.New(lineage.Config{
+				DiscoverWorkloadPath: data.DiscoverWorkloadPath, WorkloadSizeLimit: data.WorkloadSizeLimit,
+				MaxAncestors: data.MaxAncestors, GracePeriod: grace, MaxProcesses: data.MaxProcesses,
+				DisableEBPF: data.DisableEBPF, Log: log.With("plugin", "lineage"),
+			}))
 		default:
-			return nil, p.Errorf("", "unknown WorkloadAttestor plugin %q (supported: unix)", p.Name)
+			return nil, p.Errorf("", "unknown WorkloadAttestor plugin %q (supported: unix, lineage)", p.Name)
 		}
 	}
 	return out, nil

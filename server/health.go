@@ -13,9 +13,14 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 )
 
+// readier is a plugin that can say whether it can serve now (an HSM whose
+// token is present).
+type readier interface{ Ready(context.Context) error }
+
 // newHealthServer serves SPIRE's health_checks HTTP endpoints: live while
-// the process runs, ready while the datastore answers.
-func newHealthServer(hc hclconf.HealthChecks, ds datastore.DataStore) *http.Server {
+// the process runs, ready while the datastore answers and every plugin that
+// can tell (key manager, upstream authority) is ready.
+func newHealthServer(hc hclconf.HealthChecks, ds datastore.DataStore, plugins ...any) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc(hc.LivePath, func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -26,6 +31,14 @@ func newHealthServer(hc hclconf.HealthChecks, ds datastore.DataStore) *http.Serv
 		if _, err := ds.EntriesRevision(ctx); err != nil {
 			http.Error(w, "datastore unavailable", http.StatusServiceUnavailable)
 			return
+		}
+		for _, p := range plugins {
+			if r, ok := p.(readier); ok && r != nil {
+				if err := r.Ready(ctx); err != nil {
+					http.Error(w, "signing key unavailable", http.StatusServiceUnavailable)
+					return
+				}
+			}
 		}
 		w.WriteHeader(http.StatusOK)
 	})

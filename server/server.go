@@ -20,6 +20,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/api"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
+	uppkcs11 "github.com/spiffe-hw/spire-hw/server/ca/upstream/pkcs11"
 	"github.com/spiffe-hw/spire-hw/server/config"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
@@ -27,8 +28,10 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 	"github.com/spiffe-hw/spire-hw/server/keymanager/disk"
 	"github.com/spiffe-hw/spire-hw/server/keymanager/memory"
+	kmpkcs11 "github.com/spiffe-hw/spire-hw/server/keymanager/pkcs11"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
+	servertpm "github.com/spiffe-hw/spire-hw/server/nodeattestor/tpm"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -41,6 +44,9 @@ type Server struct {
 	svid      *svidRotator
 	endpoints *endpoints.Endpoints
 	health    *http.Server
+	// closers are plugins that hold resources (HSM sessions); nil entries
+	// and values without Close are skipped.
+	closers []any
 }
 
 // New builds every subsystem and binds the listeners; Run serves.
@@ -61,14 +67,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	if s.ds, err = openDataStore(ctx, cfg, log); err != nil {
 		return nil, err
 	}
-	km, err := newKeyManager(cfg)
+	km, err := newKeyManager(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	up, err := newUpstream(cfg)
+	s.closers = append(s.closers, km)
+	up, err := newUpstream(cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	s.closers = append(s.closers, up)
 	caKeyType, err := keymanager.ParseKeyType(string(sc.CAKeyType))
 	if err != nil {
 		return nil, fmt.Errorf("server: ca_key_type: %w", err)
@@ -125,7 +133,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		return nil, err
 	}
 	if hc := cfg.HealthChecks; hc.ListenerEnabled {
-		s.health = newHealthServer(hc, s.ds)
+		s.health = newHealthServer(hc, s.ds, km, up)
 	}
 	return s, nil
 }
@@ -152,6 +160,13 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Addr() net.Addr { return s.endpoints.TCPAddr() }
 
 func (s *Server) close() {
+	for _, c := range s.closers {
+		if c, ok := c.(interface{ Close() error }); ok && c != nil {
+			if err := c.Close(); err != nil {
+				s.log.Warn("Failed to close plugin", "error", err)
+			}
+		}
+	}
 	if s.ds != nil {
 		s.ds.Close()
 	}
@@ -200,7 +215,7 @@ func openDataStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (d
 	return ds, nil
 }
 
-func newKeyManager(cfg *config.Config) (keymanager.KeyManager, error) {
+func newKeyManager(cfg *config.Config, log *slog.Logger) (keymanager.KeyManager, error) {
 	p, ok := onlyPlugin(cfg, "KeyManager")
 	if !ok {
 		return nil, errors.New("server: no KeyManager plugin configured")
@@ -227,18 +242,32 @@ func newKeyManager(cfg *config.Config) (keymanager.KeyManager, error) {
 			return nil, fmt.Errorf("server: %s: %w", p.Label(), err)
 		}
 		return km, nil
+	case "pkcs11":
+		km, err := kmpkcs11.FromPlugin(p, log.With("subsystem", "keymanager"))
+		if err != nil {
+			return nil, err
+		}
+		return km, nil
 	default:
-		return nil, p.Errorf("", "unknown KeyManager plugin %q (supported: memory, disk)", p.Name)
+		return nil, p.Errorf("", "unknown KeyManager plugin %q (supported: memory, disk, pkcs11)", p.Name)
 	}
 }
 
-func newUpstream(cfg *config.Config) (upstream.Authority, error) {
+func newUpstream(cfg *config.Config, log *slog.Logger) (upstream.Authority, error) {
 	p, ok := onlyPlugin(cfg, "UpstreamAuthority")
 	if !ok {
 		return nil, nil
 	}
-	if p.Name != "disk" {
-		return nil, p.Errorf("", "unknown UpstreamAuthority plugin %q (supported: disk)", p.Name)
+	switch p.Name {
+	case "disk":
+	case "pkcs11":
+		u, err := uppkcs11.FromPlugin(p, log.With("subsystem", "upstream"))
+		if err != nil {
+			return nil, err
+		}
+		return u, nil
+	default:
+		return nil, p.Errorf("", "unknown UpstreamAuthority plugin %q (supported: disk, pkcs11)", p.Name)
 	}
 	var data struct {
 		CertFilePath   string `hcl:"cert_file_path"`
@@ -268,8 +297,18 @@ func newAttestors(cfg *config.Config, ds datastore.DataStore) (map[string]nodeat
 				return nil, err
 			}
 			out[p.Name] = jointoken.New(cfg.Server.TrustDomain, ds, nil)
+		case servertpm.PluginName:
+			var data servertpm.PluginData
+			if err := p.DecodeData(&data); err != nil {
+				return nil, err
+			}
+			a, err := servertpm.NewFromPluginData(cfg.Server.TrustDomain, data, ds)
+			if err != nil {
+				return nil, p.Errorf("", "%v", err)
+			}
+			out[p.Name] = a
 		default:
-			return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token)", p.Name)
+			return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token, tpm)", p.Name)
 		}
 	}
 	return out, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
@@ -229,11 +230,8 @@ func (s *AgentService) CreateJoinToken(ctx context.Context, req *agentv1.CreateJ
 	}
 	var aliasID spiffeid.ID
 	if req.AgentId != nil {
-		if aliasID, err = s.api.idFromProto("invalid agent ID", req.AgentId); err != nil {
+		if aliasID, err = s.api.workloadIDFromProto("invalid agent ID", req.AgentId); err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
-		}
-		if aliasID.Path() == "" {
-			return nil, status.Error(codes.InvalidArgument, "invalid agent ID: path is empty")
 		}
 	}
 	expiry := s.api.now().Add(time.Duration(req.Ttl) * time.Second)
@@ -296,7 +294,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 		}
 		return r, nil
 	}
-	res, err := attestor.Attest(ctx, params.Data.Payload, challenge)
+	res, err := attestor.Attest(nodeattestor.WithCSR(ctx, csr), params.Data.Payload, challenge)
 	if err != nil {
 		if _, ok := status.FromError(err); ok {
 			return err

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/ca"
@@ -105,6 +106,23 @@ func (a *API) idFromProto(what string, p *types.SPIFFEID) (spiffeid.ID, error) {
 	return id, nil
 }
 
+// workloadIDFromProto is idFromProto for IDs that SVIDs are issued to
+// (entries, node aliases): like SPIRE, it refuses the trust domain itself
+// and the /spire namespace, which belongs to agents and servers.
+func (a *API) workloadIDFromProto(what string, p *types.SPIFFEID) (spiffeid.ID, error) {
+	id, err := a.idFromProto(what, p)
+	if err != nil {
+		return spiffeid.ID{}, err
+	}
+	switch path := id.Path(); {
+	case path == "":
+		return spiffeid.ID{}, fmt.Errorf("%s: %q is not a workload in trust domain %q; path is empty", what, id, a.cfg.TrustDomain)
+	case path == "/spire" || strings.HasPrefix(path, "/spire/"):
+		return spiffeid.ID{}, fmt.Errorf("%s: %q is not a workload in trust domain %q; path is in the reserved namespace", what, id, a.cfg.TrustDomain)
+	}
+	return id, nil
+}
+
 func idToProto(id spiffeid.ID) *types.SPIFFEID {
 	return &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()}
 }
@@ -146,6 +164,11 @@ func toStatus(err error) *types.Status {
 func signError(what string, err error) error {
 	if errors.Is(err, ca.ErrInvalidParams) {
 		return status.Errorf(codes.InvalidArgument, "%s: %v", what, err)
+	}
+	// A signing key that is unreachable (HSM token removed) is a passing
+	// condition the caller should retry, not an internal error.
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+		return status.Errorf(codes.Unavailable, "%s: %v", what, err)
 	}
 	return status.Errorf(codes.Internal, "%s: %v", what, err)
 }

@@ -55,8 +55,11 @@ func (a *API) listEntriesRequest(f *entryv1.ListEntriesRequest_Filter) (*datasto
 		h := f.ByHint.Value
 		req.ByHint = &h
 	}
-	if f.ByDownstream != nil {
-		d := f.ByDownstream.Value
+	// As in SPIRE, by_downstream=true keeps only downstream entries and
+	// false filters nothing: SPIRE's CLI always sends the filter, false
+	// unless -downstream is given, and still lists downstream entries.
+	if f.ByDownstream != nil && f.ByDownstream.Value {
+		d := true
 		req.ByDownstream = &d
 	}
 	return req, nil
@@ -111,6 +114,10 @@ func (s *EntryService) GetEntry(ctx context.Context, req *entryv1.GetEntryReques
 		return nil, status.Error(codes.InvalidArgument, "missing entry ID")
 	}
 	e, err := s.api.cfg.DataStore.FetchEntry(ctx, req.Id)
+	if errors.Is(err, datastore.ErrNotFound) {
+		// SPIRE's exact message; the CLI prints it after the ID.
+		return nil, status.Error(codes.NotFound, "entry not found")
+	}
 	if err != nil {
 		return nil, dsError("entry "+req.Id, err)
 	}

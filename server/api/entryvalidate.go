@@ -35,17 +35,14 @@ func (a *API) validateEntry(in *types.Entry, mask *types.EntryMask) (*types.Entr
 		return nil, fmt.Errorf("invalid entry ID %q: use 1-255 characters of A-Z a-z 0-9 . _ ~ -", e.Id)
 	}
 	if all || mask.SpiffeId {
-		id, err := a.idFromProto("invalid spiffe_id", e.SpiffeId)
+		id, err := a.workloadIDFromProto("invalid spiffe ID", e.SpiffeId)
 		if err != nil {
 			return nil, err
-		}
-		if id.Path() == "" {
-			return nil, fmt.Errorf("invalid spiffe_id: %q has no path; an entry's SPIFFE ID cannot be the trust domain itself", id)
 		}
 		e.SpiffeId = idToProto(id)
 	}
 	if all || mask.ParentId {
-		id, err := a.idFromProto("invalid parent_id", e.ParentId)
+		id, err := a.idFromProto("invalid parent ID", e.ParentId)
 		if err != nil {
 			return nil, err
 		}
