@@ -29,6 +29,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
+	"github.com/spiffe-hw/spire-hw/healthz"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"golang.org/x/sync/errgroup"
 )
@@ -93,7 +94,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		Log:         log.With("subsystem", "workload_api"),
 	})
 	if hc := cfg.HealthChecks; hc.ListenerEnabled {
-		a.health = newHealthServer(hc)
+		a.health = healthz.New(hc, func(context.Context) error { return nil })
 	}
 	return a, nil
 }
@@ -113,7 +114,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.manager.Run(ctx) })
 	g.Go(func() error { return workloadapi.Serve(ctx, a.cfg.Agent.SocketPath, a.handler) })
 	if a.health != nil {
-		g.Go(func() error { return serveHealth(ctx, a.health, a.log) })
+		g.Go(func() error { return healthz.Serve(ctx, a.health, a.log) })
 	}
 	a.log.Info("Agent started", "trust_domain", a.cfg.Agent.TrustDomain.Name(), "socket", a.cfg.Agent.SocketPath)
 	err := g.Wait()
@@ -268,30 +269,4 @@ func newWorkloadAttestors(cfg *config.Config, log *slog.Logger) ([]workloadapi.A
 		}
 	}
 	return out, nil
-}
-
-// newHealthServer serves SPIRE's health_checks endpoints for the agent.
-func newHealthServer(hc hclconf.HealthChecks) *http.Server {
-	mux := http.NewServeMux()
-	ok := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }
-	mux.HandleFunc(hc.LivePath, ok)
-	mux.HandleFunc(hc.ReadyPath, ok)
-	return &http.Server{Addr: net.JoinHostPort(hc.BindAddress, strconv.Itoa(hc.BindPort)), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-}
-
-func serveHealth(ctx context.Context, srv *http.Server, log *slog.Logger) error {
-	errs := make(chan error, 1)
-	go func() { errs <- srv.ListenAndServe() }()
-	log.Info("Serving health checks", "address", srv.Addr)
-	select {
-	case err := <-errs:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
+	"github.com/spiffe-hw/spire-hw/healthz"
 	"github.com/spiffe-hw/spire-hw/server/api"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
@@ -133,7 +134,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		return nil, err
 	}
 	if hc := cfg.HealthChecks; hc.ListenerEnabled {
-		s.health = newHealthServer(hc, s.ds, km, up)
+		s.health = healthz.New(hc, readiness(s.ds, km, up))
 	}
 	return s, nil
 }
@@ -147,7 +148,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.endpoints.Serve(ctx) })
 	g.Go(func() error { return pruneJoinTokens(ctx, s.ds, s.log) })
 	if s.health != nil {
-		g.Go(func() error { return serveHealth(ctx, s.health, s.log) })
+		g.Go(func() error { return healthz.Serve(ctx, s.health, s.log) })
 	}
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // AgentService implements agent/v1.
@@ -97,19 +98,30 @@ func (s *AgentService) nodesRequest(f agentFilter) (*datastore.ListAttestedNodes
 	return req, nil
 }
 
+// agentFilterGetters is what ListAgentsRequest_Filter and
+// CountAgentsRequest_Filter have in common.
+type agentFilterGetters interface {
+	GetByAttestationType() string
+	GetBySelectorMatch() *types.SelectorMatch
+	GetByBanned() *wrapperspb.BoolValue
+	GetByCanReattest() *wrapperspb.BoolValue
+	GetByExpiresBefore() string
+}
+
+func filterOf(r agentFilterGetters) agentFilter {
+	f := agentFilter{attestationType: r.GetByAttestationType(), selectorMatch: r.GetBySelectorMatch(), expiresBefore: r.GetByExpiresBefore()}
+	if b := r.GetByBanned(); b != nil {
+		f.banned = &b.Value
+	}
+	if b := r.GetByCanReattest(); b != nil {
+		f.canReattest = &b.Value
+	}
+	return f
+}
+
 // CountAgents implements agent/v1.
 func (s *AgentService) CountAgents(ctx context.Context, req *agentv1.CountAgentsRequest) (*agentv1.CountAgentsResponse, error) {
-	var f agentFilter
-	if r := req.Filter; r != nil {
-		f = agentFilter{attestationType: r.ByAttestationType, selectorMatch: r.BySelectorMatch, expiresBefore: r.ByExpiresBefore}
-		if r.ByBanned != nil {
-			f.banned = &r.ByBanned.Value
-		}
-		if r.ByCanReattest != nil {
-			f.canReattest = &r.ByCanReattest.Value
-		}
-	}
-	nr, err := s.nodesRequest(f)
+	nr, err := s.nodesRequest(filterOf(req.GetFilter()))
 	if err != nil {
 		return nil, err
 	}
@@ -122,17 +134,7 @@ func (s *AgentService) CountAgents(ctx context.Context, req *agentv1.CountAgents
 
 // ListAgents implements agent/v1.
 func (s *AgentService) ListAgents(ctx context.Context, req *agentv1.ListAgentsRequest) (*agentv1.ListAgentsResponse, error) {
-	var f agentFilter
-	if r := req.Filter; r != nil {
-		f = agentFilter{attestationType: r.ByAttestationType, selectorMatch: r.BySelectorMatch, expiresBefore: r.ByExpiresBefore}
-		if r.ByBanned != nil {
-			f.banned = &r.ByBanned.Value
-		}
-		if r.ByCanReattest != nil {
-			f.canReattest = &r.ByCanReattest.Value
-		}
-	}
-	nr, err := s.nodesRequest(f)
+	nr, err := s.nodesRequest(filterOf(req.GetFilter()))
 	if err != nil {
 		return nil, err
 	}

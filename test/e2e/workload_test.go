@@ -268,6 +268,15 @@ func TestBannedAgentStopsSyncing(t *testing.T) {
 	fetchX509(t, c, "spiffe://example.org/before-ban")
 
 	agentID := spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("example.org"), "/spire/agent/join_token/"+token)
+	if out := s.cli(t, "agent", "list"); !strings.Contains(out, "Found 1 attested agent:") || !strings.Contains(out, agentID.String()) {
+		t.Fatalf("agent list:\n%s", out)
+	}
+	if out := s.cli(t, "agent", "list", "-attestationType", "tpm"); !strings.Contains(out, "No attested agents found") {
+		t.Fatalf("agent list filtered by another attestation type:\n%s", out)
+	}
+	if out := s.cli(t, "agent", "show", "-spiffeID", agentID.String()); !strings.Contains(out, "Attestation type  : join_token") {
+		t.Fatalf("agent show:\n%s", out)
+	}
 	if out := s.cli(t, "agent", "ban", "-spiffeID", agentID.String()); !strings.Contains(out, "Agent banned successfully") {
 		t.Fatalf("agent ban: %q", out)
 	}
@@ -280,5 +289,14 @@ func TestBannedAgentStopsSyncing(t *testing.T) {
 	})
 	if !strings.Contains(a.proc.out.String(), "evicted") && !strings.Contains(a.proc.out.String(), "banned") {
 		t.Fatalf("agent stopped without saying why:\n%s", a.proc.out.String())
+	}
+	if out := s.cli(t, "agent", "list", "-banned", "true"); !strings.Contains(out, agentID.String()) {
+		t.Fatalf("agent list -banned true:\n%s", out)
+	}
+	if out := s.cli(t, "agent", "evict", "-spiffeID", agentID.String()); !strings.Contains(out, "Agent evicted successfully") {
+		t.Fatalf("agent evict: %q", out)
+	}
+	if out := s.cli(t, "agent", "count"); !strings.Contains(out, "0 attested agents") {
+		t.Fatalf("agent count after evict: %q", out)
 	}
 }
