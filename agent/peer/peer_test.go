@@ -1,6 +1,8 @@
 package peer
 
 import (
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
+
 	"bufio"
 	"context"
 	"errors"
@@ -117,7 +119,7 @@ func TestCheckAliveAfterExit(t *testing.T) {
 	for _, m := range []method{methodPeerPIDFD, methodPIDFDOpen} {
 		t.Run(m.String(), func(t *testing.T) {
 			if m == methodPeerPIDFD && creds(t, 0).method != methodPeerPIDFD {
-				t.Skip("kernel has no SO_PEERPIDFD; the fallback row covers this kernel")
+				simtest.Skip(t, "kernel has no SO_PEERPIDFD (Linux 6.5+); the fallback row covers this kernel")
 			}
 			info, _, cmd, stdin := handshakeWithChild(t, m)
 			if info.PID != int32(cmd.Process.Pid) || info.UID != uint32(os.Geteuid()) || info.GID != uint32(os.Getegid()) {
