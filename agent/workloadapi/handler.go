@@ -6,6 +6,7 @@
 package workloadapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -426,19 +427,34 @@ func composeJWTBundlesResponse(update *cache.WorkloadUpdate) (*workload.JWTBundl
 		return nil, errors.New("bundle not available")
 	}
 	resp := &workload.JWTBundlesResponse{Bundles: make(map[string][]byte, 1+len(update.FederatedBundles))}
-	jwks, err := update.Bundle.JWTBundle().Marshal()
+	jwks, err := marshalJWKS(update.Bundle.JWTBundle())
 	if err != nil {
 		return nil, err
 	}
 	resp.Bundles[update.Bundle.TrustDomain().IDString()] = jwks
 	for td, b := range update.FederatedBundles {
-		jwks, err := b.JWTBundle().Marshal()
+		jwks, err := marshalJWKS(b.JWTBundle())
 		if err != nil {
 			return nil, err
 		}
 		resp.Bundles[td.IDString()] = jwks
 	}
 	return resp, nil
+}
+
+// marshalJWKS renders a JWT bundle byte for byte as SPIRE's agent does
+// (indented by four spaces): `spire-agent api fetch jwt` prints these bytes
+// as they come.
+func marshalJWKS(b *jwtbundle.Bundle) ([]byte, error) {
+	compact, err := b.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, compact, "", "    "); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
 
 func concatDER(certs []*x509.Certificate) []byte {

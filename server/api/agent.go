@@ -357,6 +357,12 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if req.Params == nil {
 		return nil, status.Error(codes.InvalidArgument, "missing params")
 	}
+	// A node that can re-attest must, as in SPIRE: renewing would keep the
+	// identity alive on the SVID key alone, without fresh evidence from
+	// the hardware, and freeze selectors that name the machine's state.
+	if c.Node.CanReattest {
+		return nil, status.Error(codes.PermissionDenied, "agent must reattest instead of renew")
+	}
 	csr, err := parseCSR(req.Params.Csr)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "failed to parse CSR: %v", err)

@@ -114,12 +114,8 @@ func (s *EntryService) GetEntry(ctx context.Context, req *entryv1.GetEntryReques
 		return nil, status.Error(codes.InvalidArgument, "missing entry ID")
 	}
 	e, err := s.api.cfg.DataStore.FetchEntry(ctx, req.Id)
-	if errors.Is(err, datastore.ErrNotFound) {
-		// SPIRE's exact message; the CLI prints it after the ID.
-		return nil, status.Error(codes.NotFound, "entry not found")
-	}
 	if err != nil {
-		return nil, dsError("entry "+req.Id, err)
+		return nil, entryError(req.Id, err)
 	}
 	return applyEntryMask(e, req.OutputMask), nil
 }
@@ -199,6 +195,15 @@ func (s *EntryService) BatchUpdateEntry(ctx context.Context, req *entryv1.BatchU
 	return resp, nil
 }
 
+// entryError is dsError for one entry, with SPIRE's exact NotFound
+// message: its CLI prints the message after the entry's ID.
+func entryError(id string, err error) error {
+	if errors.Is(err, datastore.ErrNotFound) {
+		return status.Error(codes.NotFound, "entry not found")
+	}
+	return dsError("entry "+id, err)
+}
+
 // BatchDeleteEntry implements entry/v1.
 func (s *EntryService) BatchDeleteEntry(ctx context.Context, req *entryv1.BatchDeleteEntryRequest) (*entryv1.BatchDeleteEntryResponse, error) {
 	if len(req.Ids) > MaxBatch {
@@ -210,7 +215,7 @@ func (s *EntryService) BatchDeleteEntry(ctx context.Context, req *entryv1.BatchD
 		if id == "" {
 			err = status.Error(codes.InvalidArgument, "missing entry ID")
 		} else if _, derr := s.api.cfg.DataStore.DeleteEntry(ctx, id); derr != nil {
-			err = dsError("entry "+id, derr)
+			err = entryError(id, derr)
 		}
 		resp.Results = append(resp.Results, &entryv1.BatchDeleteEntryResponse_Result{Status: toStatus(err), Id: id})
 	}

@@ -12,10 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
@@ -218,6 +216,9 @@ func (e *env) printJSON(msgs ...proto.Message) error {
 	return nil
 }
 
+// fetchJWT and validateJWT talk to the Workload API without go-spiffe's
+// client: like SPIRE's CLI they print what the agent sent (bundle bytes as
+// served, hints, the agent's own view of the claims), not a re-encoding.
 func (e *env) fetchJWT(args []string) error {
 	var c common
 	var audience, spiffeID string
@@ -239,65 +240,45 @@ func (e *env) fetchJWT(args []string) error {
 	if len(auds) == 0 {
 		return errors.New("audience must be specified")
 	}
-	params := jwtsvid.Params{Audience: auds[0], ExtraAudiences: auds[1:]}
-	if spiffeID != "" {
-		id, err := spiffeid.FromString(spiffeID)
-		if err != nil {
-			return fmt.Errorf("invalid -spiffeID: %w", err)
-		}
-		params.Subject = id
-	}
-	cl, err := e.client(&c)
+	cl, closeConn, err := e.rawClient(&c)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer closeConn()
 	ctx, cancel := e.withTimeout(&c)
 	defer cancel()
+	ctx = workloadHeader(ctx)
 
-	bundles, err := cl.FetchJWTBundles(ctx)
+	stream, err := cl.FetchJWTBundles(ctx, &workload.JWTBundlesRequest{})
 	if err != nil {
 		return fmt.Errorf("failed to receive JWT bundles: %w", err)
 	}
-	svids, err := cl.FetchJWTSVIDs(ctx, params)
+	bundles, err := stream.Recv()
 	if err != nil {
-		return fmt.Errorf("rpc error: %w", err)
+		return fmt.Errorf("failed to receive JWT bundles: %w", err)
 	}
-	jwks, err := marshalJWTBundles(bundles)
+	svids, err := cl.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: auds, SpiffeId: spiffeID})
 	if err != nil {
 		return err
 	}
 	if c.output == "json" {
-		sresp := &workload.JWTSVIDResponse{}
-		for _, s := range svids {
-			sresp.Svids = append(sresp.Svids, &workload.JWTSVID{SpiffeId: s.ID.String(), Svid: s.Marshal(), Hint: s.Hint})
+		return e.printJSON(svids, bundles)
+	}
+	for _, s := range svids.Svids {
+		e.printf("token(%s):\n\t%s\n", s.SpiffeId, s.Svid)
+		if s.Hint != "" {
+			e.printf("hint(%s):\n\t%s\n", s.SpiffeId, s.Hint)
 		}
-		return e.printJSON(sresp, &workload.JWTBundlesResponse{Bundles: jwks})
 	}
-	for _, s := range svids {
-		e.printf("token(%s):\n\t%s\n", s.ID, s.Marshal())
-	}
-	keys := make([]string, 0, len(jwks))
-	for k := range jwks {
+	keys := make([]string, 0, len(bundles.Bundles))
+	for k := range bundles.Bundles {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		e.printf("bundle(%s):\n\t%s\n", k, jwks[k])
+		e.printf("bundle(%s):\n\t%s\n", k, bundles.Bundles[k])
 	}
 	return nil
-}
-
-func marshalJWTBundles(set *jwtbundle.Set) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	for _, b := range set.Bundles() {
-		j, err := b.Marshal()
-		if err != nil {
-			return nil, fmt.Errorf("marshal JWT bundle for %s: %w", b.TrustDomain(), err)
-		}
-		out[b.TrustDomain().IDString()] = j
-	}
-	return out, nil
 }
 
 func (e *env) validateJWT(args []string) error {
@@ -318,31 +299,33 @@ func (e *env) validateJWT(args []string) error {
 	if token == "" {
 		return errors.New("svid must be specified")
 	}
-	cl, err := e.client(&c)
+	cl, closeConn, err := e.rawClient(&c)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer closeConn()
 	ctx, cancel := e.withTimeout(&c)
 	defer cancel()
 
-	svid, err := cl.ValidateJWTSVID(ctx, token, audience)
+	resp, err := cl.ValidateJWTSVID(workloadHeader(ctx), &workload.ValidateJWTSVIDRequest{Audience: audience, Svid: token})
 	if err != nil {
 		if s, ok := status.FromError(err); ok && s.Code() == codes.InvalidArgument {
 			return fmt.Errorf("SVID is not valid: %s", s.Message())
 		}
 		return fmt.Errorf("unable to validate JWT SVID: %w", err)
 	}
-	claims, err := json.Marshal(svid.Claims)
+	// Sorted keys and plain spacing, unlike protojson's deliberately
+	// unstable output, so that scripts can compare it.
+	claims, err := json.Marshal(resp.GetClaims().AsMap())
 	if err != nil {
 		return fmt.Errorf("unable to marshal claims: %w", err)
 	}
 	if c.output == "json" {
-		e.printf("%s\n", mustJSON(map[string]any{"spiffe_id": svid.ID.String(), "claims": json.RawMessage(claims)}))
+		e.printf("%s\n", mustJSON(map[string]any{"spiffe_id": resp.SpiffeId, "claims": json.RawMessage(claims)}))
 		return nil
 	}
 	e.printf("SVID is valid.\n")
-	e.printf("SPIFFE ID : %s\n", svid.ID)
+	e.printf("SPIFFE ID : %s\n", resp.SpiffeId)
 	e.printf("Claims    : %s\n", claims)
 	return nil
 }

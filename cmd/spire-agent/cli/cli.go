@@ -18,7 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 )
 
 // DefaultSocketPath is SPIRE's default Workload API socket.
@@ -141,6 +145,22 @@ func (e *env) client(c *common) (*workloadapi.Client, error) {
 		return nil, fmt.Errorf("unable to connect to the Workload API at %s: %w", c.socketPath, err)
 	}
 	return cl, nil
+}
+
+// rawClient is the generated Workload API client, for commands that print
+// the agent's answers as sent; close releases its connection.
+func (e *env) rawClient(c *common) (cl workload.SpiffeWorkloadAPIClient, closeConn func(), err error) {
+	conn, err := grpc.NewClient("unix://"+c.socketPath, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("unable to connect to the Workload API at %s: %w", c.socketPath, err)
+	}
+	return workload.NewSpiffeWorkloadAPIClient(conn), func() { conn.Close() }, nil
+}
+
+// workloadHeader marks a call as a Workload API call; agents refuse calls
+// without it (a guard against SSRF-style proxies).
+func workloadHeader(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
 }
 
 func (e *env) withTimeout(c *common) (context.Context, context.CancelFunc) {

@@ -218,28 +218,22 @@ func (c *entryCreateCommand) run(ctx context.Context, e *env, cl *clients) error
 }
 
 func printCreateResults(e *env, out outputFormat, resp *entryv1.BatchCreateEntryResponse) error {
-	var failed int
 	if out == outputJSON {
-		if err := printProtoJSON(e.stdout, resp); err != nil {
-			return err
+		// Like SPIRE's CLI: the JSON carries each result's status, and
+		// the command succeeds.
+		return printProtoJSON(e.stdout, resp)
+	}
+	var failed int
+	for _, r := range resp.Results {
+		if r.GetStatus().GetCode() == int32(codes.OK) {
+			printEntry(e.stdout, r.Entry)
 		}
-		for _, r := range resp.Results {
-			if r.GetStatus().GetCode() != int32(codes.OK) {
-				failed++
-			}
-		}
-	} else {
-		for _, r := range resp.Results {
-			if r.GetStatus().GetCode() == int32(codes.OK) {
-				printEntry(e.stdout, r.Entry)
-			}
-		}
-		for _, r := range resp.Results {
-			if st := r.GetStatus(); st.GetCode() != int32(codes.OK) {
-				failed++
-				e.errPrintf("Failed to create the following entry (code: %s, msg: %q):\n", codes.Code(st.GetCode()), st.GetMessage())
-				printEntry(e.stderr, r.Entry)
-			}
+	}
+	for _, r := range resp.Results {
+		if st := r.GetStatus(); st.GetCode() != int32(codes.OK) {
+			failed++
+			e.errPrintf("Failed to create the following entry (code: %s, msg: %q):\n", codes.Code(st.GetCode()), st.GetMessage())
+			printEntry(e.stderr, r.Entry)
 		}
 	}
 	if failed > 0 {
@@ -287,28 +281,22 @@ func (c *entryUpdateCommand) run(ctx context.Context, e *env, cl *clients) error
 }
 
 func printUpdateResults(e *env, out outputFormat, resp *entryv1.BatchUpdateEntryResponse) error {
-	var failed int
 	if out == outputJSON {
-		if err := printProtoJSON(e.stdout, resp); err != nil {
-			return err
+		// Like SPIRE's CLI: the JSON carries each result's status, and
+		// the command succeeds.
+		return printProtoJSON(e.stdout, resp)
+	}
+	var failed int
+	for _, r := range resp.Results {
+		if r.GetStatus().GetCode() == int32(codes.OK) {
+			printEntry(e.stdout, r.Entry)
 		}
-		for _, r := range resp.Results {
-			if r.GetStatus().GetCode() != int32(codes.OK) {
-				failed++
-			}
-		}
-	} else {
-		for _, r := range resp.Results {
-			if r.GetStatus().GetCode() == int32(codes.OK) {
-				printEntry(e.stdout, r.Entry)
-			}
-		}
-		for _, r := range resp.Results {
-			if st := r.GetStatus(); st.GetCode() != int32(codes.OK) {
-				failed++
-				e.errPrintf("Failed to update the following entry (code: %s, msg: %q):\n", codes.Code(st.GetCode()), st.GetMessage())
-				printEntry(e.stderr, r.Entry)
-			}
+	}
+	for _, r := range resp.Results {
+		if st := r.GetStatus(); st.GetCode() != int32(codes.OK) {
+			failed++
+			e.errPrintf("Failed to update the following entry (code: %s, msg: %q):\n", codes.Code(st.GetCode()), st.GetMessage())
+			printEntry(e.stderr, r.Entry)
 		}
 	}
 	if failed > 0 {
@@ -349,24 +337,42 @@ func (c *entryDeleteCommand) run(ctx context.Context, e *env, cl *clients) error
 	return printDeleteResults(e, c.out, resp)
 }
 
+// printDeleteResults prints as SPIRE's CLI does, blank lines and summary
+// without a final newline included, since scripts compare this text.
 func printDeleteResults(e *env, out outputFormat, resp *entryv1.BatchDeleteEntryResponse) error {
 	if len(resp.Results) == 0 {
 		return errors.New("server returned no result for the deleted entry")
 	}
 	if out == outputJSON {
-		if err := printProtoJSON(e.stdout, resp); err != nil {
-			return err
-		}
+		return printProtoJSON(e.stdout, resp)
 	}
+	var ok, failed int
 	for _, r := range resp.Results {
-		if st := r.GetStatus(); st.GetCode() != int32(codes.OK) {
-			return fmt.Errorf("failed to delete entry: %s", st.GetMessage())
-		}
-		if out == outputPretty {
+		if r.GetStatus().GetCode() == int32(codes.OK) {
+			ok++
 			e.printf("Deleted entry with ID: %s\n", r.Id)
 		}
 	}
-	return nil
+	if ok > 0 {
+		e.printf("\n\n")
+	}
+	for _, r := range resp.Results {
+		if st := r.GetStatus(); st.GetCode() != int32(codes.OK) {
+			failed++
+			e.errPrintf("Failed to delete entry with ID %s (code: %s, msg: %q)\n", r.Id, codes.Code(st.GetCode()), st.GetMessage())
+		}
+	}
+	if failed == 0 {
+		e.printf("Deleted %d entries successfully", ok)
+		return nil
+	}
+	e.printf("\n\n")
+	if ok == 0 {
+		e.printf("Failed to delete %d entries", failed)
+	} else {
+		e.printf("Deleted %d entries successfully, but failed to delete %d entries", ok, failed)
+	}
+	return errors.New("failed to delete one or more entries")
 }
 
 // entryFilterFlags are the filters shared by "entry show" and "entry count".

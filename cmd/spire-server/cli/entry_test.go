@@ -393,10 +393,12 @@ func TestPrintCreateResults(t *testing.T) {
 		t.Fatalf("stderr:\n%s", stderr.String())
 	}
 
-	// JSON output still exits non-zero on a failed result.
+	// With JSON output the failed result's status is in the JSON and the
+	// command succeeds, as SPIRE's does.
 	e, stdout, _ = newTestEnv()
-	err = printCreateResults(e, outputJSON, resp)
-	requireErrContains(t, err, "failed to create one or more entries")
+	if err := printCreateResults(e, outputJSON, resp); err != nil {
+		t.Fatalf("JSON output of a partly failed create: %v", err)
+	}
 	requireJSONEq(t, `{"results":[
 		{"status":{"code":0,"message":"OK"},"entry":{"id":"7df39966-be54-4c18-9d70-ad2873103f9a","spiffe_id":{"trust_domain":"example.org","path":"/nri-identity-plugin"},"parent_id":{"trust_domain":"example.org","path":"/spire/agent/k8s_psat/demo-cluster/ef02"},"selectors":[{"type":"k8s","value":"ns:kube-system"},{"type":"unix","value":"uid:0"}],"x509_svid_ttl":120,"federates_with":[],"admin":false,"downstream":false,"expires_at":"0","dns_names":[],"revision_number":"0","store_svid":false,"jwt_svid_ttl":0,"hint":"","created_at":"0"}},
 		{"status":{"code":6,"message":"similar entry already exists"},"entry":{"id":"","spiffe_id":{"trust_domain":"td","path":"/dup"},"parent_id":{"trust_domain":"td","path":"/a"},"selectors":[{"type":"a","value":"b"}],"x509_svid_ttl":0,"federates_with":[],"admin":false,"downstream":false,"expires_at":"0","dns_names":[],"revision_number":"0","store_svid":false,"jwt_svid_ttl":0,"hint":"","created_at":"0"}}]}`, stdout.String())
@@ -425,14 +427,30 @@ func TestPrintUpdateAndDeleteResults(t *testing.T) {
 	if err := printDeleteResults(e, outputPretty, ok); err != nil {
 		t.Fatal(err)
 	}
-	if stdout.String() != "Deleted entry with ID: e1\n" {
+	// SPIRE's exact text, blank lines and summary without newline included.
+	if stdout.String() != "Deleted entry with ID: e1\n\n\nDeleted 1 entries successfully" {
 		t.Fatalf("stdout: %q", stdout.String())
 	}
-	e, _, _ = newTestEnv()
+	e, stdout, stderr = newTestEnv()
+	err = printDeleteResults(e, outputPretty, &entryv1.BatchDeleteEntryResponse{Results: []*entryv1.BatchDeleteEntryResponse_Result{
+		{Status: &types.Status{}, Id: "e1"},
+		{Status: &types.Status{Code: int32(codes.NotFound), Message: "entry not found"}, Id: "e2"},
+	}})
+	requireErrContains(t, err, "failed to delete one or more entries")
+	if got, want := stderr.String(), "Failed to delete entry with ID e2 (code: NotFound, msg: \"entry not found\")\n"; got != want {
+		t.Fatalf("stderr: %q, want %q", got, want)
+	}
+	if got, want := stdout.String(), "Deleted entry with ID: e1\n\n\n\n\nDeleted 1 entries successfully, but failed to delete 1 entries"; got != want {
+		t.Fatalf("stdout: %q, want %q", got, want)
+	}
+	e, stdout, _ = newTestEnv()
 	err = printDeleteResults(e, outputPretty, &entryv1.BatchDeleteEntryResponse{Results: []*entryv1.BatchDeleteEntryResponse_Result{
 		{Status: &types.Status{Code: int32(codes.NotFound), Message: "entry not found"}, Id: "e2"},
 	}})
-	requireErrContains(t, err, "failed to delete entry: entry not found")
+	requireErrContains(t, err, "failed to delete one or more entries")
+	if got, want := stdout.String(), "\n\nFailed to delete 1 entries"; got != want {
+		t.Fatalf("stdout: %q, want %q", got, want)
+	}
 	e, _, _ = newTestEnv()
 	requireErrContains(t, printDeleteResults(e, outputPretty, &entryv1.BatchDeleteEntryResponse{}), "no result")
 }
