@@ -48,13 +48,14 @@ type bpfScratch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapDrops       = "drops"
 	bpfMapEvents      = "events"
 	bpfMapScratchMap  = "scratch_map"
 	bpfProgOnCgroup   = "on_cgroup"
 	bpfProgOnExec     = "on_exec"
 	bpfProgOnExit     = "on_exit"
 	bpfProgOnFork     = "on_fork"
+	bpfVarDropped     = "dropped"
+	bpfVarEmitted     = "emitted"
 	bpfVarWakeupBytes = "wakeup_bytes"
 )
 
@@ -110,7 +111,6 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Drops      *ebpf.MapSpec `ebpf:"drops"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
 }
@@ -119,6 +119,8 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
+	Dropped     *ebpf.VariableSpec `ebpf:"dropped"`
+	Emitted     *ebpf.VariableSpec `ebpf:"emitted"`
 	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -142,14 +144,12 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Drops      *ebpf.Map `ebpf:"drops"`
 	Events     *ebpf.Map `ebpf:"events"`
 	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
-		m.Drops,
 		m.Events,
 		m.ScratchMap,
 	)
@@ -159,6 +159,8 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
+	Dropped     *ebpf.Variable `ebpf:"dropped"`
+	Emitted     *ebpf.Variable `ebpf:"emitted"`
 	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

@@ -391,3 +391,71 @@ func snapshotProc() ([]Process, error) {
 	}
 	return out, nil
 }
+
+// ReadGroups returns the supplementary group IDs of process pid from the
+// Groups line of /proc/<pid>/status, using buf (4 KiB is plenty) to read
+// it. The file is opened by PID: the caller must check the process's pidfd
+// alive afterwards, which proves the PID still named it when the file was
+// opened.
+func ReadGroups(pid int32, buf []byte) ([]uint32, error) {
+	var name [32]byte
+	path := strconv.AppendInt(append(name[:0], "/proc/"...), int64(pid), 10)
+	path = append(path, "/status"...)
+	fd, err := unix.Open(string(path), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("lineage: open /proc/%d/status: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lineage: read /proc/%d/status: %w", pid, err)
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	groups, err := parseGroups(buf[:n])
+	if err != nil {
+		return nil, fmt.Errorf("lineage: /proc/%d/status: %w", pid, err)
+	}
+	return groups, nil
+}
+
+// parseGroups finds the Groups line of /proc/<pid>/status ("Groups:\t4 27 \n")
+// and parses its IDs.
+func parseGroups(b []byte) ([]uint32, error) {
+	i := bytes.Index(b, []byte("\nGroups:"))
+	if i < 0 {
+		return nil, errors.New("no Groups line")
+	}
+	line := b[i+len("\nGroups:"):]
+	end := bytes.IndexByte(line, '\n')
+	if end < 0 {
+		return nil, errors.New("groups line cut short")
+	}
+	line = line[:end]
+	var out []uint32
+	for len(line) > 0 {
+		line = bytes.TrimLeft(line, " \t")
+		if len(line) == 0 {
+			break
+		}
+		j := bytes.IndexAny(line, " \t")
+		if j < 0 {
+			j = len(line)
+		}
+		v, err := strconv.ParseUint(string(line[:j]), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("groups line: %w", err)
+		}
+		out = append(out, uint32(v))
+		line = line[j:]
+	}
+	return out, nil
+}

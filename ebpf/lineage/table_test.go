@@ -1,6 +1,7 @@
 package lineage
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -156,5 +157,25 @@ func TestParseStat(t *testing.T) {
 	}
 	if _, err := parseStat([]byte("42 (x) S 7")); err == nil {
 		t.Fatal("short stat accepted")
+	}
+}
+
+func TestParseGroups(t *testing.T) {
+	for _, c := range []struct {
+		name, in string
+		want     []uint32
+		err      bool
+	}{
+		{"several", "Name:\tx\nGid:\t0\t0\t0\t0\nGroups:\t4 27 100 \nNSpid:\t1\n", []uint32{4, 27, 100}, false},
+		{"none", "Name:\tx\nGroups:\t\nNSpid:\t1\n", nil, false},
+		{"missing", "Name:\tx\nNSpid:\t1\n", nil, true},
+		{"cut", "Name:\tx\nGroups:\t4 2", nil, true},
+		{"not a number", "Name:\tx\nGroups:\t4 x\n", nil, true},
+		{"too large", "Name:\tx\nGroups:\t4294967296\n", nil, true},
+	} {
+		got, err := parseGroups([]byte(c.in))
+		if (err != nil) != c.err || !slices.Equal(got, c.want) {
+			t.Errorf("%s: got %v, %v; want %v (error %v)", c.name, got, err, c.want, c.err)
+		}
 	}
 }

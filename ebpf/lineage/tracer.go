@@ -40,6 +40,10 @@ type Tracer struct {
 
 	events  atomic.Uint64
 	badRecs atomic.Uint64
+	// consumed counts every record taken from the ring, once applied (or
+	// found bad): compared with the kernel's emitted count, it tells
+	// whether the table is current.
+	consumed atomic.Uint64
 
 	syncMu  sync.Mutex
 	waiters []chan struct{}
@@ -130,19 +134,37 @@ func (t *Tracer) Table() *Table { return t.table }
 // Drops returns how many events the kernel could not put in the ring buffer
 // because it was full. Any drop means the table may miss processes.
 func (t *Tracer) Drops() uint64 {
-	var perCPU []uint64
-	if err := t.objs.Drops.Lookup(uint32(0), &perCPU); err != nil {
-		return 0
-	}
 	var n uint64
-	for _, v := range perCPU {
-		n += v
+	if err := t.objs.Dropped.Get(&n); err != nil {
+		return 0
 	}
 	return n
 }
 
 // Events returns how many events have been applied to the table.
 func (t *Tracer) Events() uint64 { return t.events.Load() }
+
+// Lookup returns the process with key k as of now. The kernel does not wake
+// the reader for each event, so while records it committed before the call
+// wait unapplied (the caller's own exec among them, perhaps), Lookup drains
+// the ring first: otherwise a process that executed a new program a moment
+// ago would be described by the program it ran before. Both counters are
+// read without a system call, so a current table costs nothing extra.
+func (t *Tracer) Lookup(ctx context.Context, k Key) (Process, bool, error) {
+	var emitted uint64
+	if err := t.objs.Emitted.Get(&emitted); err != nil {
+		return Process{}, false, fmt.Errorf("lineage: read emitted count: %w", err)
+	}
+	// A Sync can be answered by a drain that began before it was asked, so
+	// repeat until the records counted above are applied.
+	for t.consumed.Load() < emitted {
+		if err := t.Sync(ctx); err != nil {
+			return Process{}, false, err
+		}
+	}
+	p, ok := t.table.Lookup(k)
+	return p, ok, nil
+}
 
 // Sync returns once every event emitted before the call has been applied to
 // the table. A lookup that misses calls it before concluding that a process
@@ -196,6 +218,7 @@ func (t *Tracer) readLoop() {
 		switch {
 		case err == nil:
 			t.apply(rec.RawSample)
+			t.consumed.Add(1)
 		case errors.Is(err, ringbuf.ErrFlushed):
 			t.releaseWaiters()
 		case errors.Is(err, os.ErrDeadlineExceeded):

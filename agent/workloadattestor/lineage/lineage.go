@@ -1,5 +1,6 @@
 // Package lineage is the "lineage" workload attestor: the unix selectors
-// (unix:uid, unix:user, unix:gid, unix:group, unix:path, unix:sha256) and
+// (unix:uid, unix:user, unix:gid, unix:group, unix:supplementary_gid,
+// unix:supplementary_group, unix:path, unix:sha256) and
 // selectors on the caller's ancestry and cgroup, looked up in the live
 // process table that package ebpf/lineage keeps with eBPF, instead of read
 // from /proc and hashed on every call.
@@ -55,7 +56,12 @@ type Config struct {
 	MaxProcesses int
 	// DisableEBPF forces the /proc path (disable_ebpf).
 	DisableEBPF bool
-	Log         *slog.Logger
+	// SkipSupplementaryGroups leaves out unix:supplementary_gid and
+	// unix:supplementary_group. They change with setgroups(2), which no
+	// traced event reports, so they are read from /proc/<pid>/status on
+	// every call; skipping them saves that read.
+	SkipSupplementaryGroups bool
+	Log                     *slog.Logger
 }
 
 // Attestor is the lineage workload attestor.
@@ -64,8 +70,18 @@ type Attestor struct {
 	tracer  *tracer.Tracer // nil: read /proc
 	cgroups *tracer.CgroupPaths
 	hashes  hashCache
-	users   nameCache
-	groups  nameCache
+	users   idCache
+	groups  idCache
+	// Selector strings, built once and reused while their inputs last.
+	rendered struct {
+		mu sync.RWMutex
+		m  map[tracer.Key]renderedExe
+	}
+	cgSel struct {
+		mu sync.RWMutex
+		m  map[uint64]cgroupSel
+	}
+	dropsOnce sync.Once
 }
 
 // New starts the tracer, or falls back to /proc and logs why.
@@ -79,8 +95,8 @@ func New(cfg Config) *Attestor {
 	a := &Attestor{
 		cfg:    cfg,
 		hashes: hashCache{m: make(map[tracer.FileID]string)},
-		users:  nameCache{lookup: lookupUser},
-		groups: nameCache{lookup: lookupGroup},
+		users:  idCache{kind: "uid", lookup: lookupUser},
+		groups: idCache{kind: "gid", lookup: lookupGroup},
 	}
 	if cg, err := tracer.NewCgroupPaths(); err == nil {
 		a.cgroups = cg
@@ -124,11 +140,16 @@ func (a *Attestor) Close() error {
 
 // Attest returns the selectors of the process behind pidfd, whose PID is
 // pid. A pidfd is required.
+//
+// A call costs three system calls on the caller's pidfd (its key, its live
+// credentials and cgroup, and the final liveness check) plus one read of
+// /proc/<pid>/status for the supplementary groups; every string is built
+// once per process, user, group or cgroup and reused.
 func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Selector, error) {
 	if pidfd < 0 {
 		return nil, errors.New("lineage: a pidfd is required")
 	}
-	p, err := a.process(ctx, pid, pidfd)
+	p, fromTable, err := a.process(ctx, pid, pidfd)
 	if err != nil {
 		return nil, err
 	}
@@ -136,30 +157,118 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 	if err != nil {
 		return nil, fmt.Errorf("lineage: caller pid %d: %w", pid, err)
 	}
+	var groups []uint32
+	if !a.cfg.SkipSupplementaryGroups {
+		buf := statusBufs.Get().(*[]byte)
+		groups, err = tracer.ReadGroups(pid, *buf)
+		statusBufs.Put(buf)
+		if err != nil {
+			return nil, fmt.Errorf("lineage: caller pid %d: %w", pid, err)
+		}
+	}
 
-	sel := make([]*types.Selector, 0, 8+len(p.Ancestors))
-	add := func(typ, value string) { sel = append(sel, &types.Selector{Type: typ, Value: value}) }
-	uid := strconv.FormatUint(uint64(live.EUID), 10)
-	gid := strconv.FormatUint(uint64(live.EGID), 10)
-	add(unix.SelectorType, "uid:"+uid)
-	if name, ok := a.users.get(uid); ok {
-		add(unix.SelectorType, "user:"+name)
+	exe := a.exeSelectors(ctx, pid, pidfd, p, fromTable)
+	user := a.users.get(live.EUID)
+	group := a.groups.get(live.EGID)
+	cg, haveCg := a.cgroupSelectors(live.CgroupID)
+
+	// One allocation for every selector, one for the slice of pointers.
+	n := 4 + 2*len(groups) + len(exe.unix) + len(exe.lineage) + 2
+	vals := make([]types.Selector, 0, n)
+	add := func(typ, value string) {
+		if value != "" {
+			vals = append(vals, types.Selector{})
+			s := &vals[len(vals)-1]
+			s.Type, s.Value = typ, value
+		}
 	}
-	add(unix.SelectorType, "gid:"+gid)
-	if name, ok := a.groups.get(gid); ok {
-		add(unix.SelectorType, "group:"+name)
+	add(unix.SelectorType, user.id)
+	add(unix.SelectorType, user.name)
+	add(unix.SelectorType, group.id)
+	add(unix.SelectorType, group.name)
+	for _, g := range groups {
+		e := a.groups.get(g)
+		add(unix.SelectorType, e.suppID)
+		add(unix.SelectorType, e.suppName)
 	}
+	for _, v := range exe.unix {
+		add(unix.SelectorType, v)
+	}
+	for _, v := range exe.lineage {
+		add(SelectorType, v)
+	}
+	if haveCg {
+		add(SelectorType, cg.path)
+		add(SelectorType, cg.unit)
+	}
+	sel := make([]*types.Selector, len(vals))
+	for i := range vals {
+		sel[i] = &vals[i]
+	}
+
+	// Whatever was read above, it was about the caller only if the caller
+	// is still alive now.
+	if err := tracer.CheckAlive(pidfd); err != nil {
+		return nil, fmt.Errorf("lineage: caller pid %d: %w", pid, err)
+	}
+	return sel, nil
+}
+
+// statusBufs hold /proc/<pid>/status while its Groups line is parsed.
+var statusBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+// exeSelectorSet is what a process's executable and ancestry contribute:
+// unix:path, unix:sha256, and the lineage selectors but the cgroup ones.
+type exeSelectorSet struct {
+	unix, lineage []string
+}
+
+// renderedExe caches a process's exeSelectorSet for as long as the table
+// describes it the same way: same executable, same ancestor chain (chains
+// are never modified, only replaced, so comparing their first element's
+// address is enough).
+type renderedExe struct {
+	exe  tracer.Exe
+	anc  *tracer.Ancestor
+	nanc int
+	set  exeSelectorSet
+}
+
+func ancestorsID(p *tracer.Process) *tracer.Ancestor {
+	if len(p.Ancestors) == 0 {
+		return nil
+	}
+	return &p.Ancestors[0]
+}
+
+// exeSelectors returns the selectors of p's executable and ancestry, from
+// the cache when p, a table entry, has not changed since they were built.
+func (a *Attestor) exeSelectors(ctx context.Context, pid int32, pidfd int, p tracer.Process, cacheable bool) exeSelectorSet {
+	if cacheable {
+		a.rendered.mu.RLock()
+		r, ok := a.rendered.m[p.Key]
+		a.rendered.mu.RUnlock()
+		if ok && r.exe == p.Exe && r.anc == ancestorsID(&p) && r.nanc == len(p.Ancestors) {
+			return r.set
+		}
+	}
+	var set exeSelectorSet
+	// complete is false when a hash could not be computed now but might be
+	// later (a file being replaced): such a set is not cached.
+	complete := true
 	hashing := a.cfg.DiscoverWorkloadPath && a.cfg.WorkloadSizeLimit >= 0
 	if a.cfg.DiscoverWorkloadPath && p.Exe.Known() {
-		add(unix.SelectorType, "path:"+p.Exe.Path)
+		set.unix = append(set.unix, "path:"+p.Exe.Path)
 		if hashing {
 			if sum, ok := a.exeHash(ctx, pid, pidfd, p.Exe); ok {
-				add(unix.SelectorType, "sha256:"+sum)
+				set.unix = append(set.unix, "sha256:"+sum)
+			} else {
+				complete = false
 			}
 		}
 	}
 	if p.Exe.Unlinked {
-		add(SelectorType, "exe:unlinked")
+		set.lineage = append(set.lineage, "exe:unlinked")
 	}
 	for i, anc := range p.Ancestors {
 		if i >= a.cfg.MaxAncestors {
@@ -169,57 +278,102 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 			continue
 		}
 		if i == 0 {
-			add(SelectorType, "parent:path:"+anc.Exe.Path)
+			set.lineage = append(set.lineage, "parent:path:"+anc.Exe.Path)
 			if hashing {
 				if sum, ok := a.ancestorHash(ctx, anc); ok {
-					add(SelectorType, "parent:sha256:"+sum)
+					set.lineage = append(set.lineage, "parent:sha256:"+sum)
+				} else {
+					complete = false
 				}
 			}
 		}
-		add(SelectorType, "ancestor:path:"+anc.Exe.Path)
+		set.lineage = append(set.lineage, "ancestor:path:"+anc.Exe.Path)
 	}
-	if a.cgroups != nil {
-		if path, ok := a.cgroups.Path(live.CgroupID); ok {
-			add(SelectorType, "cgroup:"+path)
-			if unit, ok := tracer.SystemdUnit(path); ok {
-				add(SelectorType, "systemd_unit:"+unit)
-			}
+	if cacheable && complete {
+		a.rendered.mu.Lock()
+		if a.rendered.m == nil || len(a.rendered.m) >= a.maxRendered() {
+			a.rendered.m = make(map[tracer.Key]renderedExe)
 		}
+		a.rendered.m[p.Key] = renderedExe{exe: p.Exe, anc: ancestorsID(&p), nanc: len(p.Ancestors), set: set}
+		a.rendered.mu.Unlock()
 	}
-	// Whatever was read above, it was about the caller only if the caller
-	// is still alive now.
-	if err := tracer.CheckAlive(pidfd); err != nil {
-		return nil, fmt.Errorf("lineage: caller pid %d: %w", pid, err)
-	}
-	return sel, nil
+	return set
 }
 
-// process finds the caller in the table, or reads it from /proc.
-func (a *Attestor) process(ctx context.Context, pid int32, pidfd int) (tracer.Process, error) {
-	if a.tracer != nil {
+// maxRendered bounds the rendered-selector cache like the table.
+func (a *Attestor) maxRendered() int {
+	if a.cfg.MaxProcesses > 0 {
+		return a.cfg.MaxProcesses
+	}
+	return 1 << 16
+}
+
+// cgroupSel holds the lineage:cgroup and lineage:systemd_unit values of a
+// cgroup. A cgroup ID is never reused while the machine is up, so they are
+// kept for good (within a bound).
+type cgroupSel struct{ path, unit string }
+
+func (a *Attestor) cgroupSelectors(id uint64) (cgroupSel, bool) {
+	if a.cgroups == nil || id == 0 {
+		return cgroupSel{}, false
+	}
+	a.cgSel.mu.RLock()
+	c, ok := a.cgSel.m[id]
+	a.cgSel.mu.RUnlock()
+	if ok {
+		return c, true
+	}
+	path, ok := a.cgroups.Path(id)
+	if !ok {
+		return cgroupSel{}, false
+	}
+	c = cgroupSel{path: "cgroup:" + path}
+	if unit, ok := tracer.SystemdUnit(path); ok {
+		c.unit = "systemd_unit:" + unit
+	}
+	a.cgSel.mu.Lock()
+	if a.cgSel.m == nil || len(a.cgSel.m) >= 1<<14 {
+		a.cgSel.m = make(map[uint64]cgroupSel)
+	}
+	a.cgSel.m[id] = c
+	a.cgSel.mu.Unlock()
+	return c, true
+}
+
+// process finds the caller in the table (and says so), or reads it from
+// /proc.
+func (a *Attestor) process(ctx context.Context, pid int32, pidfd int) (tracer.Process, bool, error) {
+	if a.tracer != nil && a.tracer.Drops() != 0 {
+		// A lost event leaves some entry wrong, and which one is unknown.
+		a.dropsOnce.Do(func() {
+			a.cfg.Log.Error("lineage: the kernel dropped lineage events (ring buffer full); reading /proc on every call from now on")
+		})
+	} else if a.tracer != nil {
 		key, err := tracer.KeyOf(pidfd)
 		if err != nil {
-			return tracer.Process{}, fmt.Errorf("lineage: caller pid %d: %w", pid, err)
+			return tracer.Process{}, false, fmt.Errorf("lineage: caller pid %d: %w", pid, err)
 		}
-		table := a.tracer.Table()
-		p, ok := table.Lookup(key)
+		p, ok, err := a.tracer.Lookup(ctx, key)
+		if err != nil {
+			return tracer.Process{}, false, err
+		}
 		if !ok {
 			// Its events may still wait in the ring buffer.
 			if err := a.tracer.Sync(ctx); err != nil {
-				return tracer.Process{}, err
+				return tracer.Process{}, false, err
 			}
-			p, ok = table.Lookup(key)
+			p, ok = a.tracer.Table().Lookup(key)
 		}
 		if ok && p.Exe.Known() {
-			return p, nil
+			return p, true, nil
 		}
 		a.cfg.Log.Debug("lineage: caller not in the table; reading /proc", "pid", pid)
 	}
 	p, err := tracer.ReadLineage(pid, pidfd, a.cfg.MaxAncestors)
 	if err != nil {
-		return tracer.Process{}, fmt.Errorf("lineage: caller pid %d: %w", pid, err)
+		return tracer.Process{}, false, fmt.Errorf("lineage: caller pid %d: %w", pid, err)
 	}
-	return p, nil
+	return p, false, nil
 }
 
 // exeHash returns the SHA-256 of the file the caller executed, if that file
@@ -320,38 +474,53 @@ func (c *hashCache) put(id tracer.FileID, sum string) {
 	c.m[id] = sum
 }
 
-// nameCache remembers user and group names for a while: a passwd lookup can
-// cost more than the rest of an attestation.
-type nameCache struct {
+// idCache remembers the selector values of user or group IDs for a while:
+// a passwd lookup can cost more than the rest of an attestation, and the
+// strings are then built once.
+type idCache struct {
+	kind   string // "uid" or "gid"
 	lookup func(id string) (string, error)
-	mu     sync.Mutex
-	m      map[string]nameEntry
+	mu     sync.RWMutex
+	m      map[uint32]idEntry
 }
 
-type nameEntry struct {
-	name string
-	ok   bool
-	at   time.Time
+// idEntry holds "uid:N" and "user:name" (names empty when unknown), or for
+// a group also "supplementary_gid:N" and "supplementary_group:name".
+type idEntry struct {
+	id, name         string
+	suppID, suppName string
+	at               time.Time
 }
 
 const nameTTL = 30 * time.Second
 
-func (c *nameCache) get(id string) (string, bool) {
-	c.mu.Lock()
+func (c *idCache) get(id uint32) idEntry {
+	c.mu.RLock()
 	e, hit := c.m[id]
-	c.mu.Unlock()
+	c.mu.RUnlock()
 	if hit && time.Since(e.at) < nameTTL {
-		return e.name, e.ok
+		return e
 	}
-	name, err := c.lookup(id)
-	e = nameEntry{name: name, ok: err == nil, at: time.Now()}
+	s := strconv.FormatUint(uint64(id), 10)
+	e = idEntry{id: c.kind + ":" + s, at: time.Now()}
+	name, err := c.lookup(s)
+	if c.kind == "uid" {
+		if err == nil {
+			e.name = "user:" + name
+		}
+	} else {
+		e.suppID = "supplementary_gid:" + s
+		if err == nil {
+			e.name, e.suppName = "group:"+name, "supplementary_group:"+name
+		}
+	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) > 4096 {
-		c.m = make(map[string]nameEntry)
+		c.m = make(map[uint32]idEntry)
 	}
 	c.m[id] = e
 	c.mu.Unlock()
-	return e.name, e.ok
+	return e
 }
 
 func lookupUser(uid string) (string, error) {
