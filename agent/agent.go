@@ -23,8 +23,14 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/keymanager/memory"
 	"github.com/spiffe-hw/spire-hw/agent/manager"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
+	agentawsiid "github.com/spiffe-hw/spire-hw/agent/nodeattestor/awsiid"
+	agentazuremsi "github.com/spiffe-hw/spire-hw/agent/nodeattestor/azuremsi"
+	agentgcpiit "github.com/spiffe-hw/spire-hw/agent/nodeattestor/gcpiit"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/jointoken"
+	agentpsat "github.com/spiffe-hw/spire-hw/agent/nodeattestor/k8spsat"
+	agentsshpop "github.com/spiffe-hw/spire-hw/agent/nodeattestor/sshpop"
 	agenttpm "github.com/spiffe-hw/spire-hw/agent/nodeattestor/tpm"
+	agentx509pop "github.com/spiffe-hw/spire-hw/agent/nodeattestor/x509pop"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
@@ -221,8 +227,68 @@ func newNodeAttestor(cfg *config.Config) (nodeattestor.Attestor, error) {
 			return nil, p.Errorf("", "%v", err)
 		}
 		return a, nil
+	case agentawsiid.Type:
+		var data agentawsiid.PluginData
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		a, err := agentawsiid.New(data)
+		if err != nil {
+			return nil, p.Errorf("", "%v", err)
+		}
+		return a, nil
+	case agentazuremsi.Type:
+		var data agentazuremsi.PluginData
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		a, err := agentazuremsi.New(data)
+		if err != nil {
+			return nil, p.Errorf("", "%v", err)
+		}
+		return a, nil
+	case agentgcpiit.Type:
+		var data agentgcpiit.PluginData
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		a, err := agentgcpiit.New(data)
+		if err != nil {
+			return nil, p.Errorf("", "%v", err)
+		}
+		return a, nil
+	case agentpsat.Type:
+		var data agentpsat.PluginData
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		a, err := agentpsat.New(data)
+		if err != nil {
+			return nil, p.Errorf("", "%v", err)
+		}
+		return a, nil
+	case agentx509pop.Type:
+		var data agentx509pop.PluginData
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		a, err := agentx509pop.New(data)
+		if err != nil {
+			return nil, p.Errorf("", "%v", err)
+		}
+		return a, nil
+	case agentsshpop.Type:
+		var data agentsshpop.PluginData
+		if err := p.DecodeData(&data); err != nil {
+			return nil, err
+		}
+		a, err := agentsshpop.New(data)
+		if err != nil {
+			return nil, p.Errorf("", "%v", err)
+		}
+		return a, nil
 	default:
-		return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token, tpm)", p.Name)
+		return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop)", p.Name)
 	}
 }
 
@@ -247,6 +313,9 @@ func newWorkloadAttestors(cfg *config.Config, log *slog.Logger) ([]workloadapi.A
 				GracePeriod          string `hcl:"grace_period"`
 				MaxProcesses         int    `hcl:"max_processes"`
 				DisableEBPF          bool   `hcl:"disable_ebpf"`
+				// Groups change without a traced event, so reading them
+				// costs a /proc read per call; this turns them off.
+				SkipSupplementaryGroups bool `hcl:"skip_supplementary_groups"`
 			}
 			if err := p.DecodeData(&data); err != nil {
 				return nil, err
@@ -262,7 +331,8 @@ func newWorkloadAttestors(cfg *config.Config, log *slog.Logger) ([]workloadapi.A
 			out = append(out, lineage.New(lineage.Config{
 				DiscoverWorkloadPath: data.DiscoverWorkloadPath, WorkloadSizeLimit: data.WorkloadSizeLimit,
 				MaxAncestors: data.MaxAncestors, GracePeriod: grace, MaxProcesses: data.MaxProcesses,
-				DisableEBPF: data.DisableEBPF, Log: log.With("plugin", "lineage"),
+				DisableEBPF: data.DisableEBPF, SkipSupplementaryGroups: data.SkipSupplementaryGroups,
+				Log: log.With("plugin", "lineage"),
 			}))
 		default:
 			return nil, p.Errorf("", "unknown WorkloadAttestor plugin %q (supported: unix, lineage)", p.Name)

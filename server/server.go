@@ -31,8 +31,14 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/keymanager/memory"
 	kmpkcs11 "github.com/spiffe-hw/spire-hw/server/keymanager/pkcs11"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/awsiid"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/azuremsi"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/gcpiit"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/k8spsat"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/sshpop"
 	servertpm "github.com/spiffe-hw/spire-hw/server/nodeattestor/tpm"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/x509pop"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -308,8 +314,68 @@ func newAttestors(cfg *config.Config, ds datastore.DataStore) (map[string]nodeat
 				return nil, p.Errorf("", "%v", err)
 			}
 			out[p.Name] = a
+		case awsiid.PluginName:
+			var data awsiid.PluginData
+			if err := p.DecodeData(&data); err != nil {
+				return nil, err
+			}
+			a, err := awsiid.NewFromPluginData(cfg.Server.TrustDomain, data, ds)
+			if err != nil {
+				return nil, p.Errorf("", "%v", err)
+			}
+			out[p.Name] = a
+		case azuremsi.PluginName:
+			var data azuremsi.PluginData
+			if err := p.DecodeData(&data); err != nil {
+				return nil, err
+			}
+			a, err := azuremsi.NewFromPluginData(cfg.Server.TrustDomain, data, ds)
+			if err != nil {
+				return nil, p.Errorf("", "%v", err)
+			}
+			out[p.Name] = a
+		case gcpiit.PluginName:
+			var data gcpiit.PluginData
+			if err := p.DecodeData(&data); err != nil {
+				return nil, err
+			}
+			a, err := gcpiit.NewFromPluginData(cfg.Server.TrustDomain, data, ds)
+			if err != nil {
+				return nil, p.Errorf("", "%v", err)
+			}
+			out[p.Name] = a
+		case k8spsat.PluginName:
+			var data k8spsat.PluginData
+			if err := p.DecodeData(&data); err != nil {
+				return nil, err
+			}
+			a, err := k8spsat.NewFromPluginData(cfg.Server.TrustDomain, data)
+			if err != nil {
+				return nil, p.Errorf("", "%v", err)
+			}
+			out[p.Name] = a
+		case x509pop.PluginName:
+			var data x509pop.PluginData
+			if err := p.DecodeData(&data); err != nil {
+				return nil, err
+			}
+			a, err := x509pop.NewFromPluginData(cfg.Server.TrustDomain, data)
+			if err != nil {
+				return nil, p.Errorf("", "%v", err)
+			}
+			out[p.Name] = a
+		case sshpop.PluginName:
+			var data sshpop.PluginData
+			if err := p.DecodeData(&data); err != nil {
+				return nil, err
+			}
+			a, err := sshpop.NewFromPluginData(cfg.Server.TrustDomain, data)
+			if err != nil {
+				return nil, p.Errorf("", "%v", err)
+			}
+			out[p.Name] = a
 		default:
-			return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token, tpm)", p.Name)
+			return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop)", p.Name)
 		}
 	}
 	return out, nil
