@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/go-attestation/attest"
@@ -43,6 +44,26 @@ type EKCertificate struct {
 type EKRoots struct {
 	Roots         *x509.CertPool
 	Intermediates *x509.CertPool
+
+	// issuers caches intermediates that issued a verified EK certificate,
+	// by subject: a manufacturer's EK certificates share a few issuing
+	// CAs, so the issuer-to-root part of the chain is verified once, not
+	// once per machine.
+	mu      sync.Mutex
+	issuers map[string][]*verifiedIssuer
+}
+
+// verifiedIssuer is an intermediate that chained to a root, as the
+// direct issuer of an EK certificate.
+type verifiedIssuer struct {
+	cert *x509.Certificate
+	// anchor holds only cert: an EK certificate verified against it
+	// proves its signature by cert and its own validity.
+	anchor *x509.CertPool
+	// chain is cert and its verified ancestors.
+	chain []*x509.Certificate
+	// notBefore and notAfter bound the validity of the ancestors.
+	notBefore, notAfter time.Time
 }
 
 // LoadEKRoots reads PEM certificates from a file or from every file of a
@@ -126,19 +147,12 @@ func VerifyEKCertificate(der []byte, roots *EKRoots, now time.Time) (*EKCertific
 	if ek.TpmManufacturer == "" {
 		return nil, errors.New("tpm: verify EK certificate: no TPM manufacturer in the subject alternative name")
 	}
-	chains, err := cert.Verify(x509.VerifyOptions{
-		Roots:         roots.Roots,
-		Intermediates: roots.Intermediates,
-		CurrentTime:   now,
-		// EK certificates carry tcg-kp-EKCertificate, which Go does not
-		// know; the CA chain, not the EKU, is what vouches for the TPM.
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	})
+	chain, err := roots.verifyChain(cert, now)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: verify EK certificate: %w", err)
 	}
 	notBefore, notAfter := cert.NotBefore, cert.NotAfter
-	for _, c := range chains[0] {
+	for _, c := range chain {
 		if c.NotBefore.After(notBefore) {
 			notBefore = c.NotBefore
 		}
@@ -160,6 +174,79 @@ func VerifyEKCertificate(der []byte, roots *EKRoots, now time.Time) (*EKCertific
 		Model:        ek.TpmModel,
 		Version:      ek.TpmVersion,
 	}, nil
+}
+
+// ekVerifyOptions verify an EK certificate. EK certificates carry
+// tcg-kp-EKCertificate, which Go does not know; the CA chain, not the
+// EKU, is what vouches for the TPM.
+func ekVerifyOptions(roots, intermediates *x509.CertPool, now time.Time) x509.VerifyOptions {
+	return x509.VerifyOptions{Roots: roots, Intermediates: intermediates, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+}
+
+// verifyChain returns a verified chain from cert to a root. When cert's
+// issuer already issued a verified EK certificate, only cert's signature
+// and validity are checked against it, and the issuer's cached ancestry
+// against now: the rest of the chain is the same as then, so the path
+// length constraints of the ancestors hold as they did. Chains whose CAs
+// constrain names or policies, which depend on the leaf, are never cached.
+func (r *EKRoots) verifyChain(cert *x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
+	r.mu.Lock()
+	cands := r.issuers[string(cert.RawIssuer)]
+	r.mu.Unlock()
+	for _, is := range cands {
+		if now.Before(is.notBefore) || now.After(is.notAfter) {
+			continue
+		}
+		if _, err := cert.Verify(ekVerifyOptions(is.anchor, nil, now)); err == nil {
+			return append([]*x509.Certificate{cert}, is.chain...), nil
+		}
+	}
+	chains, err := cert.Verify(ekVerifyOptions(r.Roots, r.Intermediates, now))
+	if err != nil {
+		return nil, err
+	}
+	chain := chains[0]
+	if len(chain) >= 3 && cacheable(chain[1:]) {
+		is := &verifiedIssuer{cert: chain[1], anchor: x509.NewCertPool(), chain: chain[1:],
+			notBefore: chain[1].NotBefore, notAfter: chain[1].NotAfter}
+		is.anchor.AddCert(chain[1])
+		for _, c := range chain[2:] {
+			if c.NotBefore.After(is.notBefore) {
+				is.notBefore = c.NotBefore
+			}
+			if c.NotAfter.Before(is.notAfter) {
+				is.notAfter = c.NotAfter
+			}
+		}
+		r.mu.Lock()
+		if r.issuers == nil {
+			r.issuers = map[string][]*verifiedIssuer{}
+		}
+		key := string(chain[1].RawSubject)
+		if !slices.ContainsFunc(r.issuers[key], func(o *verifiedIssuer) bool { return o.cert.Equal(is.cert) }) {
+			// Bounded: entries are configured intermediates.
+			r.issuers[key] = append(r.issuers[key], is)
+		}
+		r.mu.Unlock()
+	}
+	return chain, nil
+}
+
+// cacheable reports whether no CA in cas constrains names or policies,
+// the checks whose outcome depends on the leaf.
+func cacheable(cas []*x509.Certificate) bool {
+	for _, c := range cas {
+		if len(c.PermittedDNSDomains)+len(c.ExcludedDNSDomains)+len(c.PermittedIPRanges)+len(c.ExcludedIPRanges)+
+			len(c.PermittedEmailAddresses)+len(c.ExcludedEmailAddresses)+len(c.PermittedURIDomains)+len(c.ExcludedURIDomains) != 0 {
+			return false
+		}
+		if len(c.PolicyMappings) != 0 || c.RequireExplicitPolicy > 0 || c.RequireExplicitPolicyZero ||
+			c.InhibitPolicyMapping > 0 || c.InhibitPolicyMappingZero || c.InhibitAnyPolicy > 0 || c.InhibitAnyPolicyZero {
+			return false
+		}
+	}
+	return true
 }
 
 // EKHash is the hex SHA-256 of the PKIX DER encoding of an EK public key:
@@ -199,6 +286,10 @@ type AKPublic struct {
 	Key crypto.PublicKey
 	// Hash is the SHA-256 hex of the AK's TPMT_PUBLIC, to pin it.
 	Hash string
+
+	// sigHash is the hash of the AK's signing scheme; zero admits any
+	// allowed hash.
+	sigHash crypto.Hash
 }
 
 // VerifyAK checks that p describes a key the TPM created as a restricted
@@ -207,46 +298,50 @@ type AKPublic struct {
 // creation data. It does not prove which TPM holds the key; credential
 // activation does.
 func VerifyAK(p AKParams) (*AKPublic, error) {
-	ap := attest.ActivationParameters{AK: attest.AttestationParameters{
-		Public:            p.Public,
-		CreateData:        p.CreateData,
-		CreateAttestation: p.CreateAttestation,
-		CreateSignature:   p.CreateSignature,
-	}}
-	if err := checkAKParameters(&ap); err != nil {
-		return nil, fmt.Errorf("tpm: verify AK: %w", err)
-	}
-	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](p.Public)
+	pub, err := parseSigningPublic(p.Public)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: verify AK: %w", err)
+		return nil, fmt.Errorf("tpm: verify AK: public area: %w", err)
 	}
-	if !pub.ObjectAttributes.SignEncrypt || pub.ObjectAttributes.Decrypt {
+	const want = attrFixedTPM | attrFixedParent | attrSensitiveDataOrigin | attrRestricted | attrSignEncrypt
+	switch {
+	case pub.attrs&attrFixedTPM == 0:
+		return nil, errors.New("tpm: verify AK: AK is exportable (fixedTPM clear)")
+	case pub.attrs&want != want:
+		return nil, errors.New("tpm: verify AK: not a restricted signing key fixed to its parent and generated by the TPM")
+	case pub.attrs&attrDecrypt != 0:
 		return nil, errors.New("tpm: verify AK: not a signing-only key")
+	case pub.nameAlg != algSHA256:
+		return nil, fmt.Errorf("tpm: verify AK: name algorithm %#x is not SHA-256", pub.nameAlg)
 	}
-	if pub.NameAlg != tpm2.TPMAlgSHA256 {
-		return nil, fmt.Errorf("tpm: verify AK: name algorithm %#x is not SHA-256", pub.NameAlg)
-	}
-	name, err := tpm2.ObjectName(pub)
-	if err != nil {
-		return nil, fmt.Errorf("tpm: verify AK: %w", err)
-	}
-	key, err := PublicKeyFromTPM(pub)
-	if err != nil {
-		return nil, fmt.Errorf("tpm: verify AK: %w", err)
-	}
+	// The name is nameAlg || H(TPMT_PUBLIC); the decoder admits exactly
+	// one encoding, so hashing the received bytes is hashing the key.
 	sum := sha256.Sum256(p.Public)
-	return &AKPublic{Name: name.Buffer, Key: key, Hash: hex.EncodeToString(sum[:])}, nil
-}
+	name := append([]byte{algSHA256 >> 8, algSHA256 & 0xff}, sum[:]...)
+	ak := &AKPublic{Name: name, Key: pub.key, Hash: hex.EncodeToString(sum[:]), sigHash: pub.sigHash}
 
-// checkAKParameters runs go-attestation's checks, which decode with the
-// legacy go-tpm parser; a parser panic on hostile input becomes an error.
-func checkAKParameters(ap *attest.ActivationParameters) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("malformed AK parameters: %v", r)
-		}
-	}()
-	return ap.CheckAKParameters()
+	if len(p.CreateAttestation) == 0 || len(p.CreateSignature) == 0 {
+		return nil, errors.New("tpm: verify AK: no creation attestation")
+	}
+	att, err := parseAttestation(p.CreateAttestation)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: verify AK: creation attestation: %w", err)
+	}
+	if att.magic != tpmGenerated || att.typ != stAttestCreation {
+		return nil, errors.New("tpm: verify AK: creation attestation was not produced by a TPM")
+	}
+	if err := checkCreationData(p.CreateData); err != nil {
+		return nil, fmt.Errorf("tpm: verify AK: creation data: %w", err)
+	}
+	if cd := sha256.Sum256(p.CreateData); !bytes.Equal(att.creationHash, cd[:]) {
+		return nil, errors.New("tpm: verify AK: creation attestation is for other creation data")
+	}
+	if !bytes.Equal(att.objectName, name) {
+		return nil, errors.New("tpm: verify AK: creation attestation refers to a different key")
+	}
+	if err := ak.verifySignature(p.CreateAttestation, p.CreateSignature); err != nil {
+		return nil, fmt.Errorf("tpm: verify AK: creation attestation: %w", err)
+	}
+	return ak, nil
 }
 
 // MakeCredential encrypts a fresh 32-byte secret to the EK public key ek
@@ -295,31 +390,27 @@ func VerifyQuote(ak *AKPublic, q *Quote, qualifyingData []byte, pcrs []int) (*Qu
 	if len(pcrs) == 0 {
 		return nil, errors.New("tpm: verify quote: empty PCR selection requested")
 	}
-	if err := verifySignature(ak.Key, q.Attest, q.Signature); err != nil {
+	if err := ak.verifySignature(q.Attest, q.Signature); err != nil {
 		return nil, fmt.Errorf("tpm: verify quote: %w", err)
 	}
-	att, err := tpm2.Unmarshal[tpm2.TPMSAttest](q.Attest)
+	att, err := parseAttestation(q.Attest)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: verify quote: %w", err)
 	}
-	if att.Magic != tpm2.TPMGeneratedValue {
+	if att.magic != tpmGenerated {
 		return nil, errors.New("tpm: verify quote: not generated by a TPM")
 	}
-	if att.Type != tpm2.TPMSTAttestQuote {
-		return nil, fmt.Errorf("tpm: verify quote: attestation type %#x is not a quote", att.Type)
+	if att.typ != stAttestQuote {
+		return nil, fmt.Errorf("tpm: verify quote: attestation type %#x is not a quote", att.typ)
 	}
-	if !bytes.Equal(att.ExtraData.Buffer, qualifyingData) {
+	if !bytes.Equal(att.extraData, qualifyingData) {
 		return nil, errors.New("tpm: verify quote: qualifying data does not match the nonce and CSR key")
-	}
-	qi, err := att.Attested.Quote()
-	if err != nil {
-		return nil, fmt.Errorf("tpm: verify quote: %w", err)
 	}
 	want, err := PCRSelection(pcrs)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: verify quote: %w", err)
 	}
-	if !selectionEqual(qi.PCRSelect, want) {
+	if !selectionEqual(att.pcrSelect, want) {
 		return nil, errors.New("tpm: verify quote: PCR selection differs from the requested one")
 	}
 	idx := slices.Clone(pcrs)
@@ -333,7 +424,7 @@ func VerifyQuote(ak *AKPublic, q *Quote, qualifyingData []byte, pcrs []int) (*Qu
 			return nil, fmt.Errorf("tpm: verify quote: missing or malformed value of PCR %d", p)
 		}
 	}
-	if !bytes.Equal(qi.PCRDigest.Buffer, pcrDigest(idx, q.PCRs)) {
+	if !bytes.Equal(att.pcrDigest, pcrDigest(idx, q.PCRs)) {
 		return nil, errors.New("tpm: verify quote: PCR values do not match the quoted digest")
 	}
 	values := make(map[int][]byte, len(idx))
@@ -342,70 +433,60 @@ func VerifyQuote(ak *AKPublic, q *Quote, qualifyingData []byte, pcrs []int) (*Qu
 	}
 	return &QuoteInfo{
 		PCRs:         values,
-		Clock:        att.ClockInfo.Clock,
-		ResetCount:   att.ClockInfo.ResetCount,
-		RestartCount: att.ClockInfo.RestartCount,
+		Clock:        att.clock,
+		ResetCount:   att.resetCount,
+		RestartCount: att.restartCount,
 	}, nil
 }
 
-func selectionEqual(got, want tpm2.TPMLPCRSelection) bool {
-	if len(got.PCRSelections) != len(want.PCRSelections) {
+func selectionEqual(got []pcrBank, want tpm2.TPMLPCRSelection) bool {
+	if len(got) != len(want.PCRSelections) {
 		return false
 	}
-	for i := range got.PCRSelections {
-		g, w := got.PCRSelections[i], want.PCRSelections[i]
-		if g.Hash != w.Hash || !bytes.Equal(bytes.TrimRight(g.PCRSelect, "\x00"), bytes.TrimRight(w.PCRSelect, "\x00")) {
+	for i, g := range got {
+		w := want.PCRSelections[i]
+		if g.hash != uint16(w.Hash) || !bytes.Equal(bytes.TrimRight(g.bitmap, "\x00"), bytes.TrimRight(w.PCRSelect, "\x00")) {
 			return false
 		}
 	}
 	return true
 }
 
-func verifySignature(key crypto.PublicKey, msg, sigBytes []byte) error {
-	sig, err := tpm2.Unmarshal[tpm2.TPMTSignature](sigBytes)
+// verifySignature checks a TPMT_SIGNATURE by the AK over msg.
+func (ak *AKPublic) verifySignature(msg, sigBytes []byte) error {
+	sig, err := parseSignature(sigBytes)
 	if err != nil {
 		return fmt.Errorf("signature: %w", err)
 	}
-	switch k := key.(type) {
+	h, err := hashOf(sig.hash)
+	if err != nil {
+		return fmt.Errorf("signature: %w", err)
+	}
+	if ak.sigHash != 0 && h != ak.sigHash {
+		return fmt.Errorf("signature hash %v differs from the key's scheme %v", h, ak.sigHash)
+	}
+	d := h.New()
+	d.Write(msg)
+	switch k := ak.Key.(type) {
 	case *ecdsa.PublicKey:
-		if sig.SigAlg != tpm2.TPMAlgECDSA {
-			return fmt.Errorf("signature algorithm %#x for an ECC key", sig.SigAlg)
+		if sig.alg != algECDSA {
+			return fmt.Errorf("signature algorithm %#x for an ECC key", sig.alg)
 		}
-		s, err := sig.Signature.ECDSA()
-		if err != nil {
-			return fmt.Errorf("signature: %w", err)
-		}
-		h, err := s.Hash.Hash()
-		if err != nil || (h != crypto.SHA256 && h != crypto.SHA384 && h != crypto.SHA512) {
-			return fmt.Errorf("signature hash %#x not allowed", s.Hash)
-		}
-		d := h.New()
-		d.Write(msg)
-		r, ss := new(big.Int).SetBytes(s.SignatureR.Buffer), new(big.Int).SetBytes(s.SignatureS.Buffer)
-		if !ecdsa.Verify(k, d.Sum(nil), r, ss) {
+		r, s := new(big.Int).SetBytes(sig.r), new(big.Int).SetBytes(sig.s)
+		if !ecdsa.Verify(k, d.Sum(nil), r, s) {
 			return errors.New("bad signature")
 		}
 		return nil
 	case *rsa.PublicKey:
-		if sig.SigAlg != tpm2.TPMAlgRSASSA {
-			return fmt.Errorf("signature algorithm %#x for an RSA key", sig.SigAlg)
+		if sig.alg != algRSASSA {
+			return fmt.Errorf("signature algorithm %#x for an RSA key", sig.alg)
 		}
-		s, err := sig.Signature.RSASSA()
-		if err != nil {
-			return fmt.Errorf("signature: %w", err)
-		}
-		h, err := s.Hash.Hash()
-		if err != nil || (h != crypto.SHA256 && h != crypto.SHA384 && h != crypto.SHA512) {
-			return fmt.Errorf("signature hash %#x not allowed", s.Hash)
-		}
-		d := h.New()
-		d.Write(msg)
-		if err := rsa.VerifyPKCS1v15(k, h, d.Sum(nil), s.Sig.Buffer); err != nil {
+		if err := rsa.VerifyPKCS1v15(k, h, d.Sum(nil), sig.sig); err != nil {
 			return fmt.Errorf("bad signature: %w", err)
 		}
 		return nil
 	default:
-		return fmt.Errorf("unsupported AK type %T", key)
+		return fmt.Errorf("unsupported AK type %T", ak.Key)
 	}
 }
 

@@ -337,7 +337,18 @@ func (m *Manager) step(ctx context.Context, renewAt *time.Time) (time.Duration, 
 		*renewAt = renewTime(leaf.NotBefore, leaf.NotAfter, m.jitter())
 	}
 	if !now.Before(*renewAt) {
-		if err := m.renew(ctx); err != nil {
+		// A node that can prove itself again (TPM, cloud) re-attests
+		// instead of renewing, as SPIRE's agent does: the server then sees
+		// fresh evidence (a new quote), so selectors naming the machine's
+		// state follow it.
+		// A refusal while the current SVID is valid is retried with
+		// backoff rather than fatal; once the SVID expires, the attestation
+		// above decides.
+		if m.canReattest() {
+			if err := m.attest(ctx); err != nil {
+				return 0, fmt.Errorf("manager: re-attest at half-life: %v", err)
+			}
+		} else if err := m.renew(ctx); err != nil {
 			return 0, m.classify(ctx, err)
 		}
 		*renewAt = time.Time{}

@@ -320,7 +320,7 @@ func TestAttacks(t *testing.T) {
 		{name: "ak_not_in_the_ek_tpm", data: dataOf(f.a, func(d *tpm.AttestationData) { d.AK = f.b.ak.Params() }),
 			answer: honestAnswer(f.a), want: "credential activation failed"},
 		{name: "non_restricted_ak", data: dataOf(f.a, func(d *tpm.AttestationData) { d.AK = unrestrictedAK(t, f.a) }),
-			want: "not limited to attestation"},
+			want: "not a restricted signing key"},
 		{name: "quote_replayed_with_old_nonce", data: dataOf(f.a, nil), answer: func(t *testing.T, c *tpm.Challenge) []byte {
 			r := f.a.answer(t, c)
 			r.Quote = oldQuote
