@@ -62,7 +62,7 @@ generate:
 # report tests write bench/RESULTS-*.md and plots) and gathers them into
 # bench/RESULTS.md. `make test` runs the same harnesses at tiny sizes.
 bench: deps
-	BENCH_REPORT=1 REQUIRE_SIM=$(REQUIRE_SIM) $(GO) test -count=1 -timeout 60m -run 'Test' ./bench/...
+	BENCH_REPORT=1 REQUIRE_SIM=$(REQUIRE_SIM) $(GO) test -p 1 -count=1 -timeout 60m -run 'Test' ./bench/...
 	$(GO) run ./bench/results bench
 
 demo-tpm: build
