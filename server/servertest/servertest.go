@@ -44,6 +44,8 @@ type Options struct {
 	DataStore string
 	// ServerExtra is appended inside the server block.
 	ServerExtra string
+	// Plugins is appended inside the plugins block (more NodeAttestors).
+	Plugins string
 	// Log receives server logs; nil discards them.
 	Log io.Writer
 }
@@ -93,8 +95,9 @@ plugins {
 	NodeAttestor "join_token" {
 		plugin_data {}
 	}
+	%s
 }
-`, filepath.Join(dir, "api.sock"), TrustDomain.Name(), filepath.Join(dir, "data"), opts.ServerExtra, ds)
+`, filepath.Join(dir, "api.sock"), TrustDomain.Name(), filepath.Join(dir, "data"), opts.ServerExtra, ds, opts.Plugins)
 	cfg, err := config.Parse("server.conf", []byte(conf), false)
 	if err != nil {
 		tb.Fatalf("servertest: config: %v", err)
@@ -205,27 +208,43 @@ func (s *Server) CreateToken(tb testing.TB) string {
 // AttestJoinToken runs AttestAgent with token over an unauthenticated TLS
 // connection and returns the agent SVID.
 func (s *Server) AttestJoinToken(ctx context.Context, conn *grpc.ClientConn, token string, key crypto.Signer, csr []byte) (*x509svid.SVID, error) {
+	return s.Attest(ctx, conn, "join_token", []byte(token), nil, key, csr)
+}
+
+// Attest runs AttestAgent with the given attestation data, answering each
+// challenge with respond, and returns the agent SVID.
+func (s *Server) Attest(ctx context.Context, conn *grpc.ClientConn, typ string, payload []byte, respond func([]byte) ([]byte, error), key crypto.Signer, csr []byte) (*x509svid.SVID, error) {
 	stream, err := agentv1.NewAgentClient(conn).AttestAgent(ctx)
 	if err != nil {
 		return nil, err
 	}
 	err = stream.Send(&agentv1.AttestAgentRequest{Step: &agentv1.AttestAgentRequest_Params_{Params: &agentv1.AttestAgentRequest_Params{
-		Data:   &types.AttestationData{Type: "join_token", Payload: []byte(token)},
+		Data:   &types.AttestationData{Type: typ, Payload: payload},
 		Params: &agentv1.AgentX509SVIDParams{Csr: csr},
 	}}})
 	if err != nil {
 		return nil, err
 	}
-	resp, err := stream.Recv()
-	if err != nil {
-		return nil, err
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if res := resp.GetResult(); res != nil {
+			stream.CloseSend()
+			return ParseSVID(res.Svid.CertChain, key)
+		}
+		if respond == nil {
+			return nil, fmt.Errorf("servertest: unexpected challenge")
+		}
+		answer, err := respond(resp.GetChallenge())
+		if err != nil {
+			return nil, err
+		}
+		if err := stream.Send(&agentv1.AttestAgentRequest{Step: &agentv1.AttestAgentRequest_ChallengeResponse{ChallengeResponse: answer}}); err != nil {
+			return nil, err
+		}
 	}
-	stream.CloseSend()
-	res := resp.GetResult()
-	if res == nil {
-		return nil, fmt.Errorf("servertest: expected a result, got %v", resp)
-	}
-	return ParseSVID(res.Svid.CertChain, key)
 }
 
 // ParseSVID assembles an x509svid.SVID from a DER chain and its key.
