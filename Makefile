@@ -12,7 +12,7 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 # swtpm, swtpm-tools: TPM attestation tests.
 DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools
 
-.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm
+.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest
 
 all: build
 
@@ -67,6 +67,11 @@ bench: deps
 
 demo-tpm: build
 	./scripts/demo-tpm.sh
+
+# make demo-attest PROVIDER=aws|azure|gcp|k8s|x509pop|sshpop runs an agent
+# "on" a local simulator of that platform.
+demo-attest: build
+	./scripts/demo-attest.sh $(PROVIDER)
 
 $(STATICCHECK):
 	cd /tmp && GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2

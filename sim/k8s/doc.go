@@ -6,6 +6,7 @@
 // behind bearer-token authentication. It also mints projected
 // service-account tokens, as the kubelet would, for the agent side.
 //
-// Use Start in tests; cmd/k8s-sim runs one from the command line and
-// prints the agent and server configuration that points at it.
+// Use Start in tests; sim/cmd/attest-sim runs one from the command line
+// (through sim/attestsim) and prints the agent and server configuration
+// that points at it.
 package k8s
