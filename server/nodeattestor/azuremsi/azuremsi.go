@@ -27,7 +27,6 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
-	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -87,9 +86,7 @@ type PluginData struct {
 }
 
 // NodeLookup is the part of the datastore the first-use rule needs.
-type NodeLookup interface {
-	FetchAttestedNode(ctx context.Context, spiffeID string) (*datastore.AttestedNode, error)
-}
+type NodeLookup = nodeattestor.NodeLookup
 
 // Config configures an Attestor.
 type Config struct {
@@ -285,7 +282,7 @@ func (a *Attestor) Attest(ctx context.Context, b []byte, _ nodeattestor.Challeng
 	if err != nil {
 		return nil, err
 	}
-	if err := a.firstUse(ctx, id); err != nil {
+	if err := nodeattestor.CheckFirstUse(ctx, a.cfg.Nodes, id, "azuremsi", "MSI token"); err != nil {
 		return nil, err
 	}
 	values, err := a.resolve(ctx, a.tenants[c.TenantID], c)
@@ -372,16 +369,4 @@ func (a *Attestor) agentID(c *Claims) (spiffeid.ID, error) {
 		return spiffeid.ID{}, deny("agent path %q: %v", buf.String(), err)
 	}
 	return id, nil
-}
-
-func (a *Attestor) firstUse(ctx context.Context, id spiffeid.ID) error {
-	n, err := a.cfg.Nodes.FetchAttestedNode(ctx, id.String())
-	switch {
-	case errors.Is(err, datastore.ErrNotFound) || (err == nil && n == nil):
-		return nil
-	case err != nil:
-		return status.Errorf(codes.Internal, "azuremsi: look up %s: %v", id, err)
-	default:
-		return deny("MSI token of %s already used to attest an agent; evict it first", id)
-	}
 }

@@ -1,59 +1,18 @@
 package x509pop
 
 import (
-	"bytes"
-	"fmt"
-	"strings"
 	"text/template"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/agentpath"
 )
 
 // DefaultAgentPathTemplate is SPIRE's default agent_path_template.
-const DefaultAgentPathTemplate = "/{{ .PluginName }}/{{ .Fingerprint }}"
+const DefaultAgentPathTemplate = agentpath.Default
 
-// templateFuncs are string helpers of the names SPIRE's templates use,
-// in SPIRE's (pipeline-friendly) argument order.
-var templateFuncs = template.FuncMap{
-	"upper":      strings.ToUpper,
-	"lower":      strings.ToLower,
-	"trim":       strings.TrimSpace,
-	"trimAll":    func(cut, s string) string { return strings.Trim(s, cut) },
-	"trimPrefix": func(p, s string) string { return strings.TrimPrefix(s, p) },
-	"trimSuffix": func(p, s string) string { return strings.TrimSuffix(s, p) },
-	"nospace":    func(s string) string { return strings.Join(strings.Fields(s), "") },
-	"trunc": func(n int, s string) string {
-		if n >= 0 && len(s) > n {
-			return s[:n]
-		}
-		return s
-	},
-}
-
-// ParseAgentPathTemplate parses an agent_path_template. A missing key is
-// an error, not "<no value>", so a typo cannot name every agent alike.
+// ParseAgentPathTemplate parses an agent_path_template (see agentpath.Parse).
 func ParseAgentPathTemplate(text string) (*template.Template, error) {
-	t, err := template.New("agent_path_template").Option("missingkey=error").Funcs(templateFuncs).Parse(text)
-	if err != nil {
-		return nil, fmt.Errorf("x509pop: agent_path_template: %w", err)
-	}
-	return t, nil
+	return agentpath.Parse("x509pop", text)
 }
 
-// agentIDFromTemplate renders t and places the result under /spire/agent.
-// The path is validated as a SPIFFE ID path, so values from the
-// certificate cannot produce "..", empty segments or escapes.
-func agentIDFromTemplate(td spiffeid.TrustDomain, t *template.Template, data any) (spiffeid.ID, error) {
-	var b bytes.Buffer
-	if err := t.Execute(&b, data); err != nil {
-		return spiffeid.ID{}, fmt.Errorf("agent_path_template: %w", err)
-	}
-	p := b.String()
-	if !strings.HasPrefix(p, "/") {
-		p = "/" + p
-	}
-	if err := spiffeid.ValidatePath(p); err != nil {
-		return spiffeid.ID{}, fmt.Errorf("agent path %q: %w", p, err)
-	}
-	return spiffeid.FromPath(td, "/spire/agent"+p)
-}
+// agentIDFromTemplate is agentpath.AgentID.
+var agentIDFromTemplate = agentpath.AgentID
