@@ -12,7 +12,7 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 # swtpm, swtpm-tools: TPM attestation tests.
 DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools
 
-.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest
+.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest bench-peer
 
 all: build
 
@@ -63,6 +63,18 @@ generate:
 # bench/RESULTS.md. `make test` runs the same harnesses at tiny sizes.
 bench: deps
 	BENCH_REPORT=1 REQUIRE_SIM=$(REQUIRE_SIM) $(GO) test -p 1 -count=1 -timeout 60m -run 'Test' ./bench/...
+	$(GO) run ./bench/results bench
+
+# bench-peer compares ours with upstream SPIRE (pinned in bench/peer/go.mod)
+# and writes bench/RESULTS-peer.md and its plots, then regathers
+# bench/RESULTS.md. bench/peer builds SPIRE once into bench/peer/.bin,
+# copying test/interop's cache when it holds the same release. About 25
+# minutes; not part of `make test` or `make bench`, which run the same
+# harness against our binaries alone at tiny sizes.
+bench-peer: build
+	@peer=$$(cd bench/peer && $(GO) run . -seed $(CURDIR)/test/interop/.bin) && \
+	BENCH_REPORT=1 BENCH_PEER_BIN=$$peer BENCH_OURS_BIN=$(CURDIR)/$(BIN) \
+		$(GO) test -p 1 -count=1 -v -timeout 120m -run '^TestPeer$$' ./bench/compare
 	$(GO) run ./bench/results bench
 
 demo-tpm: build

@@ -1,0 +1,228 @@
+package compare
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	oursOnce sync.Once
+	oursImpl Impl
+	oursErr  error
+)
+
+// ours returns our binaries: BENCH_OURS_BIN (set by `make bench-peer`
+// after `make build`), or a fresh build so that a plain `go test` never
+// measures stale binaries.
+func ours(t *testing.T) Impl {
+	t.Helper()
+	oursOnce.Do(func() {
+		dir := os.Getenv("BENCH_OURS_BIN")
+		if dir == "" {
+			if dir, oursErr = os.MkdirTemp("", "cmp-bin"); oursErr != nil {
+				return
+			}
+			cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/spire-server", "../../cmd/spire-agent")
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Run(); err != nil {
+				oursErr = err
+				t.Logf("build: %s", out.String())
+				return
+			}
+		}
+		oursImpl = Impl{Name: "ours", Dir: dir}
+		oursErr = oursImpl.Check()
+	})
+	if oursErr != nil {
+		t.Fatal(oursErr)
+	}
+	return oursImpl
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if os.Getenv("BENCH_OURS_BIN") == "" && oursImpl.Dir != "" {
+		os.RemoveAll(oursImpl.Dir)
+	}
+	os.Exit(code)
+}
+
+// TestPeer runs every scenario. With BENCH_PEER_BIN (upstream SPIRE's
+// binaries, from bench/peer) and BENCH_REPORT=1 it is the full comparison
+// and writes ../RESULTS-peer.md and ../peer-latency.svg; otherwise it runs
+// at tiny sizes, against our binaries alone unless BENCH_PEER_BIN is set,
+// and writes nothing.
+func TestPeer(t *testing.T) {
+	h := &Harness{Ours: ours(t), Lineage: true, Sizes: TinySizes()}
+	peerDir := os.Getenv("BENCH_PEER_BIN")
+	if peerDir != "" {
+		h.Peer = &Impl{Name: "spire-" + filepath.Base(peerDir), Dir: peerDir}
+	}
+	report := peerDir != "" && os.Getenv("BENCH_REPORT") == "1"
+	var progress bytes.Buffer
+	h.Progress = &progress
+	if report {
+		h.Sizes = FullSizes()
+		h.Progress = os.Stderr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := h.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !report {
+		for _, f := range res.Failures {
+			t.Error(f)
+		}
+	}
+
+	md := res.Markdown(ThisMachine(), "peer-latency.svg")
+	svg := res.CDFSVG()
+	if report {
+		// Written before the checks, so that a failed round still leaves
+		// the hour's figures (the report lists the failure).
+		if err := os.WriteFile("../RESULTS-peer.md", []byte(md), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile("../peer-latency.svg", []byte(svg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if fs := res.FleetSVG(); fs != "" {
+			if err := os.WriteFile("../peer-fleet.svg", []byte(fs), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pair := []string{"ours"}
+	workload := []string{"ours", "ours (lineage)"}
+	if h.Peer != nil {
+		pair = append(pair, h.Peer.Name)
+		workload = append(workload, h.Peer.Name)
+	}
+	sz := h.Sizes
+	perImpl := perRound(sz.Attestations, sz.Rounds) * sz.Rounds
+	for _, impl := range pair {
+		if d := res.Attest[impl]; d == nil || len(d.Samples) != perImpl {
+			t.Errorf("%s: attestations %v, want %d", impl, d, perImpl)
+		}
+		if d := res.Propagation[impl]; d == nil || len(d.Samples) != sz.Rounds {
+			t.Errorf("%s: propagation %v, want %d rounds", impl, d, sz.Rounds)
+		}
+		for _, b := range sz.Batches {
+			if tp := res.Batch[b][impl]; tp == nil || tp.Items != sz.Rounds*max(1, sz.BatchCSRs/b)*b || tp.PerSecond() <= 0 {
+				t.Errorf("%s: batches of %d: %+v", impl, b, tp)
+			}
+		}
+		// Under a loaded `make test` the sweep may stop early; the first
+		// size must still have synced, without failures.
+		if st := res.Fleet[impl]; len(st) == 0 || st[0].Agents != sz.FleetSteps[0] || st[0].Syncs == 0 || st[0].Failed != 0 || st[0].CPU < 0 || st[0].RSS <= 0 {
+			t.Errorf("%s: fleet steps %+v", impl, st)
+		}
+		if c := res.Cache[impl]; c == nil || c.AgentRSS <= 0 || c.AgentPeak < c.AgentRSS || c.Entries != sz.CacheEntries {
+			t.Errorf("%s: cache result %+v", impl, c)
+		}
+	}
+	for _, impl := range workload {
+		for _, c := range sz.Concurrency {
+			if tp := res.Fetch[c][impl]; tp == nil || len(tp.Calls.Samples) != sz.Rounds*max(c, sz.WorkloadCalls/c*c) {
+				t.Errorf("%s: %d callers: %+v", impl, c, tp)
+			}
+		}
+	}
+	for _, want := range []string{"### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "ours (lineage)"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Count(svg, "<polyline") != len(pair)+len(workload) {
+		t.Errorf("plot has %d lines, want %d", strings.Count(svg, "<polyline"), len(pair)+len(workload))
+	}
+	if fs := res.FleetSVG(); strings.Count(fs, "<polyline") != len(pair) {
+		t.Errorf("fleet plot has %d lines, want %d", strings.Count(fs, "<polyline"), len(pair))
+	}
+	if !report {
+		if !strings.Contains(progress.String(), "scenario 6 cache · ours · round 1/1") {
+			t.Errorf("no progress for scenario 6 in:\n%s", progress.String())
+		}
+		t.Logf("tiny run, nothing written:\n%s", md)
+	}
+}
+
+// TestInterruptLeavesNothing cancels a run while its server and agent
+// are up (what SIGINT does through signal.NotifyContext) and checks that
+// Run returns promptly and no process of ours is left.
+func TestInterruptLeavesNothing(t *testing.T) {
+	im := ours(t)
+	// Only propagation, of more entries than it could create in time.
+	sz := Sizes{Rounds: 1, Entries: 1_000_000}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var progress lockedBuffer
+	h := &Harness{Ours: im, Sizes: sz, Progress: &progress}
+	errc := make(chan error, 1)
+	go func() { _, err := h.Run(ctx); errc <- err }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(progress.String(), "entries created") {
+		if time.Now().After(deadline) {
+			t.Fatalf("propagation never started:\n%s", progress.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := countProcs(im.Dir); n != 2 {
+		t.Errorf("%d processes of ours running mid-scenario, want a server and an agent", n)
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("interrupted run returned no error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if n := countProcs(im.Dir); n != 0 {
+		t.Errorf("%d processes left after an interrupted run", n)
+	}
+}
+
+// countProcs counts live processes whose executable is in dir.
+func countProcs(dir string) int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err == nil && filepath.Dir(exe) == filepath.Clean(dir) {
+			n++
+		}
+	}
+	return n
+}
+
+// lockedBuffer is a progress writer the test reads while Run writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
