@@ -52,7 +52,8 @@ func TestEntryCacheServesPreviousSnapshotDuringReload(t *testing.T) {
 	if err != nil || len(first.byID) != 1 {
 		t.Fatalf("first snapshot: %v, %v", first, err)
 	}
-	slow.release = make(chan struct{})
+	// Fresh channels: the first load already signalled started.
+	slow.release, slow.started = make(chan struct{}), make(chan struct{}, 1)
 	if _, err := st.CreateEntry(ctx, mk("/second")); err != nil {
 		t.Fatal(err)
 	}
