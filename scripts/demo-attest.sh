@@ -22,29 +22,9 @@ work=$(mktemp -d /tmp/spire-demo-attest.XXXXXX)
 port=${DEMO_PORT:-18083}
 server_sock="$work/server/api.sock"
 agent_sock="$work/agent/api.sock"
-pids=()
-
-cleanup() {
-	# The agent first, then the server, then the simulator they talk to.
-	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-		kill "${pids[i]}" 2>/dev/null || true
-		wait "${pids[i]}" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-
-wait_for() { # wait_for DESCRIPTION COMMAND...
-	local what=$1; shift
-	for _ in $(seq 1 150); do
-		if "$@" >/dev/null 2>&1; then return 0; fi
-		sleep 0.1
-	done
-	echo "timed out waiting for $what" >&2
-	return 1
-}
+WAIT_TRIES=150
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 
 mkdir -p "$work/server" "$work/agent"
 

@@ -13,30 +13,9 @@ work=$(mktemp -d /tmp/spire-demo-tpm.XXXXXX)
 port=${DEMO_PORT:-18082}
 server_sock="$work/server/api.sock"
 agent_sock="$work/agent/api.sock"
-pids=()
-
-cleanup() {
-	# The agent first: it may be talking to the TPM. swtpm-sim stops its
-	# swtpm instances on SIGTERM.
-	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-		kill "${pids[i]}" 2>/dev/null || true
-		wait "${pids[i]}" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-
-wait_for() { # wait_for DESCRIPTION COMMAND...
-	local what=$1; shift
-	for _ in $(seq 1 150); do
-		if "$@" >/dev/null 2>&1; then return 0; fi
-		sleep 0.1
-	done
-	echo "timed out waiting for $what" >&2
-	return 1
-}
+WAIT_TRIES=150
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 
 for b in swtpm swtpm_setup swtpm_localca; do
 	command -v "$b" >/dev/null || { echo "$b not installed: apt-get install swtpm swtpm-tools (or make deps)" >&2; exit 1; }

@@ -9,26 +9,8 @@ work=$(mktemp -d /tmp/spire-demo.XXXXXX)
 port=${DEMO_PORT:-18081}
 server_sock="$work/server/api.sock"
 agent_sock="$work/agent/api.sock"
-pids=()
-
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-
-wait_for() { # wait_for DESCRIPTION COMMAND...
-	local what=$1; shift
-	for _ in $(seq 1 100); do
-		if "$@" >/dev/null 2>&1; then return 0; fi
-		sleep 0.1
-	done
-	echo "timed out waiting for $what" >&2
-	return 1
-}
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 
 mkdir -p "$work/server" "$work/agent"
 cat >"$work/server.conf" <<CONF
