@@ -65,53 +65,51 @@ var standardClaims = map[string]bool{
 
 // FetchX509SVID streams the caller's X.509-SVIDs, one message per change.
 func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
-	ctx := stream.Context()
-	selectors, log, err := h.attest(ctx, "FetchX509SVID")
-	if err != nil {
-		return err
-	}
-	sub, err := h.c.Manager.SubscribeToCacheChanges(ctx, selectors)
-	if err != nil {
-		log.Error("workloadapi: subscribe failed", "err", err)
-		return status.Errorf(codes.Unavailable, "could not subscribe to cache changes: %v", err)
-	}
-	defer sub.Finish()
-
-	var prev *workload.X509SVIDResponse
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case update, ok := <-sub.Updates():
-			if !ok {
-				return status.Error(codes.Unavailable, "subscription closed")
-			}
-			ids := filterIdentities(update.Identities)
-			if len(ids) == 0 {
-				log.Info("workloadapi: no identity issued")
-				return status.Error(codes.PermissionDenied, "no identity issued")
-			}
-			resp, err := composeX509SVIDResponse(update, ids)
-			if err != nil {
-				log.Error("workloadapi: compose X.509-SVID response", "err", err)
-				return status.Errorf(codes.Unavailable, "could not serialize response: %v", err)
-			}
-			if proto.Equal(resp, prev) {
-				continue
-			}
-			if err := stream.Send(resp); err != nil {
-				return err
-			}
-			prev = resp
+	return streamUpdates(h, stream, "FetchX509SVID", func(update *cache.WorkloadUpdate, log *slog.Logger) (*workload.X509SVIDResponse, error) {
+		ids := filterIdentities(update.Identities)
+		if len(ids) == 0 {
+			log.Info("workloadapi: no identity issued")
+			return nil, status.Error(codes.PermissionDenied, "no identity issued")
 		}
-	}
+		resp, err := composeX509SVIDResponse(update, ids)
+		if err != nil {
+			log.Error("workloadapi: compose X.509-SVID response", "err", err)
+			return nil, status.Errorf(codes.Unavailable, "could not serialize response: %v", err)
+		}
+		return resp, nil
+	})
 }
 
 // FetchX509Bundles streams the X.509 authorities the caller may trust. Like
 // SPIRE, a caller with no identity gets PermissionDenied.
 func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
+	return streamUpdates(h, stream, "FetchX509Bundles", func(update *cache.WorkloadUpdate, _ *slog.Logger) (*workload.X509BundlesResponse, error) {
+		if len(update.Identities) == 0 {
+			return nil, status.Error(codes.PermissionDenied, "no identity issued")
+		}
+		if update.Bundle == nil {
+			return nil, status.Error(codes.Unavailable, "bundle not available")
+		}
+		resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{
+			update.Bundle.TrustDomain().IDString(): concatDER(update.Bundle.X509Authorities()),
+		}}
+		for td, b := range update.FederatedBundles {
+			resp.Bundles[td.IDString()] = concatDER(b.X509Authorities())
+		}
+		return resp, nil
+	})
+}
+
+// streamUpdates serves one Workload API stream: it attests the caller,
+// subscribes to its cache view and sends what compose makes of each update,
+// skipping updates that would send the same message again. compose returns
+// the gRPC status that ends the stream when the update cannot be served.
+func streamUpdates[R any, P interface {
+	*R
+	proto.Message
+}](h *Handler, stream grpc.ServerStreamingServer[R], method string, compose func(*cache.WorkloadUpdate, *slog.Logger) (P, error)) error {
 	ctx := stream.Context()
-	selectors, log, err := h.attest(ctx, "FetchX509Bundles")
+	selectors, log, err := h.attest(ctx, method)
 	if err != nil {
 		return err
 	}
@@ -122,7 +120,8 @@ func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.S
 	}
 	defer sub.Finish()
 
-	var prev *workload.X509BundlesResponse
+	var prev P
+	sent := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -131,25 +130,17 @@ func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.S
 			if !ok {
 				return status.Error(codes.Unavailable, "subscription closed")
 			}
-			if len(update.Identities) == 0 {
-				return status.Error(codes.PermissionDenied, "no identity issued")
-			}
-			if update.Bundle == nil {
-				return status.Error(codes.Unavailable, "bundle not available")
-			}
-			resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{
-				update.Bundle.TrustDomain().IDString(): concatDER(update.Bundle.X509Authorities()),
-			}}
-			for td, b := range update.FederatedBundles {
-				resp.Bundles[td.IDString()] = concatDER(b.X509Authorities())
-			}
-			if proto.Equal(resp, prev) {
-				continue
-			}
-			if err := stream.Send(resp); err != nil {
+			resp, err := compose(update, log)
+			if err != nil {
 				return err
 			}
-			prev = resp
+			if sent && proto.Equal(resp, prev) {
+				continue
+			}
+			if err := stream.Send((*R)(resp)); err != nil {
+				return err
+			}
+			prev, sent = resp, true
 		}
 	}
 }
@@ -195,44 +186,17 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 
 // FetchJWTBundles streams the JWT authorities (as JWKS) the caller may trust.
 func (h *Handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
-	ctx := stream.Context()
-	selectors, log, err := h.attest(ctx, "FetchJWTBundles")
-	if err != nil {
-		return err
-	}
-	sub, err := h.c.Manager.SubscribeToCacheChanges(ctx, selectors)
-	if err != nil {
-		log.Error("workloadapi: subscribe failed", "err", err)
-		return status.Errorf(codes.Unavailable, "could not subscribe to cache changes: %v", err)
-	}
-	defer sub.Finish()
-
-	var prev *workload.JWTBundlesResponse
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case update, ok := <-sub.Updates():
-			if !ok {
-				return status.Error(codes.Unavailable, "subscription closed")
-			}
-			if len(update.Identities) == 0 {
-				return status.Error(codes.PermissionDenied, "no identity issued")
-			}
-			resp, err := composeJWTBundlesResponse(update)
-			if err != nil {
-				log.Error("workloadapi: compose JWT bundles response", "err", err)
-				return status.Errorf(codes.Unavailable, "could not serialize response: %v", err)
-			}
-			if proto.Equal(resp, prev) {
-				continue
-			}
-			if err := stream.Send(resp); err != nil {
-				return err
-			}
-			prev = resp
+	return streamUpdates(h, stream, "FetchJWTBundles", func(update *cache.WorkloadUpdate, log *slog.Logger) (*workload.JWTBundlesResponse, error) {
+		if len(update.Identities) == 0 {
+			return nil, status.Error(codes.PermissionDenied, "no identity issued")
 		}
-	}
+		resp, err := composeJWTBundlesResponse(update)
+		if err != nil {
+			log.Error("workloadapi: compose JWT bundles response", "err", err)
+			return nil, status.Errorf(codes.Unavailable, "could not serialize response: %v", err)
+		}
+		return resp, nil
+	})
 }
 
 // ValidateJWTSVID checks a token against the JWT authorities the caller can
