@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
 	"time"
 
@@ -154,79 +155,16 @@ func (m *Manager) rotateX509(ctx context.Context, now time.Time) error {
 	m.mu.RLock()
 	slots := m.x509
 	m.mu.RUnlock()
-	next := slots
-	changed := false
-	set := func(s *x509Slot) { next[s.index] = s; changed = true }
-	retire := func(s *x509Slot) {
-		c := *s
-		c.status, c.key = statusOld, nil
-		set(&c)
-	}
-
-	active, prepared := activeOf(next[:]), preparedOf(next[:])
-	if prepared != nil && !now.Before(prepared.notAfter) {
-		retire(prepared)
-		prepared = nil
-	}
-	if active == nil || !now.Before(active.notAfter) {
-		if active != nil {
-			retire(active)
-		}
-		if prepared != nil {
-			// Publishing again is idempotent and makes sure the successor
-			// is in the bundle before it signs anything.
-			if err := m.publishX509(ctx, prepared); err != nil {
-				return err
-			}
-			c := *prepared
-			c.status = statusActive
-			set(&c)
-			prepared = nil
-		} else {
-			var keep *slotMeta
-			if active != nil {
-				keep = &active.slotMeta
-			}
-			s, err := m.prepareX509(ctx, freeSlot(keep), now)
-			if err != nil {
-				return err
-			}
-			s.status = statusActive
-			set(s)
-		}
-		active = activeOf(next[:])
-	}
-	if prepared == nil && pastFraction(&active.slotMeta, now, 1, 2) {
-		s, err := m.prepareX509(ctx, freeSlot(&active.slotMeta), now)
-		if err != nil {
-			return err
-		}
-		set(s)
-		prepared = s
-		m.cfg.Log.Info("ca: prepared X.509 CA", "slot", slotNames[s.index], "not_after", s.notAfter)
-	}
-	if prepared != nil && readyToActivate(&active.slotMeta, &prepared.slotMeta, now) {
-		published, err := m.x509Published(ctx, prepared)
-		if err != nil {
-			return err
-		}
-		if published {
-			retire(active)
-			c := *prepared
-			c.status = statusActive
-			set(&c)
-			m.cfg.Log.Info("ca: activated X.509 CA", "slot", slotNames[c.index], "not_after", c.notAfter)
-		} else {
-			// The bundle lost it (restored backup, manual edit): publish
-			// again and give relying parties another round to fetch it.
-			m.cfg.Log.Warn("ca: prepared X.509 CA missing from the bundle; republishing before activation")
-			if err := m.publishX509(ctx, prepared); err != nil {
-				return err
-			}
-		}
-	}
-	if !changed {
-		return nil
+	next, changed, err := rotateSlots(ctx, now, slots, slotKind[x509Slot, *x509Slot]{
+		name:      "X.509 CA",
+		prepare:   m.prepareX509,
+		publish:   m.publishX509,
+		published: m.x509Published,
+		attrs:     func(s *x509Slot) []any { return []any{"not_after", s.notAfter} },
+		log:       m.cfg.Log,
+	})
+	if err != nil || !changed {
+		return err
 	}
 	if err := m.persist(ctx, next, m.jwt); err != nil {
 		return err
@@ -241,75 +179,16 @@ func (m *Manager) rotateJWT(ctx context.Context, now time.Time) error {
 	m.mu.RLock()
 	slots := m.jwt
 	m.mu.RUnlock()
-	next := slots
-	changed := false
-	set := func(s *jwtSlot) { next[s.index] = s; changed = true }
-	retire := func(s *jwtSlot) {
-		c := *s
-		c.status, c.key = statusOld, nil
-		set(&c)
-	}
-
-	active, prepared := activeOf(next[:]), preparedOf(next[:])
-	if prepared != nil && !now.Before(prepared.notAfter) {
-		retire(prepared)
-		prepared = nil
-	}
-	if active == nil || !now.Before(active.notAfter) {
-		if active != nil {
-			retire(active)
-		}
-		if prepared != nil {
-			if err := m.publishJWT(ctx, prepared); err != nil {
-				return err
-			}
-			c := *prepared
-			c.status = statusActive
-			set(&c)
-			prepared = nil
-		} else {
-			var keep *slotMeta
-			if active != nil {
-				keep = &active.slotMeta
-			}
-			s, err := m.prepareJWT(ctx, freeSlot(keep), now)
-			if err != nil {
-				return err
-			}
-			s.status = statusActive
-			set(s)
-		}
-		active = activeOf(next[:])
-	}
-	if prepared == nil && pastFraction(&active.slotMeta, now, 1, 2) {
-		s, err := m.prepareJWT(ctx, freeSlot(&active.slotMeta), now)
-		if err != nil {
-			return err
-		}
-		set(s)
-		prepared = s
-		m.cfg.Log.Info("ca: prepared JWT key", "slot", slotNames[s.index], "kid", s.kid)
-	}
-	if prepared != nil && readyToActivate(&active.slotMeta, &prepared.slotMeta, now) {
-		published, err := m.jwtPublished(ctx, prepared)
-		if err != nil {
-			return err
-		}
-		if published {
-			retire(active)
-			c := *prepared
-			c.status = statusActive
-			set(&c)
-			m.cfg.Log.Info("ca: activated JWT key", "slot", slotNames[c.index], "kid", c.kid)
-		} else {
-			m.cfg.Log.Warn("ca: prepared JWT key missing from the bundle; republishing before activation")
-			if err := m.publishJWT(ctx, prepared); err != nil {
-				return err
-			}
-		}
-	}
-	if !changed {
-		return nil
+	next, changed, err := rotateSlots(ctx, now, slots, slotKind[jwtSlot, *jwtSlot]{
+		name:      "JWT key",
+		prepare:   m.prepareJWT,
+		publish:   m.publishJWT,
+		published: m.jwtPublished,
+		attrs:     func(s *jwtSlot) []any { return []any{"kid", s.kid} },
+		log:       m.cfg.Log,
+	})
+	if err != nil || !changed {
+		return err
 	}
 	if err := m.persist(ctx, m.x509, next); err != nil {
 		return err
@@ -318,6 +197,104 @@ func (m *Manager) rotateJWT(ctx context.Context, now time.Time) error {
 	m.jwt = next
 	m.mu.Unlock()
 	return nil
+}
+
+// slotKind is what differs between rotating X.509 CAs and JWT keys; the
+// rotation rules themselves live once, in rotateSlots.
+type slotKind[T any, S interface {
+	*T
+	slotPtr
+}] struct {
+	name      string
+	prepare   func(ctx context.Context, idx int, now time.Time) (S, error)
+	publish   func(ctx context.Context, s S) error
+	published func(ctx context.Context, s S) (bool, error)
+	attrs     func(s S) []any
+	log       *slog.Logger
+}
+
+// rotateSlots performs one rotation step on a pair of slots and returns the
+// new pair and whether it changed; the caller persists and installs it.
+func rotateSlots[T any, S interface {
+	*T
+	slotPtr
+}](ctx context.Context, now time.Time, slots [2]S, k slotKind[T, S]) ([2]S, bool, error) {
+	next := slots
+	changed := false
+	set := func(s S) { next[s.meta().index] = s; changed = true }
+	// withStatus copies a slot with another status, so the pair read by
+	// signers is never modified in place.
+	withStatus := func(s S, st status, dropKey bool) S {
+		c := *s
+		cp := S(&c)
+		cp.meta().status = st
+		if dropKey {
+			cp.meta().key = nil
+		}
+		return cp
+	}
+	retire := func(s S) { set(withStatus(s, statusOld, true)) }
+
+	active, prepared := activeOf(next[:]), preparedOf(next[:])
+	if prepared != nil && !now.Before(prepared.meta().notAfter) {
+		retire(prepared)
+		prepared = nil
+	}
+	if active == nil || !now.Before(active.meta().notAfter) {
+		if active != nil {
+			retire(active)
+		}
+		if prepared != nil {
+			// Publishing again is idempotent and makes sure the successor
+			// is in the bundle before it signs anything.
+			if err := k.publish(ctx, prepared); err != nil {
+				return slots, false, err
+			}
+			set(withStatus(prepared, statusActive, false))
+			prepared = nil
+		} else {
+			var keep *slotMeta
+			if active != nil {
+				keep = active.meta()
+			}
+			s, err := k.prepare(ctx, freeSlot(keep), now)
+			if err != nil {
+				return slots, false, err
+			}
+			s.meta().status = statusActive
+			set(s)
+		}
+		active = activeOf(next[:])
+	}
+	if prepared == nil && pastFraction(active.meta(), now, 1, 2) {
+		s, err := k.prepare(ctx, freeSlot(active.meta()), now)
+		if err != nil {
+			return slots, false, err
+		}
+		set(s)
+		prepared = s
+		k.log.Info("ca: prepared "+k.name, append([]any{"slot", slotNames[s.meta().index]}, k.attrs(s)...)...)
+	}
+	if prepared != nil && readyToActivate(active.meta(), prepared.meta(), now) {
+		published, err := k.published(ctx, prepared)
+		if err != nil {
+			return slots, false, err
+		}
+		if published {
+			retire(active)
+			c := withStatus(prepared, statusActive, false)
+			set(c)
+			k.log.Info("ca: activated "+k.name, append([]any{"slot", slotNames[c.meta().index]}, k.attrs(c)...)...)
+		} else {
+			// The bundle lost it (restored backup, manual edit): publish
+			// again and give relying parties another round to fetch it.
+			k.log.Warn("ca: prepared " + k.name + " missing from the bundle; republishing before activation")
+			if err := k.publish(ctx, prepared); err != nil {
+				return slots, false, err
+			}
+		}
+	}
+	return next, changed, nil
 }
 
 func (m *Manager) persist(ctx context.Context, x [2]*x509Slot, j [2]*jwtSlot) error {
