@@ -278,7 +278,14 @@ func pidReuse() error {
 		if !mode && a.Mode() != "ebpf" {
 			return errors.New("tracer did not start in the namespace")
 		}
-		err := reuseOnce(a)
+		// A runtime thread may take A's PID before B does; then only a
+		// new A helps.
+		var err error
+		for range 5 {
+			if err = reuseOnce(a); !errors.Is(err, simtest.ErrPIDTaken) {
+				break
+			}
+		}
 		a.Close()
 		if err != nil {
 			return fmt.Errorf("%s mode: %w", a.Mode(), err)
@@ -307,24 +314,13 @@ func reuseOnce(a *Attestor) error {
 	A.Process.Kill()
 	_ = A.Wait()
 
-	var B *exec.Cmd
-	for try := 0; ; try++ {
-		if try == 100 {
-			return errors.New("could not get the same PID")
-		}
-		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
-			return err
-		}
-		B = exec.Command("sleep", "60")
+	B, err := simtest.StartWithPID(pid, func() *exec.Cmd {
+		B := exec.Command("sleep", "60")
 		B.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: reusedUID, Gid: reusedUID}}
-		if err := B.Start(); err != nil {
-			return err
-		}
-		if B.Process.Pid == pid {
-			break
-		}
-		B.Process.Kill()
-		_ = B.Wait()
+		return B
+	})
+	if err != nil {
+		return err
 	}
 	defer func() { B.Process.Kill(); _ = B.Wait() }()
 	time.Sleep(20 * time.Millisecond)
