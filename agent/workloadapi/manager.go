@@ -24,6 +24,8 @@ type Manager interface {
 
 // Attestor turns a caller into selectors. Implementations must identify the
 // caller through the pidfd so that a reused PID cannot be mistaken for it.
+// The selectors returned may be shared with other calls: callers read them
+// and never modify them.
 type Attestor interface {
 	Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Selector, error)
 }

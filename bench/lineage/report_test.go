@@ -14,6 +14,8 @@ import (
 var results struct {
 	latency, storm, fetch string
 	bars                  []Bar
+	// floors are the machine-floor p99s, one per bar, in µs.
+	floors []float64
 	// verdicts on the targets, one line each
 	verdicts []string
 }

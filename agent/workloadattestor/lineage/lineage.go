@@ -143,8 +143,9 @@ func (a *Attestor) Close() error {
 //
 // A call costs three system calls on the caller's pidfd (its key, its live
 // credentials and cgroup, and the final liveness check) plus one read of
-// /proc/<pid>/status for the supplementary groups; every string is built
-// once per process, user, group or cgroup and reused.
+// /proc/<pid>/status for the supplementary groups; every selector is built
+// once per process, user, group or cgroup and reused. The selectors returned
+// are shared between calls, so callers must not modify them.
 func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Selector, error) {
 	if pidfd < 0 {
 		return nil, errors.New("lineage: a pidfd is required")
@@ -172,38 +173,29 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 	group := a.groups.get(live.EGID)
 	cg, haveCg := a.cgroupSelectors(live.CgroupID)
 
-	// One allocation for every selector, one for the slice of pointers.
+	// The selectors themselves are built once per process, user, group and
+	// cgroup and shared: a call allocates only the slice that points to them.
 	n := 4 + 2*len(groups) + len(exe.unix) + len(exe.lineage) + 2
-	vals := make([]types.Selector, 0, n)
-	add := func(typ, value string) {
-		if value != "" {
-			vals = append(vals, types.Selector{})
-			s := &vals[len(vals)-1]
-			s.Type, s.Value = typ, value
+	sel := make([]*types.Selector, 0, n)
+	add := func(s *types.Selector) {
+		if s != nil {
+			sel = append(sel, s)
 		}
 	}
-	add(unix.SelectorType, user.id)
-	add(unix.SelectorType, user.name)
-	add(unix.SelectorType, group.id)
-	add(unix.SelectorType, group.name)
+	add(user.id)
+	add(user.name)
+	add(group.id)
+	add(group.name)
 	for _, g := range groups {
 		e := a.groups.get(g)
-		add(unix.SelectorType, e.suppID)
-		add(unix.SelectorType, e.suppName)
+		add(e.suppID)
+		add(e.suppName)
 	}
-	for _, v := range exe.unix {
-		add(unix.SelectorType, v)
-	}
-	for _, v := range exe.lineage {
-		add(SelectorType, v)
-	}
+	sel = append(sel, exe.unix...)
+	sel = append(sel, exe.lineage...)
 	if haveCg {
-		add(SelectorType, cg.path)
-		add(SelectorType, cg.unit)
-	}
-	sel := make([]*types.Selector, len(vals))
-	for i := range vals {
-		sel[i] = &vals[i]
+		add(cg.path)
+		add(cg.unit)
 	}
 
 	// Whatever was read above, it was about the caller only if the caller
@@ -220,7 +212,17 @@ var statusBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b 
 // exeSelectorSet is what a process's executable and ancestry contribute:
 // unix:path, unix:sha256, and the lineage selectors but the cgroup ones.
 type exeSelectorSet struct {
-	unix, lineage []string
+	unix, lineage []*types.Selector
+}
+
+// unixSel and lineageSel build a selector that is shared by every call
+// that returns it (see Attest).
+func unixSel(value string) *types.Selector {
+	return &types.Selector{Type: unix.SelectorType, Value: value}
+}
+
+func lineageSel(value string) *types.Selector {
+	return &types.Selector{Type: SelectorType, Value: value}
 }
 
 // renderedExe caches a process's exeSelectorSet for as long as the table
@@ -258,17 +260,17 @@ func (a *Attestor) exeSelectors(ctx context.Context, pid int32, pidfd int, p tra
 	complete := true
 	hashing := a.cfg.DiscoverWorkloadPath && a.cfg.WorkloadSizeLimit >= 0
 	if a.cfg.DiscoverWorkloadPath && p.Exe.Known() {
-		set.unix = append(set.unix, "path:"+p.Exe.Path)
+		set.unix = append(set.unix, unixSel("path:"+p.Exe.Path))
 		if hashing {
 			if sum, ok := a.exeHash(ctx, pid, pidfd, p.Exe); ok {
-				set.unix = append(set.unix, "sha256:"+sum)
+				set.unix = append(set.unix, unixSel("sha256:"+sum))
 			} else {
 				complete = false
 			}
 		}
 	}
 	if p.Exe.Unlinked {
-		set.lineage = append(set.lineage, "exe:unlinked")
+		set.lineage = append(set.lineage, lineageSel("exe:unlinked"))
 	}
 	for i, anc := range p.Ancestors {
 		if i >= a.cfg.MaxAncestors {
@@ -278,16 +280,16 @@ func (a *Attestor) exeSelectors(ctx context.Context, pid int32, pidfd int, p tra
 			continue
 		}
 		if i == 0 {
-			set.lineage = append(set.lineage, "parent:path:"+anc.Exe.Path)
+			set.lineage = append(set.lineage, lineageSel("parent:path:"+anc.Exe.Path))
 			if hashing {
 				if sum, ok := a.ancestorHash(ctx, anc); ok {
-					set.lineage = append(set.lineage, "parent:sha256:"+sum)
+					set.lineage = append(set.lineage, lineageSel("parent:sha256:"+sum))
 				} else {
 					complete = false
 				}
 			}
 		}
-		set.lineage = append(set.lineage, "ancestor:path:"+anc.Exe.Path)
+		set.lineage = append(set.lineage, lineageSel("ancestor:path:"+anc.Exe.Path))
 	}
 	if cacheable && complete {
 		a.rendered.mu.Lock()
@@ -311,7 +313,7 @@ func (a *Attestor) maxRendered() int {
 // cgroupSel holds the lineage:cgroup and lineage:systemd_unit values of a
 // cgroup. A cgroup ID is never reused while the machine is up, so they are
 // kept for good (within a bound).
-type cgroupSel struct{ path, unit string }
+type cgroupSel struct{ path, unit *types.Selector }
 
 func (a *Attestor) cgroupSelectors(id uint64) (cgroupSel, bool) {
 	if a.cgroups == nil || id == 0 {
@@ -327,9 +329,9 @@ func (a *Attestor) cgroupSelectors(id uint64) (cgroupSel, bool) {
 	if !ok {
 		return cgroupSel{}, false
 	}
-	c = cgroupSel{path: "cgroup:" + path}
+	c = cgroupSel{path: lineageSel("cgroup:" + path)}
 	if unit, ok := tracer.SystemdUnit(path); ok {
-		c.unit = "systemd_unit:" + unit
+		c.unit = lineageSel("systemd_unit:" + unit)
 	}
 	a.cgSel.mu.Lock()
 	if a.cgSel.m == nil || len(a.cgSel.m) >= 1<<14 {
@@ -484,11 +486,11 @@ type idCache struct {
 	m      map[uint32]idEntry
 }
 
-// idEntry holds "uid:N" and "user:name" (names empty when unknown), or for
+// idEntry holds "uid:N" and "user:name" (names nil when unknown), or for
 // a group also "supplementary_gid:N" and "supplementary_group:name".
 type idEntry struct {
-	id, name         string
-	suppID, suppName string
+	id, name         *types.Selector
+	suppID, suppName *types.Selector
 	at               time.Time
 }
 
@@ -502,16 +504,16 @@ func (c *idCache) get(id uint32) idEntry {
 		return e
 	}
 	s := strconv.FormatUint(uint64(id), 10)
-	e = idEntry{id: c.kind + ":" + s, at: time.Now()}
+	e = idEntry{id: unixSel(c.kind + ":" + s), at: time.Now()}
 	name, err := c.lookup(s)
 	if c.kind == "uid" {
 		if err == nil {
-			e.name = "user:" + name
+			e.name = unixSel("user:" + name)
 		}
 	} else {
-		e.suppID = "supplementary_gid:" + s
+		e.suppID = unixSel("supplementary_gid:" + s)
 		if err == nil {
-			e.name, e.suppName = "group:"+name, "supplementary_group:"+name
+			e.name, e.suppName = unixSel("group:"+name), unixSel("supplementary_group:"+name)
 		}
 	}
 	c.mu.Lock()
