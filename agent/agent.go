@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe-hw/spire-hw/agent/config"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager/disk"
@@ -35,9 +36,12 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
+	tracer "github.com/spiffe-hw/spire-hw/ebpf/lineage"
 	"github.com/spiffe-hw/spire-hw/healthz"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 )
 
 // Agent is a configured, not yet running agent.
@@ -47,6 +51,8 @@ type Agent struct {
 	manager *manager.Manager
 	handler *workloadapi.Handler
 	health  *http.Server
+	metrics *telemetry.Endpoint
+	rpc     *telemetry.RPC
 	// attestors may hold kernel resources (the eBPF tracer).
 	attestors []workloadapi.Attestor
 }
@@ -74,9 +80,33 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var (
+		reg     *prometheus.Registry
+		metrics *telemetry.Endpoint
+		rpc     *telemetry.RPC
+	)
+	if p := cfg.Telemetry.Prometheus; p != nil {
+		reg = telemetry.NewRegistry()
+		rpc = telemetry.NewRPC(reg, "spire_agent_workload_api")
+		if metrics, err = telemetry.Listen(*p, reg, log.With("subsystem", "telemetry")); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				metrics.Close()
+			}
+		}()
+	}
 	attestors, err := newWorkloadAttestors(cfg, log)
 	if err != nil {
 		return nil, err
+	}
+	if reg != nil {
+		for _, at := range attestors {
+			if l, ok := at.(*lineage.Attestor); ok && l.Tracer() != nil {
+				reg.MustRegister(tracer.NewCollector(l.Tracer()))
+			}
+		}
 	}
 	m, err := manager.New(manager.Config{
 		TrustDomain:       ac.TrustDomain,
@@ -92,7 +122,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a = &Agent{cfg: cfg, log: log, manager: m, attestors: attestors}
+	a = &Agent{cfg: cfg, log: log, manager: m, attestors: attestors, metrics: metrics, rpc: rpc}
 	a.handler = workloadapi.New(workloadapi.Config{
 		Manager:     m,
 		Attestors:   attestors,
@@ -118,9 +148,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.manager.Run(ctx) })
-	g.Go(func() error { return workloadapi.Serve(ctx, a.cfg.Agent.SocketPath, a.handler) })
+	var opts []grpc.ServerOption
+	if a.rpc != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(a.rpc.Unary), grpc.ChainStreamInterceptor(a.rpc.Stream))
+	}
+	g.Go(func() error { return workloadapi.Serve(ctx, a.cfg.Agent.SocketPath, a.handler, opts...) })
 	if a.health != nil {
 		g.Go(func() error { return healthz.Serve(ctx, a.health, a.log) })
+	}
+	if a.metrics != nil {
+		g.Go(func() error { return a.metrics.Serve(ctx) })
 	}
 	a.log.Info("Agent started", "trust_domain", a.cfg.Agent.TrustDomain.Name(), "socket", a.cfg.Agent.SocketPath)
 	err := g.Wait()
@@ -339,4 +376,12 @@ func newWorkloadAttestors(cfg *config.Config, log *slog.Logger) ([]workloadapi.A
 		}
 	}
 	return out, nil
+}
+
+// MetricsAddr is the bound Prometheus address, or nil without telemetry.
+func (a *Agent) MetricsAddr() net.Addr {
+	if a.metrics == nil {
+		return nil
+	}
+	return a.metrics.Addr()
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/sshpop"
 	servertpm "github.com/spiffe-hw/spire-hw/server/nodeattestor/tpm"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/x509pop"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -51,6 +52,7 @@ type Server struct {
 	svid      *svidRotator
 	endpoints *endpoints.Endpoints
 	health    *http.Server
+	metrics   *telemetry.Endpoint
 	// closers are plugins that hold resources (HSM sessions); nil entries
 	// and values without Close are skipped.
 	closers []any
@@ -128,12 +130,22 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		ServerSVID:  s.svid.chain,
 		Log:         log.With("subsystem", "api"),
 	})
+	var rpcMetrics *telemetry.RPC
+	if p := cfg.Telemetry.Prometheus; p != nil {
+		reg := telemetry.NewRegistry()
+		rpcMetrics = telemetry.NewRPC(reg, "spire_server")
+		if s.metrics, err = telemetry.Listen(*p, reg, log.With("subsystem", "telemetry")); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, s.metrics)
+	}
 	s.endpoints, err = endpoints.New(endpoints.Config{
 		TCPAddr:     net.JoinHostPort(sc.BindAddress, strconv.Itoa(sc.BindPort)),
 		SocketPath:  sc.SocketPath,
 		API:         a,
 		Certificate: s.svid.certificate,
 		Bundles:     newBundleSource(s.ds, sc.TrustDomain),
+		Metrics:     rpcMetrics,
 		Log:         log.With("subsystem", "endpoints"),
 	})
 	if err != nil {
@@ -156,6 +168,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.health != nil {
 		g.Go(func() error { return healthz.Serve(ctx, s.health, s.log) })
 	}
+	if s.metrics != nil {
+		g.Go(func() error { return s.metrics.Serve(ctx) })
+	}
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
@@ -165,6 +180,14 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Addr is the bound agent address.
 func (s *Server) Addr() net.Addr { return s.endpoints.TCPAddr() }
+
+// MetricsAddr is the bound Prometheus address, or nil without telemetry.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metrics == nil {
+		return nil
+	}
+	return s.metrics.Addr()
+}
 
 func (s *Server) close() {
 	for _, c := range s.closers {

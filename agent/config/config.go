@@ -25,6 +25,9 @@ type Plugin = hclconf.Plugin
 // HealthChecks is the health_checks block; see hclconf.HealthChecks.
 type HealthChecks = hclconf.HealthChecks
 
+// Telemetry is the telemetry block; see hclconf.Telemetry.
+type Telemetry = hclconf.Telemetry
+
 // Agent plugin types, as written in the plugins block.
 const (
 	TypeKeyManager       = "KeyManager"
@@ -59,6 +62,7 @@ const (
 type Config struct {
 	Agent        Agent
 	HealthChecks HealthChecks
+	Telemetry    Telemetry
 	// Plugins in file order, disabled ones included (Enabled false).
 	Plugins []Plugin
 	// Warnings are for the caller to log: keys accepted but not acted on.
@@ -161,7 +165,7 @@ func parse(d *hclconf.Diagnostics, data []byte, expandEnv bool) (c *Config, set 
 	}
 	c.HealthChecks = hclconf.ParseHealthChecks(root)
 	c.Plugins = hclconf.ParsePlugins(root, pluginRules)
-	root.Ignore("telemetry")
+	c.Telemetry = hclconf.ParseTelemetry(root)
 	root.Finish()
 	return c, set, true
 }

@@ -63,13 +63,14 @@ func NewServer(h *Handler, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	return s, nil
 }
 
-// Serve listens on socketPath and serves h until ctx is done.
-func Serve(ctx context.Context, socketPath string, h *Handler) error {
+// Serve listens on socketPath and serves h until ctx is done; opts are
+// added to the gRPC server's (interceptors, for instance).
+func Serve(ctx context.Context, socketPath string, h *Handler, opts ...grpc.ServerOption) error {
 	l, err := Listen(socketPath)
 	if err != nil {
 		return err
 	}
-	s, err := NewServer(h)
+	s, err := NewServer(h, opts...)
 	if err != nil {
 		l.Close()
 		return err

@@ -24,6 +24,9 @@ type Plugin = hclconf.Plugin
 // HealthChecks is the health_checks block; see hclconf.HealthChecks.
 type HealthChecks = hclconf.HealthChecks
 
+// Telemetry is the telemetry block; see hclconf.Telemetry.
+type Telemetry = hclconf.Telemetry
+
 // Server plugin types, as written in the plugins block.
 const (
 	TypeDataStore          = "DataStore"
@@ -70,6 +73,7 @@ func ParseKeyType(s string) (KeyType, error) {
 type Config struct {
 	Server       Server
 	HealthChecks HealthChecks
+	Telemetry    Telemetry
 	// Plugins in file order, disabled ones included (Enabled false).
 	Plugins []Plugin
 	// Warnings are for the caller to log: keys accepted but not acted on.
@@ -202,7 +206,7 @@ func parse(d *hclconf.Diagnostics, data []byte, expandEnv bool) (c *Config, set 
 	}
 	c.HealthChecks = hclconf.ParseHealthChecks(root)
 	c.Plugins = hclconf.ParsePlugins(root, pluginRules)
-	root.Ignore("telemetry")
+	c.Telemetry = hclconf.ParseTelemetry(root)
 	root.Finish()
 	return c, set, true
 }

@@ -272,9 +272,12 @@ telemetry {
 	if c.Server.DefaultX509SVIDTTL != 2*time.Hour {
 		t.Errorf("default_svid_ttl not applied: %v", c.Server.DefaultX509SVIDTTL)
 	}
+	if p := c.Telemetry.Prometheus; p == nil || p.Host != "localhost" || p.Port != 9988 {
+		t.Errorf("telemetry Prometheus = %+v, want localhost:9988", p)
+	}
 	all := strings.Join(c.Warnings, "\n")
 	for _, key := range []string{"server.audit_log_enabled", "server.cache_reload_interval", "server.profiling_enabled",
-		"server.experimental", "server.ratelimit", "server.federation", "telemetry", "server.default_svid_ttl: deprecated"} {
+		"server.experimental", "server.ratelimit", "server.federation", "telemetry.Statsd", "server.default_svid_ttl: deprecated"} {
 		if !strings.Contains(all, key) {
 			t.Errorf("no warning for %s in:\n%s", key, all)
 		}

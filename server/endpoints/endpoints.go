@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/api"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -41,6 +42,9 @@ type Config struct {
 	Certificate func() (*tls.Certificate, error)
 	// Bundles verifies client SVIDs; it must reflect CA rotation.
 	Bundles x509bundle.Source
+	// Metrics, when set, counts every call (after authorization, so that
+	// refused calls are counted with their code).
+	Metrics *telemetry.RPC
 	Log     *slog.Logger
 }
 
@@ -85,11 +89,17 @@ func New(cfg Config) (*Endpoints, error) {
 		},
 	}
 	e := &Endpoints{cfg: cfg, tcp: tcp, unix: unixL, health: health.NewServer()}
+	unary := []grpc.UnaryServerInterceptor{cfg.API.UnaryInterceptor}
+	stream := []grpc.StreamServerInterceptor{cfg.API.StreamInterceptor}
+	if cfg.Metrics != nil {
+		unary = append([]grpc.UnaryServerInterceptor{cfg.Metrics.Unary}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{cfg.Metrics.Stream}, stream...)
+	}
 	e.grpc = grpc.NewServer(
 		grpc.Creds(&splitCreds{tls: credentials.NewTLS(tlsCfg)}),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
-		grpc.ChainUnaryInterceptor(cfg.API.UnaryInterceptor),
-		grpc.ChainStreamInterceptor(cfg.API.StreamInterceptor),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.ConnectionTimeout(30*time.Second),
 	)

@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +16,9 @@ import (
 type serverEnv struct {
 	dir, socket, conf string
 	port              int
-	proc              *proc
+	// metricsPort serves Prometheus metrics (telemetry block).
+	metricsPort int
+	proc        *proc
 }
 
 // startServer writes a server.conf (SQLite, disk key manager, join token)
@@ -21,7 +26,7 @@ type serverEnv struct {
 func startServer(t *testing.T, extra string) *serverEnv {
 	t.Helper()
 	dir := shortTempDir(t)
-	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t)}
+	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t), metricsPort: freePort(t)}
 	conf := fmt.Sprintf(`server {
     bind_address = "127.0.0.1"
     bind_port = "%d"
@@ -47,7 +52,13 @@ plugins {
         plugin_data {}
     }
 }
-`, s.port, s.socket, filepath.Join(dir, "data"), extra, filepath.Join(dir, "data/datastore.sqlite3"), filepath.Join(dir, "data/keys.json"))
+telemetry {
+    Prometheus {
+        host = "127.0.0.1"
+        port = %d
+    }
+}
+`, s.port, s.socket, filepath.Join(dir, "data"), extra, filepath.Join(dir, "data/datastore.sqlite3"), filepath.Join(dir, "data/keys.json"), s.metricsPort)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +118,9 @@ func (s *serverEnv) createEntry(t *testing.T, args ...string) string {
 // agentEnv is a running spire-agent.
 type agentEnv struct {
 	dir, socket, conf string
-	proc              *proc
+	// metricsPort serves Prometheus metrics, when the config has them.
+	metricsPort int
+	proc        *proc
 }
 
 // startAgent writes an agent.conf pointing at s and runs the agent with
@@ -175,3 +188,32 @@ func (a *agentEnv) start(t *testing.T, token string) {
 }
 
 func (a *agentEnv) addr() string { return "unix://" + a.socket }
+
+// scrape returns the Prometheus exposition served on port.
+func scrape(t *testing.T, port int) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape :%d: %s %v", port, resp.Status, err)
+	}
+	return string(b)
+}
+
+// metric returns the value of the sample whose name and labels are exactly
+// series (as exposed, e.g. `x_total{code="OK"}`), or -1 when absent.
+func metric(exposition, series string) float64 {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}

@@ -27,7 +27,7 @@ func startLineageAgent(t *testing.T, s *serverEnv, token string) *agentEnv {
 	if err := os.WriteFile(bundle, []byte(s.cli(t, "bundle", "show")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &agentEnv{dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf")}
+	a := &agentEnv{dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf"), metricsPort: freePort(t)}
 	conf := fmt.Sprintf(`agent {
     data_dir = %q
     log_level = "DEBUG"
@@ -56,7 +56,14 @@ plugins {
         }
     }
 }
-`, filepath.Join(dir, "data"), s.port, a.socket, bundle, filepath.Join(dir, "data"))
+telemetry {
+    Prometheus {
+        host = "127.0.0.1"
+        port = %d
+    }
+    InMem {}
+}
+`, filepath.Join(dir, "data"), s.port, a.socket, bundle, filepath.Join(dir, "data"), a.metricsPort)
 	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -126,5 +133,24 @@ func TestLineageAttestor(t *testing.T) {
 	}
 	if _, _, err := x509svid.Verify(svid.Certificates, bundle); err != nil {
 		t.Fatalf("SVID does not verify against the bundle: %v", err)
+	}
+
+	// Both sides account for what just happened on /metrics.
+	am := scrape(t, a.metricsPort)
+	if v := metric(am, "spire_agent_lineage_events_total"); v <= 0 {
+		t.Errorf("lineage events = %v, want > 0", v)
+	}
+	if v := metric(am, "spire_agent_lineage_ringbuf_drops_total"); v != 0 {
+		t.Errorf("lineage ring-buffer drops = %v, want 0", v)
+	}
+	if v := metric(am, `spire_agent_workload_api_rpc_calls_total{code="OK",method="/SpiffeWorkloadAPI/FetchX509SVID"}`); v < 1 {
+		t.Errorf("agent counted %v successful FetchX509SVID calls:\n%s", v, am)
+	}
+	sm := scrape(t, s.metricsPort)
+	if v := metric(sm, `spire_server_rpc_calls_total{code="OK",method="/spire.api.server.agent.v1.Agent/AttestAgent"}`); v != 1 {
+		t.Errorf("server counted %v successful AttestAgent calls, want 1", v)
+	}
+	if !strings.Contains(a.proc.out.String(), "telemetry.InMem: not implemented") {
+		t.Errorf("the agent did not warn about the InMem sink it ignores:\n%s", a.proc.out.String())
 	}
 }
