@@ -154,7 +154,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return workloadapi.Serve(ctx, a.cfg.Agent.SocketPath, a.handler, opts...) })
 	if a.health != nil {
-		g.Go(func() error { return healthz.Serve(ctx, a.health, a.log) })
+		g.Go(func() error { return healthz.Serve(ctx, a.health, a.log, "health checks") })
 	}
 	if a.metrics != nil {
 		g.Go(func() error { return a.metrics.Serve(ctx) })

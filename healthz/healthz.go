@@ -38,11 +38,12 @@ func New(hc hclconf.HealthChecks, ready func(context.Context) error) *http.Serve
 	}
 }
 
-// Serve runs srv until ctx ends, then shuts it down.
-func Serve(ctx context.Context, srv *http.Server, log *slog.Logger) error {
+// Serve runs srv until ctx ends, then shuts it down; what names it in the
+// log ("health checks").
+func Serve(ctx context.Context, srv *http.Server, log *slog.Logger, what string) error {
 	errs := make(chan error, 1)
 	go func() { errs <- srv.ListenAndServe() }()
-	log.Info("Serving health checks", "address", srv.Addr)
+	log.Info("Serving "+what, "address", srv.Addr)
 	select {
 	case err := <-errs:
 		if errors.Is(err, http.ErrServerClosed) {

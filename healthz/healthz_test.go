@@ -26,7 +26,7 @@ func TestLiveAndReady(t *testing.T) {
 	srv := New(hc, func(context.Context) error { return notReady })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, srv, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { done <- Serve(ctx, srv, slog.New(slog.NewTextHandler(io.Discard, nil)), "health checks") }()
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	get := func(path string) int {
 		for range 50 {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"time"
@@ -53,6 +54,7 @@ type Server struct {
 	endpoints *endpoints.Endpoints
 	health    *http.Server
 	metrics   *telemetry.Endpoint
+	profiling *http.Server
 	// closers are plugins that hold resources (HSM sessions); nil entries
 	// and values without Close are skipped.
 	closers []any
@@ -154,6 +156,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	if hc := cfg.HealthChecks; hc.ListenerEnabled {
 		s.health = healthz.New(hc, readiness(s.ds, km, up))
 	}
+	if sc.ProfilingPort != 0 {
+		s.profiling = profilingServer(sc.ProfilingPort)
+	}
 	return s, nil
 }
 
@@ -166,10 +171,13 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.endpoints.Serve(ctx) })
 	g.Go(func() error { return pruneJoinTokens(ctx, s.ds, s.log) })
 	if s.health != nil {
-		g.Go(func() error { return healthz.Serve(ctx, s.health, s.log) })
+		g.Go(func() error { return healthz.Serve(ctx, s.health, s.log, "health checks") })
 	}
 	if s.metrics != nil {
 		g.Go(func() error { return s.metrics.Serve(ctx) })
+	}
+	if s.profiling != nil {
+		g.Go(func() error { return healthz.Serve(ctx, s.profiling, s.log, "pprof profiles (profiling_enabled)") })
 	}
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -417,4 +425,16 @@ func pruneJoinTokens(ctx context.Context, ds datastore.DataStore, log *slog.Logg
 			}
 		}
 	}
+}
+
+// profilingServer serves net/http/pprof on localhost only: profiles show
+// memory contents and cost CPU, so they are never offered to the network.
+func profilingServer(port int) *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return &http.Server{Addr: net.JoinHostPort("localhost", strconv.Itoa(port)), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }

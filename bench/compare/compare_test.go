@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,6 +76,25 @@ func TestPeer(t *testing.T) {
 		h.Sizes = FullSizes()
 		h.Progress = os.Stderr
 	}
+	// Exploring one scenario: BENCH_SCENARIOS=5 BENCH_FLEET_STEPS=1000,5000
+	// runs just the fleet at those sizes and writes no report (a partial
+	// run must not replace the published one).
+	if only := os.Getenv("BENCH_SCENARIOS"); only != "" {
+		h.Only = strings.Split(only, ",")
+		h.Sizes = FullSizes()
+		h.Progress = os.Stderr
+		report = false
+	}
+	if steps := os.Getenv("BENCH_FLEET_STEPS"); steps != "" {
+		h.Sizes.FleetSteps = nil
+		for _, f := range strings.Split(steps, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil || n <= 0 {
+				t.Fatalf("BENCH_FLEET_STEPS: bad size %q", f)
+			}
+			h.Sizes.FleetSteps = append(h.Sizes.FleetSteps, n)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := h.Run(ctx)
@@ -88,6 +108,10 @@ func TestPeer(t *testing.T) {
 	}
 
 	md := res.Markdown(ThisMachine(), "peer-latency.svg")
+	if h.Only != nil {
+		t.Log("\n" + md)
+		return
+	}
 	svg := res.CDFSVG()
 	if report {
 		// Written before the checks, so that a failed round still leaves

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +70,9 @@ type Harness struct {
 	Sizes   Sizes
 	// Progress receives progress bars; nil is silent.
 	Progress io.Writer
+	// Only, when set, runs just the scenarios whose numbers it lists
+	// ("5" for the fleet), to explore one scenario without the hour.
+	Only []string
 
 	mu       sync.Mutex
 	lastLine string
@@ -152,7 +156,7 @@ func (h *Harness) Run(ctx context.Context) (*Results, error) {
 		{"5 fleet", pair, 1, min(len(h.Sizes.FleetSteps), h.Sizes.FleetEntries), s.fleet},
 	}
 	for _, st := range steps {
-		if st.size <= 0 {
+		if st.size <= 0 || (h.Only != nil && !slices.Contains(h.Only, strings.Fields(st.name)[0])) {
 			continue
 		}
 		for round := 0; round < st.rounds; round++ {

@@ -238,6 +238,8 @@ func TestKnownButUnimplemented(t *testing.T) {
     audit_log_enabled = true
     cache_reload_interval = "5s"
     profiling_enabled = true
+    profiling_port = 6060
+    profiling_freq = 10
     experimental {
         events_based_cache = true
     }
@@ -272,11 +274,20 @@ telemetry {
 	if c.Server.DefaultX509SVIDTTL != 2*time.Hour {
 		t.Errorf("default_svid_ttl not applied: %v", c.Server.DefaultX509SVIDTTL)
 	}
+	if c.Server.ProfilingPort != 6060 {
+		t.Errorf("profiling port = %d, want 6060", c.Server.ProfilingPort)
+	}
+	if _, err := Parse("server.conf", []byte(withServer(`
+    trust_domain = "example.org"
+    data_dir = "d"
+    profiling_enabled = true`)), false); err == nil || !strings.Contains(err.Error(), "server.profiling_enabled: set without profiling_port") {
+		t.Errorf("profiling without a port: %v", err)
+	}
 	if p := c.Telemetry.Prometheus; p == nil || p.Host != "localhost" || p.Port != 9988 {
 		t.Errorf("telemetry Prometheus = %+v, want localhost:9988", p)
 	}
 	all := strings.Join(c.Warnings, "\n")
-	for _, key := range []string{"server.audit_log_enabled", "server.cache_reload_interval", "server.profiling_enabled",
+	for _, key := range []string{"server.audit_log_enabled", "server.cache_reload_interval", "server.profiling_freq",
 		"server.experimental", "server.ratelimit", "server.federation", "telemetry.Statsd", "server.default_svid_ttl: deprecated"} {
 		if !strings.Contains(all, key) {
 			t.Errorf("no warning for %s in:\n%s", key, all)

@@ -16,9 +16,10 @@ import (
 type serverEnv struct {
 	dir, socket, conf string
 	port              int
-	// metricsPort serves Prometheus metrics (telemetry block).
-	metricsPort int
-	proc        *proc
+	// metricsPort serves Prometheus metrics (telemetry block) and
+	// profilingPort pprof (profiling_enabled).
+	metricsPort, profilingPort int
+	proc                       *proc
 }
 
 // startServer writes a server.conf (SQLite, disk key manager, join token)
@@ -26,7 +27,7 @@ type serverEnv struct {
 func startServer(t *testing.T, extra string) *serverEnv {
 	t.Helper()
 	dir := shortTempDir(t)
-	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t), metricsPort: freePort(t)}
+	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t), metricsPort: freePort(t), profilingPort: freePort(t)}
 	conf := fmt.Sprintf(`server {
     bind_address = "127.0.0.1"
     bind_port = "%d"
@@ -34,6 +35,8 @@ func startServer(t *testing.T, extra string) *serverEnv {
     trust_domain = "example.org"
     data_dir = %q
     log_level = "DEBUG"
+    profiling_enabled = true
+    profiling_port = %d
     %s
 }
 plugins {
@@ -58,7 +61,7 @@ telemetry {
         port = %d
     }
 }
-`, s.port, s.socket, filepath.Join(dir, "data"), extra, filepath.Join(dir, "data/datastore.sqlite3"), filepath.Join(dir, "data/keys.json"), s.metricsPort)
+`, s.port, s.socket, filepath.Join(dir, "data"), s.profilingPort, extra, filepath.Join(dir, "data/datastore.sqlite3"), filepath.Join(dir, "data/keys.json"), s.metricsPort)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -192,14 +195,20 @@ func (a *agentEnv) addr() string { return "unix://" + a.socket }
 // scrape returns the Prometheus exposition served on port.
 func scrape(t *testing.T, port int) string {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	return httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+}
+
+// httpGet returns the body of a 200 answer to a GET of url.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape :%d: %s %v", port, resp.Status, err)
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
 	}
 	return string(b)
 }
