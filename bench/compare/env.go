@@ -118,6 +118,11 @@ func startServer(ctx context.Context, g *group, root string, im Impl) (*server, 
 	conf := filepath.Join(dir, "server.conf")
 	data := filepath.Join(dir, "data")
 	text := fmt.Sprintf(serverConf, port, s.socket, trustDomain.Name(), data, filepath.Join(data, "datastore.sqlite3"))
+	// BENCH_SERVER_PPROF=<port> lets a profiler into the server under
+	// test (both implementations know SPIRE's profiling keys).
+	if p := os.Getenv("BENCH_SERVER_PPROF"); p != "" {
+		text = strings.Replace(text, "    log_level", fmt.Sprintf("    profiling_enabled = true\n    profiling_port = %s\n    log_level", p), 1)
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, fmt.Errorf("compare: %w", err)
 	}

@@ -185,7 +185,9 @@ func (s *AgentService) DeleteAgent(ctx context.Context, req *agentv1.DeleteAgent
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.api.cfg.DataStore.DeleteAttestedNode(ctx, id.String()); err != nil {
+	_, err = s.api.cfg.DataStore.DeleteAttestedNode(ctx, id.String())
+	s.api.nodes.forget(id.String())
+	if err != nil {
 		return nil, dsError("agent "+id.String(), err)
 	}
 	s.api.cfg.Log.Info("Agent evicted", "agent_id", id.String())
@@ -204,7 +206,9 @@ func (s *AgentService) BanAgent(ctx context.Context, req *agentv1.BanAgentReques
 		return nil, dsError("agent "+id.String(), err)
 	}
 	n.CertSerial, n.NewCertSerial, n.Selectors = "", "", nil
-	if err := s.api.cfg.DataStore.UpdateAttestedNode(ctx, n); err != nil {
+	err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, n)
+	s.api.nodes.forget(id.String())
+	if err != nil {
 		return nil, dsError("ban agent "+id.String(), err)
 	}
 	s.api.cfg.Log.Info("Agent banned", "agent_id", id.String())
@@ -336,6 +340,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	} else {
 		err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, node)
 	}
+	s.api.nodes.forget(node.SPIFFEID)
 	if err != nil {
 		return dsError("store attested node", err)
 	}
@@ -374,7 +379,9 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	node := c.Node
 	node.NewCertSerial, node.NewCertNotAfter = chain[0].SerialNumber.String(), chain[0].NotAfter.Unix()
 	node.Selectors = nil
-	if err := s.api.cfg.DataStore.UpdateAttestedNode(ctx, node); err != nil {
+	err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, node)
+	s.api.nodes.forget(node.SPIFFEID)
+	if err != nil {
 		return nil, dsError("update attested node", err)
 	}
 	return &agentv1.RenewAgentResponse{Svid: x509SVIDToProto(c.ID, chain)}, nil

@@ -65,6 +65,7 @@ type Config struct {
 type API struct {
 	cfg     Config
 	entries *entryCache
+	nodes   *nodeCache
 	started time.Time
 }
 
@@ -76,7 +77,7 @@ func New(cfg Config) *API {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), started: cfg.Clock()}
+	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), nodes: newNodeCache(cfg.DataStore, cfg.Clock), started: cfg.Clock()}
 }
 
 func (a *API) now() time.Time { return a.cfg.Clock() }

@@ -160,7 +160,13 @@ func isAgentPath(td spiffeid.TrustDomain, id spiffeid.ID) bool {
 // serial must be the node's current one, or the one issued by the last
 // renewal, which this first use then makes current.
 func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.Certificate) (*datastore.AttestedNode, error) {
-	node, err := a.cfg.DataStore.FetchAttestedNode(ctx, id.String())
+	serial := cert.SerialNumber.String()
+	node, err := a.nodes.fetch(ctx, id.String(), false)
+	if err == nil && serial != node.CertSerial && serial != node.NewCertSerial {
+		// Perhaps renewed through another server: never refuse a serial on
+		// the strength of a cached node.
+		node, err = a.nodes.fetch(ctx, id.String(), true)
+	}
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
 		return nil, status.Errorf(codes.PermissionDenied, "agent %q is not attested", id)
@@ -169,7 +175,6 @@ func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.
 	case node.Banned():
 		return nil, status.Errorf(codes.PermissionDenied, "agent %q is banned", id)
 	}
-	serial := cert.SerialNumber.String()
 	switch serial {
 	case node.CertSerial:
 		return node, nil
@@ -177,7 +182,9 @@ func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.
 		node.CertSerial, node.CertNotAfter = node.NewCertSerial, node.NewCertNotAfter
 		node.NewCertSerial, node.NewCertNotAfter = "", 0
 		node.Selectors = nil // leave the stored selectors alone
-		if err := a.cfg.DataStore.UpdateAttestedNode(ctx, node); err != nil {
+		err := a.cfg.DataStore.UpdateAttestedNode(ctx, node)
+		a.nodes.forget(id.String())
+		if err != nil {
 			return nil, status.Errorf(codes.Internal, "activate renewed agent SVID: %v", err)
 		}
 		return node, nil

@@ -87,3 +87,68 @@ func TestEntryCacheServesPreviousSnapshotDuringReload(t *testing.T) {
 		t.Fatalf("after the reload: %d entries, %v", len(after.byID), err)
 	}
 }
+
+// sleepyList is the real store whose ListEntries takes a while, as with
+// hundreds of thousands of entries, and counts its calls.
+type sleepyList struct {
+	datastore.DataStore
+	cost  time.Duration
+	loads int
+}
+
+func (s *sleepyList) ListEntries(ctx context.Context, req *datastore.ListEntriesRequest) ([]*types.Entry, string, error) {
+	s.loads++
+	time.Sleep(s.cost)
+	return s.DataStore.ListEntries(ctx, req)
+}
+
+// TestEntryCachePacesCostlyReloads: after a reload that took longer than
+// paceAbove, the next one waits paceFactor times as long, so that a stream
+// of changes cannot keep the server reloading; the waiting request still
+// gets the change.
+func TestEntryCachePacesCostlyReloads(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.SQLite, ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	mk := func(path string) *types.Entry {
+		return &types.Entry{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: path}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/agent"}, Selectors: []*types.Selector{{Type: "unix", Value: "uid:1"}}}
+	}
+	slow := &sleepyList{DataStore: st, cost: 2 * paceAbove}
+	c := newEntryCache(slow)
+	if _, err := c.snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateEntry(ctx, mk("/changed")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s, err := c.snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.byID) != 1 {
+		t.Fatalf("the paced reload missed the change: %d entries", len(s.byID))
+	}
+	if waited, least := time.Since(start), paceFactor*slow.cost; waited < least {
+		t.Fatalf("a reload after one of %v started after %v, want at least %v", slow.cost, waited, least)
+	}
+	if slow.loads != 2 {
+		t.Fatalf("%d loads, want 2", slow.loads)
+	}
+
+	// Cheap reloads are not paced: the next request sees a change at once.
+	slow.cost = 0
+	c = newEntryCache(slow)
+	if _, err := c.snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateEntry(ctx, mk("/again")); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 2 {
+		t.Fatalf("cheap reload: %v entries, %v", len(s.byID), err)
+	}
+}

@@ -1,0 +1,74 @@
+package api
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+)
+
+// nodeTTL bounds how long a node read for authentication is trusted. Every
+// change made through this server's API takes effect at once (forget); a
+// ban or eviction made by another server sharing the database takes effect
+// within nodeTTL, the same staleness SPIRE's default cache_reload_interval
+// gives its authorization cache.
+const nodeTTL = 5 * time.Second
+
+// maxCachedNodes bounds the cache; past it the cache starts over.
+const maxCachedNodes = 1 << 17
+
+// nodeCache keeps attested nodes for authenticating agent calls. Without it
+// every call of every agent costs a query: at fleet scale, three per sync,
+// the largest share of the server's CPU.
+type nodeCache struct {
+	ds    datastore.DataStore
+	clock func() time.Time
+
+	mu sync.Mutex
+	m  map[string]cachedNode
+}
+
+type cachedNode struct {
+	node *datastore.AttestedNode
+	at   time.Time
+}
+
+func newNodeCache(ds datastore.DataStore, clock func() time.Time) *nodeCache {
+	return &nodeCache{ds: ds, clock: clock, m: make(map[string]cachedNode)}
+}
+
+// fetch returns a copy of the node, from the cache unless fresh is set or
+// the cached copy is older than nodeTTL. Callers may modify the copy; its
+// Selectors slice is shared and read-only.
+func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastore.AttestedNode, error) {
+	now := c.clock()
+	if !fresh {
+		c.mu.Lock()
+		e, ok := c.m[id]
+		c.mu.Unlock()
+		if ok && now.Sub(e.at) < nodeTTL && !e.at.After(now) {
+			n := *e.node
+			return &n, nil
+		}
+	}
+	node, err := c.ds.FetchAttestedNode(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	kept := *node
+	c.mu.Lock()
+	if len(c.m) >= maxCachedNodes {
+		c.m = make(map[string]cachedNode)
+	}
+	c.m[id] = cachedNode{node: &kept, at: now}
+	c.mu.Unlock()
+	return node, nil
+}
+
+// forget drops id, after this server changed its node.
+func (c *nodeCache) forget(id string) {
+	c.mu.Lock()
+	delete(c.m, id)
+	c.mu.Unlock()
+}
