@@ -45,6 +45,9 @@ type Store struct {
 	w   *sql.DB // writes; one connection on SQLite
 	r   *sql.DB // reads; the same pool as w on PostgreSQL
 	log *slog.Logger
+	// wStmts and rStmts hold the prepared statements of w and r (the
+	// same cache when r is w).
+	wStmts, rStmts *stmtCache
 }
 
 var _ datastore.DataStore = (*Store)(nil)
@@ -77,6 +80,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
+	}
+	s.wStmts = newStmtCache(s.w)
+	s.rStmts = s.wStmts
+	if s.r != s.w {
+		s.rStmts = newStmtCache(s.r)
 	}
 	return s, nil
 }
@@ -194,9 +202,12 @@ func parseSQLitePath(conn string) (path string, query url.Values, memory bool, e
 
 // Close releases the connection pools.
 func (s *Store) Close() error {
-	var err error
+	err := s.wStmts.close()
+	if s.rStmts != s.wStmts {
+		err = errors.Join(err, s.rStmts.close())
+	}
 	if s.r != nil && s.r != s.w {
-		err = s.r.Close()
+		err = errors.Join(err, s.r.Close())
 	}
 	if s.w != nil {
 		err = errors.Join(err, s.w.Close())
@@ -206,20 +217,48 @@ func (s *Store) Close() error {
 
 // txn runs statements written with ? placeholders on either engine.
 type txn struct {
-	tx *sql.Tx
-	pg bool
+	tx    *sql.Tx
+	pg    bool
+	stmts *stmtCache
+	// missed collects the queries that ran unprepared, for the caller to
+	// prepare once the transaction has ended.
+	missed *[]string
+}
+
+// stmt returns the transaction's copy of the cached statement for query,
+// or nil to run it unprepared (and have it prepared afterwards).
+func (t txn) stmt(ctx context.Context, query string) *sql.Stmt {
+	if st := t.stmts.lookup(query); st != nil {
+		return t.tx.StmtContext(ctx, st)
+	}
+	if t.missed != nil {
+		*t.missed = append(*t.missed, query)
+	}
+	return nil
 }
 
 func (t txn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(ctx, rebind(t.pg, query), args...)
+	query = rebind(t.pg, query)
+	if st := t.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.tx.ExecContext(ctx, query, args...)
 }
 
 func (t txn) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return t.tx.QueryContext(ctx, rebind(t.pg, query), args...)
+	query = rebind(t.pg, query)
+	if st := t.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return t.tx.QueryContext(ctx, query, args...)
 }
 
 func (t txn) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(ctx, rebind(t.pg, query), args...)
+	query = rebind(t.pg, query)
+	if st := t.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, query, args...)
 }
 
 // forUpdate locks the rows a read-modify-write reads. SQLite needs no
@@ -258,11 +297,14 @@ func (s *Store) write(ctx context.Context, fn func(t txn) error) error {
 	if err != nil {
 		return err
 	}
-	if err := fn(txn{tx: tx, pg: s.pg}); err != nil {
+	var missed []string
+	if err := fn(txn{tx: tx, pg: s.pg, stmts: s.wStmts, missed: &missed}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	err = tx.Commit()
+	s.wStmts.prepare(ctx, missed)
+	return err
 }
 
 // read runs fn in a read-only transaction so that the several queries a
@@ -276,8 +318,11 @@ func (s *Store) read(ctx context.Context, fn func(t txn) error) error {
 	if err != nil {
 		return err
 	}
-	defer func() { _ = tx.Rollback() }()
-	return fn(txn{tx: tx, pg: s.pg})
+	var missed []string
+	err = fn(txn{tx: tx, pg: s.pg, stmts: s.rStmts, missed: &missed})
+	_ = tx.Rollback()
+	s.rStmts.prepare(ctx, missed)
+	return err
 }
 
 // isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY
