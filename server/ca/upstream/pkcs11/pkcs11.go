@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -51,14 +52,25 @@ type Config struct {
 	RootSubject pkix.Name
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Log receives renewal events; nil discards them.
+	Log *slog.Logger
 }
 
 // Authority signs intermediate CAs with the root key in the token.
 type Authority struct {
-	tok  *hsm.Token
-	key  *hsm.Key
+	tok *hsm.Token
+	key *hsm.Key
+	cfg Config
+	now func() time.Time
+
+	mu   sync.Mutex
 	root *x509.Certificate
-	now  func() time.Time
+	// prev is the root certificate renewal replaced, published next to
+	// the new one until it expires.
+	prev *x509.Certificate
+	// warned is set once the operator was told an imported root nears
+	// its end.
+	warned bool
 }
 
 var _ upstream.Authority = (*Authority)(nil)
@@ -99,7 +111,7 @@ func FromPlugin(p hclconf.Plugin, log *slog.Logger) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := Config{HSM: cfg, KeyLabel: own.KeyLabel, CreateRoot: own.CreateRoot}
+	c := Config{HSM: cfg, KeyLabel: own.KeyLabel, CreateRoot: own.CreateRoot, Log: log}
 	c.HSM.Log = log
 	if object != "" {
 		if own.KeyLabel != "" && own.KeyLabel != object {
@@ -130,6 +142,9 @@ func New(cfg Config) (*Authority, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	tok, err := hsm.Open(cfg.HSM)
 	if err != nil {
@@ -185,7 +200,7 @@ func setup(tok *hsm.Token, cfg Config) (*Authority, error) {
 			return nil, fmt.Errorf("upstream: pkcs11: %w", err)
 		}
 	}
-	return &Authority{tok: tok, key: key, root: root, now: cfg.Now}, nil
+	return &Authority{tok: tok, key: key, root: root, cfg: cfg, now: cfg.Now}, nil
 }
 
 func selfSign(key *hsm.Key, cfg Config, now time.Time) (*x509.Certificate, error) {
@@ -214,8 +229,62 @@ func selfSign(key *hsm.Key, cfg Config, now time.Time) (*x509.Certificate, error
 	return x509.ParseCertificate(der)
 }
 
-// Root is the root certificate published as the trust anchor.
-func (a *Authority) Root() *x509.Certificate { return a.root }
+// Root is the root certificate published as the trust anchor (the newest,
+// after a renewal).
+func (a *Authority) Root() *x509.Certificate {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.root
+}
+
+// renewWindow is how long before the root's end it is renewed: a sixth of
+// its lifetime, and never less than two intermediate lifetimes, so that the
+// new root is in every bundle well before an intermediate needs it.
+func (a *Authority) renewWindow(ttl time.Duration) time.Duration {
+	return max(a.cfg.RootTTL/6, 2*ttl)
+}
+
+// currentRoots renews the root when it nears its end and returns the root
+// to sign with and the roots to publish. The root key stays: a renewed
+// root certificate has the key and subject of the old, so certificates
+// signed under either chain to both, and agents holding only the old root
+// keep verifying until it expires. A root imported by the operator
+// (create_root = false) is never replaced; its end is logged instead.
+func (a *Authority) currentRoots(ctx context.Context, ttl time.Duration, now time.Time) (*x509.Certificate, []*x509.Certificate, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if now.After(a.root.NotAfter.Add(-a.renewWindow(ttl))) {
+		if !a.cfg.CreateRoot {
+			if !a.warned {
+				a.warned = true
+				a.cfg.Log.Warn("upstream: pkcs11: the root certificate nears its end; import a renewed one under the same label (intermediates are cut short to its end until then)",
+					"label", a.cfg.KeyLabel, "not_after", a.root.NotAfter)
+			}
+		} else {
+			renewed, err := renewRoot(a.key, a.root, a.cfg, now)
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := a.tok.StoreCertificate(ctx, a.cfg.KeyLabel, renewed); err != nil {
+				return nil, nil, fmt.Errorf("upstream: pkcs11: store renewed root: %w", err)
+			}
+			a.cfg.Log.Info("upstream: pkcs11: root certificate renewed with the same key",
+				"label", a.cfg.KeyLabel, "old_not_after", a.root.NotAfter, "not_after", renewed.NotAfter)
+			a.prev, a.root = a.root, renewed
+		}
+	}
+	roots := []*x509.Certificate{a.root}
+	if a.prev != nil && now.Before(a.prev.NotAfter) {
+		roots = append(roots, a.prev)
+	}
+	return a.root, roots, nil
+}
+
+// renewRoot issues a new certificate for the root key, with old's subject.
+func renewRoot(key *hsm.Key, old *x509.Certificate, cfg Config, now time.Time) (*x509.Certificate, error) {
+	cfg.RootSubject = old.Subject
+	return selfSign(key, cfg, now)
+}
 
 // MintX509CA signs csrDER as an intermediate CA with the root key in the
 // token. The CSR must carry exactly one URI SAN, the trust domain's ID.
@@ -244,12 +313,16 @@ func (a *Authority) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Dura
 		return nil, nil, fmt.Errorf("upstream: pkcs11: mint: CSR URI SAN %q is not a trust domain ID", id)
 	}
 	now := a.now()
+	root, roots, err := a.currentRoots(ctx, ttl, now)
+	if err != nil {
+		return nil, nil, err
+	}
 	notAfter := now.Add(ttl)
-	if notAfter.After(a.root.NotAfter) {
-		notAfter = a.root.NotAfter
+	if notAfter.After(root.NotAfter) {
+		notAfter = root.NotAfter
 	}
 	if !notAfter.After(now) {
-		return nil, nil, fmt.Errorf("upstream: pkcs11: mint: root expired at %s", a.root.NotAfter)
+		return nil, nil, fmt.Errorf("upstream: pkcs11: mint: root expired at %s", root.NotAfter)
 	}
 	serial, ski, err := serialAndKeyID(csr.PublicKey)
 	if err != nil {
@@ -267,7 +340,7 @@ func (a *Authority) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Dura
 		SubjectKeyId:          ski,
 	}
 	// CreateCertificate checks the token's signature before returning.
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.root, csr.PublicKey, a.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, csr.PublicKey, a.key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("upstream: pkcs11: mint: sign: %w", err)
 	}
@@ -275,7 +348,7 @@ func (a *Authority) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Dura
 	if err != nil {
 		return nil, nil, fmt.Errorf("upstream: pkcs11: mint: %w", err)
 	}
-	return []*x509.Certificate{cert}, []*x509.Certificate{a.root}, nil
+	return []*x509.Certificate{cert}, roots, nil
 }
 
 // Healthy reports, without I/O, whether the token is usable.

@@ -2,12 +2,14 @@ package pkcs11_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -187,4 +189,103 @@ func TestRootErrors(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestRootRenewal: a root created by the authority is renewed with the same
+// key when it nears its end; the renewed root is stored in the token, both
+// roots are published until the old one expires, and an intermediate
+// minted after the renewal chains to either. An imported root is never
+// replaced: intermediates are cut short to its end.
+func TestRootRenewal(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	now := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg := pkcs11.Config{
+		HSM:      hsm.Config{ModulePath: tok.ModulePath, TokenLabel: tok.Label, PIN: hsm.PIN(tok.PIN), MaxSessions: 4, HealthInterval: -1},
+		KeyLabel: "renewing-root", CreateRoot: true, RootTTL: 60 * time.Hour,
+		Now: func() time.Time { return now },
+	}
+	a, err := pkcs11.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	first := a.Root()
+	ctx := context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{spiffeid.RequireTrustDomainFromString("example.org").ID().URL()}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifies := func(c *x509.Certificate, root *x509.Certificate) bool {
+		pool := x509.NewCertPool()
+		pool.AddCert(root)
+		_, err := c.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err == nil
+	}
+
+	// Early in the root's life: no renewal.
+	_, roots, err := a.MintX509CA(ctx, csr, time.Hour)
+	if err != nil || len(roots) != 1 || !roots[0].Equal(first) {
+		t.Fatalf("before the window: roots %d, %v", len(roots), err)
+	}
+
+	// Inside the last sixth (10 h of 60 h): renewed.
+	now = now.Add(51 * time.Hour)
+	chain, roots, err := a.MintX509CA(ctx, csr, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := a.Root()
+	if renewed.Equal(first) || len(roots) != 2 || !roots[0].Equal(renewed) || !roots[1].Equal(first) {
+		t.Fatalf("after the window: want [renewed, first], got %d roots", len(roots))
+	}
+	if !publicKeyEqual(renewed.PublicKey, first.PublicKey) || renewed.Subject.String() != first.Subject.String() {
+		t.Fatal("the renewed root changed key or subject")
+	}
+	if renewed.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Fatal("the renewed root reuses the serial number")
+	}
+	if !renewed.NotAfter.Equal(now.Add(cfg.RootTTL).Truncate(time.Second)) {
+		t.Fatalf("renewed root ends %s, want %s", renewed.NotAfter, now.Add(cfg.RootTTL))
+	}
+	if !verifies(chain[0], renewed) || !verifies(chain[0], first) {
+		t.Fatal("an intermediate minted after renewal does not chain to both roots")
+	}
+	// The token holds the renewed root: a restart finds it.
+	b, err := pkcs11.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Root().Equal(renewed) {
+		t.Fatal("the token does not hold the renewed root")
+	}
+	b.Close()
+	// Once the first root has expired it is no longer published.
+	now = first.NotAfter.Add(time.Minute)
+	if _, roots, err = a.MintX509CA(ctx, csr, time.Hour); err != nil || len(roots) != 1 || !roots[0].Equal(renewed) {
+		t.Fatalf("after the first root's end: %d roots, %v", len(roots), err)
+	}
+
+	// An imported root (create_root = false) is kept, and intermediates
+	// are cut to its end.
+	imported := cfg
+	imported.CreateRoot = false
+	now = renewed.NotAfter.Add(-30 * time.Minute)
+	c, err := pkcs11.New(imported)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	chain, roots, err = c.MintX509CA(ctx, csr, time.Hour)
+	if err != nil || len(roots) != 1 || !roots[0].Equal(renewed) {
+		t.Fatalf("imported root: %d roots, %v", len(roots), err)
+	}
+	if !chain[0].NotAfter.Equal(renewed.NotAfter) {
+		t.Fatalf("intermediate ends %s, want the root's end %s", chain[0].NotAfter, renewed.NotAfter)
+	}
+}
+
+func publicKeyEqual(a, b any) bool {
+	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(b)
 }
