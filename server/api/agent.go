@@ -250,6 +250,7 @@ func (s *AgentService) CreateJoinToken(ctx context.Context, req *agentv1.CreateJ
 			ParentId:  idToProto(parentID),
 			Selectors: []*types.Selector{{Type: "spiffe_id", Value: parentID.String()}},
 		})
+		s.api.entries.invalidate()
 		if err != nil {
 			return nil, dsError("node-alias entry", err)
 		}

@@ -66,6 +66,7 @@ type API struct {
 	cfg     Config
 	entries *entryCache
 	nodes   *nodeCache
+	bundle  *bundleCache
 	started time.Time
 }
 
@@ -77,7 +78,8 @@ func New(cfg Config) *API {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), nodes: newNodeCache(cfg.DataStore, cfg.Clock), started: cfg.Clock()}
+	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), nodes: newNodeCache(cfg.DataStore, cfg.Clock),
+		bundle: &bundleCache{ds: cfg.DataStore, td: cfg.TrustDomain.Name()}, started: cfg.Clock()}
 }
 
 func (a *API) now() time.Time { return a.cfg.Clock() }

@@ -32,7 +32,12 @@ import (
 type entryCache struct {
 	ds datastore.DataStore
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// checked is when the revision was last read: within revCheckEvery
+	// the snapshot is served without asking. Entry writes made through
+	// this server reset it (invalidate), so they show at once; a write by
+	// another server sharing the database shows within revCheckEvery.
+	checked  time.Time
 	rev      int64
 	snap     *entrySnapshot
 	loading  chan struct{} // non-nil while a reload runs; closed when it ends
@@ -41,8 +46,9 @@ type entryCache struct {
 }
 
 const (
-	paceAbove  = 20 * time.Millisecond
-	paceFactor = 4
+	revCheckEvery = time.Second
+	paceAbove     = 20 * time.Millisecond
+	paceFactor    = 4
 	// maxPace bounds the wait, as SPIRE's default cache_reload_interval.
 	maxPace = 5 * time.Second
 )
@@ -63,11 +69,27 @@ type entrySnapshot struct {
 
 func newEntryCache(ds datastore.DataStore) *entryCache { return &entryCache{ds: ds} }
 
+// invalidate makes the next request read the revision.
+func (c *entryCache) invalidate() {
+	c.mu.Lock()
+	c.checked = time.Time{}
+	c.mu.Unlock()
+}
+
 func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
+	c.mu.Lock()
+	if s := c.snap; s != nil && time.Since(c.checked) < revCheckEvery {
+		c.mu.Unlock()
+		return s, nil
+	}
+	c.mu.Unlock()
 	rev, err := c.ds.EntriesRevision(ctx)
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	c.checked = time.Now()
+	c.mu.Unlock()
 	for {
 		c.mu.Lock()
 		switch {

@@ -57,6 +57,7 @@ func TestEntryCacheServesPreviousSnapshotDuringReload(t *testing.T) {
 	if _, err := st.CreateEntry(ctx, mk("/second")); err != nil {
 		t.Fatal(err)
 	}
+	c.invalidate() // as the API does after its writes
 
 	reloaded := make(chan *entrySnapshot, 1)
 	go func() {
@@ -124,6 +125,7 @@ func TestEntryCachePacesCostlyReloads(t *testing.T) {
 	if _, err := st.CreateEntry(ctx, mk("/changed")); err != nil {
 		t.Fatal(err)
 	}
+	c.invalidate()
 	start := time.Now()
 	s, err := c.snapshot(ctx)
 	if err != nil {
@@ -148,7 +150,32 @@ func TestEntryCachePacesCostlyReloads(t *testing.T) {
 	if _, err := st.CreateEntry(ctx, mk("/again")); err != nil {
 		t.Fatal(err)
 	}
+	c.invalidate()
 	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 2 {
 		t.Fatalf("cheap reload: %v entries, %v", len(s.byID), err)
+	}
+}
+
+// TestEntryCacheSeesOtherServersWrites: an entry written by another server
+// sharing the database (no invalidate here) is seen once revCheckEvery has
+// passed, without any request in between asking for it.
+func TestEntryCacheSeesOtherServersWrites(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.SQLite, ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c := newEntryCache(st)
+	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 0 {
+		t.Fatalf("empty store: %v, %v", s, err)
+	}
+	e := &types.Entry{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/remote"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/agent"}, Selectors: []*types.Selector{{Type: "unix", Value: "uid:1"}}}
+	if _, err := st.CreateEntry(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(revCheckEvery)
+	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 1 {
+		t.Fatalf("after %v: %d entries, %v", revCheckEvery, len(s.byID), err)
 	}
 }

@@ -42,7 +42,7 @@ func applyBundleMask(b *types.Bundle, m *types.BundleMask) *types.Bundle {
 
 // GetBundle implements bundle/v1: the server's own trust bundle, public.
 func (s *BundleService) GetBundle(ctx context.Context, req *bundlev1.GetBundleRequest) (*types.Bundle, error) {
-	b, err := s.api.cfg.DataStore.FetchBundle(ctx, s.api.cfg.TrustDomain.Name())
+	b, err := s.api.bundle.get(ctx)
 	if err != nil {
 		return nil, dsError("bundle", err)
 	}
@@ -96,6 +96,7 @@ func (s *BundleService) AppendBundle(ctx context.Context, req *bundlev1.AppendBu
 	b, err := s.api.cfg.DataStore.AppendBundle(ctx, &types.Bundle{
 		TrustDomain: s.api.cfg.TrustDomain.Name(), X509Authorities: req.X509Authorities, JwtAuthorities: req.JwtAuthorities,
 	})
+	s.api.bundle.invalidate()
 	if err != nil {
 		return nil, dsError("append bundle", err)
 	}

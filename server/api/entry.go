@@ -136,6 +136,7 @@ func (s *EntryService) BatchCreateEntry(ctx context.Context, req *entryv1.BatchC
 			continue
 		}
 		created, err := s.api.cfg.DataStore.CreateEntry(ctx, e)
+		s.api.entries.invalidate()
 		if errors.Is(err, datastore.ErrAlreadyExists) {
 			existing := s.findSimilar(ctx, e)
 			resp.Results = append(resp.Results, &entryv1.BatchCreateEntryResponse_Result{
@@ -186,6 +187,7 @@ func (s *EntryService) BatchUpdateEntry(ctx context.Context, req *entryv1.BatchU
 			continue
 		}
 		updated, err := s.api.cfg.DataStore.UpdateEntry(ctx, e, req.InputMask)
+		s.api.entries.invalidate()
 		if err != nil {
 			res.Status = toStatus(dsError("update entry "+in.Id, err))
 			continue
@@ -214,7 +216,7 @@ func (s *EntryService) BatchDeleteEntry(ctx context.Context, req *entryv1.BatchD
 		var err error
 		if id == "" {
 			err = status.Error(codes.InvalidArgument, "missing entry ID")
-		} else if _, derr := s.api.cfg.DataStore.DeleteEntry(ctx, id); derr != nil {
+		} else if _, derr := s.deleteEntry(ctx, id); derr != nil {
 			err = entryError(id, derr)
 		}
 		resp.Results = append(resp.Results, &entryv1.BatchDeleteEntryResponse_Result{Status: toStatus(err), Id: id})
@@ -312,4 +314,11 @@ func sendEntryPages(stream entryv1.Entry_SyncAuthorizedEntriesServer, entries []
 		}
 	}
 	return nil
+}
+
+// deleteEntry deletes through the datastore and lets the entry cache know.
+func (s *EntryService) deleteEntry(ctx context.Context, id string) (*types.Entry, error) {
+	e, err := s.api.cfg.DataStore.DeleteEntry(ctx, id)
+	s.api.entries.invalidate()
+	return e, err
 }
