@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -84,6 +85,55 @@ func TestFullFlow(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSecureBootEnabled: a boot with Secure Boot on (PK, KEK, db and dbx
+// measured, and the db certificate that verified the loader) replays and
+// says enabled; the same log without the authority event is not believed.
+func TestSecureBootEnabled(t *testing.T) {
+	fleet := swtpm.StartT(t, 2)
+	signer, err := swtpm.BootSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs := []int{0, 1, 2, 3, 4, 5, 6, 7}
+	for i, tc := range []struct {
+		name   string
+		events []swtpm.Event
+		want   *bool
+	}{
+		{"enabled", swtpm.Boot(true, signer), ptr(true)},
+		// go-attestation refuses "enabled, but no key was used".
+		{"enabled without an authority", swtpm.Boot(true), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := open(t, fleet.TPMs[i].Path)
+			log, err := swtpm.MeasureBoot(tp, tc.events)
+			if err != nil {
+				t.Fatal(err)
+			}
+			values, err := tp.ReadPCRs(pcrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := tpm.ReplayEventLog(log, values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (st.SecureBoot == nil) != (tc.want == nil) || (st.SecureBoot != nil && *st.SecureBoot != *tc.want) {
+				t.Fatalf("secure boot = %v, want %v", deref(st.SecureBoot), deref(tc.want))
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deref(b *bool) string {
+	if b == nil {
+		return "unknown"
+	}
+	return strconv.FormatBool(*b)
 }
 
 // TestEventLogReplay plays a boot into the TPM and replays its log

@@ -197,6 +197,51 @@ func TestAttestHonest(t *testing.T) {
 	}
 }
 
+// TestAttestSecureBootEnabled: a node whose event log shows Secure Boot on
+// (and replays to its quote) gets tpm:secureboot:enabled; the node whose
+// PCRs hold a boot without it cannot present that log.
+func TestAttestSecureBootEnabled(t *testing.T) {
+	f := setup(t)
+	signer, err := swtpm.BootSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbLog, err := swtpm.MeasureBoot(f.b.t, swtpm.Boot(true, signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := servertpm.New(servertpm.Config{TrustDomain: td, EKRoots: f.roots, RequireEventLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attest := func(n *node, log []byte) (map[string]bool, error) {
+		res, err := a.Attest(context.Background(), mustJSON(t, n.data()), func(_ context.Context, c []byte) ([]byte, error) {
+			ch, err := tpm.ParseChallenge(c)
+			if err != nil {
+				return nil, err
+			}
+			r := n.answer(t, ch)
+			r.EventLog = log
+			return mustJSON(t, r), nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return selectorSet(res.Selectors), nil
+	}
+	sels, err := attest(f.b, sbLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sels["tpm:secureboot:enabled"] || sels["tpm:secureboot:disabled"] {
+		t.Fatalf("want tpm:secureboot:enabled only: %v", sels)
+	}
+	// Node a booted without Secure Boot: the enabled log does not replay.
+	if _, err := attest(f.a, sbLog); err == nil {
+		t.Fatal("a Secure Boot log was accepted from a node that did not boot it")
+	}
+}
+
 func hexs(b []byte) string {
 	const h = "0123456789abcdef"
 	out := make([]byte, 0, 2*len(b))
