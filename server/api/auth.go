@@ -181,8 +181,10 @@ func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.
 	case node.NewCertSerial:
 		node.CertSerial, node.CertNotAfter = node.NewCertSerial, node.NewCertNotAfter
 		node.NewCertSerial, node.NewCertNotAfter = "", 0
+		sels := node.Selectors
 		node.Selectors = nil // leave the stored selectors alone
 		err := a.cfg.DataStore.UpdateAttestedNode(ctx, node)
+		node.Selectors = sels
 		a.nodes.forget(id.String())
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "activate renewed agent SVID: %v", err)

@@ -232,10 +232,10 @@ func (a *API) authorizedEntries(ctx context.Context, c *Caller) ([]*types.Entry,
 	if err != nil {
 		return nil, err
 	}
-	// The node authenticated for this call carries its selectors; only a
-	// node whose selectors were just left out of an update lacks them.
+	// The node authenticated for this call carries its selectors (nil
+	// when it has none, as a join-token node).
 	var selectors []*types.Selector
-	if c.Node != nil && c.Node.Selectors != nil {
+	if c.Node != nil {
 		selectors = c.Node.Selectors
 	} else if selectors, err = a.cfg.DataStore.GetNodeSelectors(ctx, c.ID.String()); err != nil {
 		return nil, err
