@@ -49,7 +49,7 @@ type Sizes struct {
 func FullSizes() Sizes {
 	return Sizes{Rounds: 5, Attestations: 50, Entries: 1000, WorkloadCalls: 200, Concurrency: []int{1, 8},
 		Batches: []int{1, 50, 500}, BatchCSRs: 1000, CacheEntries: 10000,
-		FleetSteps: []int{100, 300, 1000, 2000}, FleetEntries: 10, FleetInterval: 5 * time.Second, FleetWindow: 15 * time.Second}
+		FleetSteps: []int{100, 300, 1000, 2000, 3000, 5000, 7500, 10000}, FleetEntries: 10, FleetInterval: 5 * time.Second, FleetWindow: 15 * time.Second}
 }
 
 // TinySizes exercise every code path in seconds, for `make test`.
