@@ -108,7 +108,7 @@ func TestLatency(t *testing.T) {
 		{"lineage eBPF, sha256 (50 MB), supplementary groups", lineageRow(lineage.Config{DiscoverWorkloadPath: true}), size(2000, 20000)},
 	}
 	var out strings.Builder
-	out.WriteString("| attestor | calls | p50 | p99 | machine floor p99 |\n|---|---:|---:|---:|---:|\n")
+	out.WriteString("| attestor | calls | p50 | p99 (median of 5 batches) | machine floor p99 |\n|---|---:|---:|---:|---:|\n")
 	ctx := context.Background()
 	for _, r := range rows {
 		a, closeA := r.make()
@@ -146,8 +146,8 @@ func TestLatency(t *testing.T) {
 			floor[i] = time.Since(s)
 		}
 		closeA()
-		p50, p99 := percentiles(d)
-		_, f99 := percentiles(floor)
+		p50, _ := percentiles(slices.Clone(d))
+		p99, f99 := batchP99(d), batchP99(floor)
 		fmt.Fprintf(&out, "| %s | %d | %s | %s | %s |\n", r.name, r.n, p50.Round(100*time.Nanosecond), p99.Round(100*time.Nanosecond), f99.Round(100*time.Nanosecond))
 		results.bars = append(results.bars, Bar{Label: r.name, P50: us(p50), P99: us(p99)})
 		results.floors = append(results.floors, us(f99))
@@ -164,6 +164,24 @@ func TestLatency(t *testing.T) {
 	if b := results.bars; b[2].P50 >= b[0].P50 {
 		t.Errorf("lineage p50 %.1fµs is not below procfs p50 %.1fµs", b[2].P50, b[0].P50)
 	}
+}
+
+// batchP99 is the median of the p99s of five consecutive batches of d (of
+// d's p99 when d is too short to split): a single burst of interruptions
+// on this shared machine moves one batch, not the figure.
+func batchP99(d []time.Duration) time.Duration {
+	const batches = 5
+	if len(d) < batches*100 {
+		_, p99 := percentiles(slices.Clone(d))
+		return p99
+	}
+	size := len(d) / batches
+	p99s := make([]time.Duration, batches)
+	for i := range p99s {
+		_, p99s[i] = percentiles(slices.Clone(d[i*size : (i+1)*size]))
+	}
+	slices.Sort(p99s)
+	return p99s[batches/2]
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
@@ -190,44 +208,68 @@ func storm(n int) (time.Duration, error) {
 }
 
 // TestStorm compares the wall time of short processes with the tracer off
-// and on, alternating to spread noise, and counts drops: 10,000 processes
-// in 3 rounds under BENCH_REPORT=1.
+// and on, and counts drops: 10,000 processes per run, 5 pairs of runs under
+// BENCH_REPORT=1. Each pair runs off and on back to back, in alternating
+// order so that drift within a pair falls on both sides alike; the figure is
+// the median of the pairs' overheads, which one disturbed pair cannot move.
 func TestStorm(t *testing.T) {
 	requireEBPF(t)
-	n, rounds := size(200, 10000), size(1, 3)
+	n, rounds := size(200, 10000), size(1, 5)
 	var off, on time.Duration
 	var drops, events uint64
-	for range rounds {
-		d, err := storm(n)
+	var overheads []float64
+	for r := range rounds {
+		runOff := func() (time.Duration, error) { return storm(n) }
+		runOn := func() (time.Duration, error) {
+			tr, err := tracer.Start(tracer.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				return 0, err
+			}
+			defer tr.Close()
+			d, err := storm(n)
+			if err != nil {
+				return 0, err
+			}
+			if err := tr.Sync(context.Background()); err != nil {
+				return 0, err
+			}
+			drops += tr.Drops()
+			events += tr.Events()
+			return d, nil
+		}
+		first, second := runOff, runOn
+		if r%2 == 1 {
+			first, second = runOn, runOff
+		}
+		a, err := first()
 		if err != nil {
 			t.Fatal(err)
 		}
-		off += d
-		tr, err := tracer.Start(tracer.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		b, err := second()
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err = storm(n)
-		if err != nil {
-			tr.Close()
-			t.Fatal(err)
+		dOff, dOn := a, b
+		if r%2 == 1 {
+			dOff, dOn = b, a
 		}
-		on += d
-		if err := tr.Sync(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		drops += tr.Drops()
-		events += tr.Events()
-		tr.Close()
+		off += dOff
+		on += dOn
+		overheads = append(overheads, 100*(float64(dOn)-float64(dOff))/float64(dOff))
 	}
 	off, on = off/time.Duration(rounds), on/time.Duration(rounds)
-	overhead := 100 * (float64(on) - float64(off)) / float64(off)
-	res := fmt.Sprintf("| processes | rounds | tracer off | tracer on | overhead | events per round | ring-buffer drops |\n|---:|---:|---:|---:|---:|---:|---:|\n| %d | %d | %s | %s | %+.1f%% | %d | %d |\n",
-		n, rounds, off.Round(time.Millisecond), on.Round(time.Millisecond), overhead, events/uint64(rounds), drops)
+	slices.Sort(overheads)
+	overhead := overheads[len(overheads)/2]
+	var each []string
+	for _, o := range overheads {
+		each = append(each, fmt.Sprintf("%+.1f%%", o))
+	}
+	res := fmt.Sprintf("| processes | pairs | tracer off (mean) | tracer on (mean) | overhead (median of pairs) | each pair, sorted | events per run | ring-buffer drops |\n|---:|---:|---:|---:|---:|---|---:|---:|\n| %d | %d | %s | %s | %+.1f%% | %s | %d | %d |\n",
+		n, rounds, off.Round(time.Millisecond), on.Round(time.Millisecond), overhead, strings.Join(each, " "), events/uint64(rounds), drops)
 	t.Log("\n" + res)
 	results.storm = res
 	results.verdicts = append(results.verdicts,
-		verdict(overhead <= 2 && drops == 0, "fork/exec storm: <= 2%% more wall time (%+.1f%%) and zero drops (%d)", overhead, drops))
+		verdict(overhead <= 2 && drops == 0, "fork/exec storm: <= 2%% more wall time (%+.1f%%, median of %d pairs) and zero drops (%d)", overhead, rounds, drops))
 	if drops != 0 {
 		t.Errorf("%d ring-buffer drops", drops)
 	}
