@@ -53,6 +53,8 @@ type Agent struct {
 	health  *http.Server
 	metrics *telemetry.Endpoint
 	rpc     *telemetry.RPC
+	// profiling serves pprof (profiling_enabled), or is nil.
+	profiling *http.Server
 	// attestors may hold kernel resources (the eBPF tracer).
 	attestors []workloadapi.Attestor
 }
@@ -132,6 +134,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if hc := cfg.HealthChecks; hc.ListenerEnabled {
 		a.health = healthz.New(hc, func(context.Context) error { return nil })
 	}
+	if ac.ProfilingPort != 0 {
+		a.profiling = telemetry.ProfilingServer(ac.ProfilingPort)
+	}
 	return a, nil
 }
 
@@ -158,6 +163,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.metrics != nil {
 		g.Go(func() error { return a.metrics.Serve(ctx) })
+	}
+	if a.profiling != nil {
+		g.Go(func() error { return healthz.Serve(ctx, a.profiling, a.log, "pprof profiles (profiling_enabled)") })
 	}
 	a.log.Info("Agent started", "trust_domain", a.cfg.Agent.TrustDomain.Name(), "socket", a.cfg.Agent.SocketPath)
 	err := g.Wait()

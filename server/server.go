@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"strconv"
 	"time"
@@ -157,7 +156,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		s.health = healthz.New(hc, readiness(s.ds, km, up))
 	}
 	if sc.ProfilingPort != 0 {
-		s.profiling = profilingServer(sc.ProfilingPort)
+		s.profiling = telemetry.ProfilingServer(sc.ProfilingPort)
 	}
 	return s, nil
 }
@@ -425,16 +424,4 @@ func pruneJoinTokens(ctx context.Context, ds datastore.DataStore, log *slog.Logg
 			}
 		}
 	}
-}
-
-// profilingServer serves net/http/pprof on localhost only: profiles show
-// memory contents and cost CPU, so they are never offered to the network.
-func profilingServer(port int) *http.Server {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return &http.Server{Addr: net.JoinHostPort("localhost", strconv.Itoa(port)), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }

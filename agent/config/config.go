@@ -91,6 +91,9 @@ type Agent struct {
 	LogFile   string
 	// SyncInterval is experimental.sync_interval: how often entries are synced.
 	SyncInterval time.Duration
+	// ProfilingPort, when not 0, serves net/http/pprof on localhost
+	// (profiling_enabled with profiling_port).
+	ProfilingPort int
 }
 
 // EnabledPlugins returns the enabled plugins of type typ, in file order.
@@ -209,6 +212,7 @@ func (a *Agent) parse(s *hclconf.Section) present {
 		exp.Finish()
 	}
 
+	a.ProfilingPort = hclconf.ParseProfiling(s)
 	set.trustBundleUnixSocket = s.Has("trust_bundle_unix_socket")
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
@@ -216,7 +220,6 @@ func (a *Agent) parse(s *hclconf.Section) present {
 		"retry_bootstrap", "rebootstrap_mode", "rebootstrap_delay",
 		"trust_bundle_unix_socket", "workload_x509_svid_key_type",
 		"availability_target", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
-		"profiling_enabled", "profiling_port", "profiling_freq", "profiling_names",
 		"log_source_location", "allow_unauthenticated_verifiers",
 	} {
 		s.Ignore(key)

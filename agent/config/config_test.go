@@ -116,6 +116,8 @@ func TestErrors(t *testing.T) {
 			[]string{`agent.server_address is required`}},
 		{"missing trust domain", withAgent("    data_dir = \"d\"\n    server_address = \"s\"\n" + bundle),
 			[]string{`agent.trust_domain is required`}},
+		{"profiling without a port", withAgent(base + bundle + "    profiling_enabled = true"),
+			[]string{`agent.conf:6: agent.profiling_enabled: set without profiling_port`}},
 		{"zero server port", withAgent(base + bundle + "    server_port = 0"),
 			[]string{`agent.conf:6: agent.server_port: invalid port "0"`}},
 		{"bad server port", withAgent(base + bundle + "    server_port = \"eighty\""),
@@ -232,5 +234,21 @@ func TestExpandEnv(t *testing.T) {
     join_token = "${SPIRE_TEST_TOKEN}"`)), true)
 	if err != nil || c.Agent.JoinToken != "tok-123" {
 		t.Errorf("expandEnv: %+v %v", c, err)
+	}
+}
+
+func TestProfiling(t *testing.T) {
+	c, err := Parse("agent.conf", []byte(withAgent(base+`    trust_bundle_path = "b.pem"
+    profiling_enabled = true
+    profiling_port = 6061
+    profiling_names = ["heap"]`)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Agent.ProfilingPort != 6061 {
+		t.Errorf("profiling port = %d, want 6061", c.Agent.ProfilingPort)
+	}
+	if w := strings.Join(c.Warnings, "\n"); !strings.Contains(w, "agent.profiling_names: not implemented") {
+		t.Errorf("no warning for profiling_names: %q", w)
 	}
 }

@@ -287,22 +287,12 @@ func (srv *Server) parse(s *hclconf.Section) present {
 		}
 	}
 
-	var profiling bool
-	s.Bool("profiling_enabled", &profiling)
-	var port int
-	s.Port("profiling_port", &port)
-	if profiling {
-		if port == 0 {
-			s.Errorf("profiling_enabled", "set without profiling_port (add e.g. profiling_port = 6060)")
-		}
-		srv.ProfilingPort = port
-	}
+	srv.ProfilingPort = hclconf.ParseProfiling(s)
 
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
 		"federation", "experimental", "ratelimit", "audit_log_enabled",
 		"cache_reload_interval", "prune_events_older_than", "sql_transaction_timeout",
-		"profiling_freq", "profiling_names",
 		"log_source_location", "use_legacy_downstream_x509_ca_ttl",
 		"exclude_sn_from_ca_subject", "omit_x509svid_uid", "upstream_bundle",
 		"tls_policy", "registration_uds_path",

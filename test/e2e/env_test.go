@@ -121,9 +121,10 @@ func (s *serverEnv) createEntry(t *testing.T, args ...string) string {
 // agentEnv is a running spire-agent.
 type agentEnv struct {
 	dir, socket, conf string
-	// metricsPort serves Prometheus metrics, when the config has them.
-	metricsPort int
-	proc        *proc
+	// metricsPort serves Prometheus metrics and profilingPort pprof, when
+	// the config has them.
+	metricsPort, profilingPort int
+	proc                       *proc
 }
 
 // startAgent writes an agent.conf pointing at s and runs the agent with

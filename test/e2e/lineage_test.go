@@ -27,7 +27,7 @@ func startLineageAgent(t *testing.T, s *serverEnv, token string) *agentEnv {
 	if err := os.WriteFile(bundle, []byte(s.cli(t, "bundle", "show")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &agentEnv{dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf"), metricsPort: freePort(t)}
+	a := &agentEnv{dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf"), metricsPort: freePort(t), profilingPort: freePort(t)}
 	conf := fmt.Sprintf(`agent {
     data_dir = %q
     log_level = "DEBUG"
@@ -36,6 +36,8 @@ func startLineageAgent(t *testing.T, s *serverEnv, token string) *agentEnv {
     socket_path = %q
     trust_bundle_path = %q
     trust_domain = "example.org"
+    profiling_enabled = true
+    profiling_port = %d
     experimental {
         sync_interval = "500ms"
     }
@@ -63,7 +65,7 @@ telemetry {
     }
     InMem {}
 }
-`, filepath.Join(dir, "data"), s.port, a.socket, bundle, filepath.Join(dir, "data"), a.metricsPort)
+`, filepath.Join(dir, "data"), s.port, a.socket, bundle, a.profilingPort, filepath.Join(dir, "data"), a.metricsPort)
 	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +151,9 @@ func TestLineageAttestor(t *testing.T) {
 	sm := scrape(t, s.metricsPort)
 	if v := metric(sm, `spire_server_rpc_calls_total{code="OK",method="/spire.api.server.agent.v1.Agent/AttestAgent"}`); v != 1 {
 		t.Errorf("server counted %v successful AttestAgent calls, want 1", v)
+	}
+	if cmdline := httpGet(t, fmt.Sprintf("http://localhost:%d/debug/pprof/cmdline", a.profilingPort)); !strings.Contains(cmdline, "spire-agent") {
+		t.Errorf("agent pprof cmdline = %q", cmdline)
 	}
 	if !strings.Contains(a.proc.out.String(), "telemetry.InMem: not implemented") {
 		t.Errorf("the agent did not warn about the InMem sink it ignores:\n%s", a.proc.out.String())
