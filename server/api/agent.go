@@ -363,10 +363,20 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if req.Params == nil {
 		return nil, status.Error(codes.InvalidArgument, "missing params")
 	}
+	// The node authenticated for this call may be a cached copy: write
+	// back the database's, checked again, so that a ban made meanwhile
+	// (by another server) is never undone.
+	node, err := s.api.nodes.fetch(ctx, c.ID.String(), true)
+	if err != nil {
+		return nil, dsError("fetch attested node", err)
+	}
+	if node.Banned() || node.CertSerial != c.Cert.SerialNumber.String() {
+		return nil, status.Errorf(codes.PermissionDenied, "agent %q is no longer attested with this SVID", c.ID)
+	}
 	// A node that can re-attest must, as in SPIRE: renewing would keep the
 	// identity alive on the SVID key alone, without fresh evidence from
 	// the hardware, and freeze selectors that name the machine's state.
-	if c.Node.CanReattest {
+	if node.CanReattest {
 		return nil, status.Error(codes.PermissionDenied, "agent must reattest instead of renew")
 	}
 	csr, err := parseCSR(req.Params.Csr)
@@ -377,7 +387,6 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if err != nil {
 		return nil, signError("failed to sign agent SVID", err)
 	}
-	node := c.Node
 	node.NewCertSerial, node.NewCertNotAfter = chain[0].SerialNumber.String(), chain[0].NotAfter.Unix()
 	node.Selectors = nil
 	err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, node)

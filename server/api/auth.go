@@ -162,9 +162,11 @@ func isAgentPath(td spiffeid.TrustDomain, id spiffeid.ID) bool {
 func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.Certificate) (*datastore.AttestedNode, error) {
 	serial := cert.SerialNumber.String()
 	node, err := a.nodes.fetch(ctx, id.String(), false)
-	if err == nil && serial != node.CertSerial && serial != node.NewCertSerial {
-		// Perhaps renewed through another server: never refuse a serial on
-		// the strength of a cached node.
+	if err == nil && serial != node.CertSerial {
+		// A serial the cached node does not hold as current: perhaps
+		// renewed through another server, and about to be activated,
+		// which writes the node. Never refuse, nor write back, on the
+		// strength of a cached copy.
 		node, err = a.nodes.fetch(ctx, id.String(), true)
 	}
 	switch {

@@ -37,7 +37,10 @@ type entryCache struct {
 	// the snapshot is served without asking. Entry writes made through
 	// this server reset it (invalidate), so they show at once; a write by
 	// another server sharing the database shows within revCheckEvery.
-	checked  time.Time
+	checked time.Time
+	// invals counts invalidations, so that a check that read the
+	// revision before one does not mark the cache as checked after it.
+	invals   uint64
 	rev      int64
 	snap     *entrySnapshot
 	loading  chan struct{} // non-nil while a reload runs; closed when it ends
@@ -73,6 +76,7 @@ func newEntryCache(ds datastore.DataStore) *entryCache { return &entryCache{ds: 
 func (c *entryCache) invalidate() {
 	c.mu.Lock()
 	c.checked = time.Time{}
+	c.invals++
 	c.mu.Unlock()
 }
 
@@ -82,13 +86,18 @@ func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
 		c.mu.Unlock()
 		return s, nil
 	}
+	invals := c.invals
 	c.mu.Unlock()
 	rev, err := c.ds.EntriesRevision(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.checked = time.Now()
+	// Checked only if the snapshot is of this revision and no write of
+	// this server came between reading it and now.
+	if invals == c.invals && c.snap != nil && rev == c.rev {
+		c.checked = time.Now()
+	}
 	c.mu.Unlock()
 	for {
 		c.mu.Lock()
@@ -140,6 +149,9 @@ func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
 		if err == nil && (c.snap == nil || rev >= c.rev) {
 			c.snap, c.rev = s, rev
 			c.lastEnd, c.lastCost = time.Now(), time.Since(start)
+			if invals == c.invals {
+				c.checked = c.lastEnd
+			}
 		}
 		c.mu.Unlock()
 		return s, err

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,9 +167,19 @@ func TestEntryCacheSeesOtherServersWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	c := newEntryCache(st)
+	revs := &revisionCounter{DataStore: st}
+	c := newEntryCache(revs)
 	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 0 {
 		t.Fatalf("empty store: %v, %v", s, err)
+	}
+	// Within revCheckEvery requests cost no query.
+	for range 10 {
+		if _, err := c.snapshot(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := revs.n.Load(); n != 1 {
+		t.Fatalf("11 requests read the revision %d times, want 1", n)
 	}
 	e := &types.Entry{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/remote"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/agent"}, Selectors: []*types.Selector{{Type: "unix", Value: "uid:1"}}}
 	if _, err := st.CreateEntry(ctx, e); err != nil {
@@ -178,4 +189,15 @@ func TestEntryCacheSeesOtherServersWrites(t *testing.T) {
 	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 1 {
 		t.Fatalf("after %v: %d entries, %v", revCheckEvery, len(s.byID), err)
 	}
+}
+
+// revisionCounter counts revision reads.
+type revisionCounter struct {
+	datastore.DataStore
+	n atomic.Int64
+}
+
+func (r *revisionCounter) EntriesRevision(ctx context.Context) (int64, error) {
+	r.n.Add(1)
+	return r.DataStore.EntriesRevision(ctx)
 }

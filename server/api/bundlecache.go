@@ -25,6 +25,8 @@ type bundleCache struct {
 	mu sync.Mutex
 	b  *types.Bundle
 	at time.Time
+	// gen counts invalidations: a bundle read before one is not kept.
+	gen uint64
 }
 
 func (c *bundleCache) get(ctx context.Context) (*types.Bundle, error) {
@@ -34,13 +36,16 @@ func (c *bundleCache) get(ctx context.Context) (*types.Bundle, error) {
 		c.mu.Unlock()
 		return b, nil
 	}
+	gen := c.gen
 	c.mu.Unlock()
 	b, err := c.ds.FetchBundle(ctx, c.td)
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.b, c.at = b, time.Now()
+	if gen == c.gen {
+		c.b, c.at = b, time.Now()
+	}
 	c.mu.Unlock()
 	return b, nil
 }
@@ -48,5 +53,6 @@ func (c *bundleCache) get(ctx context.Context) (*types.Bundle, error) {
 func (c *bundleCache) invalidate() {
 	c.mu.Lock()
 	c.b = nil
+	c.gen++
 	c.mu.Unlock()
 }

@@ -29,6 +29,10 @@ type nodeCache struct {
 
 	mu sync.Mutex
 	m  map[string]cachedNode
+	// gen counts forgets: a node read from the database before a forget
+	// is not stored after it, or a ban racing with an agent's call could
+	// be cached away for nodeTTL.
+	gen uint64
 }
 
 type cachedNode struct {
@@ -54,16 +58,21 @@ func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastor
 			return &n, nil
 		}
 	}
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
 	node, err := c.ds.FetchAttestedNode(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	kept := *node
 	c.mu.Lock()
-	if len(c.m) >= maxCachedNodes {
-		c.m = make(map[string]cachedNode)
+	if c.gen == gen {
+		if len(c.m) >= maxCachedNodes {
+			c.m = make(map[string]cachedNode)
+		}
+		c.m[id] = cachedNode{node: &kept, at: now}
 	}
-	c.m[id] = cachedNode{node: &kept, at: now}
 	c.mu.Unlock()
 	return node, nil
 }
@@ -72,5 +81,6 @@ func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastor
 func (c *nodeCache) forget(id string) {
 	c.mu.Lock()
 	delete(c.m, id)
+	c.gen++
 	c.mu.Unlock()
 }

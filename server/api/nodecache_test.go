@@ -12,20 +12,27 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// countingStore is the real SQLite store counting node fetches.
+// countingStore is the real SQLite store counting node fetches; during
+// runs while set, as another writer racing with the read would.
 type countingStore struct {
 	datastore.DataStore
 	fetches atomic.Int64
+	during  func()
 }
 
 func (c *countingStore) FetchAttestedNode(ctx context.Context, id string) (*datastore.AttestedNode, error) {
 	c.fetches.Add(1)
-	return c.DataStore.FetchAttestedNode(ctx, id)
+	n, err := c.DataStore.FetchAttestedNode(ctx, id)
+	if c.during != nil {
+		c.during()
+	}
+	return n, err
 }
 
 // TestNodeCache: repeated calls of an agent cost one query per nodeTTL; a
@@ -97,5 +104,66 @@ func TestNodeCache(t *testing.T) {
 	a.nodes.m[id.String()] = cachedNode{node: node, at: now.Add(time.Minute)}
 	if _, err := a.authenticateAgent(ctx, id, cert(10)); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("copy from the future trusted: %v", err)
+	}
+}
+
+// TestNodeCacheRaces: a node read before this server banned the agent is
+// not cached after the ban; a renewal through a cached (stale) node is
+// refused when another server banned the agent, and does not undo the ban.
+func TestNodeCacheRaces(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.SQLite, ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ds := &countingStore{DataStore: st}
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	a := New(Config{TrustDomain: td, DataStore: ds})
+	id := spiffeid.RequireFromPath(td, "/spire/agent/join_token/n2")
+	node := &datastore.AttestedNode{SPIFFEID: id.String(), AttestationType: "join_token", CertSerial: "20", CertNotAfter: time.Now().Add(time.Hour).Unix()}
+	if err := st.CreateAttestedNode(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	cert := &x509.Certificate{SerialNumber: big.NewInt(20)}
+
+	// The ban lands while the call's read is in flight.
+	ds.during = func() {
+		ds.during = nil
+		banned := *node
+		banned.CertSerial, banned.NewCertSerial = "", ""
+		if err := st.UpdateAttestedNode(ctx, &banned); err != nil {
+			t.Error(err)
+		}
+		a.nodes.forget(id.String())
+	}
+	if _, err := a.authenticateAgent(ctx, id, cert); err != nil {
+		t.Fatalf("the call that raced with the ban: %v", err)
+	}
+	if _, err := a.authenticateAgent(ctx, id, cert); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("after the ban: %v, want PermissionDenied", err)
+	}
+
+	// Unbanned again, cached; then another server bans it behind the cache.
+	if err := st.UpdateAttestedNode(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	a.nodes.forget(id.String())
+	cached, err := a.authenticateAgent(ctx, id, cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	banned := *node
+	banned.CertSerial, banned.NewCertSerial = "", ""
+	if err := st.UpdateAttestedNode(ctx, &banned); err != nil {
+		t.Fatal(err)
+	}
+	svc := &AgentService{api: a}
+	callCtx := context.WithValue(ctx, callerKey{}, &Caller{Role: RoleAgent, ID: id, Cert: cert, Node: cached})
+	if _, err := svc.RenewAgent(callCtx, &agentv1.RenewAgentRequest{Params: &agentv1.AgentX509SVIDParams{Csr: []byte("unused")}}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("renewal of an agent banned behind the cache: %v, want PermissionDenied", err)
+	}
+	if got, err := st.FetchAttestedNode(ctx, id.String()); err != nil || !got.Banned() {
+		t.Fatalf("the ban was undone: %+v, %v", got, err)
 	}
 }

@@ -319,10 +319,11 @@ func (s *Store) read(ctx context.Context, fn func(t txn) error) error {
 		return err
 	}
 	var missed []string
-	err = fn(txn{tx: tx, pg: s.pg, stmts: s.rStmts, missed: &missed})
-	_ = tx.Rollback()
-	s.rStmts.prepare(ctx, missed)
-	return err
+	// Deferred in this order: the transaction's connection goes back to
+	// the pool (even on a panic in fn) before statements are prepared.
+	defer func() { s.rStmts.prepare(ctx, missed) }()
+	defer func() { _ = tx.Rollback() }()
+	return fn(txn{tx: tx, pg: s.pg, stmts: s.rStmts, missed: &missed})
 }
 
 // isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY

@@ -241,7 +241,9 @@ func (a *Authority) Root() *x509.Certificate {
 // its lifetime, and never less than two intermediate lifetimes, so that the
 // new root is in every bundle well before an intermediate needs it.
 func (a *Authority) renewWindow(ttl time.Duration) time.Duration {
-	return max(a.cfg.RootTTL/6, 2*ttl)
+	// Capped at half the root's life, so that a renewed root is not at
+	// once due again when intermediates live nearly as long as roots.
+	return min(max(a.cfg.RootTTL/6, 2*ttl), a.cfg.RootTTL/2)
 }
 
 // currentRoots renews the root when it nears its end and returns the root
@@ -249,28 +251,18 @@ func (a *Authority) renewWindow(ttl time.Duration) time.Duration {
 // root certificate has the key and subject of the old, so certificates
 // signed under either chain to both, and agents holding only the old root
 // keep verifying until it expires. A root imported by the operator
-// (create_root = false) is never replaced; its end is logged instead.
+// (create_root = false) is replaced only by a later certificate for the
+// same key that the operator imports under its label; until then its end
+// is logged.
 func (a *Authority) currentRoots(ctx context.Context, ttl time.Duration, now time.Time) (*x509.Certificate, []*x509.Certificate, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if now.After(a.root.NotAfter.Add(-a.renewWindow(ttl))) {
-		if !a.cfg.CreateRoot {
-			if !a.warned {
-				a.warned = true
-				a.cfg.Log.Warn("upstream: pkcs11: the root certificate nears its end; import a renewed one under the same label (intermediates are cut short to its end until then)",
-					"label", a.cfg.KeyLabel, "not_after", a.root.NotAfter)
-			}
-		} else {
-			renewed, err := renewRoot(a.key, a.root, a.cfg, now)
-			if err != nil {
-				return nil, nil, err
-			}
-			if err := a.tok.StoreCertificate(ctx, a.cfg.KeyLabel, renewed); err != nil {
-				return nil, nil, fmt.Errorf("upstream: pkcs11: store renewed root: %w", err)
-			}
-			a.cfg.Log.Info("upstream: pkcs11: root certificate renewed with the same key",
-				"label", a.cfg.KeyLabel, "old_not_after", a.root.NotAfter, "not_after", renewed.NotAfter)
-			a.prev, a.root = a.root, renewed
+		if err := a.renew(ctx, now); err != nil {
+			// The current root still signs until its end: a token that
+			// cannot store the renewal now must not stop CA rotation.
+			// The next mint tries again.
+			a.cfg.Log.Error("upstream: pkcs11: root renewal failed; signing with the current root", "label", a.cfg.KeyLabel, "not_after", a.root.NotAfter, "error", err)
 		}
 	}
 	roots := []*x509.Certificate{a.root}
@@ -278,6 +270,41 @@ func (a *Authority) currentRoots(ctx context.Context, ttl time.Duration, now tim
 		roots = append(roots, a.prev)
 	}
 	return a.root, roots, nil
+}
+
+// renew replaces a.root with a later certificate for the same key: one it
+// issues (create_root), or one the operator imported into the token under
+// the root's label. Call with a.mu held.
+func (a *Authority) renew(ctx context.Context, now time.Time) error {
+	if !a.cfg.CreateRoot {
+		imported, err := a.tok.Certificate(a.cfg.KeyLabel)
+		if err != nil {
+			return err
+		}
+		if imported != nil && imported.NotAfter.After(a.root.NotAfter) && publicEqual(a.key.Public(), imported.PublicKey) {
+			a.cfg.Log.Info("upstream: pkcs11: using the renewed root certificate found in the token",
+				"label", a.cfg.KeyLabel, "old_not_after", a.root.NotAfter, "not_after", imported.NotAfter)
+			a.prev, a.root, a.warned = a.root, imported, false
+			return nil
+		}
+		if !a.warned {
+			a.warned = true
+			a.cfg.Log.Warn("upstream: pkcs11: the root certificate nears its end; import a renewed one for the same key under the same label (intermediates are cut short to its end until then)",
+				"label", a.cfg.KeyLabel, "not_after", a.root.NotAfter)
+		}
+		return nil
+	}
+	renewed, err := renewRoot(a.key, a.root, a.cfg, now)
+	if err != nil {
+		return err
+	}
+	if err := a.tok.StoreCertificate(ctx, a.cfg.KeyLabel, renewed); err != nil {
+		return fmt.Errorf("upstream: pkcs11: store renewed root: %w", err)
+	}
+	a.cfg.Log.Info("upstream: pkcs11: root certificate renewed with the same key",
+		"label", a.cfg.KeyLabel, "old_not_after", a.root.NotAfter, "not_after", renewed.NotAfter)
+	a.prev, a.root = a.root, renewed
+	return nil
 }
 
 // renewRoot issues a new certificate for the root key, with old's subject.

@@ -283,6 +283,33 @@ func TestRootRenewal(t *testing.T) {
 	if !chain[0].NotAfter.Equal(renewed.NotAfter) {
 		t.Fatalf("intermediate ends %s, want the root's end %s", chain[0].NotAfter, renewed.NotAfter)
 	}
+	// The operator imports a renewed certificate for the key (here issued
+	// by a creating authority on the same token): the next mint uses it
+	// without a restart, and publishes both.
+	if _, _, err := a.MintX509CA(ctx, csr, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	third := a.Root()
+	if third.Equal(renewed) {
+		t.Fatal("the creating authority did not renew")
+	}
+	chain, roots, err = c.MintX509CA(ctx, csr, time.Hour)
+	if err != nil || len(roots) != 2 || !roots[0].Equal(third) || !roots[1].Equal(renewed) {
+		t.Fatalf("after the import: %d roots, %v", len(roots), err)
+	}
+	if !chain[0].NotAfter.Equal(now.Add(time.Hour).Truncate(time.Second)) {
+		t.Fatalf("intermediate under the imported root ends %s, want a full hour", chain[0].NotAfter)
+	}
+
+	// Intermediates as long-lived as the root: the window is capped at
+	// half the root's life, so a renewed root is not renewed again at
+	// the next mint.
+	if _, _, err := a.MintX509CA(ctx, csr, 40*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if again := a.Root(); !again.Equal(third) {
+		t.Fatal("a root renewed a moment ago was renewed again")
+	}
 }
 
 func publicKeyEqual(a, b any) bool {
