@@ -2,13 +2,11 @@ package api
 
 import (
 	"context"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
@@ -34,15 +32,8 @@ func (s *slowList) ListEntries(ctx context.Context, req *datastore.ListEntriesRe
 // of queueing behind the reload; the next request after it sees the change.
 func TestEntryCacheServesPreviousSnapshotDuringReload(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.SQLite, ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	mk := func(path string) *types.Entry {
-		return &types.Entry{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: path}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/agent"}, Selectors: []*types.Selector{{Type: "unix", Value: "uid:1"}}}
-	}
-	if _, err := st.CreateEntry(ctx, mk("/first")); err != nil {
+	st := openSQLite(t)
+	if _, err := st.CreateEntry(ctx, workloadEntry("/first")); err != nil {
 		t.Fatal(err)
 	}
 	slow := &slowList{DataStore: st, release: make(chan struct{}), started: make(chan struct{}, 1)}
@@ -55,7 +46,7 @@ func TestEntryCacheServesPreviousSnapshotDuringReload(t *testing.T) {
 	}
 	// Fresh channels: the first load already signalled started.
 	slow.release, slow.started = make(chan struct{}), make(chan struct{}, 1)
-	if _, err := st.CreateEntry(ctx, mk("/second")); err != nil {
+	if _, err := st.CreateEntry(ctx, workloadEntry("/second")); err != nil {
 		t.Fatal(err)
 	}
 	c.invalidate() // as the API does after its writes
@@ -110,20 +101,13 @@ func (s *sleepyList) ListEntries(ctx context.Context, req *datastore.ListEntries
 // gets the change.
 func TestEntryCachePacesCostlyReloads(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.SQLite, ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	mk := func(path string) *types.Entry {
-		return &types.Entry{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: path}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/agent"}, Selectors: []*types.Selector{{Type: "unix", Value: "uid:1"}}}
-	}
+	st := openSQLite(t)
 	slow := &sleepyList{DataStore: st, cost: 2 * paceAbove}
 	c := newEntryCache(slow)
 	if _, err := c.snapshot(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.CreateEntry(ctx, mk("/changed")); err != nil {
+	if _, err := st.CreateEntry(ctx, workloadEntry("/changed")); err != nil {
 		t.Fatal(err)
 	}
 	c.invalidate()
@@ -148,7 +132,7 @@ func TestEntryCachePacesCostlyReloads(t *testing.T) {
 	if _, err := c.snapshot(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.CreateEntry(ctx, mk("/again")); err != nil {
+	if _, err := st.CreateEntry(ctx, workloadEntry("/again")); err != nil {
 		t.Fatal(err)
 	}
 	c.invalidate()
@@ -162,11 +146,7 @@ func TestEntryCachePacesCostlyReloads(t *testing.T) {
 // passed, without any request in between asking for it.
 func TestEntryCacheSeesOtherServersWrites(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.SQLite, ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openSQLite(t)
 	revs := &revisionCounter{DataStore: st}
 	c := newEntryCache(revs)
 	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 0 {
@@ -181,8 +161,7 @@ func TestEntryCacheSeesOtherServersWrites(t *testing.T) {
 	if n := revs.n.Load(); n != 1 {
 		t.Fatalf("11 requests read the revision %d times, want 1", n)
 	}
-	e := &types.Entry{SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/remote"}, ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/agent"}, Selectors: []*types.Selector{{Type: "unix", Value: "uid:1"}}}
-	if _, err := st.CreateEntry(ctx, e); err != nil {
+	if _, err := st.CreateEntry(ctx, workloadEntry("/remote")); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(revCheckEvery)

@@ -7,11 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"math/big"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
@@ -20,11 +18,7 @@ import (
 // made behind the API (the CA publishing, another server) within the TTL.
 func TestBundleCache(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.SQLite, ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openSQLite(t)
 	authority := func(n int64) *types.X509Certificate {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(n), IsCA: true, BasicConstraintsValid: true, NotAfter: time.Now().Add(time.Hour)}

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"math/big"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -41,11 +39,7 @@ func (c *countingStore) FetchAttestedNode(ctx context.Context, id string) (*data
 // does not know.
 func TestNodeCache(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.SQLite, ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openSQLite(t)
 	ds := &countingStore{DataStore: st}
 	now := time.Unix(1_800_000_000, 0)
 	td := spiffeid.RequireTrustDomainFromString("example.org")
@@ -112,11 +106,7 @@ func TestNodeCache(t *testing.T) {
 // refused when another server banned the agent, and does not undo the ban.
 func TestNodeCacheRaces(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.SQLite, ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openSQLite(t)
 	ds := &countingStore{DataStore: st}
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	a := New(Config{TrustDomain: td, DataStore: ds})
