@@ -14,6 +14,7 @@ import (
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -218,26 +219,39 @@ func (c *entryCreateCommand) run(ctx context.Context, e *env, cl *clients) error
 }
 
 func printCreateResults(e *env, out outputFormat, resp *entryv1.BatchCreateEntryResponse) error {
+	return printEntryResults(e, out, resp, resp.Results, "create")
+}
+
+// entryResult is a result of BatchCreateEntry or BatchUpdateEntry.
+type entryResult interface {
+	GetStatus() *types.Status
+	GetEntry() *types.Entry
+}
+
+// printEntryResults prints a batch create or update answer as SPIRE's CLI
+// does: the entries that succeeded on stdout, each failure (verb names the
+// operation) on stderr, and an error when any failed.
+func printEntryResults[R entryResult](e *env, out outputFormat, resp proto.Message, results []R, verb string) error {
 	if out == outputJSON {
 		// Like SPIRE's CLI: the JSON carries each result's status, and
 		// the command succeeds.
 		return printProtoJSON(e.stdout, resp)
 	}
 	var failed int
-	for _, r := range resp.Results {
+	for _, r := range results {
 		if r.GetStatus().GetCode() == int32(codes.OK) {
-			printEntry(e.stdout, r.Entry)
+			printEntry(e.stdout, r.GetEntry())
 		}
 	}
-	for _, r := range resp.Results {
+	for _, r := range results {
 		if st := r.GetStatus(); st.GetCode() != int32(codes.OK) {
 			failed++
-			e.errPrintf("Failed to create the following entry (code: %s, msg: %q):\n", codes.Code(st.GetCode()), st.GetMessage())
-			printEntry(e.stderr, r.Entry)
+			e.errPrintf("Failed to %s the following entry (code: %s, msg: %q):\n", verb, codes.Code(st.GetCode()), st.GetMessage())
+			printEntry(e.stderr, r.GetEntry())
 		}
 	}
 	if failed > 0 {
-		return errors.New("failed to create one or more entries")
+		return fmt.Errorf("failed to %s one or more entries", verb)
 	}
 	return nil
 }
@@ -281,28 +295,7 @@ func (c *entryUpdateCommand) run(ctx context.Context, e *env, cl *clients) error
 }
 
 func printUpdateResults(e *env, out outputFormat, resp *entryv1.BatchUpdateEntryResponse) error {
-	if out == outputJSON {
-		// Like SPIRE's CLI: the JSON carries each result's status, and
-		// the command succeeds.
-		return printProtoJSON(e.stdout, resp)
-	}
-	var failed int
-	for _, r := range resp.Results {
-		if r.GetStatus().GetCode() == int32(codes.OK) {
-			printEntry(e.stdout, r.Entry)
-		}
-	}
-	for _, r := range resp.Results {
-		if st := r.GetStatus(); st.GetCode() != int32(codes.OK) {
-			failed++
-			e.errPrintf("Failed to update the following entry (code: %s, msg: %q):\n", codes.Code(st.GetCode()), st.GetMessage())
-			printEntry(e.stderr, r.Entry)
-		}
-	}
-	if failed > 0 {
-		return errors.New("failed to update one or more entries")
-	}
-	return nil
+	return printEntryResults(e, out, resp, resp.Results, "update")
 }
 
 // entryDeleteCommand is "entry delete".
