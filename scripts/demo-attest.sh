@@ -36,38 +36,9 @@ wait_for "the simulator" test -e "$work/sim/ready" || { cat "$work/sim.out"; exi
 cat "$work/sim.out"
 agent_id=$(cat "$work/sim/$provider/agent_id")
 
-cat >"$work/server.conf" <<CONF
-server {
-    bind_address = "127.0.0.1"
-    bind_port = "$port"
-    socket_path = "$server_sock"
-    trust_domain = "example.org"
-    data_dir = "$work/server"
-    log_level = "INFO"
-    ca_ttl = "24h"
-    default_x509_svid_ttl = "1h"
-}
-plugins {
-    DataStore "sql" {
-        plugin_data {
-            database_type = "sqlite3"
-            connection_string = "$work/server/datastore.sqlite3"
-        }
-    }
-    KeyManager "disk" {
-        plugin_data {
-            keys_path = "$work/server/keys.json"
-        }
-    }
-$(cat "$work/sim/$provider/server.hcl")
-}
-CONF
+write_server_conf "$(cat "$work/sim/$provider/server.hcl")"
 
-step "Starting spire-server on 127.0.0.1:$port (SQLite, the NodeAttestor above)"
-"$BIN/spire-server" run -config "$work/server.conf" >"$work/server.log" 2>&1 &
-pids+=($!)
-wait_for "the server" "$BIN/spire-server" healthcheck -socketPath "$server_sock" || { cat "$work/server.log"; exit 1; }
-"$BIN/spire-server" healthcheck -socketPath "$server_sock"
+start_server "SQLite, the NodeAttestor above"
 "$BIN/spire-server" bundle show -socketPath "$server_sock" >"$work/bootstrap.crt"
 
 step "Registering spiffe://example.org/demo-$provider-workload for unix:uid:$(id -u) under $agent_id"
@@ -76,28 +47,7 @@ step "Registering spiffe://example.org/demo-$provider-workload for unix:uid:$(id
 	-spiffeID "spiffe://example.org/demo-$provider-workload" \
 	-selector "unix:uid:$(id -u)"
 
-cat >"$work/agent.conf" <<CONF
-agent {
-    data_dir = "$work/agent"
-    log_level = "INFO"
-    server_address = "127.0.0.1"
-    server_port = "$port"
-    socket_path = "$agent_sock"
-    trust_bundle_path = "$work/bootstrap.crt"
-    trust_domain = "example.org"
-}
-plugins {
-$(cat "$work/sim/$provider/agent.hcl")
-    KeyManager "disk" {
-        plugin_data {
-            directory = "$work/agent"
-        }
-    }
-    WorkloadAttestor "unix" {
-        plugin_data {}
-    }
-}
-CONF
+write_agent_conf "$(cat "$work/sim/$provider/agent.hcl")"
 
 step "Starting spire-agent (attesting with the $provider collector)"
 "$BIN/spire-agent" run -config "$work/agent.conf" >"$work/agent.log" 2>&1 &

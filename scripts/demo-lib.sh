@@ -26,3 +26,73 @@ wait_for() {
 	echo "timed out waiting for $what" >&2
 	return 1
 }
+
+# write_server_conf NODE_ATTESTOR writes $work/server.conf: the server on
+# 127.0.0.1:$port and $server_sock, SQLite and the disk key manager in
+# $work/server, and NODE_ATTESTOR (HCL: one or more NodeAttestor blocks).
+write_server_conf() {
+	cat >"$work/server.conf" <<CONF
+server {
+    bind_address = "127.0.0.1"
+    bind_port = "$port"
+    socket_path = "$server_sock"
+    trust_domain = "example.org"
+    data_dir = "$work/server"
+    log_level = "INFO"
+    ca_ttl = "24h"
+    default_x509_svid_ttl = "1h"
+}
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "sqlite3"
+            connection_string = "$work/server/datastore.sqlite3"
+        }
+    }
+    KeyManager "disk" {
+        plugin_data {
+            keys_path = "$work/server/keys.json"
+        }
+    }
+$1
+}
+CONF
+}
+
+# start_server DESCRIPTION runs spire-server with $work/server.conf and
+# waits until it answers its health check.
+start_server() {
+	step "Starting spire-server on 127.0.0.1:$port ($1)"
+	"$BIN/spire-server" run -config "$work/server.conf" >"$work/server.log" 2>&1 &
+	pids+=($!)
+	wait_for "the server" "$BIN/spire-server" healthcheck -socketPath "$server_sock" || { cat "$work/server.log"; exit 1; }
+	"$BIN/spire-server" healthcheck -socketPath "$server_sock"
+}
+
+# write_agent_conf NODE_ATTESTOR writes $work/agent.conf: the agent of the
+# server above, trusting $work/bootstrap.crt, with the disk key manager,
+# the unix workload attestor and NODE_ATTESTOR (HCL).
+write_agent_conf() {
+	cat >"$work/agent.conf" <<CONF
+agent {
+    data_dir = "$work/agent"
+    log_level = "INFO"
+    server_address = "127.0.0.1"
+    server_port = "$port"
+    socket_path = "$agent_sock"
+    trust_bundle_path = "$work/bootstrap.crt"
+    trust_domain = "example.org"
+}
+plugins {
+$1
+    KeyManager "disk" {
+        plugin_data {
+            directory = "$work/agent"
+        }
+    }
+    WorkloadAttestor "unix" {
+        plugin_data {}
+    }
+}
+CONF
+}

@@ -31,71 +31,21 @@ cat "$work/swtpm.out"
 ek_ca=$(sed -n 's/^ek_ca_path = "\(.*\)"$/\1/p' "$work/swtpm.out")
 tpm_path=$(sed -n 's/^tpm_path = "\([^"]*\)".*/\1/p' "$work/swtpm.out" | head -n 1)
 
-cat >"$work/server.conf" <<CONF
-server {
-    bind_address = "127.0.0.1"
-    bind_port = "$port"
-    socket_path = "$server_sock"
-    trust_domain = "example.org"
-    data_dir = "$work/server"
-    log_level = "INFO"
-    ca_ttl = "24h"
-    default_x509_svid_ttl = "1h"
-}
-plugins {
-    DataStore "sql" {
+write_server_conf "    NodeAttestor \"tpm\" {
         plugin_data {
-            database_type = "sqlite3"
-            connection_string = "$work/server/datastore.sqlite3"
-        }
-    }
-    KeyManager "disk" {
-        plugin_data {
-            keys_path = "$work/server/keys.json"
-        }
-    }
-    NodeAttestor "tpm" {
-        plugin_data {
-            ek_ca_path = "$ek_ca"
+            ek_ca_path = \"$ek_ca\"
             pcrs = [0, 1, 2, 3, 4, 5, 6, 7]
         }
-    }
-}
-CONF
+    }"
 
-step "Starting spire-server on 127.0.0.1:$port (SQLite, TPM attestation trusting the swtpm CA)"
-"$BIN/spire-server" run -config "$work/server.conf" >"$work/server.log" 2>&1 &
-pids+=($!)
-wait_for "the server" "$BIN/spire-server" healthcheck -socketPath "$server_sock" || { cat "$work/server.log"; exit 1; }
-"$BIN/spire-server" healthcheck -socketPath "$server_sock"
+start_server "SQLite, TPM attestation trusting the swtpm CA"
 "$BIN/spire-server" bundle show -socketPath "$server_sock" >"$work/bootstrap.crt"
 
-cat >"$work/agent.conf" <<CONF
-agent {
-    data_dir = "$work/agent"
-    log_level = "INFO"
-    server_address = "127.0.0.1"
-    server_port = "$port"
-    socket_path = "$agent_sock"
-    trust_bundle_path = "$work/bootstrap.crt"
-    trust_domain = "example.org"
-}
-plugins {
-    NodeAttestor "tpm" {
+write_agent_conf "    NodeAttestor \"tpm\" {
         plugin_data {
-            tpm_path = "$tpm_path"
+            tpm_path = \"$tpm_path\"
         }
-    }
-    KeyManager "disk" {
-        plugin_data {
-            directory = "$work/agent"
-        }
-    }
-    WorkloadAttestor "unix" {
-        plugin_data {}
-    }
-}
-CONF
+    }"
 
 step "Starting spire-agent (TPM attestation on $tpm_path)"
 "$BIN/spire-agent" run -config "$work/agent.conf" >"$work/agent.log" 2>&1 &

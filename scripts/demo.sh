@@ -13,40 +13,11 @@ agent_sock="$work/agent/api.sock"
 . scripts/demo-lib.sh
 
 mkdir -p "$work/server" "$work/agent"
-cat >"$work/server.conf" <<CONF
-server {
-    bind_address = "127.0.0.1"
-    bind_port = "$port"
-    socket_path = "$server_sock"
-    trust_domain = "example.org"
-    data_dir = "$work/server"
-    log_level = "INFO"
-    ca_ttl = "24h"
-    default_x509_svid_ttl = "1h"
-}
-plugins {
-    DataStore "sql" {
-        plugin_data {
-            database_type = "sqlite3"
-            connection_string = "$work/server/datastore.sqlite3"
-        }
-    }
-    KeyManager "disk" {
-        plugin_data {
-            keys_path = "$work/server/keys.json"
-        }
-    }
-    NodeAttestor "join_token" {
+write_server_conf '    NodeAttestor "join_token" {
         plugin_data {}
-    }
-}
-CONF
+    }'
 
-step "Starting spire-server on 127.0.0.1:$port (SQLite, disk key manager)"
-"$BIN/spire-server" run -config "$work/server.conf" >"$work/server.log" 2>&1 &
-pids+=($!)
-wait_for "the server" "$BIN/spire-server" healthcheck -socketPath "$server_sock" || { cat "$work/server.log"; exit 1; }
-"$BIN/spire-server" healthcheck -socketPath "$server_sock"
+start_server "SQLite, disk key manager"
 
 step "Generating a join token for the agent"
 token=$("$BIN/spire-server" token generate -socketPath "$server_sock" -spiffeID spiffe://example.org/demo-node | sed -n 's/^Token: //p')
@@ -60,30 +31,9 @@ step "Registering spiffe://example.org/demo-workload for unix:uid:$(id -u)"
 
 "$BIN/spire-server" bundle show -socketPath "$server_sock" >"$work/bootstrap.crt"
 
-cat >"$work/agent.conf" <<CONF
-agent {
-    data_dir = "$work/agent"
-    log_level = "INFO"
-    server_address = "127.0.0.1"
-    server_port = "$port"
-    socket_path = "$agent_sock"
-    trust_bundle_path = "$work/bootstrap.crt"
-    trust_domain = "example.org"
-}
-plugins {
-    NodeAttestor "join_token" {
+write_agent_conf '    NodeAttestor "join_token" {
         plugin_data {}
-    }
-    KeyManager "disk" {
-        plugin_data {
-            directory = "$work/agent"
-        }
-    }
-    WorkloadAttestor "unix" {
-        plugin_data {}
-    }
-}
-CONF
+    }'
 
 step "Starting spire-agent (join token attestation)"
 "$BIN/spire-agent" run -config "$work/agent.conf" -joinToken "$token" >"$work/agent.log" 2>&1 &
