@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
@@ -32,7 +33,7 @@ func (s *slowList) ListEntries(ctx context.Context, req *datastore.ListEntriesRe
 // of queueing behind the reload; the next request after it sees the change.
 func TestEntryCacheServesPreviousSnapshotDuringReload(t *testing.T) {
 	ctx := context.Background()
-	st := openSQLite(t)
+	st := sqlitetest.Open(t)
 	if _, err := st.CreateEntry(ctx, workloadEntry("/first")); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func (s *sleepyList) ListEntries(ctx context.Context, req *datastore.ListEntries
 // gets the change.
 func TestEntryCachePacesCostlyReloads(t *testing.T) {
 	ctx := context.Background()
-	st := openSQLite(t)
+	st := sqlitetest.Open(t)
 	slow := &sleepyList{DataStore: st, cost: 2 * paceAbove}
 	c := newEntryCache(slow)
 	if _, err := c.snapshot(ctx); err != nil {
@@ -146,7 +147,7 @@ func TestEntryCachePacesCostlyReloads(t *testing.T) {
 // passed, without any request in between asking for it.
 func TestEntryCacheSeesOtherServersWrites(t *testing.T) {
 	ctx := context.Background()
-	st := openSQLite(t)
+	st := sqlitetest.Open(t)
 	revs := &revisionCounter{DataStore: st}
 	c := newEntryCache(revs)
 	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 0 {

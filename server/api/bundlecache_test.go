@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"math/big"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 // made behind the API (the CA publishing, another server) within the TTL.
 func TestBundleCache(t *testing.T) {
 	ctx := context.Background()
-	st := openSQLite(t)
+	st := sqlitetest.Open(t)
 	authority := func(n int64) *types.X509Certificate {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(n), IsCA: true, BasicConstraintsValid: true, NotAfter: time.Now().Add(time.Hour)}

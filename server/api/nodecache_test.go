@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -39,7 +40,7 @@ func (c *countingStore) FetchAttestedNode(ctx context.Context, id string) (*data
 // does not know.
 func TestNodeCache(t *testing.T) {
 	ctx := context.Background()
-	st := openSQLite(t)
+	st := sqlitetest.Open(t)
 	ds := &countingStore{DataStore: st}
 	now := time.Unix(1_800_000_000, 0)
 	td := spiffeid.RequireTrustDomainFromString("example.org")
@@ -106,7 +107,7 @@ func TestNodeCache(t *testing.T) {
 // refused when another server banned the agent, and does not undo the ban.
 func TestNodeCacheRaces(t *testing.T) {
 	ctx := context.Background()
-	st := openSQLite(t)
+	st := sqlitetest.Open(t)
 	ds := &countingStore{DataStore: st}
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	a := New(Config{TrustDomain: td, DataStore: ds})

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,6 +25,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/hsm"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 	"github.com/spiffe-hw/spire-hw/server/keymanager/keymanagertest"
 	"github.com/spiffe-hw/spire-hw/server/keymanager/pkcs11"
@@ -129,12 +129,7 @@ type caEnv struct {
 }
 
 func newCAEnv(t *testing.T) *caEnv {
-	st, err := sqlstore.Open(context.Background(), sqlstore.Config{DatabaseType: "sqlite3", ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return &caEnv{store: st, td: spiffeid.RequireTrustDomainFromString("example.org")}
+	return &caEnv{store: sqlitetest.Open(t), td: spiffeid.RequireTrustDomainFromString("example.org")}
 }
 
 func (e *caEnv) newCA(km keymanager.KeyManager) (*ca.Manager, error) {

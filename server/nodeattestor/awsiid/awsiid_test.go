@@ -14,7 +14,7 @@ import (
 	agentaws "github.com/spiffe-hw/spire-hw/agent/nodeattestor/awsiid"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe-hw/spire-hw/sim/cloud"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -22,16 +22,6 @@ import (
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
-
-func openStore(t *testing.T) *sqlstore.Store {
-	t.Helper()
-	st, err := sqlstore.Open(context.Background(), sqlstore.Config{DatabaseType: "sqlite3", ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
 
 func startSim(t *testing.T, cfg cloud.AWSConfig) *cloud.AWS {
 	t.Helper()
@@ -83,7 +73,7 @@ func collect(t *testing.T, s *cloud.AWS) []byte {
 func TestEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t, cloud.AWSConfig{})
-	st := openStore(t)
+	st := sqlitetest.Open(t)
 	a := newAttestor(t, s, st, nil)
 	payload := collect(t, s)
 	if s.TokenRequests() == 0 {
@@ -159,7 +149,7 @@ func TestAttacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	westCert, _ := parseCertPEM(west.CertPEM())
-	a := newAttestor(t, s, openStore(t), func(c *Config) { c.RegionCerts["us-west-2"] = westCert })
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.RegionCerts["us-west-2"] = westCert })
 	var genuine payload
 	if err := json.Unmarshal(collect(t, s), &genuine); err != nil {
 		t.Fatal(err)
@@ -214,24 +204,24 @@ func TestBlockDevice(t *testing.T) {
 	s := startSim(t, cloud.AWSConfig{Instance: &inst})
 	payload := collect(t, s)
 
-	_, err := newAttestor(t, s, openStore(t), nil).Attest(ctx, payload, nil)
+	_, err := newAttestor(t, s, sqlitetest.Open(t), nil).Attest(ctx, payload, nil)
 	wantErr(t, err, codes.PermissionDenied, "root volume and network interface 0 were attached 1h0m0s apart")
-	if _, err := newAttestor(t, s, openStore(t), func(c *Config) { c.SkipBlockDevice = true }).Attest(ctx, payload, nil); err != nil {
+	if _, err := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.SkipBlockDevice = true }).Attest(ctx, payload, nil); err != nil {
 		t.Fatalf("skip_block_device: %v", err)
 	}
-	if _, err := newAttestor(t, s, openStore(t), func(c *Config) { c.LocalValidAccountIDs = []string{"123456789012"} }).Attest(ctx, payload, nil); err != nil {
+	if _, err := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.LocalValidAccountIDs = []string{"123456789012"} }).Attest(ctx, payload, nil); err != nil {
 		t.Fatalf("account_ids_for_local_validation: %v", err)
 	}
 	inst.RootDeviceType = "instance-store"
 	s2 := startSim(t, cloud.AWSConfig{Instance: &inst})
-	if _, err := newAttestor(t, s2, openStore(t), nil).Attest(ctx, collect(t, s2), nil); err != nil {
+	if _, err := newAttestor(t, s2, sqlitetest.Open(t), nil).Attest(ctx, collect(t, s2), nil); err != nil {
 		t.Fatalf("instance-store root: %v", err)
 	}
 }
 
 func TestAgentPathTemplate(t *testing.T) {
 	s := startSim(t, cloud.AWSConfig{})
-	a := newAttestor(t, s, openStore(t), func(c *Config) {
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) {
 		c.AgentPathTemplate = "/{{ .PluginName }}/{{ .Tags.Name }}/{{ .InstanceID }}"
 		c.DisableInstanceProfileSelectors = true
 	})
@@ -248,7 +238,7 @@ func TestAgentPathTemplate(t *testing.T) {
 		}
 	}
 	// A tag value that would escape its path segment is refused.
-	bad := newAttestor(t, s, openStore(t), func(c *Config) { c.AgentPathTemplate = "/{{ .Tags.Name }}/../x" })
+	bad := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.AgentPathTemplate = "/{{ .Tags.Name }}/../x" })
 	_, err = bad.Attest(context.Background(), collect(t, s), nil)
 	wantErr(t, err, codes.PermissionDenied, "agent path")
 }
@@ -266,7 +256,7 @@ func TestIMDSv1Fallback(t *testing.T) {
 
 func TestWrongAPICredentials(t *testing.T) {
 	s := startSim(t, cloud.AWSConfig{})
-	a := newAttestor(t, s, openStore(t), func(c *Config) { c.Credentials.AccessKeyID = "AKIDOTHER" })
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.Credentials.AccessKeyID = "AKIDOTHER" })
 	_, err := a.Attest(context.Background(), collect(t, s), nil)
 	wantErr(t, err, codes.Internal, "AuthFailure")
 }
@@ -299,7 +289,7 @@ func TestPluginData(t *testing.T) {
 	if err := ps[0].DecodeData(&data); err != nil {
 		t.Fatal(err)
 	}
-	a, err := NewFromPluginData(td, data, openStore(t))
+	a, err := NewFromPluginData(td, data, sqlitetest.Open(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,7 +17,7 @@ import (
 	agentazure "github.com/spiffe-hw/spire-hw/agent/nodeattestor/azuremsi"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe-hw/spire-hw/sim/cloud"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -26,16 +25,6 @@ import (
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
-
-func openStore(t *testing.T) *sqlstore.Store {
-	t.Helper()
-	st, err := sqlstore.Open(context.Background(), sqlstore.Config{DatabaseType: "sqlite3", ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
 
 func startSim(t *testing.T) *cloud.Azure {
 	t.Helper()
@@ -109,7 +98,7 @@ func wantErr(t *testing.T, err error, code codes.Code, substr string) {
 func TestEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t)
-	st := openStore(t)
+	st := sqlitetest.Open(t)
 	a := newAttestor(t, s, st, nil)
 	payload := collect(t, s)
 	res, err := a.Attest(ctx, payload, nil)
@@ -156,7 +145,7 @@ func TestEndToEnd(t *testing.T) {
 // token's signed xms_mirid.
 func TestWithoutARM(t *testing.T) {
 	s := startSim(t)
-	a := newAttestor(t, s, openStore(t), func(c *Config) {
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) {
 		c.Tenants = map[string]TenantConfig{s.VM().TenantID: {ResourceID: resource}}
 		c.AgentPathTemplate = "/{{ .PluginName }}/{{ .PrincipalID }}"
 	})
@@ -176,7 +165,7 @@ func TestKeyRotationAndOutage(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t)
 	clk := &clock{}
-	a := newAttestor(t, s, openStore(t), func(c *Config) { c.Now = clk.now; c.Tenants[s.VM().TenantID] = TenantConfig{ResourceID: resource} })
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.Now = clk.now; c.Tenants[s.VM().TenantID] = TenantConfig{ResourceID: resource} })
 	oldTok := collect(t, s)
 	if _, err := a.Verify(ctx, oldTok); err != nil {
 		t.Fatal(err)
@@ -216,7 +205,7 @@ func payloadOf(tok string) []byte {
 func TestAttacks(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t)
-	a := newAttestor(t, s, openStore(t), nil)
+	a := newAttestor(t, s, sqlitetest.Open(t), nil)
 	now := time.Now()
 	mint := func(mod func(map[string]any)) []byte {
 		c := s.Claims(resource)
@@ -278,7 +267,7 @@ func TestAttacks(t *testing.T) {
 // TestLeeway: a token expired a minute ago is still inside the leeway.
 func TestLeeway(t *testing.T) {
 	s := startSim(t)
-	a := newAttestor(t, s, openStore(t), func(c *Config) { c.Tenants[s.VM().TenantID] = TenantConfig{ResourceID: resource} })
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.Tenants[s.VM().TenantID] = TenantConfig{ResourceID: resource} })
 	c := s.Claims(resource)
 	c["exp"] = time.Now().Add(-time.Minute).Unix()
 	tok, err := s.MintToken(c)
@@ -292,7 +281,7 @@ func TestLeeway(t *testing.T) {
 
 func TestWrongAppSecret(t *testing.T) {
 	s := startSim(t)
-	a := newAttestor(t, s, openStore(t), func(c *Config) {
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) {
 		tc := c.Tenants[s.VM().TenantID]
 		tc.AppSecret = "wrong"
 		c.Tenants[s.VM().TenantID] = tc
@@ -312,7 +301,7 @@ func TestAgentNeedsMetadataHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The default resource is ARM's, which this server does not accept.
-	a := newAttestor(t, s, openStore(t), nil)
+	a := newAttestor(t, s, sqlitetest.Open(t), nil)
 	_, err = a.Attest(context.Background(), b, nil)
 	wantErr(t, err, codes.PermissionDenied, "invalid audience")
 }
@@ -348,7 +337,7 @@ func TestPluginData(t *testing.T) {
 	if err := ps[0].DecodeData(&data); err != nil {
 		t.Fatal(err)
 	}
-	a, err := NewFromPluginData(td, data, openStore(t))
+	a, err := NewFromPluginData(td, data, sqlitetest.Open(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +348,7 @@ func TestPluginData(t *testing.T) {
 	if len(res.Selectors) != 5 {
 		t.Fatalf("selectors %v", res.Selectors)
 	}
-	if _, err := New(Config{TrustDomain: td, Nodes: openStore(t), Tenants: map[string]TenantConfig{"t": {AppID: "x"}}}); err == nil {
+	if _, err := New(Config{TrustDomain: td, Nodes: sqlitetest.Open(t), Tenants: map[string]TenantConfig{"t": {AppID: "x"}}}); err == nil {
 		t.Fatal("half-configured app credentials accepted")
 	}
 }

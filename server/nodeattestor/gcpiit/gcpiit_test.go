@@ -19,7 +19,7 @@ import (
 	agentgcp "github.com/spiffe-hw/spire-hw/agent/nodeattestor/gcpiit"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe-hw/spire-hw/sim/cloud"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -28,16 +28,6 @@ import (
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
-
-func openStore(t *testing.T) *sqlstore.Store {
-	t.Helper()
-	st, err := sqlstore.Open(context.Background(), sqlstore.Config{DatabaseType: "sqlite3", ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
 
 func startSim(t *testing.T) *cloud.GCP {
 	t.Helper()
@@ -112,7 +102,7 @@ func wantErr(t *testing.T, err error, code codes.Code, substr string) {
 func TestEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t)
-	st := openStore(t)
+	st := sqlitetest.Open(t)
 	a := newAttestor(t, s, st, func(c *Config) {
 		c.UseInstanceMetadata = true
 		c.ServiceAccountFile = saFile(t, s)
@@ -156,7 +146,7 @@ func TestEndToEnd(t *testing.T) {
 
 func TestMetadataTooLarge(t *testing.T) {
 	s := startSim(t)
-	a := newAttestor(t, s, openStore(t), func(c *Config) {
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) {
 		c.UseInstanceMetadata = true
 		c.ServiceAccountFile = saFile(t, s)
 		c.AllowedMetadataKeys = []string{"startup-script"}
@@ -168,7 +158,7 @@ func TestMetadataTooLarge(t *testing.T) {
 
 func TestAgentPathTemplate(t *testing.T) {
 	s := startSim(t)
-	a := newAttestor(t, s, openStore(t), func(c *Config) { c.AgentPathTemplate = "/{{ .PluginName }}/{{ .Zone }}/{{ .InstanceName }}" })
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.AgentPathTemplate = "/{{ .PluginName }}/{{ .Zone }}/{{ .InstanceName }}" })
 	res, err := a.Attest(context.Background(), collect(t, s), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +175,7 @@ func TestCertsCache(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t)
 	clk := &clock{}
-	a := newAttestor(t, s, openStore(t), func(c *Config) { c.Now = clk.now })
+	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.Now = clk.now })
 	tok := collect(t, s)
 	for range 3 {
 		if _, err := a.Verify(ctx, tok); err != nil {
@@ -230,7 +220,7 @@ func b64(v string) string { return base64.RawURLEncoding.EncodeToString([]byte(v
 func TestAttacks(t *testing.T) {
 	ctx := context.Background()
 	s := startSim(t)
-	a := newAttestor(t, s, openStore(t), nil)
+	a := newAttestor(t, s, sqlitetest.Open(t), nil)
 	now := time.Now()
 	mint := func(mod func(map[string]any)) []byte {
 		c := s.Claims(Audience)
@@ -314,7 +304,7 @@ func TestPluginData(t *testing.T) {
 	if err := ps[0].DecodeData(&data); err != nil {
 		t.Fatal(err)
 	}
-	a, err := NewFromPluginData(td, data, openStore(t))
+	a, err := NewFromPluginData(td, data, sqlitetest.Open(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +315,7 @@ func TestPluginData(t *testing.T) {
 	if !slices.ContainsFunc(res.Selectors, func(s *types.Selector) bool { return s.GetValue() == "label:team:web" }) {
 		t.Fatalf("selectors %v", res.Selectors)
 	}
-	if _, err := New(Config{TrustDomain: td, Nodes: openStore(t)}); err == nil {
+	if _, err := New(Config{TrustDomain: td, Nodes: sqlitetest.Open(t)}); err == nil {
 		t.Fatal("empty projectid_allow_list accepted")
 	}
 }

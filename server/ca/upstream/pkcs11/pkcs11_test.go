@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +25,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/hsm"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream/pkcs11"
-	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe-hw/spire-hw/server/keymanager/memory"
 	"github.com/spiffe-hw/spire-hw/sim/softhsm"
 )
@@ -61,12 +60,7 @@ root_ttl = "720h"`, tok.Label, tok.ModulePath, tok.PINFile)
 		t.Fatal(err)
 	}
 	root := up.Root()
-	st, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: "sqlite3", ConnectionString: filepath.Join(t.TempDir(), "ds.sqlite3")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	m, err := ca.New(ctx, ca.Config{TrustDomain: td, KeyManager: memory.New(), Upstream: up, Store: st})
+	m, err := ca.New(ctx, ca.Config{TrustDomain: td, KeyManager: memory.New(), Upstream: up, Store: sqlitetest.Open(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
