@@ -62,13 +62,16 @@ func (m *Manager) SignJWTSVID(ctx context.Context, p JWTSVIDParams) (string, err
 		ttl = m.cfg.JWTSVIDTTL
 	}
 
+	// The slot and the time are read together under the lock: read apart,
+	// a rotation and a clock step between them could pair a replaced slot
+	// with a time past its expiry and refuse to sign on a healthy CA.
 	m.mu.RLock()
 	slot := activeOf(m.jwt[:])
+	now := m.cfg.Clock()
 	m.mu.RUnlock()
 	if slot == nil {
 		return "", errors.New("ca: sign JWT-SVID: no active JWT key")
 	}
-	now := m.cfg.Clock()
 	exp := now.Add(ttl)
 	if exp.After(slot.notAfter) {
 		exp = slot.notAfter

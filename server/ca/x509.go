@@ -65,14 +65,15 @@ func (m *Manager) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.C
 		ttl = m.cfg.X509SVIDTTL
 	}
 
+	// Slot and time read together, as in SignJWTSVID.
 	m.mu.RLock()
 	ca := activeOf(m.x509[:])
+	now := m.cfg.Clock()
 	m.mu.RUnlock()
 	if ca == nil {
 		return nil, errors.New("ca: sign X.509-SVID: no active CA")
 	}
 
-	now := m.cfg.Clock()
 	notBefore := now.Add(-backdate)
 	if notBefore.Before(ca.cert.NotBefore) {
 		notBefore = ca.cert.NotBefore
