@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"time"
@@ -320,16 +319,15 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	case existing.Banned():
 		return status.Error(codes.PermissionDenied, "failed to attest: agent is banned")
 	}
-	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: res.AgentID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
+	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: res.AgentID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
 	if err != nil {
 		return signError("failed to sign agent SVID", err)
 	}
-	leaf := chain[0]
 	node := &datastore.AttestedNode{
 		SPIFFEID:        res.AgentID.String(),
 		AttestationType: params.Data.Type,
-		CertSerial:      leaf.SerialNumber.String(),
-		CertNotAfter:    leaf.NotAfter.Unix(),
+		CertSerial:      svid.Serial.String(),
+		CertNotAfter:    svid.NotAfter.Unix(),
 		CanReattest:     res.CanReattest,
 		Selectors:       res.Selectors,
 	}
@@ -347,7 +345,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	}
 	s.api.cfg.Log.Info("Agent attested", "agent_id", res.AgentID.String(), "attestation_type", params.Data.Type, "reattest", existing != nil)
 	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{Result: &agentv1.AttestAgentResponse_Result{
-		Svid:         x509SVIDToProto(res.AgentID, chain),
+		Svid:         x509SVIDToProto(res.AgentID, svid),
 		Reattestable: res.CanReattest,
 	}}})
 }
@@ -383,24 +381,20 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "failed to parse CSR: %v", err)
 	}
-	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: c.ID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
+	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: c.ID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
 	if err != nil {
 		return nil, signError("failed to sign agent SVID", err)
 	}
-	node.NewCertSerial, node.NewCertNotAfter = chain[0].SerialNumber.String(), chain[0].NotAfter.Unix()
+	node.NewCertSerial, node.NewCertNotAfter = svid.Serial.String(), svid.NotAfter.Unix()
 	node.Selectors = nil
 	err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, node)
 	s.api.nodes.forget(node.SPIFFEID)
 	if err != nil {
 		return nil, dsError("update attested node", err)
 	}
-	return &agentv1.RenewAgentResponse{Svid: x509SVIDToProto(c.ID, chain)}, nil
+	return &agentv1.RenewAgentResponse{Svid: x509SVIDToProto(c.ID, svid)}, nil
 }
 
-func x509SVIDToProto(id spiffeid.ID, chain []*x509.Certificate) *types.X509SVID {
-	out := &types.X509SVID{Id: idToProto(id), ExpiresAt: chain[0].NotAfter.Unix()}
-	for _, c := range chain {
-		out.CertChain = append(out.CertChain, c.Raw)
-	}
-	return out
+func x509SVIDToProto(id spiffeid.ID, svid *ca.X509SVID) *types.X509SVID {
+	return &types.X509SVID{Id: idToProto(id), ExpiresAt: svid.NotAfter.Unix(), CertChain: svid.Chain}
 }

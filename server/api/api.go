@@ -26,7 +26,7 @@ import (
 
 // CA is what the API needs from the certificate authority.
 type CA interface {
-	SignX509SVID(ctx context.Context, p ca.X509SVIDParams) ([]*x509.Certificate, error)
+	IssueX509SVID(ctx context.Context, p ca.X509SVIDParams) (*ca.X509SVID, error)
 	SignJWTSVID(ctx context.Context, p ca.JWTSVIDParams) (string, error)
 }
 

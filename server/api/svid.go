@@ -43,13 +43,13 @@ func (s *SVIDService) MintX509SVID(ctx context.Context, req *svidv1.MintX509SVID
 			return nil, status.Errorf(codes.InvalidArgument, "CSR: %v", err)
 		}
 	}
-	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{
+	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{
 		SPIFFEID: id, PublicKey: csr.PublicKey, TTL: time.Duration(req.Ttl) * time.Second, DNSNames: csr.DNSNames, Subject: csr.Subject,
 	})
 	if err != nil {
 		return nil, signError("failed to sign X509-SVID", err)
 	}
-	return &svidv1.MintX509SVIDResponse{Svid: x509SVIDToProto(id, chain)}, nil
+	return &svidv1.MintX509SVIDResponse{Svid: x509SVIDToProto(id, svid)}, nil
 }
 
 // MintJWTSVID implements svid/v1 for admins.
@@ -138,15 +138,15 @@ func (s *SVIDService) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDPara
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
-	chain, err := s.api.cfg.CA.SignX509SVID(ctx, ca.X509SVIDParams{
+	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{
 		SPIFFEID: id, PublicKey: csr.PublicKey, TTL: time.Duration(e.X509SvidTtl) * time.Second, DNSNames: e.DnsNames,
 	})
 	if err != nil {
 		return nil, signError("failed to sign X509-SVID", err)
 	}
-	svid := x509SVIDToProto(id, chain)
-	svid.Hint = e.Hint
-	return svid, nil
+	out := x509SVIDToProto(id, svid)
+	out.Hint = e.Hint
+	return out, nil
 }
 
 // NewJWTSVID implements svid/v1 for agents.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
-	"crypto/sha1" //nolint:gosec // RFC 5280 key identifier method, not a security use
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -32,11 +31,35 @@ type X509SVIDParams struct {
 	Subject pkix.Name
 }
 
-// SignX509SVID signs an X.509-SVID and returns the leaf followed by the
-// intermediates a relying party needs to reach the bundle (none for a
-// self-signed CA; the CA and upstream intermediates otherwise). The root is
-// never included.
+// X509SVID is a signed X.509-SVID in DER, with the facts the server's API
+// needs from it, so the issuance path never parses what it has just built.
+type X509SVID struct {
+	// Chain is the leaf followed by the intermediates a relying party needs
+	// to reach the bundle (none for a self-signed CA; the CA and upstream
+	// intermediates otherwise). The root is never included.
+	Chain    [][]byte
+	Serial   *big.Int
+	NotAfter time.Time
+
+	intermediates []*x509.Certificate
+}
+
+// SignX509SVID is IssueX509SVID for callers that want the certificates
+// parsed: the leaf followed by the intermediates.
 func (m *Manager) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.Certificate, error) {
+	svid, err := m.IssueX509SVID(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(svid.Chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
+	}
+	return append([]*x509.Certificate{leaf}, svid.intermediates...), nil
+}
+
+// IssueX509SVID signs an X.509-SVID with the active CA.
+func (m *Manager) IssueX509SVID(ctx context.Context, p X509SVIDParams) (*X509SVID, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
 	}
@@ -48,9 +71,6 @@ func (m *Manager) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.C
 	}
 	if p.PublicKey == nil {
 		return nil, fmt.Errorf("%w: no public key", ErrInvalidParams)
-	}
-	if _, err := x509.MarshalPKIXPublicKey(p.PublicKey); err != nil {
-		return nil, fmt.Errorf("%w: public key: %v", ErrInvalidParams, err)
 	}
 	if p.TTL < 0 {
 		return nil, fmt.Errorf("%w: negative TTL", ErrInvalidParams)
@@ -65,7 +85,9 @@ func (m *Manager) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.C
 		ttl = m.cfg.X509SVIDTTL
 	}
 
-	// Slot and time read together, as in SignJWTSVID.
+	// The slot and the time are read together under the lock: read apart,
+	// a rotation and a clock step between them could pair a replaced slot
+	// with a time past its expiry and refuse to sign on a healthy CA.
 	m.mu.RLock()
 	ca := activeOf(m.x509[:])
 	now := m.cfg.Clock()
@@ -85,45 +107,81 @@ func (m *Manager) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.C
 	if !notAfter.After(now) {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: active CA expired at %s", ca.cert.NotAfter)
 	}
-	subject := p.Subject
-	if subject.String() == "" {
-		subject = pkix.Name{Country: []string{"US"}, Organization: []string{"SPIRE"}}
+	sigAlg, ok := sigAlgFor(ca.key.Public())
+	if !ok {
+		return nil, fmt.Errorf("ca: sign X.509-SVID: unsupported CA key type %T", ca.key.Public())
 	}
-	if len(p.DNSNames) > 0 {
-		subject.CommonName = p.DNSNames[0]
+	subject, err := leafSubject(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: subject: %v", ErrInvalidParams, err)
 	}
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
 	}
-	ski, err := subjectKeyID(p.PublicKey)
+	spki, ski, err := spkiKeyID(p.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidParams, err)
+	}
+	t := leafTemplate{
+		serial:    serial,
+		sigAlg:    sigAlg,
+		issuer:    ca.cert.RawSubject,
+		notBefore: notBefore,
+		notAfter:  notAfter,
+		subject:   subject,
+		spki:      spki,
+		ski:       ski,
+		aki:       ca.cert.SubjectKeyId,
+		uri:       p.SPIFFEID.String(),
+		dnsNames:  p.DNSNames,
+	}
+	tbs, err := t.tbs()
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := signLeaf(tbs, sigAlg, ca.key, ca.cert)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               subject,
-		URIs:                  []*url.URL{p.SPIFFEID.URL()},
-		DNSNames:              p.DNSNames,
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		SubjectKeyId:          ski,
-		// AuthorityKeyId is taken from the CA's SubjectKeyId.
+	chain := make([][]byte, 0, 1+len(ca.intermediates))
+	chain = append(chain, leaf)
+	for _, c := range ca.intermediates {
+		chain = append(chain, c.Raw)
 	}
-	// A key manager that signs with the wrong key must not get a bad
-	// certificate out of the door: createCertificate verifies every
-	// signature but those of in-process software keys.
-	leaf, err := createCertificate(rand.Reader, tmpl, ca.cert, p.PublicKey, ca.key)
+	return &X509SVID{
+		Chain:         chain,
+		Serial:        serial,
+		NotAfter:      notAfter.UTC().Truncate(time.Second),
+		intermediates: ca.intermediates,
+	}, nil
+}
+
+// defaultSubject is what SPIRE puts in an X.509-SVID's subject.
+var defaultSubject = pkix.Name{Country: []string{"US"}, Organization: []string{"SPIRE"}}
+
+var defaultSubjectDER = func() []byte {
+	der, err := asn1.Marshal(defaultSubject.ToRDNSequence())
 	if err != nil {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
+		panic(err)
 	}
-	out := make([]*x509.Certificate, 0, 1+len(ca.intermediates))
-	out = append(out, leaf)
-	return append(out, ca.intermediates...), nil
+	return der
+}()
+
+// leafSubject encodes the subject: the caller's, else SPIRE's default, with
+// the first DNS name as its common name.
+func leafSubject(p X509SVIDParams) ([]byte, error) {
+	subject := p.Subject
+	if subject.String() == "" {
+		if len(p.DNSNames) == 0 {
+			return defaultSubjectDER, nil
+		}
+		subject = defaultSubject
+	}
+	if len(p.DNSNames) > 0 {
+		subject.CommonName = p.DNSNames[0]
+	}
+	return asn1.Marshal(subject.ToRDNSequence())
 }
 
 func (m *Manager) checkID(id spiffeid.ID) error {
@@ -249,17 +307,9 @@ func randomSerial() (*big.Int, error) {
 
 // subjectKeyID is RFC 5280 method 1: SHA-1 over the subjectPublicKey bits.
 func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	_, id, err := spkiKeyID(pub)
 	if err != nil {
 		return nil, fmt.Errorf("subject key id: %w", err)
 	}
-	var spki struct {
-		Algorithm pkix.AlgorithmIdentifier
-		PublicKey asn1.BitString
-	}
-	if _, err := asn1.Unmarshal(der, &spki); err != nil {
-		return nil, fmt.Errorf("subject key id: %w", err)
-	}
-	sum := sha1.Sum(spki.PublicKey.Bytes) //nolint:gosec // see import
-	return sum[:], nil
+	return id, nil
 }

@@ -1,0 +1,333 @@
+package ca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/spiffe-hw/spire-hw/server/keymanager"
+)
+
+// errCaptured stops x509.CreateCertificate once it has handed over the
+// TBSCertificate.
+var errCaptured = errors.New("captured")
+
+// tbsCapture is a crypto.MessageSigner that keeps the TBSCertificate that
+// x509.CreateCertificate asks it to sign.
+type tbsCapture struct {
+	pub crypto.PublicKey
+	tbs []byte
+}
+
+func (c *tbsCapture) Public() crypto.PublicKey { return c.pub }
+
+func (c *tbsCapture) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errCaptured
+}
+
+func (c *tbsCapture) SignMessage(_ io.Reader, msg []byte, _ crypto.SignerOpts) ([]byte, error) {
+	c.tbs = append([]byte(nil), msg...)
+	return nil, errCaptured
+}
+
+// stdlibTBS is the TBSCertificate x509.CreateCertificate writes for what
+// leafTemplate t describes.
+func stdlibTBS(t *leafTemplate, subject pkix.Name, pub crypto.PublicKey, parent *x509.Certificate) ([]byte, error) {
+	u, err := url.Parse(t.uri)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          t.serial,
+		Subject:               subject,
+		URIs:                  []*url.URL{u},
+		DNSNames:              t.dnsNames,
+		NotBefore:             t.notBefore,
+		NotAfter:              t.notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		SubjectKeyId:          t.ski,
+	}
+	c := &tbsCapture{pub: parent.PublicKey}
+	if _, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, c); !errors.Is(err, errCaptured) {
+		if err == nil {
+			err = errors.New("CreateCertificate did not ask for a signature")
+		}
+		return nil, err
+	}
+	return c.tbs, nil
+}
+
+// testCA is a CA certificate and key of a key manager key type.
+func testCA(t testing.TB, kt keymanager.KeyType) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	key, err := keymanager.GenerateSigner(kt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ski, err := subjectKeyID(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA", Organization: []string{"SPIRE"}},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, SubjectKeyId: ski,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+// template fills a leafTemplate as IssueX509SVID does.
+func template(t testing.TB, parent *x509.Certificate, pub crypto.PublicKey, p X509SVIDParams, serial *big.Int, nb, na time.Time) *leafTemplate {
+	t.Helper()
+	alg, ok := sigAlgFor(parent.PublicKey)
+	if !ok {
+		t.Fatalf("no signature algorithm for %T", parent.PublicKey)
+	}
+	subject, err := leafSubject(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki, ski, err := spkiKeyID(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &leafTemplate{
+		serial: serial, sigAlg: alg, issuer: parent.RawSubject, notBefore: nb, notAfter: na,
+		subject: subject, spki: spki, ski: ski, aki: parent.SubjectKeyId,
+		uri: p.SPIFFEID.String(), dnsNames: p.DNSNames,
+	}
+}
+
+// subjectName is the pkix.Name leafSubject encodes, for the stdlib side.
+func subjectName(p X509SVIDParams) pkix.Name {
+	s := p.Subject
+	if s.String() == "" {
+		s = defaultSubject
+	}
+	if len(p.DNSNames) > 0 {
+		s.CommonName = p.DNSNames[0]
+	}
+	return s
+}
+
+func TestLeafTBSMatchesCreateCertificate(t *testing.T) {
+	id := spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web")
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	rsaKey, _ := keymanager.GenerateSigner(keymanager.RSA2048)
+	now := time.Date(2026, 11, 27, 1, 2, 3, 456789, time.UTC)
+	highBit, _ := new(big.Int).SetString("80000000000000000000000000000001", 16)
+	cases := map[string]struct {
+		p      X509SVIDParams
+		pub    crypto.PublicKey
+		serial *big.Int
+		nb, na time.Time
+	}{
+		"default subject": {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(7), nb: now, na: now.Add(time.Hour)},
+		"DNS names":       {p: X509SVIDParams{SPIFFEID: id, DNSNames: []string{"web.example.org", "*.web.example.org"}}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"caller subject":  {p: X509SVIDParams{SPIFFEID: id, Subject: pkix.Name{Organization: []string{"Acme"}, OrganizationalUnit: []string{"edge"}, CommonName: "w"}}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"serial high bit": {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: highBit, nb: now, na: now.Add(time.Hour)},
+		"P-384 leaf key":  {p: X509SVIDParams{SPIFFEID: id}, pub: p384.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"RSA leaf key":    {p: X509SVIDParams{SPIFFEID: id}, pub: rsaKey.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"across 2050":     {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(1), nb: time.Date(2049, 12, 31, 23, 0, 0, 0, time.UTC), na: time.Date(2050, 1, 1, 1, 0, 0, 0, time.UTC)},
+		"before 1950":     {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(1), nb: time.Date(1949, 12, 31, 23, 0, 0, 0, time.UTC), na: time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"local time zone": {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(1), nb: now.In(time.FixedZone("X", 5*3600)), na: now.Add(time.Hour).In(time.FixedZone("Y", -7*3600))},
+		"long SPIFFE ID":  {p: X509SVIDParams{SPIFFEID: spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("example.org"), "/"+string(bytes.Repeat([]byte("a"), 300)))}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"many DNS names":  {p: X509SVIDParams{SPIFFEID: id, DNSNames: bytesNames(40)}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"short SPIFFE ID": {p: X509SVIDParams{SPIFFEID: spiffeid.RequireFromString("spiffe://a.b/c")}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Minute)},
+	}
+	for _, kt := range keymanager.KeyTypes {
+		parent, _ := testCA(t, kt)
+		for name, c := range cases {
+			t.Run(kt.String()+"/"+name, func(t *testing.T) {
+				lt := template(t, parent, c.pub, c.p, c.serial, c.nb, c.na)
+				got, err := lt.tbs()
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := stdlibTBS(lt, subjectName(c.p), c.pub, parent)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("TBSCertificate differs from CreateCertificate's:\n got %x\nwant %x", got, want)
+				}
+			})
+		}
+	}
+}
+
+func bytesNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "host" + string(rune('a'+i%26)) + ".example.org"
+	}
+	return out
+}
+
+// An empty subject makes the SAN critical (RFC 5280 4.2.1.6), as
+// CreateCertificate does.
+func TestLeafTBSEmptySubject(t *testing.T) {
+	parent, _ := testCA(t, keymanager.ECP256)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	lt := template(t, parent, key.Public(), X509SVIDParams{SPIFFEID: spiffeid.RequireFromString("spiffe://example.org/w")}, big.NewInt(3), now, now.Add(time.Hour))
+	lt.subject = emptyName
+	got, err := lt.tbs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := stdlibTBS(lt, pkix.Name{}, key.Public(), parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("TBSCertificate differs from CreateCertificate's:\n got %x\nwant %x", got, want)
+	}
+}
+
+func TestLeafTBSRefusesNonASCIISAN(t *testing.T) {
+	parent, _ := testCA(t, keymanager.ECP256)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	lt := template(t, parent, key.Public(), X509SVIDParams{SPIFFEID: spiffeid.RequireFromString("spiffe://example.org/w"), DNSNames: []string{"bücher.example"}}, big.NewInt(3), now, now.Add(time.Hour))
+	if _, err := lt.tbs(); !errors.Is(err, ErrInvalidParams) {
+		t.Fatalf("tbs = %v, want ErrInvalidParams for a non-ASCII DNS name", err)
+	}
+}
+
+// wrongKey signs with another key than the one it claims.
+type wrongKey struct {
+	crypto.Signer
+	other     crypto.Signer
+	inProcess bool
+}
+
+func (k wrongKey) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	return k.other.Sign(r, d, o)
+}
+func (k wrongKey) InProcess() bool { return k.inProcess }
+
+// outOfProcess hides a key's InProcess method, as an HSM key has none.
+type outOfProcess struct{ crypto.Signer }
+
+func TestSignLeaf(t *testing.T) {
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	id := spiffeid.RequireFromString("spiffe://example.org/w")
+	for _, kt := range keymanager.KeyTypes {
+		t.Run(kt.String(), func(t *testing.T) {
+			parent, caKey := testCA(t, kt)
+			now := time.Now()
+			lt := template(t, parent, leafKey.Public(), X509SVIDParams{SPIFFEID: id}, big.NewInt(9), now, now.Add(time.Minute))
+			tbs, err := lt.tbs()
+			if err != nil {
+				t.Fatal(err)
+			}
+			der, err := signLeaf(tbs, lt.sigAlg, outOfProcess{caKey}, parent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := leaf.CheckSignatureFrom(parent); err != nil {
+				t.Fatalf("certificate does not verify: %v", err)
+			}
+			if !leaf.PublicKey.(*ecdsa.PublicKey).Equal(leafKey.Public()) || leaf.URIs[0].String() != id.String() || leaf.IsCA {
+				t.Fatal("certificate does not carry the template")
+			}
+			other, _ := keymanager.GenerateSigner(kt)
+			if _, err := signLeaf(tbs, lt.sigAlg, wrongKey{Signer: caKey, other: other}, parent); err == nil {
+				t.Fatal("a signer using the wrong key got a certificate out")
+			}
+		})
+	}
+}
+
+// FuzzLeafTBS holds the DER encoder to CreateCertificate's output for any
+// SPIFFE ID path, DNS names, subject, serial and validity.
+func FuzzLeafTBS(f *testing.F) {
+	f.Add("/w", "web.example.org", "", "Acme", []byte{1}, int64(1795000000), uint32(3600))
+	f.Add("/ns/a/sa/b", "", "cn", "", []byte{0x80, 0, 0, 1}, int64(2524608000), uint32(60))
+	f.Add("/x", "a,b", "", "", []byte{0xff, 0xff}, int64(-631152001), uint32(1))
+	parent, _ := testCA(f, keymanager.ECP256)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	f.Fuzz(func(t *testing.T, path, dns, cn, org string, serial []byte, notBefore int64, ttl uint32) {
+		id, err := spiffeid.FromPath(td, path)
+		if err != nil || id.Path() == "" {
+			return
+		}
+		n := new(big.Int).SetBytes(serial)
+		if n.Sign() == 0 || n.BitLen() > 160 {
+			return
+		}
+		nb := time.Unix(notBefore, 0)
+		if nb.Year() < 1 || nb.Year() > 9000 {
+			return
+		}
+		p := X509SVIDParams{SPIFFEID: id}
+		if dns != "" {
+			p.DNSNames = splitComma(dns)
+			for _, n := range p.DNSNames {
+				if n == "" {
+					return // refused before encoding
+				}
+			}
+		}
+		if org != "" || cn != "" {
+			p.Subject = pkix.Name{CommonName: cn}
+			if org != "" {
+				p.Subject.Organization = []string{org}
+			}
+		}
+		if _, err := leafSubject(p); err != nil {
+			return // refused before encoding (a subject that is not UTF-8)
+		}
+		lt := template(t, parent, key.Public(), p, n, nb, nb.Add(time.Duration(ttl)*time.Second))
+		got, gotErr := lt.tbs()
+		want, wantErr := stdlibTBS(lt, subjectName(p), key.Public(), parent)
+		if (gotErr != nil) != (wantErr != nil) {
+			t.Fatalf("tbs error %v, CreateCertificate error %v", gotErr, wantErr)
+		}
+		if gotErr == nil && !bytes.Equal(got, want) {
+			t.Fatalf("TBSCertificate differs from CreateCertificate's:\n got %x\nwant %x", got, want)
+		}
+	})
+}
+
+func splitComma(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return out
+}
