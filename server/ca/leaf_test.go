@@ -268,58 +268,6 @@ func TestSignLeaf(t *testing.T) {
 	}
 }
 
-// FuzzLeafTBS holds the DER encoder to CreateCertificate's output for any
-// SPIFFE ID path, DNS names, subject, serial and validity.
-func FuzzLeafTBS(f *testing.F) {
-	f.Add("/w", "web.example.org", "", "Acme", []byte{1}, int64(1795000000), uint32(3600))
-	f.Add("/ns/a/sa/b", "", "cn", "", []byte{0x80, 0, 0, 1}, int64(2524608000), uint32(60))
-	f.Add("/x", "a,b", "", "", []byte{0xff, 0xff}, int64(-631152001), uint32(1))
-	parent, _ := testCA(f, keymanager.ECP256)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	td := spiffeid.RequireTrustDomainFromString("example.org")
-	f.Fuzz(func(t *testing.T, path, dns, cn, org string, serial []byte, notBefore int64, ttl uint32) {
-		id, err := spiffeid.FromPath(td, path)
-		if err != nil || id.Path() == "" {
-			return
-		}
-		n := new(big.Int).SetBytes(serial)
-		if n.Sign() == 0 || n.BitLen() > 160 {
-			return
-		}
-		nb := time.Unix(notBefore, 0)
-		if nb.Year() < 1 || nb.Year() > 9000 {
-			return
-		}
-		p := X509SVIDParams{SPIFFEID: id}
-		if dns != "" {
-			p.DNSNames = splitComma(dns)
-			for _, n := range p.DNSNames {
-				if n == "" {
-					return // refused before encoding
-				}
-			}
-		}
-		if org != "" || cn != "" {
-			p.Subject = pkix.Name{CommonName: cn}
-			if org != "" {
-				p.Subject.Organization = []string{org}
-			}
-		}
-		if _, err := leafSubject(p); err != nil {
-			return // refused before encoding (a subject that is not UTF-8)
-		}
-		lt := template(t, parent, key.Public(), p, n, nb, nb.Add(time.Duration(ttl)*time.Second))
-		got, gotErr := lt.tbs()
-		want, wantErr := stdlibTBS(lt, subjectName(p), key.Public(), parent)
-		if (gotErr != nil) != (wantErr != nil) {
-			t.Fatalf("tbs error %v, CreateCertificate error %v", gotErr, wantErr)
-		}
-		if gotErr == nil && !bytes.Equal(got, want) {
-			t.Fatalf("TBSCertificate differs from CreateCertificate's:\n got %x\nwant %x", got, want)
-		}
-	})
-}
-
 func splitComma(s string) []string {
 	var out []string
 	start := 0
