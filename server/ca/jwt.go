@@ -6,12 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/cryptosigner"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/spiffe-hw/spire-hw/server/keymanager"
 )
 
 // JWTSVIDParams describes a JWT-SVID to sign.
@@ -22,18 +17,6 @@ type JWTSVIDParams struct {
 	// TTL is the requested lifetime; 0 means Config.JWTSVIDTTL. The token
 	// never outlives the signing key.
 	TTL time.Duration
-}
-
-func jwtAlgorithm(t keymanager.KeyType) (jose.SignatureAlgorithm, error) {
-	switch t {
-	case keymanager.ECP256:
-		return jose.ES256, nil
-	case keymanager.ECP384:
-		return jose.ES384, nil
-	case keymanager.RSA2048, keymanager.RSA4096:
-		return jose.RS256, nil
-	}
-	return "", fmt.Errorf("no JWT algorithm for key type %s", t)
 }
 
 // SignJWTSVID signs a JWT-SVID with the active JWT key. The header carries
@@ -79,42 +62,15 @@ func (m *Manager) SignJWTSVID(ctx context.Context, p JWTSVIDParams) (string, err
 	if !exp.After(now) {
 		return "", fmt.Errorf("ca: sign JWT-SVID: active JWT key expired at %s", slot.notAfter)
 	}
-	alg, err := jwtAlgorithm(slot.key.Type())
+	alg, ok := jwsAlgorithms[slot.key.Type()]
+	if !ok {
+		return "", fmt.Errorf("ca: sign JWT-SVID: no JWT algorithm for key type %s", slot.key.Type())
+	}
+	token, err := signJWT(alg, slot.kid, slot.key, slot.pub, jwtClaims{
+		iss: m.cfg.JWTIssuer, sub: p.SPIFFEID.String(), aud: p.Audience, exp: exp.Unix(), iat: now.Unix(),
+	})
 	if err != nil {
 		return "", fmt.Errorf("ca: sign JWT-SVID: %w", err)
-	}
-	// The opaque signer only ever asks the key manager for a signature, so
-	// a hardware key that cannot be exported works the same.
-	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: alg, Key: cryptosigner.Opaque(slot.key)},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), slot.kid),
-	)
-	if err != nil {
-		return "", fmt.Errorf("ca: sign JWT-SVID: %w", err)
-	}
-	claims := jwt.Claims{
-		Subject:  p.SPIFFEID.String(),
-		Audience: jwt.Audience(p.Audience),
-		Expiry:   jwt.NewNumericDate(exp),
-		IssuedAt: jwt.NewNumericDate(now),
-		Issuer:   m.cfg.JWTIssuer,
-	}
-	token, err := jwt.Signed(signer).Claims(claims).Serialize()
-	if err != nil {
-		return "", fmt.Errorf("ca: sign JWT-SVID: %w", err)
-	}
-	// Check the signature against the published public key before the
-	// token leaves, as for X.509-SVIDs (but for in-process keys).
-	if ip, ok := slot.key.(InProcessKey); ok && ip.InProcess() {
-		return token, nil
-	}
-	parsed, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{alg})
-	if err != nil {
-		return "", fmt.Errorf("ca: sign JWT-SVID: reparse: %w", err)
-	}
-	var check jwt.Claims
-	if err := parsed.Claims(slot.pub, &check); err != nil {
-		return "", fmt.Errorf("ca: sign JWT-SVID: signature does not verify against the published key: %w", err)
 	}
 	return token, nil
 }
