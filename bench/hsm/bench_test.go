@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"errors"
 	"io"
 	"math/big"
 	"net/url"
@@ -174,6 +175,28 @@ func modes(tb testing.TB) []mode {
 			return err
 		}
 	}
+	// hsmFloor is the work every-SVID-in-HSM mode cannot avoid: the HSM
+	// signature, the check of that signature the CA makes before anything
+	// leaves, and for X.509 the CSR check.
+	hsmFloor := func(withCSR bool) op {
+		pub := rawHSMKey.Public().(*ecdsa.PublicKey)
+		return func() error {
+			if withCSR {
+				if _, err := checkCSR(csrDER); err != nil {
+					return err
+				}
+			}
+			d := sha256.Sum256(tbs)
+			sig, err := rawHSMKey.Sign(rand.Reader, d[:], crypto.SHA256)
+			if err != nil {
+				return err
+			}
+			if !ecdsa.VerifyASN1(pub, d[:], sig) {
+				return errors.New("HSM signature does not verify")
+			}
+			return nil
+		}
+	}
 	var serial atomic.Int64
 	return []mode{
 		{"raw ECDSA P-256 sign + CSR check (limit)", "x509", signWith(goKey, true)},
@@ -190,12 +213,14 @@ func modes(tb testing.TB) []mode {
 		{"CA, memory key, signatures verified", "x509", x509Via(verifiedCA)},
 		{"CA, HSM root + memory intermediate", "x509", x509Via(hsmRootCA)},
 		{"raw SoftHSM sign (HSM limit)", "x509", signWith(rawHSMKey, false)},
+		{"HSM floor: SoftHSM sign + CSR check + signature check", "x509", hsmFloor(true)},
 		{"CA, every SVID in SoftHSM", "x509", x509Via(hsmCA)},
 		{"raw ECDSA P-256 sign (limit)", "jwt", signWith(goKey, false)},
 		{"CA, memory key", "jwt", jwtVia(memCA)},
 		{"CA, memory key, signatures verified", "jwt", jwtVia(verifiedCA)},
 		{"CA, HSM root + memory intermediate", "jwt", jwtVia(hsmRootCA)},
 		{"raw SoftHSM sign (HSM limit)", "jwt", signWith(rawHSMKey, false)},
+		{"HSM floor: SoftHSM sign + signature check", "jwt", hsmFloor(false)},
 		{"CA, every SVID in SoftHSM", "jwt", jwtVia(hsmCA)},
 	}
 }
