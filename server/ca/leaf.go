@@ -182,7 +182,9 @@ func (t *leafTemplate) tbs() ([]byte, error) {
 				addExtension(b, oidSubjectKeyID, false, func(b *cryptobyte.Builder) {
 					b.AddASN1OctetString(t.ski)
 				})
-				if len(t.aki) > 0 {
+				// As CreateCertificate: no authority key ID on a leaf
+				// whose subject repeats its issuer's.
+				if len(t.aki) > 0 && !bytes.Equal(t.subject, t.issuer) {
 					addExtension(b, oidAuthorityKeyID, false, func(b *cryptobyte.Builder) {
 						b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 							b.AddASN1(cbasn1.Tag(0).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes(t.aki) })

@@ -6,8 +6,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha1" //nolint:gosec // RFC 5280 key identifier
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"io"
 	"math/big"
@@ -146,18 +148,19 @@ func TestLeafTBSMatchesCreateCertificate(t *testing.T) {
 		serial *big.Int
 		nb, na time.Time
 	}{
-		"default subject": {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(7), nb: now, na: now.Add(time.Hour)},
-		"DNS names":       {p: X509SVIDParams{SPIFFEID: id, DNSNames: []string{"web.example.org", "*.web.example.org"}}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
-		"caller subject":  {p: X509SVIDParams{SPIFFEID: id, Subject: pkix.Name{Organization: []string{"Acme"}, OrganizationalUnit: []string{"edge"}, CommonName: "w"}}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
-		"serial high bit": {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: highBit, nb: now, na: now.Add(time.Hour)},
-		"P-384 leaf key":  {p: X509SVIDParams{SPIFFEID: id}, pub: p384.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
-		"RSA leaf key":    {p: X509SVIDParams{SPIFFEID: id}, pub: rsaKey.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
-		"across 2050":     {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(1), nb: time.Date(2049, 12, 31, 23, 0, 0, 0, time.UTC), na: time.Date(2050, 1, 1, 1, 0, 0, 0, time.UTC)},
-		"before 1950":     {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(1), nb: time.Date(1949, 12, 31, 23, 0, 0, 0, time.UTC), na: time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC)},
-		"local time zone": {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(1), nb: now.In(time.FixedZone("X", 5*3600)), na: now.Add(time.Hour).In(time.FixedZone("Y", -7*3600))},
-		"long SPIFFE ID":  {p: X509SVIDParams{SPIFFEID: spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("example.org"), "/"+string(bytes.Repeat([]byte("a"), 300)))}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
-		"many DNS names":  {p: X509SVIDParams{SPIFFEID: id, DNSNames: bytesNames(40)}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
-		"short SPIFFE ID": {p: X509SVIDParams{SPIFFEID: spiffeid.RequireFromString("spiffe://a.b/c")}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Minute)},
+		"default subject":   {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(7), nb: now, na: now.Add(time.Hour)},
+		"DNS names":         {p: X509SVIDParams{SPIFFEID: id, DNSNames: []string{"web.example.org", "*.web.example.org"}}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"caller subject":    {p: X509SVIDParams{SPIFFEID: id, Subject: pkix.Name{Organization: []string{"Acme"}, OrganizationalUnit: []string{"edge"}, CommonName: "w"}}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"serial high bit":   {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: highBit, nb: now, na: now.Add(time.Hour)},
+		"P-384 leaf key":    {p: X509SVIDParams{SPIFFEID: id}, pub: p384.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"RSA leaf key":      {p: X509SVIDParams{SPIFFEID: id}, pub: rsaKey.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"across 2050":       {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(1), nb: time.Date(2049, 12, 31, 23, 0, 0, 0, time.UTC), na: time.Date(2050, 1, 1, 1, 0, 0, 0, time.UTC)},
+		"before 1950":       {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(1), nb: time.Date(1949, 12, 31, 23, 0, 0, 0, time.UTC), na: time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"local time zone":   {p: X509SVIDParams{SPIFFEID: id}, pub: p256.Public(), serial: big.NewInt(1), nb: now.In(time.FixedZone("X", 5*3600)), na: now.Add(time.Hour).In(time.FixedZone("Y", -7*3600))},
+		"long SPIFFE ID":    {p: X509SVIDParams{SPIFFEID: spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("example.org"), "/"+string(bytes.Repeat([]byte("a"), 300)))}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"many DNS names":    {p: X509SVIDParams{SPIFFEID: id, DNSNames: bytesNames(40)}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"subject of the CA": {p: X509SVIDParams{SPIFFEID: id, Subject: pkix.Name{CommonName: "test CA", Organization: []string{"SPIRE"}}}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Hour)},
+		"short SPIFFE ID":   {p: X509SVIDParams{SPIFFEID: spiffeid.RequireFromString("spiffe://a.b/c")}, pub: p256.Public(), serial: big.NewInt(1), nb: now, na: now.Add(time.Minute)},
 	}
 	for _, kt := range keymanager.KeyTypes {
 		parent, _ := testCA(t, kt)
@@ -278,4 +281,24 @@ func splitComma(s string) []string {
 		}
 	}
 	return out
+}
+
+// The key identifier is RFC 5280 method 1, computed here the long way.
+func TestSPKIKeyID(t *testing.T) {
+	for _, kt := range keymanager.KeyTypes {
+		key, _ := keymanager.GenerateSigner(kt)
+		der, _ := x509.MarshalPKIXPublicKey(key.Public())
+		var spki struct {
+			Algorithm pkix.AlgorithmIdentifier
+			PublicKey asn1.BitString
+		}
+		if _, err := asn1.Unmarshal(der, &spki); err != nil {
+			t.Fatal(err)
+		}
+		want := sha1.Sum(spki.PublicKey.Bytes)
+		gotSPKI, got, err := spkiKeyID(key.Public())
+		if err != nil || !bytes.Equal(got, want[:]) || !bytes.Equal(gotSPKI, der) {
+			t.Fatalf("%s: spkiKeyID = %x, %v; want %x", kt, got, err, want)
+		}
+	}
 }

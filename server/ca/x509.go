@@ -84,6 +84,10 @@ func (m *Manager) IssueX509SVID(ctx context.Context, p X509SVIDParams) (*X509SVI
 	if ttl == 0 {
 		ttl = m.cfg.X509SVIDTTL
 	}
+	spki, ski, err := spkiKeyID(p.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidParams, err)
+	}
 
 	// The slot and the time are read together under the lock: read apart,
 	// a rotation and a clock step between them could pair a replaced slot
@@ -119,10 +123,6 @@ func (m *Manager) IssueX509SVID(ctx context.Context, p X509SVIDParams) (*X509SVI
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
 	}
-	spki, ski, err := spkiKeyID(p.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidParams, err)
-	}
 	t := leafTemplate{
 		serial:    serial,
 		sigAlg:    sigAlg,
@@ -138,7 +138,7 @@ func (m *Manager) IssueX509SVID(ctx context.Context, p X509SVIDParams) (*X509SVI
 	}
 	tbs, err := t.tbs()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
 	}
 	leaf, err := signLeaf(tbs, sigAlg, ca.key, ca.cert)
 	if err != nil {
