@@ -3,10 +3,7 @@ package ca
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha1" //nolint:gosec // RFC 5280 key identifier method, not a security use
 	"crypto/x509"
 	"errors"
@@ -16,6 +13,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/spiffe-hw/spire-hw/server/keymanager"
 )
 
 // An X.509-SVID is built here directly in DER instead of through
@@ -42,8 +41,6 @@ type leafSigAlg struct {
 	hash crypto.Hash
 }
 
-// The algorithms CreateCertificate picks by default for the key types the
-// key managers offer.
 var (
 	sigECDSASHA256 = leafSigAlg{mustDER(func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidECDSASHA256) })
@@ -51,9 +48,6 @@ var (
 	sigECDSASHA384 = leafSigAlg{mustDER(func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidECDSASHA384) })
 	}), x509.ECDSAWithSHA384, crypto.SHA384}
-	sigECDSASHA512 = leafSigAlg{mustDER(func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidECDSASHA512) })
-	}), x509.ECDSAWithSHA512, crypto.SHA512}
 	sigRSASHA256 = leafSigAlg{mustDER(func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 			b.AddASN1ObjectIdentifier(oidRSASHA256)
@@ -65,7 +59,6 @@ var (
 var (
 	oidECDSASHA256 = []int{1, 2, 840, 10045, 4, 3, 2}
 	oidECDSASHA384 = []int{1, 2, 840, 10045, 4, 3, 3}
-	oidECDSASHA512 = []int{1, 2, 840, 10045, 4, 3, 4}
 	oidRSASHA256   = []int{1, 2, 840, 113549, 1, 1, 11}
 
 	oidKeyUsage         = []int{2, 5, 29, 15}
@@ -122,23 +115,13 @@ func addExtension(b *cryptobyte.Builder, oid []int, critical bool, value cryptob
 	})
 }
 
-// sigAlgFor returns the signature algorithm a CA key signs leaves with, and
-// false for a key type this encoder does not cover.
-func sigAlgFor(pub crypto.PublicKey) (leafSigAlg, bool) {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return sigECDSASHA256, true
-		case elliptic.P384():
-			return sigECDSASHA384, true
-		case elliptic.P521():
-			return sigECDSASHA512, true
-		}
-	case *rsa.PublicKey:
-		return sigRSASHA256, true
-	}
-	return leafSigAlg{}, false
+// leafSigAlgs are the algorithms CreateCertificate picks by default for
+// the key types the key managers offer.
+var leafSigAlgs = map[keymanager.KeyType]leafSigAlg{
+	keymanager.ECP256:  sigECDSASHA256,
+	keymanager.ECP384:  sigECDSASHA384,
+	keymanager.RSA2048: sigRSASHA256,
+	keymanager.RSA4096: sigRSASHA256,
 }
 
 // leafTemplate is what differs between two X.509-SVIDs, in encoded form.

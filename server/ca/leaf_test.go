@@ -104,10 +104,11 @@ func testCA(t testing.TB, kt keymanager.KeyType) (*x509.Certificate, crypto.Sign
 // template fills a leafTemplate as IssueX509SVID does.
 func template(t testing.TB, parent *x509.Certificate, pub crypto.PublicKey, p X509SVIDParams, serial *big.Int, nb, na time.Time) *leafTemplate {
 	t.Helper()
-	alg, ok := sigAlgFor(parent.PublicKey)
-	if !ok {
-		t.Fatalf("no signature algorithm for %T", parent.PublicKey)
+	kt, err := keymanager.KeyTypeOf(parent.PublicKey)
+	if err != nil {
+		t.Fatal(err)
 	}
+	alg := leafSigAlgs[kt]
 	subject, err := leafSubject(p)
 	if err != nil {
 		t.Fatal(err)

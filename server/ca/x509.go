@@ -111,9 +111,9 @@ func (m *Manager) IssueX509SVID(ctx context.Context, p X509SVIDParams) (*X509SVI
 	if !notAfter.After(now) {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: active CA expired at %s", ca.cert.NotAfter)
 	}
-	sigAlg, ok := sigAlgFor(ca.key.Public())
+	sigAlg, ok := leafSigAlgs[ca.key.Type()]
 	if !ok {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: unsupported CA key type %T", ca.key.Public())
+		return nil, fmt.Errorf("ca: sign X.509-SVID: no signature algorithm for CA key type %s", ca.key.Type())
 	}
 	subject, err := leafSubject(p)
 	if err != nil {
