@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,84 +9,17 @@ import (
 	"github.com/spiffe-hw/spire-hw/sim/attestsim"
 )
 
-// serverConf is a server.conf (SQLite, disk key manager) whose only node
-// attestor is the given NodeAttestor block.
-func serverConf(s *serverEnv, nodeAttestor string) string {
-	return fmt.Sprintf(`server {
-    bind_address = "127.0.0.1"
-    bind_port = "%d"
-    socket_path = %q
-    trust_domain = "example.org"
-    data_dir = %q
-    log_level = "DEBUG"
-}
-plugins {
-    DataStore "sql" {
-        plugin_data {
-            database_type = "sqlite3"
-            connection_string = %q
-        }
-    }
-    KeyManager "disk" {
-        plugin_data {
-            keys_path = %q
-        }
-    }
-    %s
-}
-`, s.port, s.socket, filepath.Join(s.dir, "data"), filepath.Join(s.dir, "data/datastore.sqlite3"), filepath.Join(s.dir, "data/keys.json"), nodeAttestor)
-}
-
 // startServerWith runs a server whose only NodeAttestor is the given block.
 func startServerWith(t *testing.T, nodeAttestor string) *serverEnv {
 	t.Helper()
-	dir := shortTempDir(t)
-	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t)}
-	if err := os.WriteFile(s.conf, []byte(serverConf(s, nodeAttestor)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s.start(t)
-	return s
+	return startServerConf(t, serverConfig{nodeAttestor: nodeAttestor})
 }
 
 // newAgentWith writes an agent.conf pointing at s whose NodeAttestor is
 // the given block, without starting the agent.
 func newAgentWith(t *testing.T, s *serverEnv, nodeAttestor string) *agentEnv {
 	t.Helper()
-	dir := shortTempDir(t)
-	bundle := filepath.Join(dir, "bootstrap.crt")
-	if err := os.WriteFile(bundle, []byte(s.cli(t, "bundle", "show")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentEnv{dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf")}
-	conf := fmt.Sprintf(`agent {
-    data_dir = %q
-    log_level = "DEBUG"
-    server_address = "127.0.0.1"
-    server_port = "%d"
-    socket_path = %q
-    trust_bundle_path = %q
-    trust_domain = "example.org"
-    experimental {
-        sync_interval = "500ms"
-    }
-}
-plugins {
-    %s
-    KeyManager "disk" {
-        plugin_data {
-            directory = %q
-        }
-    }
-    WorkloadAttestor "unix" {
-        plugin_data {}
-    }
-}
-`, filepath.Join(dir, "data"), s.port, a.socket, bundle, nodeAttestor, filepath.Join(dir, "data"))
-	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return newAgent(t, s, agentConfig{nodeAttestor: nodeAttestor, workloadAttestor: unixAttestor("")})
 }
 
 // TestNodeAttestors drives each simulated node attestor through the real

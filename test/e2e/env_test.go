@@ -22,12 +22,32 @@ type serverEnv struct {
 	proc                       *proc
 }
 
-// startServer writes a server.conf (SQLite, disk key manager, join token)
-// and runs the server until the test ends.
-func startServer(t *testing.T, extra string) *serverEnv {
+// serverConfig is what differs between the tests' server.conf files; the
+// rest is SQLite and a disk key manager in the server's own directory.
+type serverConfig struct {
+	extra        string // lines inside server {}
+	nodeAttestor string // the NodeAttestor block
+	telemetry    bool   // pprof and Prometheus on fresh ports
+}
+
+// startServerConf writes a server.conf from c and runs the server until the
+// test ends.
+func startServerConf(t *testing.T, c serverConfig) *serverEnv {
 	t.Helper()
 	dir := shortTempDir(t)
-	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t), metricsPort: freePort(t), profilingPort: freePort(t)}
+	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t)}
+	var serverExtra, telemetry string
+	if c.telemetry {
+		s.metricsPort, s.profilingPort = freePort(t), freePort(t)
+		serverExtra = fmt.Sprintf("profiling_enabled = true\n    profiling_port = %d\n    ", s.profilingPort)
+		telemetry = fmt.Sprintf(`telemetry {
+    Prometheus {
+        host = "127.0.0.1"
+        port = %d
+    }
+}
+`, s.metricsPort)
+	}
 	conf := fmt.Sprintf(`server {
     bind_address = "127.0.0.1"
     bind_port = "%d"
@@ -35,9 +55,7 @@ func startServer(t *testing.T, extra string) *serverEnv {
     trust_domain = "example.org"
     data_dir = %q
     log_level = "DEBUG"
-    profiling_enabled = true
-    profiling_port = %d
-    %s
+    %s%s
 }
 plugins {
     DataStore "sql" {
@@ -51,22 +69,27 @@ plugins {
             keys_path = %q
         }
     }
-    NodeAttestor "join_token" {
-        plugin_data {}
-    }
+    %s
 }
-telemetry {
-    Prometheus {
-        host = "127.0.0.1"
-        port = %d
-    }
-}
-`, s.port, s.socket, filepath.Join(dir, "data"), s.profilingPort, extra, filepath.Join(dir, "data/datastore.sqlite3"), filepath.Join(dir, "data/keys.json"), s.metricsPort)
+%s`, s.port, s.socket, filepath.Join(dir, "data"), serverExtra, c.extra, filepath.Join(dir, "data/datastore.sqlite3"), filepath.Join(dir, "data/keys.json"), c.nodeAttestor, telemetry)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s.start(t)
 	return s
+}
+
+// joinTokenAttestor is the NodeAttestor block of join-token servers and
+// agents.
+const joinTokenAttestor = `NodeAttestor "join_token" {
+        plugin_data {}
+    }`
+
+// startServer runs a join-token server with telemetry and profiling on;
+// extra goes inside server {}.
+func startServer(t *testing.T, extra string) *serverEnv {
+	t.Helper()
+	return startServerConf(t, serverConfig{extra: extra, nodeAttestor: joinTokenAttestor, telemetry: true})
 }
 
 // start (re)starts the server process and waits until it is healthy.
@@ -127,9 +150,25 @@ type agentEnv struct {
 	proc                       *proc
 }
 
-// startAgent writes an agent.conf pointing at s and runs the agent with
-// token (empty to rely on the persisted SVID).
-func startAgent(t *testing.T, s *serverEnv, token string) *agentEnv {
+// agentConfig is what differs between the tests' agent.conf files; the
+// rest is a disk key manager and a 500 ms sync interval.
+type agentConfig struct {
+	nodeAttestor     string // the NodeAttestor block
+	workloadAttestor string // the WorkloadAttestor block
+	telemetry        bool   // pprof, Prometheus on fresh ports and InMem
+}
+
+// unixAttestor is the unix WorkloadAttestor block with the given
+// plugin_data body.
+func unixAttestor(pluginData string) string {
+	return fmt.Sprintf(`WorkloadAttestor "unix" {
+        plugin_data {%s}
+    }`, pluginData)
+}
+
+// newAgent writes an agent.conf from c pointing at s, with the server's
+// bundle as its bootstrap bundle, without starting the agent.
+func newAgent(t *testing.T, s *serverEnv, c agentConfig) *agentEnv {
 	t.Helper()
 	dir := shortTempDir(t)
 	bundle := filepath.Join(dir, "bootstrap.crt")
@@ -137,6 +176,19 @@ func startAgent(t *testing.T, s *serverEnv, token string) *agentEnv {
 		t.Fatal(err)
 	}
 	a := &agentEnv{dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf")}
+	var agentExtra, telemetry string
+	if c.telemetry {
+		a.metricsPort, a.profilingPort = freePort(t), freePort(t)
+		agentExtra = fmt.Sprintf("profiling_enabled = true\n    profiling_port = %d\n    ", a.profilingPort)
+		telemetry = fmt.Sprintf(`telemetry {
+    Prometheus {
+        host = "127.0.0.1"
+        port = %d
+    }
+    InMem {}
+}
+`, a.metricsPort)
+	}
 	conf := fmt.Sprintf(`agent {
     data_dir = %q
     log_level = "DEBUG"
@@ -145,29 +197,34 @@ func startAgent(t *testing.T, s *serverEnv, token string) *agentEnv {
     socket_path = %q
     trust_bundle_path = %q
     trust_domain = "example.org"
-    experimental {
+    %sexperimental {
         sync_interval = "500ms"
     }
 }
 plugins {
-    NodeAttestor "join_token" {
-        plugin_data {}
-    }
+    %s
     KeyManager "disk" {
         plugin_data {
             directory = %q
         }
     }
-    WorkloadAttestor "unix" {
-        plugin_data {
-            discover_workload_path = true
-        }
-    }
+    %s
 }
-`, filepath.Join(dir, "data"), s.port, a.socket, bundle, filepath.Join(dir, "data"))
+%s`, filepath.Join(dir, "data"), s.port, a.socket, bundle, agentExtra, c.nodeAttestor, filepath.Join(dir, "data"), c.workloadAttestor, telemetry)
 	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return a
+}
+
+// startAgent runs a join-token agent with the unix workload attestor
+// (discovering workload paths) pointing at s, with token (empty to rely
+// on the persisted SVID).
+func startAgent(t *testing.T, s *serverEnv, token string) *agentEnv {
+	t.Helper()
+	a := newAgent(t, s, agentConfig{nodeAttestor: joinTokenAttestor, workloadAttestor: unixAttestor(`
+            discover_workload_path = true
+        `)})
 	a.start(t, token)
 	return a
 }

@@ -22,53 +22,12 @@ import (
 // "lineage", with eBPF on.
 func startLineageAgent(t *testing.T, s *serverEnv, token string) *agentEnv {
 	t.Helper()
-	dir := shortTempDir(t)
-	bundle := filepath.Join(dir, "bootstrap.crt")
-	if err := os.WriteFile(bundle, []byte(s.cli(t, "bundle", "show")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentEnv{dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf"), metricsPort: freePort(t), profilingPort: freePort(t)}
-	conf := fmt.Sprintf(`agent {
-    data_dir = %q
-    log_level = "DEBUG"
-    server_address = "127.0.0.1"
-    server_port = "%d"
-    socket_path = %q
-    trust_bundle_path = %q
-    trust_domain = "example.org"
-    profiling_enabled = true
-    profiling_port = %d
-    experimental {
-        sync_interval = "500ms"
-    }
-}
-plugins {
-    NodeAttestor "join_token" {
-        plugin_data {}
-    }
-    KeyManager "disk" {
-        plugin_data {
-            directory = %q
-        }
-    }
-    WorkloadAttestor "lineage" {
+	a := newAgent(t, s, agentConfig{nodeAttestor: joinTokenAttestor, telemetry: true, workloadAttestor: `WorkloadAttestor "lineage" {
         plugin_data {
             discover_workload_path = true
             grace_period = "10s"
         }
-    }
-}
-telemetry {
-    Prometheus {
-        host = "127.0.0.1"
-        port = %d
-    }
-    InMem {}
-}
-`, filepath.Join(dir, "data"), s.port, a.socket, bundle, a.profilingPort, filepath.Join(dir, "data"), a.metricsPort)
-	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+    }`})
 	a.start(t, token)
 	return a
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,84 +20,22 @@ import (
 // the EK certificates of the simulator's local CA.
 func startTPMServer(t *testing.T, ekCA, extra string) *serverEnv {
 	t.Helper()
-	dir := shortTempDir(t)
-	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t)}
-	conf := fmt.Sprintf(`server {
-    bind_address = "127.0.0.1"
-    bind_port = "%d"
-    socket_path = %q
-    trust_domain = "example.org"
-    data_dir = %q
-    log_level = "DEBUG"
-    %s
-}
-plugins {
-    DataStore "sql" {
-        plugin_data {
-            database_type = "sqlite3"
-            connection_string = %q
-        }
-    }
-    KeyManager "disk" {
-        plugin_data {
-            keys_path = %q
-        }
-    }
-    NodeAttestor "tpm" {
+	return startServerConf(t, serverConfig{extra: extra, nodeAttestor: fmt.Sprintf(`NodeAttestor "tpm" {
         plugin_data {
             ek_ca_path = %q
             pcrs = [0, 1, 2, 3, 4, 5, 6, 7]
         }
-    }
-}
-`, s.port, s.socket, filepath.Join(dir, "data"), extra, filepath.Join(dir, "data/datastore.sqlite3"), filepath.Join(dir, "data/keys.json"), ekCA)
-	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s.start(t)
-	return s
+    }`, ekCA)})
 }
 
 // startTPMAgent runs an agent that attests with the TPM at tpmPath.
 func startTPMAgent(t *testing.T, s *serverEnv, tpmPath string) *agentEnv {
 	t.Helper()
-	dir := shortTempDir(t)
-	bundle := filepath.Join(dir, "bootstrap.crt")
-	if err := os.WriteFile(bundle, []byte(s.cli(t, "bundle", "show")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentEnv{dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf")}
-	conf := fmt.Sprintf(`agent {
-    data_dir = %q
-    log_level = "DEBUG"
-    server_address = "127.0.0.1"
-    server_port = "%d"
-    socket_path = %q
-    trust_bundle_path = %q
-    trust_domain = "example.org"
-    experimental {
-        sync_interval = "500ms"
-    }
-}
-plugins {
-    NodeAttestor "tpm" {
+	a := newAgent(t, s, agentConfig{nodeAttestor: fmt.Sprintf(`NodeAttestor "tpm" {
         plugin_data {
             tpm_path = %q
         }
-    }
-    KeyManager "disk" {
-        plugin_data {
-            directory = %q
-        }
-    }
-    WorkloadAttestor "unix" {
-        plugin_data {}
-    }
-}
-`, filepath.Join(dir, "data"), s.port, a.socket, bundle, tpmPath, filepath.Join(dir, "data"))
-	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+    }`, tpmPath), workloadAttestor: unixAttestor("")})
 	a.start(t, "")
 	return a
 }
