@@ -168,7 +168,7 @@ func (s *server) close() {
 	if s.admin != nil {
 		s.admin.Close()
 	}
-	s.proc.stop()
+	s.proc.Stop()
 }
 
 // token creates a join token through the admin API.
@@ -367,7 +367,7 @@ func startAgent(ctx context.Context, g *group, root string, im Impl, s *server) 
 		return err
 	})
 	if err != nil {
-		a.proc.stop()
+		a.proc.Stop()
 		return nil, err
 	}
 	return a, nil

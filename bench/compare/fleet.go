@@ -69,7 +69,7 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		}
 		// Measure steady state only: drop the syncs that signed.
 		f.Collect()
-		cpu0, err := cpuTicks(srv.proc.pid())
+		cpu0, err := cpuTicks(srv.proc.Pid())
 		if err != nil {
 			return err
 		}
@@ -84,14 +84,14 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		}
 		lat, failed, lastErr := f.Collect()
 		wall := time.Since(start)
-		cpu1, err := cpuTicks(srv.proc.pid())
+		cpu1, err := cpuTicks(srv.proc.Pid())
 		if err != nil {
 			return err
 		}
 		st := FleetStep{Agents: n, Syncs: len(lat), Failed: failed, CPU: float64(cpu1-cpu0) / clockTicks / wall.Seconds()}
 		d := Dist{Samples: lat}
 		st.P50, st.P99 = d.Quantile(0.5), d.Quantile(0.99)
-		if st.RSS, _, err = rss(srv.proc.pid()); err != nil {
+		if st.RSS, _, err = rss(srv.proc.Pid()); err != nil {
 			return err
 		}
 		if s.r.Fleet == nil {

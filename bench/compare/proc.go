@@ -11,80 +11,41 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/spiffe-hw/spire-hw/internal/childproc"
 )
 
 // proc is a long-running server or agent. Its output goes to a file in its
 // directory, so that a run with 10,000 entries does not hold logs in
 // memory, and the tail is quoted when something fails.
 type proc struct {
+	*childproc.Proc
 	name string
-	cmd  *exec.Cmd
 	log  string
-	done chan struct{}
 }
 
-// procAttr puts every child in its own process group, so that stopping it
-// also stops anything it started and a terminal's Ctrl-C reaches only the
-// harness, which then stops the children in order. Pdeathsig makes the
-// kernel kill a child whose harness died without cleaning up.
-func procAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
-
-// startProc runs bin in dir until stop is called.
+// startProc runs bin in dir until Stop is called.
 func startProc(dir, bin string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, filepath.Base(bin)+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("compare: %w", err)
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.SysProcAttr = procAttr()
-	cmd.Stdout, cmd.Stderr = f, f
-	p := &proc{name: filepath.Base(bin), cmd: cmd, log: logPath, done: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
+	cp, err := childproc.Start(dir, f, func() { f.Close() }, bin, args...)
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("compare: start %s: %w", bin, err)
+		return nil, fmt.Errorf("compare: %w", err)
 	}
-	go func() {
-		cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// pid is the process ID, for reading its memory from /proc.
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// stop interrupts the process group and kills it if it lingers.
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	pgid := p.cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGINT)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
+	return &proc{Proc: cp, name: filepath.Base(bin), log: logPath}, nil
 }
 
 // exited returns an error naming the exit status once the process ended.
 func (p *proc) exited() error {
-	select {
-	case <-p.done:
-		return fmt.Errorf("compare: %s exited (%v):\n%s", p.name, p.cmd.ProcessState, p.tail())
-	default:
-		return nil
+	if st := p.State(); st != nil {
+		return fmt.Errorf("compare: %s exited (%v):\n%s", p.name, st, p.tail())
 	}
+	return nil
 }
 
 // tail is the end of the process's log, for error messages.
@@ -102,7 +63,7 @@ func runCLI(ctx context.Context, dir, bin string, args ...string) (string, error
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
-	cmd.SysProcAttr = procAttr()
+	cmd.SysProcAttr = childproc.Attr()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -183,6 +144,6 @@ func (g *group) stopAll() {
 	g.procs = nil
 	g.mu.Unlock()
 	for i := len(ps) - 1; i >= 0; i-- {
-		ps[i].stop()
+		ps[i].Stop()
 	}
 }

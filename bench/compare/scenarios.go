@@ -312,14 +312,14 @@ func (s *scenarioRun) cache(ctx context.Context, im Impl, _ int) error {
 		return err
 	}
 	defer srv.close()
-	defer ag.proc.stop()
+	defer ag.proc.Stop()
 	// Let the agent finish the update it just sent before reading.
 	time.Sleep(time.Second)
 	res := &CacheResult{Entries: n, Fill: fill}
-	if res.AgentRSS, res.AgentPeak, err = rss(ag.proc.pid()); err != nil {
+	if res.AgentRSS, res.AgentPeak, err = rss(ag.proc.Pid()); err != nil {
 		return err
 	}
-	if res.ServerRSS, res.ServerPeak, err = rss(srv.proc.pid()); err != nil {
+	if res.ServerRSS, res.ServerPeak, err = rss(srv.proc.Pid()); err != nil {
 		return err
 	}
 	s.r.Cache[im.Name] = res
@@ -341,7 +341,7 @@ func (s *scenarioRun) fill(ctx context.Context, im Impl, n int, keep bool) (time
 		srv.close()
 		return 0, nil, nil, err
 	}
-	cleanup := func() { ag.proc.stop(); srv.close() }
+	cleanup := func() { ag.proc.Stop(); srv.close() }
 	fill, err := s.fillAgent(ctx, srv, ag, n)
 	if err != nil || !keep {
 		cleanup()

@@ -101,11 +101,11 @@ func TestNodeAttestors(t *testing.T) {
 			second := newAgentWith(t, s, node.AgentBlock)
 			p := start(t, second.dir, "spire-agent", "run", "-config", second.conf)
 			select {
-			case <-p.done:
+			case <-p.Done():
 			case <-time.After(30 * time.Second):
 				t.Fatalf("the second agent with a reused identity document is still running:\n%s", p.out.String())
 			}
-			if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+			if code := p.State().ExitCode(); code == 0 {
 				t.Fatalf("the second agent exited 0:\n%s", p.out.String())
 			}
 			if out := p.out.String(); !strings.Contains(out, "already used to attest an agent") {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spiffe-hw/spire-hw/internal/childproc"
 )
 
 var binDir string
@@ -79,56 +81,34 @@ func mustCLI(t *testing.T, dir, name string, args ...string) string {
 
 // proc is a long-running binary whose output is kept for failure reports.
 type proc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
+	*childproc.Proc
+	out *syncBuffer
 }
 
 // start runs a binary until stopped or the test ends.
 func start(t *testing.T, dir, name string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin(name), args...)
-	cmd.Dir = dir
-	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+	out := &syncBuffer{}
+	cp, err := childproc.Start(dir, out, nil, bin(name), args...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	go func() { cmd.Wait(); close(p.done) }()
+	p := &proc{Proc: cp, out: out}
 	t.Cleanup(func() {
-		p.stop()
+		p.Stop()
 		if t.Failed() {
-			t.Logf("--- %s output:\n%s", name, p.out.String())
+			t.Logf("--- %s output:\n%s", name, out.String())
 		}
 	})
 	return p
 }
 
-// stop sends SIGTERM and waits; a process that does not stop in time is
-// killed and reported by the wait.
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
 // exited reports whether the process has exited and its exit code.
 func (p *proc) exited() (bool, int) {
-	select {
-	case <-p.done:
-		return true, p.cmd.ProcessState.ExitCode()
-	default:
-		return false, 0
+	if st := p.State(); st != nil {
+		return true, st.ExitCode()
 	}
+	return false, 0
 }
 
 // eventually retries f until it returns nil or the timeout passes.

@@ -213,8 +213,8 @@ func TestAgentServesWhileServerDown(t *testing.T) {
 	a := startAgent(t, s, token)
 	first := fetchX509(t, newClient(t, a), "spiffe://example.org/cached")
 
-	s.proc.stop()
-	a.proc.stop()
+	s.proc.Stop()
+	a.proc.Stop()
 	a.start(t, "") // no join token: the persisted agent SVID is reused
 	c := newClient(t, a)
 	x := fetchX509(t, c, "spiffe://example.org/cached")

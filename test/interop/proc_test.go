@@ -36,6 +36,9 @@ func (s *syncBuffer) String() string {
 // procAttr puts every child in its own process group, so that stopping it
 // also stops anything it started, and has the kernel kill it if the test
 // binary dies (a timeout panic runs no cleanups).
+//
+// This and proc mirror internal/childproc, which this module cannot import:
+// its dependency graph is SPIRE's, so it does not require the main module.
 func procAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
