@@ -96,3 +96,21 @@ $1
 }
 CONF
 }
+
+# fetch_and_show has a workload fetch its X.509-SVID from the agent at
+# $agent_sock (retrying while the agent syncs its entries) and prints the
+# SVID and its chain.
+fetch_and_show() {
+	step "A workload fetches its X.509-SVID over the Workload API"
+	mkdir -p "$work/svid"
+	local ok=""
+	for _ in $(seq 1 50); do
+		if "$BIN/spire-agent" api fetch x509 -socketPath "$agent_sock" -write "$work/svid" >"$work/fetch.out" 2>&1; then ok=1; break; fi
+		sleep 0.2
+	done
+	cat "$work/fetch.out"
+	if [ -z "$ok" ]; then echo "--- agent log"; cat "$work/agent.log"; exit 1; fi
+
+	step "The SVID and its chain"
+	go run ./scripts/showcert "$work/svid/svid.0.pem" "$work/svid/bundle.0.pem"
+}
