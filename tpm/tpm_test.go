@@ -2,6 +2,8 @@ package tpm_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/sha256"
 	"slices"
 	"strconv"
@@ -28,24 +30,39 @@ func open(t *testing.T, path string) *tpm.TPM {
 	return tp
 }
 
-// TestFullFlow runs the client and verifier halves against swtpm for
-// both EK algorithms.
+// TestFullFlow runs the client and verifier halves against swtpm for the
+// RSA EK, swtpm's own P-384 EK and the P-256 EK hardware TPMs ship.
 func TestFullFlow(t *testing.T) {
-	fleet := swtpm.StartT(t, 1)
+	fleet := swtpm.StartT(t, 2)
+	if err := fleet.ProvisionP256EK(fleet.TPMs[1]); err != nil {
+		t.Fatal(err)
+	}
 	roots, err := tpm.LoadEKRoots(fleet.CABundle)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp := open(t, fleet.TPMs[0].Path)
-	for _, alg := range []string{"rsa", "ecc"} {
-		t.Run(alg, func(t *testing.T) {
-			ek, err := tp.EK(tpm.WithEKAlgorithm(alg))
+	cases := []struct {
+		name, alg string
+		tpm       int
+		curve     elliptic.Curve // nil for RSA
+	}{
+		{"rsa", "rsa", 0, nil},
+		{"ecc-p384", "ecc", 0, elliptic.P384()},
+		{"ecc-p256", "ecc", 1, elliptic.P256()},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tp := open(t, fleet.TPMs[c.tpm].Path)
+			ek, err := tp.EK(tpm.WithEKAlgorithm(c.alg))
 			if err != nil {
 				t.Fatal(err)
 			}
 			ekc, err := tpm.VerifyEKCertificate(ek.Certificate, roots, time.Now())
 			if err != nil {
 				t.Fatal(err)
+			}
+			if k, ok := ekc.PublicKey.(*ecdsa.PublicKey); (c.curve == nil) != !ok || ok && k.Curve != c.curve {
+				t.Fatalf("EK key %T, want curve %v", ekc.PublicKey, c.curve)
 			}
 			if ekc.Manufacturer != "id:00001014" || ekc.Model != "swtpm" {
 				t.Errorf("manufacturer/model = %q/%q", ekc.Manufacturer, ekc.Model)

@@ -35,23 +35,42 @@ type evidence struct {
 	ekCert []byte
 }
 
+// ekCase is an EK kind the benchmarks measure: swtpm_setup's RSA and
+// P-384 EKs on the first TPM of the fleet, and on the second the P-256 EK
+// hardware TPMs ship.
+type ekCase struct {
+	name, alg string
+	tpm       int
+}
+
+var ekCases = []ekCase{{"rsa", "rsa", 0}, {"ecc-p384", "ecc", 0}, {"ecc-p256", "ecc", 1}}
+
+// startFleet starts the two TPMs ekCases name.
+func startFleet(b testing.TB) *swtpm.Fleet {
+	fleet := swtpm.StartT(b, 2)
+	if err := fleet.ProvisionP256EK(fleet.TPMs[1]); err != nil {
+		b.Fatal(err)
+	}
+	return fleet
+}
+
 // collect gathers one attestation's evidence from swtpm.
-func collect(b testing.TB, alg string) *evidence {
-	return collectFrom(b, swtpm.StartT(b, 1), alg)
+func collect(b testing.TB, c ekCase) *evidence {
+	return collectFrom(b, startFleet(b), c)
 }
 
 // collectFrom gathers the evidence from a running simulator.
-func collectFrom(b testing.TB, fleet *swtpm.Fleet, alg string) *evidence {
+func collectFrom(b testing.TB, fleet *swtpm.Fleet, c ekCase) *evidence {
 	roots, err := tpm.LoadEKRoots(fleet.CABundle)
 	if err != nil {
 		b.Fatal(err)
 	}
-	tp, err := tpm.Open(fleet.TPMs[0].Path)
+	tp, err := tpm.Open(fleet.TPMs[c.tpm].Path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer tp.Close()
-	ek, err := tp.EK(tpm.WithEKAlgorithm(alg))
+	ek, err := tp.EK(tpm.WithEKAlgorithm(c.alg))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -77,9 +96,9 @@ func collectFrom(b testing.TB, fleet *swtpm.Fleet, alg string) *evidence {
 // certificate chain and profile, AK parameters, MakeCredential and quote
 // verification.
 func BenchmarkServerVerify(b *testing.B) {
-	for _, alg := range []string{"rsa", "ecc"} {
-		b.Run("ek="+alg, func(b *testing.B) {
-			ev := collect(b, alg)
+	for _, c := range ekCases {
+		b.Run("ek="+c.name, func(b *testing.B) {
+			ev := collect(b, c)
 			now := time.Now()
 			b.ResetTimer()
 			for b.Loop() {
@@ -105,9 +124,9 @@ func BenchmarkServerVerify(b *testing.B) {
 // BenchmarkServerVerifyBaseline is BenchmarkServerVerify with the
 // verifier as it was before tuning (see baseline_test.go).
 func BenchmarkServerVerifyBaseline(b *testing.B) {
-	for _, alg := range []string{"rsa", "ecc"} {
-		b.Run("ek="+alg, func(b *testing.B) {
-			ev := collect(b, alg)
+	for _, c := range ekCases {
+		b.Run("ek="+c.name, func(b *testing.B) {
+			ev := collect(b, c)
 			now := time.Now()
 			b.ResetTimer()
 			for b.Loop() {
@@ -124,7 +143,7 @@ func BenchmarkServerVerifyBaseline(b *testing.B) {
 // challenges, the agent activates the credential and quotes, the server
 // verifies the quote.
 func BenchmarkAttestE2E(b *testing.B) {
-	fleet := swtpm.StartT(b, 1)
+	fleet := startFleet(b)
 	roots, err := tpm.LoadEKRoots(fleet.CABundle)
 	if err != nil {
 		b.Fatal(err)
@@ -136,9 +155,9 @@ func BenchmarkAttestE2E(b *testing.B) {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
 	ctx := agenttpm.WithCSR(context.Background(), csr)
-	for _, alg := range []string{"rsa", "ecc"} {
-		b.Run("ek="+alg, func(b *testing.B) {
-			a, err := agenttpm.New(agenttpm.PluginData{TPMPath: fleet.TPMs[0].Path, EKAlgorithm: alg})
+	for _, c := range ekCases {
+		b.Run("ek="+c.name, func(b *testing.B) {
+			a, err := agenttpm.New(agenttpm.PluginData{TPMPath: fleet.TPMs[c.tpm].Path, EKAlgorithm: c.alg})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -159,7 +178,7 @@ func BenchmarkAttestE2E(b *testing.B) {
 // whose EK certificate verification is cached: AK checks, MakeCredential
 // and quote verification.
 func BenchmarkServerReverify(b *testing.B) {
-	ev := collect(b, "rsa")
+	ev := collect(b, ekCases[0])
 	ekc, err := tpm.VerifyEKCertificate(ev.ekCert, ev.roots, time.Now())
 	if err != nil {
 		b.Fatal(err)

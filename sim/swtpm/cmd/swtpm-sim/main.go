@@ -21,11 +21,21 @@ func main() {
 	dir := flag.String("dir", "./.data/swtpm", "state directory (CA and one directory per TPM)")
 	tcp := flag.Bool("tcp", false, "serve TPMs on 127.0.0.1 TCP ports instead of Unix sockets")
 	port := flag.Int("port", 2321, "first TCP port; TPM i uses port+2i (data) and port+2i+1 (control)")
+	p256 := flag.Bool("p256", false, "also give each TPM a P-256 EK with its certificate at 0x01c0000a, as hardware TPMs ship (the agent's ECC EK then is that one)")
 	flag.Parse()
 	f, err := swtpm.Start(*dir, *n, swtpm.Options{TCP: *tcp, BasePort: *port})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if *p256 {
+		for _, t := range f.TPMs {
+			if err := f.ProvisionP256EK(t); err != nil {
+				f.Close()
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+		}
 	}
 	fmt.Printf("ek_ca_path = %q\n", f.CABundle)
 	fmt.Printf("# root CA %s, intermediate %s\n", f.RootCA, f.IssuerCA)
