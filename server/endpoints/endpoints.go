@@ -102,6 +102,11 @@ func New(cfg Config) (*Endpoints, error) {
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.ConnectionTimeout(30*time.Second),
+		// Every agent holds a connection, idle between syncs, and gRPC
+		// gives each one a 32 KiB read buffer for its lifetime: 320 MiB
+		// at 10,000 agents, for messages of a few KiB. Reads larger than
+		// the buffer bypass it, so a smaller one costs no extra copies.
+		grpc.ReadBufferSize(8<<10),
 	)
 	cfg.API.Register(e.grpc)
 	healthpb.RegisterHealthServer(e.grpc, e.health)
