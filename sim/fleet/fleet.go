@@ -58,6 +58,9 @@ type Fleet struct {
 	lat     []time.Duration
 	failed  int
 	lastErr error
+	// since is when Collect was last called: a sync that started before
+	// it belongs to no window and is not recorded.
+	since time.Time
 }
 
 // New returns an empty fleet whose agents sync every interval (0 means
@@ -136,13 +139,16 @@ func (f *Fleet) Held() int {
 	return n
 }
 
-// Collect returns the latencies of the syncs that finished since the last
-// call, the number that failed and the last failure.
+// Collect returns the latencies of the syncs that started after the last
+// call and have finished, the number of those that failed and the last
+// failure. A sync in flight across a call is dropped, so that what came
+// before a window (growing the fleet, a pause) does not leak into it.
 func (f *Fleet) Collect() (lat []time.Duration, failed int, lastErr error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	lat, failed, lastErr = f.lat, f.failed, f.lastErr
 	f.lat, f.failed, f.lastErr = nil, 0, nil
+	f.since = time.Now()
 	return lat, failed, lastErr
 }
 
@@ -176,15 +182,23 @@ func (f *Fleet) loop(a *agent) {
 		if f.ctx.Err() != nil {
 			return
 		}
-		f.mu.Lock()
-		if err != nil {
-			f.failed++
-			f.lastErr = err
-		} else {
-			f.lat = append(f.lat, d)
-		}
-		f.mu.Unlock()
+		f.record(start, d, err)
 		t.Reset(max(0, f.interval-d))
+	}
+}
+
+// record keeps the outcome of a sync that started at start, unless it
+// started before the last Collect.
+func (f *Fleet) record(start time.Time, d time.Duration, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case start.Before(f.since):
+	case err != nil:
+		f.failed++
+		f.lastErr = err
+	default:
+		f.lat = append(f.lat, d)
 	}
 }
 
@@ -290,7 +304,10 @@ func dial(srv Server, svid *x509svid.SVID) (*grpc.ClientConn, error) {
 	if svid != nil {
 		cfg = tlsconfig.MTLSClientConfig(svid, srv.Bundle, tlsconfig.AuthorizeID(serverID))
 	}
-	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	// Thousands of mostly idle connections: a small read buffer keeps
+	// the simulator's memory from growing with the fleet.
+	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithReadBufferSize(8<<10))
 	if err != nil {
 		return nil, fmt.Errorf("fleet: dial %s: %w", srv.Addr, err)
 	}

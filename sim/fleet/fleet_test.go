@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -62,6 +63,27 @@ func TestFleetSyncs(t *testing.T) {
 	}
 	if lat2, _, _ := f.Collect(); len(lat2) > 3 {
 		t.Errorf("Collect did not reset: %d syncs right after", len(lat2))
+	}
+}
+
+// TestCollectWindow: a sync that started before Collect (say, one that a
+// pause stretched) is not counted in the next window, success or failure;
+// one that started after it is.
+func TestCollectWindow(t *testing.T) {
+	f := New(Server{}, time.Second)
+	defer f.Close()
+	before := time.Now()
+	f.Collect()
+	f.record(before, time.Second, nil)
+	f.record(before, time.Second, errors.New("in flight"))
+	f.record(time.Now(), time.Millisecond, nil)
+	f.record(time.Now(), time.Millisecond, errors.New("refused"))
+	lat, failed, err := f.Collect()
+	if len(lat) != 1 || lat[0] != time.Millisecond {
+		t.Errorf("latencies %v, want just the sync started in the window", lat)
+	}
+	if failed != 1 || err == nil || err.Error() != "refused" {
+		t.Errorf("failed %d (%v), want the one failure of the window", failed, err)
 	}
 }
 
