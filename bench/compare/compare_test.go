@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,7 +151,7 @@ func TestPeer(t *testing.T) {
 		}
 		// Under a loaded `make test` the sweep may stop early; the first
 		// size must still have synced, without failures.
-		if st := res.Fleet[impl]; len(st) == 0 || st[0].Agents != sz.FleetSteps[0] || st[0].Syncs == 0 || st[0].Failed != 0 || st[0].CPU < 0 || st[0].RSS <= 0 {
+		if st := res.Fleet[impl]; len(st) == 0 || st[0].Agents != sz.FleetSteps[0] || st[0].Syncs == 0 || st[0].Failed != 0 || st[0].CPU < 0 || st[0].SimCPU <= 0 || st[0].RSS <= 0 {
 			t.Errorf("%s: fleet steps %+v", impl, st)
 		}
 		if c := res.Cache[impl]; c == nil || c.AgentRSS <= 0 || c.AgentPeak < c.AgentRSS || c.Entries != sz.CacheEntries {
@@ -164,7 +165,10 @@ func TestPeer(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "ours (lineage)"} {
+	if runtime.NumCPU() > 1 && !strings.Contains(md, "at equal CPU: server on CPU") {
+		t.Error("fleet ran with more than one CPU but does not say how it split them")
+	}
+	for _, want := range []string{"### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "ours (lineage)", "Every size tried"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -106,6 +106,12 @@ plugins {
 // startServer runs im's server in a fresh directory under root and waits
 // until its admin API answers.
 func startServer(ctx context.Context, g *group, root string, im Impl) (*server, error) {
+	return startServerOn(ctx, g, root, im, nil)
+}
+
+// startServerOn is startServer with the server on split's server CPUs,
+// or unpinned when split is nil.
+func startServerOn(ctx context.Context, g *group, root string, im Impl, split *cpuSplit) (*server, error) {
 	dir, err := os.MkdirTemp(root, "srv")
 	if err != nil {
 		return nil, fmt.Errorf("compare: %w", err)
@@ -126,7 +132,16 @@ func startServer(ctx context.Context, g *group, root string, im Impl) (*server, 
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, fmt.Errorf("compare: %w", err)
 	}
-	if s.proc, err = startProc(dir, im.server(), "run", "-config", conf); err != nil {
+	start := func() (err error) {
+		s.proc, err = startProc(dir, im.server(), "run", "-config", conf)
+		return err
+	}
+	if split != nil {
+		err = split.startServer(start)
+	} else {
+		err = start()
+	}
+	if err != nil {
 		return nil, err
 	}
 	g.add(s.proc)

@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 )
 
@@ -27,6 +32,10 @@ type FleetStep struct {
 	P50, P99 time.Duration
 	// CPU is the server's CPU use during the window, in cores.
 	CPU float64
+	// SimCPU is the harness's (the simulated fleet's) CPU use during the
+	// window, in cores: near the CPUs it has, the simulator and not the
+	// server limits the size.
+	SimCPU float64
 	// RSS is the server's resident memory at the end of the window.
 	RSS int64
 }
@@ -40,7 +49,20 @@ func (s FleetStep) Sustained() bool { return s.Failed == 0 && s.Syncs > 0 && s.P
 // FleetTarget.
 func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 	sz := s.h.Sizes
-	srv, err := startServer(ctx, s.g, s.root, im)
+	// Equal CPU: the server gets one CPU of its own and the simulator
+	// the rest, the same for both implementations.
+	split, err := splitCPUs(1)
+	if err != nil {
+		return err
+	}
+	if split != nil {
+		if err := split.pinHarness(); err != nil {
+			return err
+		}
+		defer split.restore()
+		s.r.FleetCPUs = fmt.Sprintf("server on CPU %s alone, simulator on CPU %s", cpuList(&split.server), cpuList(&split.harness))
+	}
+	srv, err := startServerOn(ctx, s.g, s.root, im, split)
 	if err != nil {
 		return err
 	}
@@ -67,9 +89,23 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		if err != nil {
 			return err
 		}
+		// A collection of the simulator's heap takes about a second on
+		// its CPU and stretches every sync in flight; run it now, so
+		// that the window (far shorter than the time the simulator
+		// takes to fill its heap again) measures the server, not when
+		// the harness happened to collect.
+		runtime.GC()
 		// Measure steady state only: drop the syncs that signed.
 		f.Collect()
 		cpu0, err := cpuTicks(srv.proc.Pid())
+		if err != nil {
+			return err
+		}
+		sim0, err := cpuTicks(os.Getpid())
+		if err != nil {
+			return err
+		}
+		stopProfile, err := profileSim(im.Name, n)
 		if err != nil {
 			return err
 		}
@@ -84,11 +120,18 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		}
 		lat, failed, lastErr := f.Collect()
 		wall := time.Since(start)
+		stopProfile()
 		cpu1, err := cpuTicks(srv.proc.Pid())
 		if err != nil {
 			return err
 		}
-		st := FleetStep{Agents: n, Syncs: len(lat), Failed: failed, CPU: float64(cpu1-cpu0) / clockTicks / wall.Seconds()}
+		sim1, err := cpuTicks(os.Getpid())
+		if err != nil {
+			return err
+		}
+		st := FleetStep{Agents: n, Syncs: len(lat), Failed: failed,
+			CPU:    float64(cpu1-cpu0) / clockTicks / wall.Seconds(),
+			SimCPU: float64(sim1-sim0) / clockTicks / wall.Seconds()}
 		d := Dist{Samples: lat}
 		st.P50, st.P99 = d.Quantile(0.5), d.Quantile(0.99)
 		if st.RSS, _, err = rss(srv.proc.Pid()); err != nil {
@@ -106,6 +149,40 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		}
 	}
 	return nil
+}
+
+// profileSim profiles the harness process (the simulated fleet) over a
+// measuring window when BENCH_SIM_PROFILE names a directory, so that the
+// simulator's own cost can be told from the server's; it returns the
+// function that stops the profile.
+func profileSim(impl string, n int) (func(), error) {
+	dir := os.Getenv("BENCH_SIM_PROFILE")
+	if dir == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("sim-%s-%d.prof", strings.ReplaceAll(impl, " ", "_"), n)))
+	if err != nil {
+		return nil, fmt.Errorf("compare: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("compare: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// cpuList names the CPUs of set, for the report.
+func cpuList(set *unix.CPUSet) string {
+	var cpus []string
+	for c := range len(set) * 64 {
+		if set.IsSet(c) {
+			cpus = append(cpus, strconv.Itoa(c))
+		}
+	}
+	return strings.Join(cpus, ",")
 }
 
 // growFleet attests agents until the fleet has n, a few at a time as a

@@ -49,7 +49,7 @@ type Sizes struct {
 func FullSizes() Sizes {
 	return Sizes{Rounds: 5, Attestations: 50, Entries: 1000, WorkloadCalls: 200, Concurrency: []int{1, 8},
 		Batches: []int{1, 50, 500}, BatchCSRs: 1000, CacheEntries: 10000,
-		FleetSteps: []int{100, 300, 1000, 2000, 3000, 5000, 7500, 10000}, FleetEntries: 10, FleetInterval: 5 * time.Second, FleetWindow: 15 * time.Second}
+		FleetSteps: []int{250, 500, 750, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 7000, 8000, 10000}, FleetEntries: 10, FleetInterval: 5 * time.Second, FleetWindow: 15 * time.Second}
 }
 
 // TinySizes exercise every code path in seconds, for `make test`.
@@ -94,6 +94,9 @@ type Results struct {
 	Cache map[string]*CacheResult
 	// Fleet holds each implementation's fleet sizes, smallest first.
 	Fleet map[string][]FleetStep
+	// FleetCPUs says how the fleet scenario split the CPUs between server
+	// and simulator, "" when it could not.
+	FleetCPUs string
 	// Failures lists the scenario rounds that failed; the run went on.
 	Failures []string
 }

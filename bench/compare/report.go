@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -208,37 +209,79 @@ func (r *Results) Tables() string {
 
 	if len(r.Fleet) > 0 {
 		fmt.Fprintf(&b, "### 5. Fleet\n\n")
-		fmt.Fprintf(&b, "sim/fleet runs many agents in the harness process, each attested with its own join token and holding its own mTLS connection, syncing every %v as SPIRE's agent does (GetBundle, SyncAuthorizedEntries, BatchNewX509SVID for new entries), %d entries each. Each size is measured for %v after every SVID is held; sizes grow until p99 sync latency passes %v. The simulator shares the machine's %d CPUs with the server, so capacities here are a lower bound for a dedicated server.\n\n",
-			sz.FleetInterval, sz.FleetEntries, sz.FleetWindow, FleetTarget, runtime.NumCPU())
+		fmt.Fprintf(&b, "sim/fleet runs many agents in the harness process, each attested with its own join token and holding its own mTLS connection, syncing every %v as SPIRE's agent does (GetBundle, SyncAuthorizedEntries, BatchNewX509SVID for new entries), %d entries each. Each size is measured for %v after every SVID is held; sizes grow until p99 sync latency passes %v. ",
+			sz.FleetInterval, sz.FleetEntries, sz.FleetWindow, FleetTarget)
+		if r.FleetCPUs != "" {
+			fmt.Fprintf(&b, "Both servers run at equal CPU: %s (scheduler affinity, so neither server nor simulator can take the other's cycles). When the simulator's CPU nears what it has, it and not the server bounds the size, so a capacity is a lower bound for the server.\n\n", r.FleetCPUs)
+		} else {
+			fmt.Fprintf(&b, "The simulator shares the machine's %d CPUs with the server, so capacities here are a lower bound for a dedicated server.\n\n", runtime.NumCPU())
+		}
 		cols := colsOf(r, r.Fleet)
-		t := r.newTable(cols)
-		for _, n := range sz.FleetSteps {
-			step := func(f func(FleetStep) float64) func(string) (float64, bool) {
-				return func(impl string) (float64, bool) {
-					for _, st := range r.Fleet[impl] {
-						if st.Agents == n {
-							return f(st), true
-						}
-					}
-					return 0, false
+		stepOf := func(impl string, n int) (FleetStep, bool) {
+			for _, st := range r.Fleet[impl] {
+				if st.Agents == n {
+					return st, true
 				}
 			}
-			t.row(fmt.Sprintf("p50 sync, %s agents", thousands(n)), step(func(s FleetStep) float64 { return float64(s.P50) }), durFmt, true)
-			t.row(fmt.Sprintf("p99 sync, %s agents", thousands(n)), step(func(s FleetStep) float64 { return float64(s.P99) }), durFmt, true)
-			t.row(fmt.Sprintf("server CPU, %s agents", thousands(n)), step(func(s FleetStep) float64 { return s.CPU }), func(v float64) string { return fmt.Sprintf("%.2f cores", v) }, true)
-			t.row(fmt.Sprintf("server RSS, %s agents", thousands(n)), step(func(s FleetStep) float64 { return float64(s.RSS) }), bytesFmt, true)
+			return FleetStep{}, false
 		}
-		t.row(fmt.Sprintf("largest size tried with p99 < %v", FleetTarget), func(impl string) (float64, bool) {
+		step := func(n int, f func(FleetStep) float64) func(string) (float64, bool) {
+			return func(impl string) (float64, bool) {
+				st, ok := stepOf(impl, n)
+				return f(st), ok
+			}
+		}
+		capacity := func(impl string) int {
 			best := 0
 			for _, st := range r.Fleet[impl] {
 				if st.Sustained() {
 					best = st.Agents
 				}
 			}
-			return float64(best), true
+			return best
+		}
+		t := r.newTable(cols)
+		t.row(fmt.Sprintf("largest fleet with p99 < %v", FleetTarget), func(impl string) (float64, bool) {
+			return float64(capacity(impl)), true
 		}, func(v float64) string { return thousands(int(v)) }, false)
+		// The sizes in full, and each implementation's largest.
+		key := []int{1000, 10000}
+		for _, impl := range cols {
+			key = append(key, capacity(impl))
+		}
+		slices.Sort(key)
+		key = slices.Compact(key)
+		cores := func(v float64) string { return fmt.Sprintf("%.2f cores", v) }
+		for _, n := range key {
+			if n == 0 || !slices.Contains(sz.FleetSteps, n) {
+				continue
+			}
+			a := thousands(n)
+			t.row(fmt.Sprintf("p50 sync, %s agents", a), step(n, func(s FleetStep) float64 { return float64(s.P50) }), durFmt, true)
+			t.row(fmt.Sprintf("p99 sync, %s agents", a), step(n, func(s FleetStep) float64 { return float64(s.P99) }), durFmt, true)
+			t.row(fmt.Sprintf("server CPU, %s agents", a), step(n, func(s FleetStep) float64 { return s.CPU }), cores, true)
+			t.row(fmt.Sprintf("server RSS, %s agents", a), step(n, func(s FleetStep) float64 { return float64(s.RSS) }), bytesFmt, true)
+			t.row(fmt.Sprintf("simulator CPU, %s agents", a), step(n, func(s FleetStep) float64 { return s.SimCPU }), cores, true)
+		}
 		b.WriteString(t.String() + "\n")
-		b.WriteString("![sync latency against fleet size](peer-fleet.svg)\n\n")
+		b.WriteString("Every size tried, p99 sync latency (server CPU):\n\n")
+		b.WriteString("| agents |")
+		for _, impl := range cols {
+			fmt.Fprintf(&b, " %s |", impl)
+		}
+		b.WriteString("\n|---:|" + strings.Repeat("---:|", len(cols)) + "\n")
+		for _, n := range sz.FleetSteps {
+			fmt.Fprintf(&b, "| %s |", thousands(n))
+			for _, impl := range cols {
+				if st, ok := stepOf(impl, n); ok {
+					fmt.Fprintf(&b, " %s (%.2f) |", durFmt(float64(st.P99)), st.CPU)
+				} else {
+					b.WriteString(" – |")
+				}
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\n![sync latency against fleet size](peer-fleet.svg)\n\n")
 		for _, impl := range cols {
 			for _, st := range r.Fleet[impl] {
 				if st.Failed > 0 {
