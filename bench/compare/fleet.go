@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 )
 
@@ -109,6 +107,7 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		if err != nil {
 			return err
 		}
+		defer stopProfile() // on an early return; a no-op once stopped
 		start := time.Now()
 		for el := time.Duration(0); el < sz.FleetWindow; el = time.Since(start) {
 			s.h.bar(fmt.Sprintf("%d agents: measuring", n), int(el/time.Second), int(sz.FleetWindow/time.Second))
@@ -144,7 +143,9 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		if failed > 0 && lastErr != nil {
 			s.h.status(fmt.Sprintf("%d agents: %d syncs failed, last: %v", n, failed, lastErr))
 		}
-		if !st.Sustained() {
+		// Past the capacity the sweep stops, except that the sizes the
+		// issue reports (up to FleetAlways) are measured anyway.
+		if !st.Sustained() && n >= sz.FleetAlways {
 			break
 		}
 	}
@@ -168,21 +169,13 @@ func profileSim(impl string, n int) (func(), error) {
 		f.Close()
 		return nil, fmt.Errorf("compare: %w", err)
 	}
+	var once sync.Once
 	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
 	}, nil
-}
-
-// cpuList names the CPUs of set, for the report.
-func cpuList(set *unix.CPUSet) string {
-	var cpus []string
-	for c := range len(set) * 64 {
-		if set.IsSet(c) {
-			cpus = append(cpus, strconv.Itoa(c))
-		}
-	}
-	return strings.Join(cpus, ",")
 }
 
 // growFleet attests agents until the fleet has n, a few at a time as a

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,12 +30,7 @@ func splitCPUs(serverCPUs int) (*cpuSplit, error) {
 	if err := unix.SchedGetaffinity(0, &all); err != nil {
 		return nil, fmt.Errorf("compare: CPU affinity: %w", err)
 	}
-	var cpus []int
-	for c := range len(all) * 64 {
-		if all.IsSet(c) {
-			cpus = append(cpus, c)
-		}
-	}
+	cpus := cpusOf(&all)
 	if len(cpus) <= serverCPUs {
 		return nil, nil
 	}
@@ -118,6 +114,29 @@ func setProcessAffinity(set *unix.CPUSet) error {
 		}
 	}
 	return fmt.Errorf("compare: threads kept starting while being pinned")
+}
+
+// cpusOf lists the CPUs of set.
+func cpusOf(set *unix.CPUSet) []int {
+	var cpus []int
+	for c := range len(set) * 64 {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus
+}
+
+// cpuList names the CPUs of set, for the report.
+func cpuList(set *unix.CPUSet) string {
+	var b strings.Builder
+	for i, c := range cpusOf(set) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(c))
+	}
+	return b.String()
 }
 
 // affinity reads the CPUs a process may run on, for checking a split.

@@ -209,8 +209,12 @@ func (r *Results) Tables() string {
 
 	if len(r.Fleet) > 0 {
 		fmt.Fprintf(&b, "### 5. Fleet\n\n")
-		fmt.Fprintf(&b, "sim/fleet runs many agents in the harness process, each attested with its own join token and holding its own mTLS connection, syncing every %v as SPIRE's agent does (GetBundle, SyncAuthorizedEntries, BatchNewX509SVID for new entries), %d entries each. Each size is measured for %v after every SVID is held; sizes grow until p99 sync latency passes %v. ",
+		fmt.Fprintf(&b, "sim/fleet runs many agents in the harness process, each attested with its own join token and holding its own mTLS connection, syncing every %v as SPIRE's agent does (GetBundle, SyncAuthorizedEntries, BatchNewX509SVID for new entries), %d entries each. Each size is measured for %v after every SVID is held; sizes grow until p99 sync latency passes %v",
 			sz.FleetInterval, sz.FleetEntries, sz.FleetWindow, FleetTarget)
+		if sz.FleetAlways > 0 {
+			fmt.Fprintf(&b, " (sizes up to %s agents are measured regardless)", thousands(sz.FleetAlways))
+		}
+		b.WriteString(". ")
 		if r.FleetCPUs != "" {
 			fmt.Fprintf(&b, "Both servers run at equal CPU: %s (scheduler affinity, so neither server nor simulator can take the other's cycles). When the simulator's CPU nears what it has, it and not the server bounds the size, so a capacity is a lower bound for the server.\n\n", r.FleetCPUs)
 		} else {
