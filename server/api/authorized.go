@@ -68,6 +68,44 @@ type entrySnapshot struct {
 	byParent   map[string][]*types.Entry
 	bySPIFFEID map[string][]*types.Entry
 	byID       map[string]*types.Entry
+
+	// authorized remembers authorizedFor per agent ID. Every agent asks
+	// at every sync, and the answer changes only with the snapshot (a
+	// new one starts empty) or the node's selectors (checked on each
+	// use): at fleet scale the walk and its maps were a tenth of the
+	// server's CPU. Written once per agent and then read, so a sync.Map;
+	// it holds at most one memo per agent that synced.
+	authorized sync.Map // agent ID -> *authorizedMemo
+}
+
+// authorizedMemo is one agent's authorized entries and what they were
+// worked out from.
+type authorizedMemo struct {
+	serverID  string
+	selectors []selectorKey
+	entries   []*types.Entry
+}
+
+type selectorKey struct{ typ, value string }
+
+func selectorKeys(sels []*types.Selector) []selectorKey {
+	keys := make([]selectorKey, len(sels))
+	for i, s := range sels {
+		keys[i] = selectorKey{s.Type, s.Value}
+	}
+	return keys
+}
+
+func (m *authorizedMemo) matches(serverID string, sels []*types.Selector) bool {
+	if m.serverID != serverID || len(m.selectors) != len(sels) {
+		return false
+	}
+	for i, s := range sels {
+		if m.selectors[i] != (selectorKey{s.Type, s.Value}) {
+			return false
+		}
+	}
+	return true
 }
 
 func newEntryCache(ds datastore.DataStore) *entryCache { return &entryCache{ds: ds} }
@@ -189,8 +227,19 @@ func (s *entrySnapshot) isAdmin(id string) bool {
 // authorizedFor returns the entries an agent may obtain SVIDs for: those
 // parented to the agent, the node-alias entries (parented to the server)
 // whose selectors the node's selectors satisfy, and, transitively, every
-// entry parented to one of those.
+// entry parented to one of those. The slice is shared with later calls:
+// callers must not modify it.
 func (s *entrySnapshot) authorizedFor(agentID, serverID string, nodeSelectors []*types.Selector) []*types.Entry {
+	if m, ok := s.authorized.Load(agentID); ok && m.(*authorizedMemo).matches(serverID, nodeSelectors) {
+		return m.(*authorizedMemo).entries
+	}
+	out := s.walkAuthorized(agentID, serverID, nodeSelectors)
+	s.authorized.Store(agentID, &authorizedMemo{serverID: serverID, selectors: selectorKeys(nodeSelectors), entries: out})
+	return out
+}
+
+// walkAuthorized works out authorizedFor's answer.
+func (s *entrySnapshot) walkAuthorized(agentID, serverID string, nodeSelectors []*types.Selector) []*types.Entry {
 	have := make(map[string]struct{}, len(nodeSelectors))
 	for _, sel := range nodeSelectors {
 		have[sel.Type+":"+sel.Value] = struct{}{}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -180,4 +181,57 @@ type revisionCounter struct {
 func (r *revisionCounter) EntriesRevision(ctx context.Context) (int64, error) {
 	r.n.Add(1)
 	return r.DataStore.EntriesRevision(ctx)
+}
+
+// TestAuthorizedForRemembersPerAgent: an agent's second sync is answered
+// from the snapshot's memo, but a change of the node's selectors (which
+// decide its node aliases) or of the server ID is never answered from it,
+// nor is one agent's answer given to another.
+func TestAuthorizedForRemembersPerAgent(t *testing.T) {
+	const (
+		td       = "example.org"
+		serverID = "spiffe://example.org/spire/server"
+		agentA   = "spiffe://example.org/spire/agent/a"
+		agentB   = "spiffe://example.org/spire/agent/b"
+	)
+	id := func(path string) *types.SPIFFEID { return &types.SPIFFEID{TrustDomain: td, Path: path} }
+	entry := func(eid, parent, spiffeID string, sels ...*types.Selector) *types.Entry {
+		return &types.Entry{Id: eid, ParentId: id(parent), SpiffeId: id(spiffeID), Selectors: sels}
+	}
+	rack := &types.Selector{Type: "tpm", Value: "model:rack"}
+	s := &entrySnapshot{byParent: map[string][]*types.Entry{
+		agentA:                      {entry("a1", "/spire/agent/a", "/w/a1")},
+		agentB:                      {entry("b1", "/spire/agent/b", "/w/b1")},
+		serverID:                    {entry("alias", "/spire/server", "/rack", rack)},
+		"spiffe://example.org/rack": {entry("r1", "/rack", "/w/r1")},
+	}}
+	ids := func(es []*types.Entry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Id)
+		}
+		return out
+	}
+	check := func(name, agent, srv string, sels []*types.Selector, want ...string) []*types.Entry {
+		t.Helper()
+		got := s.authorizedFor(agent, srv, sels)
+		if g := ids(got); !slices.Equal(g, want) {
+			t.Errorf("%s: %v, want %v", name, g, want)
+		}
+		return got
+	}
+	first := check("first sync", agentA, serverID, nil, "a1")
+	again := check("second sync", agentA, serverID, nil, "a1")
+	if &first[0] != &again[0] {
+		t.Error("second sync walked the entries again instead of using the memo")
+	}
+	check("other agent", agentB, serverID, nil, "b1")
+	// The same slice reused by the node cache, with a new value: the
+	// memo compares values, not slices.
+	sels := []*types.Selector{{Type: "tpm", Value: "model:desk"}}
+	check("selectors matching no alias", agentA, serverID, sels, "a1")
+	sels[0] = rack
+	check("selectors now matching the alias", agentA, serverID, sels, "alias", "a1", "r1")
+	check("selectors dropped", agentA, serverID, nil, "a1")
+	check("other server ID", agentA, "spiffe://example.org/other", []*types.Selector{rack}, "a1")
 }
