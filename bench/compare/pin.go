@@ -18,7 +18,6 @@ import (
 // scheduler to the CPUs it is started on.
 type cpuSplit struct {
 	server, harness, all unix.CPUSet
-	serverCPUs           int
 	procs                int // the harness's GOMAXPROCS before the split
 }
 
@@ -34,7 +33,7 @@ func splitCPUs(serverCPUs int) (*cpuSplit, error) {
 	if len(cpus) <= serverCPUs {
 		return nil, nil
 	}
-	s := &cpuSplit{all: all, serverCPUs: serverCPUs}
+	s := &cpuSplit{all: all}
 	for i, c := range cpus {
 		if i >= len(cpus)-serverCPUs {
 			s.server.Set(c)
@@ -137,13 +136,4 @@ func cpuList(set *unix.CPUSet) string {
 		b.WriteString(strconv.Itoa(c))
 	}
 	return b.String()
-}
-
-// affinity reads the CPUs a process may run on, for checking a split.
-func affinity(pid int) (unix.CPUSet, error) {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(pid, &set); err != nil {
-		return set, fmt.Errorf("compare: affinity of %d: %w", pid, err)
-	}
-	return set, nil
 }

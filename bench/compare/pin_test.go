@@ -1,6 +1,7 @@
 package compare
 
 import (
+	"fmt"
 	"os/exec"
 	"runtime"
 	"testing"
@@ -75,4 +76,13 @@ func TestCPUSplit(t *testing.T) {
 	if got, err := affinity(0); err != nil || got != split.all {
 		t.Errorf("after restore, affinity %v (%v), want %v", cpuList(&got), err, cpuList(&split.all))
 	}
+}
+
+// affinity reads the CPUs a process may run on, for checking a split.
+func affinity(pid int) (unix.CPUSet, error) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(pid, &set); err != nil {
+		return set, fmt.Errorf("compare: affinity of %d: %w", pid, err)
+	}
+	return set, nil
 }
