@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 )
 
 var (
@@ -196,7 +198,7 @@ func TestInterruptLeavesNothing(t *testing.T) {
 	sz := Sizes{Rounds: 1, Entries: 1_000_000}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var progress lockedBuffer
+	var progress syncbuf.Buffer
 	h := &Harness{Ours: im, Sizes: sz, Progress: &progress}
 	errc := make(chan error, 1)
 	go func() { _, err := h.Run(ctx); errc <- err }()
@@ -235,22 +237,4 @@ func countProcs(dir string) int {
 		}
 	}
 	return n
-}
-
-// lockedBuffer is a progress writer the test reads while Run writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,33 +1,16 @@
 package childproc
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Stop ends the child and what it started (the whole process group), and
 // the exit state, output and onExit are there afterwards. The background
@@ -38,7 +21,7 @@ func TestStopEndsTheProcessGroup(t *testing.T) {
 	stopTimeout = 300 * time.Millisecond
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "grandchild.pid")
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	exited := make(chan struct{})
 	p, err := Start(dir, &out, func() { close(exited) }, "/bin/sh", "-c", "sleep 60 & echo $! > "+pidFile+"; echo started; wait")
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/internal/childproc"
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 )
 
 var binDir string
@@ -82,13 +83,13 @@ func mustCLI(t *testing.T, dir, name string, args ...string) string {
 // proc is a long-running binary whose output is kept for failure reports.
 type proc struct {
 	*childproc.Proc
-	out *syncBuffer
+	out *syncbuf.Buffer
 }
 
 // start runs a binary until stopped or the test ends.
 func start(t *testing.T, dir, name string, args ...string) *proc {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cp, err := childproc.Start(dir, out, nil, bin(name), args...)
 	if err != nil {
 		t.Fatal(err)

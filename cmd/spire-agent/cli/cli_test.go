@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -219,10 +220,10 @@ func TestWatchPrintsRotation(t *testing.T) {
 	a := startAgent(t)
 	a.register(t, "/watched")
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- mainContext(ctx, []string{"api", "watch", "-socketPath", a.socket}, nil, out, &syncBuffer{})
+		done <- mainContext(ctx, []string{"api", "watch", "-socketPath", a.socket}, nil, out, &syncbuf.Buffer{})
 	}()
 	waitFor(t, func() bool { return strings.Count(out.String(), "SPIFFE ID:") == 1 })
 	a.register(t, "/watched") // rotation: a new SVID for the same entry
