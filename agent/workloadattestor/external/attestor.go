@@ -6,8 +6,8 @@ import (
 	"strings"
 
 	"github.com/spiffe-hw/spire-hw/agent/peer"
-	workloadattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/workloadattestor/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	workloadattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/workloadattestor/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 )
