@@ -455,3 +455,17 @@ func (h *hostPlugin) GRPCClient(_ context.Context, b *goplugin.GRPCBroker, c *gr
 	}
 	return &hostedConn{conn: c, stop: stop}, nil
 }
+
+// PID is the process ID of the serving plugin, or 0 while it is down.
+func (p *Plugin) PID() int {
+	p.mu.Lock()
+	inst := p.cur
+	p.mu.Unlock()
+	if inst == nil {
+		return 0
+	}
+	if rc := inst.client.ReattachConfig(); rc != nil {
+		return rc.Pid
+	}
+	return 0
+}
