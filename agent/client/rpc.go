@@ -65,6 +65,11 @@ func (c *Client) Attest(ctx context.Context, att nodeattestor.Attestor, csr []by
 	// Evidence that binds the agent's key (a TPM quote) needs the CSR.
 	ctx = nodeattestor.WithCSR(ctx, csr)
 
+	// An attestor that holds state for one attestation (an external
+	// plugin's stream) is told when it is over, whatever the outcome.
+	if d, ok := att.(interface{ Done() }); ok {
+		defer d.Done()
+	}
 	payload, err := att.AttestationData(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("client: attestation data: %w", err)
