@@ -69,7 +69,8 @@ type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	KeyManager  keymanager.KeyManager
 	// Upstream signs the CA certificates; nil makes the CA a self-signed
-	// root.
+	// root. When it also implements upstream.JWTKeyPublisher, JWT keys are
+	// published through it.
 	Upstream upstream.Authority
 	Store    Store
 
@@ -100,6 +101,10 @@ type Manager struct {
 	mu   sync.RWMutex // guards the slot arrays; slots are immutable values
 	x509 [2]*x509Slot
 	jwt  [2]*jwtSlot
+
+	// jwtUnsupportedOnce keeps the warning about an upstream that cannot
+	// publish JWT keys to one per process, as SPIRE does.
+	jwtUnsupportedOnce sync.Once
 }
 
 // New loads the journal, checks that the recorded keys are still the ones in

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
+	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 )
@@ -377,15 +378,61 @@ func (m *Manager) publishX509(ctx context.Context, s *x509Slot) error {
 	return nil
 }
 
+// publishJWTTimeout bounds publishing a JWT key upstream, as in SPIRE.
+const publishJWTTimeout = 5 * time.Second
+
+// publishJWT puts a JWT key in the bundle. With an upstream that publishes
+// JWT keys, the key goes upstream and the bundle receives the keys the
+// upstream answers with, as SPIRE does; an upstream that cannot publish
+// them is warned about once and the key is published locally.
 func (m *Manager) publishJWT(ctx context.Context, s *jwtSlot) error {
-	pub, err := x509.MarshalPKIXPublicKey(s.pub)
+	key, err := jwtAuthority(s)
 	if err != nil {
 		return fmt.Errorf("ca: publish JWT authority: %w", err)
 	}
-	b := &types.Bundle{
-		TrustDomain:    m.cfg.TrustDomain.Name(),
-		JwtAuthorities: []*types.JWTKey{{PublicKey: pub, KeyId: s.kid, ExpiresAt: s.notAfter.Unix()}},
+	if p, ok := m.cfg.Upstream.(upstream.JWTKeyPublisher); ok {
+		pctx, cancel := context.WithTimeout(ctx, publishJWTTimeout)
+		keys, err := p.PublishJWTKey(pctx, key)
+		cancel()
+		switch {
+		case errors.Is(err, errors.ErrUnsupported):
+			m.jwtUnsupportedOnce.Do(func() {
+				m.cfg.Log.Warn("ca: the upstream authority does not support JWT-SVIDs; workloads managed by this server may have trouble communicating with workloads outside this cluster when using JWT-SVIDs")
+			})
+		case err != nil:
+			return fmt.Errorf("ca: publish JWT authority upstream: %w", err)
+		case len(keys) == 0:
+			// Nothing to add; activation waits until the key is in the
+			// bundle (jwtPublished) and publishes again.
+			m.cfg.Log.Warn("ca: the upstream authority returned no JWT keys", "kid", s.kid)
+			return nil
+		default:
+			return m.appendJWTKeys(ctx, keys)
+		}
 	}
+	return m.appendJWTKeys(ctx, []*types.JWTKey{key})
+}
+
+// appendJWTLocal puts a JWT key in the bundle without asking the upstream:
+// at start-up, where the key was published when it was prepared.
+func (m *Manager) appendJWTLocal(ctx context.Context, s *jwtSlot) error {
+	key, err := jwtAuthority(s)
+	if err != nil {
+		return fmt.Errorf("ca: publish JWT authority: %w", err)
+	}
+	return m.appendJWTKeys(ctx, []*types.JWTKey{key})
+}
+
+func jwtAuthority(s *jwtSlot) (*types.JWTKey, error) {
+	pub, err := x509.MarshalPKIXPublicKey(s.pub)
+	if err != nil {
+		return nil, err
+	}
+	return &types.JWTKey{PublicKey: pub, KeyId: s.kid, ExpiresAt: s.notAfter.Unix()}, nil
+}
+
+func (m *Manager) appendJWTKeys(ctx context.Context, keys []*types.JWTKey) error {
+	b := &types.Bundle{TrustDomain: m.cfg.TrustDomain.Name(), JwtAuthorities: keys}
 	if _, err := m.cfg.Store.AppendBundle(ctx, b); err != nil {
 		return fmt.Errorf("ca: publish JWT authority: %w", err)
 	}
@@ -491,7 +538,7 @@ func (m *Manager) load(ctx context.Context) error {
 	}
 	for _, s := range js {
 		if s != nil && s.status != statusOld {
-			if err := m.publishJWT(ctx, s); err != nil {
+			if err := m.appendJWTLocal(ctx, s); err != nil {
 				return err
 			}
 		}
