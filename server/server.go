@@ -21,24 +21,12 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/api"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
-	uppkcs11 "github.com/spiffe-hw/spire-hw/server/ca/upstream/pkcs11"
+	"github.com/spiffe-hw/spire-hw/server/catalog"
 	"github.com/spiffe-hw/spire-hw/server/config"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe-hw/spire-hw/server/endpoints"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
-	"github.com/spiffe-hw/spire-hw/server/keymanager/disk"
-	"github.com/spiffe-hw/spire-hw/server/keymanager/memory"
-	kmpkcs11 "github.com/spiffe-hw/spire-hw/server/keymanager/pkcs11"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor/awsiid"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor/azuremsi"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor/gcpiit"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor/k8spsat"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor/sshpop"
-	servertpm "github.com/spiffe-hw/spire-hw/server/nodeattestor/tpm"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor/x509pop"
 	"github.com/spiffe-hw/spire-hw/telemetry"
 	"golang.org/x/sync/errgroup"
 )
@@ -74,15 +62,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	if err := os.MkdirAll(sc.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: create data_dir: %w", err)
 	}
-	if s.ds, err = openDataStore(ctx, cfg, log); err != nil {
+	if s.ds, err = s.openDataStore(ctx); err != nil {
 		return nil, err
 	}
-	km, err := newKeyManager(cfg, log)
+	km, err := s.newKeyManager(ctx)
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, km)
-	up, err := newUpstream(cfg, log)
+	up, err := s.newUpstream(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +104,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	if err != nil {
 		return nil, err
 	}
-	attestors, err := newAttestors(cfg, s.ds)
+	attestors, err := s.newAttestors(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -209,204 +197,62 @@ func (s *Server) close() {
 	}
 }
 
+// deps is what the catalog's rows get from the server; the datastore is
+// set once it is open, for the node attestors that need it.
+func (s *Server) deps() catalog.Deps {
+	return catalog.Deps{Config: s.cfg, DataStore: s.ds, Log: s.log}
+}
+
+// onlyPlugin is the enabled plugin of a type that takes at most one;
+// server/config has already rejected a second one.
 func onlyPlugin(cfg *config.Config, typ string) (hclconf.Plugin, bool) {
-	ps := hclconf.EnabledPlugins(cfg.Plugins, typ)
+	ps := cfg.EnabledPlugins(typ)
 	if len(ps) == 0 {
 		return hclconf.Plugin{}, false
 	}
 	return ps[0], true
 }
 
-func openDataStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (datastore.DataStore, error) {
-	p, ok := onlyPlugin(cfg, "DataStore")
+func (s *Server) openDataStore(ctx context.Context) (datastore.DataStore, error) {
+	p, ok := onlyPlugin(s.cfg, config.TypeDataStore)
 	if !ok {
 		return nil, errors.New("server: no DataStore plugin configured")
 	}
-	if p.Name != "sql" {
-		return nil, p.Errorf("", "unknown DataStore plugin %q (supported: sql)", p.Name)
-	}
-	var data struct {
-		DatabaseType     string `hcl:"database_type"`
-		ConnectionString string `hcl:"connection_string"`
-		// Accepted for compatibility with SPIRE configs.
-		ROConnectionString string `hcl:"ro_connection_string"`
-		MaxOpenConns       int    `hcl:"max_open_conns"`
-		MaxIdleConns       int    `hcl:"max_idle_conns"`
-		ConnMaxLifetime    string `hcl:"conn_max_lifetime"`
-		DisableMigration   bool   `hcl:"disable_migration"`
-		LogSQL             bool   `hcl:"log_sql"`
-	}
-	if err := p.DecodeData(&data); err != nil {
-		return nil, err
-	}
-	if data.DatabaseType == "" {
-		return nil, p.Errorf("database_type", "is required (sqlite3 or postgres)")
-	}
-	if data.ConnectionString == "" {
-		return nil, p.Errorf("connection_string", "is required")
-	}
-	ds, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: data.DatabaseType, ConnectionString: data.ConnectionString, Log: log.With("subsystem", "datastore")})
-	if err != nil {
-		return nil, fmt.Errorf("server: %w", err)
-	}
-	return ds, nil
+	return catalog.DataStores.Build(ctx, p, s.deps())
 }
 
-func newKeyManager(cfg *config.Config, log *slog.Logger) (keymanager.KeyManager, error) {
-	p, ok := onlyPlugin(cfg, "KeyManager")
+func (s *Server) newKeyManager(ctx context.Context) (keymanager.KeyManager, error) {
+	p, ok := onlyPlugin(s.cfg, config.TypeKeyManager)
 	if !ok {
 		return nil, errors.New("server: no KeyManager plugin configured")
 	}
-	switch p.Name {
-	case "memory":
-		var data struct{}
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		return memory.New(), nil
-	case "disk":
-		var data struct {
-			KeysPath string `hcl:"keys_path"`
-		}
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		if data.KeysPath == "" {
-			return nil, p.Errorf("keys_path", "is required")
-		}
-		km, err := disk.New(data.KeysPath)
-		if err != nil {
-			return nil, fmt.Errorf("server: %s: %w", p.Label(), err)
-		}
-		return km, nil
-	case "pkcs11":
-		km, err := kmpkcs11.FromPlugin(p, log.With("subsystem", "keymanager"))
-		if err != nil {
-			return nil, err
-		}
-		return km, nil
-	default:
-		return nil, p.Errorf("", "unknown KeyManager plugin %q (supported: memory, disk, pkcs11)", p.Name)
-	}
+	return catalog.KeyManagers.Build(ctx, p, s.deps())
 }
 
-func newUpstream(cfg *config.Config, log *slog.Logger) (upstream.Authority, error) {
-	p, ok := onlyPlugin(cfg, "UpstreamAuthority")
+// newUpstream returns nil without an UpstreamAuthority: the CA signs
+// itself.
+func (s *Server) newUpstream(ctx context.Context) (upstream.Authority, error) {
+	p, ok := onlyPlugin(s.cfg, config.TypeUpstreamAuthority)
 	if !ok {
 		return nil, nil
 	}
-	switch p.Name {
-	case "disk":
-	case "pkcs11":
-		u, err := uppkcs11.FromPlugin(p, log.With("subsystem", "upstream"))
-		if err != nil {
-			return nil, err
-		}
-		return u, nil
-	default:
-		return nil, p.Errorf("", "unknown UpstreamAuthority plugin %q (supported: disk, pkcs11)", p.Name)
-	}
-	var data struct {
-		CertFilePath   string `hcl:"cert_file_path"`
-		KeyFilePath    string `hcl:"key_file_path"`
-		BundleFilePath string `hcl:"bundle_file_path"`
-	}
-	if err := p.DecodeData(&data); err != nil {
-		return nil, err
-	}
-	if data.CertFilePath == "" || data.KeyFilePath == "" {
-		return nil, p.Errorf("cert_file_path", "cert_file_path and key_file_path are required")
-	}
-	u, err := upstream.NewDisk(data.CertFilePath, data.KeyFilePath, data.BundleFilePath)
-	if err != nil {
-		return nil, fmt.Errorf("server: %s: %w", p.Label(), err)
-	}
-	return u, nil
+	return catalog.UpstreamAuthorities.Build(ctx, p, s.deps())
 }
 
-func newAttestors(cfg *config.Config, ds datastore.DataStore) (map[string]nodeattestor.Attestor, error) {
-	out := make(map[string]nodeattestor.Attestor)
-	for _, p := range hclconf.EnabledPlugins(cfg.Plugins, "NodeAttestor") {
-		switch p.Name {
-		case jointoken.PluginName:
-			var data struct{}
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			out[p.Name] = jointoken.New(cfg.Server.TrustDomain, ds, nil)
-		case servertpm.PluginName:
-			var data servertpm.PluginData
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			a, err := servertpm.NewFromPluginData(cfg.Server.TrustDomain, data, ds)
-			if err != nil {
-				return nil, p.Errorf("", "%v", err)
-			}
-			out[p.Name] = a
-		case awsiid.PluginName:
-			var data awsiid.PluginData
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			a, err := awsiid.NewFromPluginData(cfg.Server.TrustDomain, data, ds)
-			if err != nil {
-				return nil, p.Errorf("", "%v", err)
-			}
-			out[p.Name] = a
-		case azuremsi.PluginName:
-			var data azuremsi.PluginData
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			a, err := azuremsi.NewFromPluginData(cfg.Server.TrustDomain, data, ds)
-			if err != nil {
-				return nil, p.Errorf("", "%v", err)
-			}
-			out[p.Name] = a
-		case gcpiit.PluginName:
-			var data gcpiit.PluginData
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			a, err := gcpiit.NewFromPluginData(cfg.Server.TrustDomain, data, ds)
-			if err != nil {
-				return nil, p.Errorf("", "%v", err)
-			}
-			out[p.Name] = a
-		case k8spsat.PluginName:
-			var data k8spsat.PluginData
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			a, err := k8spsat.NewFromPluginData(cfg.Server.TrustDomain, data)
-			if err != nil {
-				return nil, p.Errorf("", "%v", err)
-			}
-			out[p.Name] = a
-		case x509pop.PluginName:
-			var data x509pop.PluginData
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			a, err := x509pop.NewFromPluginData(cfg.Server.TrustDomain, data)
-			if err != nil {
-				return nil, p.Errorf("", "%v", err)
-			}
-			out[p.Name] = a
-		case sshpop.PluginName:
-			var data sshpop.PluginData
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			a, err := sshpop.NewFromPluginData(cfg.Server.TrustDomain, data)
-			if err != nil {
-				return nil, p.Errorf("", "%v", err)
-			}
-			out[p.Name] = a
-		default:
-			return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop)", p.Name)
-		}
+// newAttestors keys the node attestors by plugin name, which is the
+// attestation type agents send, and hands them to close.
+func (s *Server) newAttestors(ctx context.Context) (map[string]nodeattestor.Attestor, error) {
+	ps := s.cfg.EnabledPlugins(config.TypeNodeAttestor)
+	as, err := catalog.NodeAttestors.BuildAll(ctx, ps, s.deps())
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]nodeattestor.Attestor, len(as))
+	for i, a := range as {
+		out[ps[i].Name] = a
+		// No built-in verifier holds resources, but an external one is a
+		// process; close skips values without Close.
+		s.closers = append(s.closers, a)
 	}
 	return out, nil
 }
