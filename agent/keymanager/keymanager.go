@@ -1,8 +1,8 @@
-// Package keymanager defines where the agent keeps its private keys: the key
-// of its own X509-SVID (which must outlive a restart for the agent to reuse
-// its SVID without attesting again) and the keys it generates for workload
-// SVIDs. Implementations live in the memory and disk subpackages, matching
-// SPIRE's agent KeyManager plugins of the same names.
+// Package keymanager defines where the agent keeps its private key: the key
+// of its own X509-SVID, which must outlive a restart for the agent to reuse
+// its SVID without attesting again. Implementations live in the memory and
+// disk subpackages, matching SPIRE's agent KeyManager plugins of the same
+// names, and in external, for SPIRE plugin SDK KeyManager plugins.
 package keymanager
 
 import (
@@ -18,11 +18,13 @@ import (
 // ErrNoAgentKey is returned by AgentKey when no agent key has been stored.
 var ErrNoAgentKey = errors.New("keymanager: no agent key")
 
-// KeyManager holds the agent's keys.
+// KeyManager holds the agent's own key. Workload keys are not its business
+// (as in SPIRE): they leave the agent, so the agent makes them in memory with
+// GenerateECKey.
 type KeyManager interface {
-	// GenerateKey returns a fresh ECDSA P-256 key. It is not stored; the
-	// caller decides whether it becomes the agent key (SetAgentKey) or a
-	// workload key, which the agent's SVID cache persists itself.
+	// GenerateKey returns a fresh ECDSA P-256 key that may become the agent
+	// key. It is not the agent key until SetAgentKey; a key manager backed
+	// by a plugin may reuse a candidate's slot for the next candidate.
 	GenerateKey(ctx context.Context) (crypto.Signer, error)
 	// SetAgentKey makes key the key of the agent's X509-SVID. Call it only
 	// once the SVID for the key has been obtained, so that a crash never

@@ -211,7 +211,7 @@ func (m *Manager) loadState() {
 	if m.cache.Bundle() == nil && len(authorities) > 0 {
 		m.client.SetBundle(x509bundle.FromX509Authorities(m.cfg.TrustDomain, authorities))
 	}
-	key, err := m.cfg.KeyManager.AgentKey(context.Background())
+	key, err := agentKeyFor(context.Background(), m.cfg.KeyManager, chain[0].PublicKey)
 	if err != nil {
 		m.log.Info("Stored agent SVID has no key; the agent will attest", "error", err)
 		return
@@ -223,6 +223,19 @@ func (m *Manager) loadState() {
 	}
 	m.agentSVID = svid
 	m.client.SetSVID(svid)
+}
+
+// agentKeyFor returns the key of the stored agent SVID. A key manager that
+// keeps more than one candidate (an external plugin's agent-svid-A and -B,
+// as SPIRE keeps them) is asked for the one with the SVID's public key, the
+// way SPIRE's agent matches its stored SVID to the plugin's keys.
+func agentKeyFor(ctx context.Context, km keymanager.KeyManager, pub crypto.PublicKey) (crypto.Signer, error) {
+	if f, ok := km.(interface {
+		AgentKeyFor(context.Context, crypto.PublicKey) (crypto.Signer, error)
+	}); ok {
+		return f.AgentKeyFor(ctx, pub)
+	}
+	return km.AgentKey(ctx)
 }
 
 // checkAgentSVID verifies an agent chain against the trust domain's

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/agent/cache"
+	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -205,7 +206,10 @@ func (m *Manager) mintSVIDs(ctx context.Context, entries []*types.Entry, bundle 
 		if err != nil {
 			continue
 		}
-		key, err := m.cfg.KeyManager.GenerateKey(ctx)
+		// Workload keys are made in memory, as SPIRE makes them: they are
+		// persisted in the SVID cache and handed to SVIDStores, which a
+		// key held by a KeyManager plugin could not be.
+		key, err := keymanager.GenerateECKey()
 		if err != nil {
 			return nil, fmt.Errorf("manager: workload key: %w", err)
 		}
