@@ -15,29 +15,19 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe-hw/spire-hw/agent/catalog"
 	"github.com/spiffe-hw/spire-hw/agent/config"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
-	"github.com/spiffe-hw/spire-hw/agent/keymanager/disk"
-	"github.com/spiffe-hw/spire-hw/agent/keymanager/memory"
 	"github.com/spiffe-hw/spire-hw/agent/manager"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
-	agentawsiid "github.com/spiffe-hw/spire-hw/agent/nodeattestor/awsiid"
-	agentazuremsi "github.com/spiffe-hw/spire-hw/agent/nodeattestor/azuremsi"
-	agentgcpiit "github.com/spiffe-hw/spire-hw/agent/nodeattestor/gcpiit"
-	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/jointoken"
-	agentpsat "github.com/spiffe-hw/spire-hw/agent/nodeattestor/k8spsat"
-	agentsshpop "github.com/spiffe-hw/spire-hw/agent/nodeattestor/sshpop"
-	agenttpm "github.com/spiffe-hw/spire-hw/agent/nodeattestor/tpm"
-	agentx509pop "github.com/spiffe-hw/spire-hw/agent/nodeattestor/x509pop"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
-	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	tracer "github.com/spiffe-hw/spire-hw/ebpf/lineage"
 	"github.com/spiffe-hw/spire-hw/healthz"
+	pcatalog "github.com/spiffe-hw/spire-hw/plugin/catalog"
 	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"golang.org/x/sync/errgroup"
@@ -55,8 +45,10 @@ type Agent struct {
 	rpc     *telemetry.RPC
 	// profiling serves pprof (profiling_enabled), or is nil.
 	profiling *http.Server
-	// attestors may hold kernel resources (the eBPF tracer).
-	attestors []workloadapi.Attestor
+	// plugins are every plugin built from the catalog, in build order.
+	// Some hold resources (the eBPF tracer, an external plugin's process),
+	// so Run closes them once nothing uses them.
+	plugins []any
 }
 
 // New builds the agent. The manager loads its persisted SVIDs here, so the
@@ -74,14 +66,27 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	km, err := newKeyManager(cfg)
+	// Building a plugin may take a while (an external one is a process
+	// to start), but New has no caller context to bound it yet.
+	ctx := context.Background()
+	deps := catalog.Deps{Config: cfg, Log: log}
+	var plugins []any
+	defer func() {
+		// Run closes them; a failed New has no Run.
+		if err != nil {
+			closePlugins(plugins, log)
+		}
+	}()
+	km, err := newKeyManager(ctx, cfg, deps)
 	if err != nil {
 		return nil, err
 	}
-	na, err := newNodeAttestor(cfg)
+	plugins = append(plugins, km)
+	na, err := newNodeAttestor(ctx, cfg, deps)
 	if err != nil {
 		return nil, err
 	}
+	plugins = append(plugins, na)
 	var (
 		reg     *prometheus.Registry
 		metrics *telemetry.Endpoint
@@ -99,9 +104,12 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 			}
 		}()
 	}
-	attestors, err := newWorkloadAttestors(cfg, log)
+	attestors, err := catalog.WorkloadAttestors.BuildAll(ctx, cfg.EnabledPlugins(config.TypeWorkloadAttestor), deps)
 	if err != nil {
 		return nil, err
+	}
+	for _, at := range attestors {
+		plugins = append(plugins, at)
 	}
 	if reg != nil {
 		for _, at := range attestors {
@@ -124,7 +132,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a = &Agent{cfg: cfg, log: log, manager: m, attestors: attestors, metrics: metrics, rpc: rpc}
+	a = &Agent{cfg: cfg, log: log, manager: m, plugins: plugins, metrics: metrics, rpc: rpc}
 	a.handler = workloadapi.New(workloadapi.Config{
 		Manager:     m,
 		Attestors:   attestors,
@@ -143,13 +151,11 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 // Run serves the Workload API and keeps the agent in sync until ctx ends
 // or the agent can no longer act for its node (evicted, banned).
 func (a *Agent) Run(ctx context.Context) error {
-	defer a.manager.Close()
 	defer func() {
-		for _, at := range a.attestors {
-			if c, ok := at.(interface{ Close() error }); ok {
-				c.Close()
-			}
-		}
+		// The manager uses the key manager and the node attestor until it
+		// is closed.
+		a.manager.Close()
+		closePlugins(a.plugins, a.log)
 	}()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.manager.Run(ctx) })
@@ -210,6 +216,15 @@ func loadTrustBundle(ac config.Agent) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
+// closePlugins closes what the catalog built, the last built first.
+func closePlugins(plugins []any, log *slog.Logger) {
+	if err := pcatalog.Close(plugins...); err != nil {
+		log.Warn("Failed to close plugins", "error", err)
+	}
+}
+
+// onlyPlugin is the enabled plugin of a type that takes exactly one;
+// agent/config has already rejected a second one.
 func onlyPlugin(cfg *config.Config, typ string) (hclconf.Plugin, error) {
 	ps := cfg.EnabledPlugins(typ)
 	if len(ps) == 0 {
@@ -218,172 +233,20 @@ func onlyPlugin(cfg *config.Config, typ string) (hclconf.Plugin, error) {
 	return ps[0], nil
 }
 
-func newKeyManager(cfg *config.Config) (keymanager.KeyManager, error) {
+func newKeyManager(ctx context.Context, cfg *config.Config, deps catalog.Deps) (keymanager.KeyManager, error) {
 	p, err := onlyPlugin(cfg, config.TypeKeyManager)
 	if err != nil {
 		return nil, err
 	}
-	switch p.Name {
-	case "memory":
-		var data struct{}
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		return memory.New(), nil
-	case "disk":
-		var data struct {
-			Directory string `hcl:"directory"`
-		}
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		if data.Directory == "" {
-			return nil, p.Errorf("directory", "is required")
-		}
-		km, err := disk.New(data.Directory)
-		if err != nil {
-			return nil, fmt.Errorf("agent: %s: %w", p.Label(), err)
-		}
-		return km, nil
-	default:
-		return nil, p.Errorf("", "unknown KeyManager plugin %q (supported: memory, disk)", p.Name)
-	}
+	return catalog.KeyManagers.Build(ctx, p, deps)
 }
 
-func newNodeAttestor(cfg *config.Config) (nodeattestor.Attestor, error) {
+func newNodeAttestor(ctx context.Context, cfg *config.Config, deps catalog.Deps) (nodeattestor.Attestor, error) {
 	p, err := onlyPlugin(cfg, config.TypeNodeAttestor)
 	if err != nil {
 		return nil, err
 	}
-	switch p.Name {
-	case jointoken.Type:
-		var data struct{}
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		return jointoken.New(cfg.Agent.JoinToken), nil
-	case agenttpm.Type:
-		var data agenttpm.PluginData
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		a, err := agenttpm.New(data)
-		if err != nil {
-			return nil, p.Errorf("", "%v", err)
-		}
-		return a, nil
-	case agentawsiid.Type:
-		var data agentawsiid.PluginData
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		a, err := agentawsiid.New(data)
-		if err != nil {
-			return nil, p.Errorf("", "%v", err)
-		}
-		return a, nil
-	case agentazuremsi.Type:
-		var data agentazuremsi.PluginData
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		a, err := agentazuremsi.New(data)
-		if err != nil {
-			return nil, p.Errorf("", "%v", err)
-		}
-		return a, nil
-	case agentgcpiit.Type:
-		var data agentgcpiit.PluginData
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		a, err := agentgcpiit.New(data)
-		if err != nil {
-			return nil, p.Errorf("", "%v", err)
-		}
-		return a, nil
-	case agentpsat.Type:
-		var data agentpsat.PluginData
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		a, err := agentpsat.New(data)
-		if err != nil {
-			return nil, p.Errorf("", "%v", err)
-		}
-		return a, nil
-	case agentx509pop.Type:
-		var data agentx509pop.PluginData
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		a, err := agentx509pop.New(data)
-		if err != nil {
-			return nil, p.Errorf("", "%v", err)
-		}
-		return a, nil
-	case agentsshpop.Type:
-		var data agentsshpop.PluginData
-		if err := p.DecodeData(&data); err != nil {
-			return nil, err
-		}
-		a, err := agentsshpop.New(data)
-		if err != nil {
-			return nil, p.Errorf("", "%v", err)
-		}
-		return a, nil
-	default:
-		return nil, p.Errorf("", "unknown NodeAttestor plugin %q (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop)", p.Name)
-	}
-}
-
-func newWorkloadAttestors(cfg *config.Config, log *slog.Logger) ([]workloadapi.Attestor, error) {
-	var out []workloadapi.Attestor
-	for _, p := range cfg.EnabledPlugins(config.TypeWorkloadAttestor) {
-		switch p.Name {
-		case unix.SelectorType:
-			var data struct {
-				DiscoverWorkloadPath bool  `hcl:"discover_workload_path"`
-				WorkloadSizeLimit    int64 `hcl:"workload_size_limit"`
-			}
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			out = append(out, unix.New(unix.Config{DiscoverWorkloadPath: data.DiscoverWorkloadPath, WorkloadSizeLimit: data.WorkloadSizeLimit}))
-		case lineage.SelectorType:
-			var data struct {
-				DiscoverWorkloadPath bool   `hcl:"discover_workload_path"`
-				WorkloadSizeLimit    int64  `hcl:"workload_size_limit"`
-				MaxAncestors         int    `hcl:"max_ancestors"`
-				GracePeriod          string `hcl:"grace_period"`
-				MaxProcesses         int    `hcl:"max_processes"`
-				DisableEBPF          bool   `hcl:"disable_ebpf"`
-				// Groups change without a traced event, so reading them
-				// costs a /proc read per call; this turns them off.
-				SkipSupplementaryGroups bool `hcl:"skip_supplementary_groups"`
-			}
-			if err := p.DecodeData(&data); err != nil {
-				return nil, err
-			}
-			var grace time.Duration
-			if data.GracePeriod != "" {
-				d, err := p.ParseDuration("grace_period", data.GracePeriod)
-				if err != nil {
-					return nil, err
-				}
-				grace = d
-			}
-			out = append(out, lineage.New(lineage.Config{
-				DiscoverWorkloadPath: data.DiscoverWorkloadPath, WorkloadSizeLimit: data.WorkloadSizeLimit,
-				MaxAncestors: data.MaxAncestors, GracePeriod: grace, MaxProcesses: data.MaxProcesses,
-				DisableEBPF: data.DisableEBPF, SkipSupplementaryGroups: data.SkipSupplementaryGroups,
-				Log: log.With("plugin", "lineage"),
-			}))
-		default:
-			return nil, p.Errorf("", "unknown WorkloadAttestor plugin %q (supported: unix, lineage)", p.Name)
-		}
-	}
-	return out, nil
+	return catalog.NodeAttestors.Build(ctx, p, deps)
 }
 
 // MetricsAddr is the bound Prometheus address, or nil without telemetry.
