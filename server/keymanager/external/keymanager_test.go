@@ -223,7 +223,9 @@ func TestSignerOpts(t *testing.T) {
 	}{
 		{
 			name: "pkcs1v15", key: rsaKey, opts: crypto.SHA256, wantHash: keymanagerv1.HashAlgorithm_SHA256,
-			verify: func(sig []byte) error { return rsa.VerifyPKCS1v15(rsaKey.Public().(*rsa.PublicKey), crypto.SHA256, digest, sig) },
+			verify: func(sig []byte) error {
+				return rsa.VerifyPKCS1v15(rsaKey.Public().(*rsa.PublicKey), crypto.SHA256, digest, sig)
+			},
 		},
 		{
 			name: "pss-equals-hash", key: rsaKey, opts: &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256},
