@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/client"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/agent/svidstore"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -65,6 +66,10 @@ type Config struct {
 	// KeyManager holds the agent key; use the disk one to survive restarts
 	// without re-attesting.
 	KeyManager keymanager.KeyManager
+	// SVIDStores are the stores, by name, that entries marked store_svid
+	// name in their selectors; their SVIDs go there instead of to
+	// workloads.
+	SVIDStores map[string]svidstore.Store
 	// SyncInterval is the time between syncs; zero means DefaultSyncInterval.
 	SyncInterval time.Duration
 	// Clock returns the current time; nil means time.Now.
@@ -81,6 +86,9 @@ type Manager struct {
 	client *client.Client
 	cache  *cache.Cache
 	store  *store
+	// stored holds the entries whose SVIDs go to SVIDStores; only the run
+	// loop touches it.
+	stored *storedSVIDs
 
 	// mu guards the fields below, which the run loop changes and the
 	// persistence code reads.
@@ -141,6 +149,7 @@ func New(cfg Config) (*Manager, error) {
 		client:  cl,
 		cache:   cache.New(cfg.TrustDomain, cfg.Clock),
 		store:   st,
+		stored:  newStoredSVIDs(cfg.SVIDStores, cfg.TrustDomain, log),
 		bundles: map[string]*types.Bundle{},
 		jwts:    map[string]*cache.JWTSVID{},
 		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
@@ -185,7 +194,10 @@ func (m *Manager) loadState() {
 		}
 	}
 	m.cache.SetFederatedBundles(fed)
-	m.cache.SetEntries(st.entries)
+	// A data directory written before store_svid entries were kept apart
+	// may hold some; they must not reach workloads.
+	served, _ := splitStored(st.entries)
+	m.cache.SetEntries(served)
 	svids := map[string]cache.Identity{}
 	for id, sv := range st.svids {
 		e, ok := m.cache.Entry(id)

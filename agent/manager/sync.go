@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -20,12 +21,18 @@ import (
 )
 
 // sync brings entries, bundles and SVIDs up to date with the server.
+// Entries marked store_svid never reach the cache the Workload API reads:
+// their SVIDs go to SVIDStores (see storedSVIDs).
 func (m *Manager) sync(ctx context.Context) error {
 	cached := map[string]*types.Entry{}
 	for _, e := range m.cache.Entries() {
 		cached[e.Id] = e
 	}
-	entries, err := m.client.SyncEntries(ctx, cached)
+	known := maps.Clone(cached)
+	for _, e := range m.stored.entries() {
+		known[e.Id] = e
+	}
+	entries, err := m.client.SyncEntries(ctx, known)
 	if err != nil {
 		return err
 	}
@@ -34,12 +41,15 @@ func (m *Manager) sync(ctx context.Context) error {
 		return err
 	}
 	changed := m.setBundles(ctx, entries, own, ownProto)
+	entries, stored := splitStored(entries)
 	if entriesChanged(cached, entries) {
 		changed = true
 		m.cache.SetEntries(entries)
 		m.pruneJWTs(entries)
 	}
+	m.stored.setEntries(stored)
 
+	var mintErr error
 	need := svidsToRenew(entries, m.cache.SVIDs(), m.clock())
 	if len(need) > 0 {
 		issued, err := m.mintSVIDs(ctx, need, own)
@@ -47,12 +57,21 @@ func (m *Manager) sync(ctx context.Context) error {
 			changed = true
 			m.cache.SetSVIDs(issued)
 		}
-		if err != nil {
-			if perr := m.persistIf(changed); perr != nil {
-				m.log.Error("Could not save the SVID cache", "error", perr)
-			}
-			return err
+		mintErr = err
+	}
+	if mintErr == nil {
+		if need := m.stored.storable(svidsToRenew(stored, m.stored.svids(), m.clock())); len(need) > 0 {
+			issued, err := m.mintSVIDs(ctx, need, own)
+			m.stored.setSVIDs(issued)
+			mintErr = err
 		}
+	}
+	m.stored.push(ctx, own, m.cache.FederatedBundles())
+	if mintErr != nil {
+		if perr := m.persistIf(changed); perr != nil {
+			m.log.Error("Could not save the SVID cache", "error", perr)
+		}
+		return mintErr
 	}
 	// Expiry is a change too: readers must stop seeing expired SVIDs.
 	m.cache.Refresh()
