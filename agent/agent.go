@@ -22,14 +22,17 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	"github.com/spiffe-hw/spire-hw/agent/manager"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/agent/svidstore"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	tracer "github.com/spiffe-hw/spire-hw/ebpf/lineage"
 	"github.com/spiffe-hw/spire-hw/healthz"
+	"github.com/spiffe-hw/spire-hw/plugin"
 	pcatalog "github.com/spiffe-hw/spire-hw/plugin/catalog"
 	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 )
@@ -69,7 +72,16 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	// Building a plugin may take a while (an external one is a process
 	// to start), but New has no caller context to bound it yet.
 	ctx := context.Background()
-	deps := catalog.Deps{Config: cfg, Log: log}
+	var reg *prometheus.Registry
+	if cfg.Telemetry.Prometheus != nil {
+		reg = telemetry.NewRegistry()
+	}
+	deps := catalog.Deps{Config: cfg, Log: log, Host: plugin.Host{
+		TrustDomain: ac.TrustDomain,
+		// SPIRE's agent offers its plugins the Metrics host service only.
+		HostServices: []pluginsdk.ServiceServer{plugin.MetricsService(reg, "spire_agent", log.With("subsystem", "plugin_metrics"))},
+		Log:          log.With("subsystem", "catalog"),
+	}}
 	var plugins []any
 	defer func() {
 		// Run closes them; a failed New has no Run.
@@ -88,12 +100,10 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	}
 	plugins = append(plugins, na)
 	var (
-		reg     *prometheus.Registry
 		metrics *telemetry.Endpoint
 		rpc     *telemetry.RPC
 	)
 	if p := cfg.Telemetry.Prometheus; p != nil {
-		reg = telemetry.NewRegistry()
 		rpc = telemetry.NewRPC(reg, "spire_agent_workload_api")
 		if metrics, err = telemetry.Listen(*p, reg, log.With("subsystem", "telemetry")); err != nil {
 			return nil, err
@@ -118,6 +128,15 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 			}
 		}
 	}
+	stores, err := catalog.SVIDStores.BuildAll(ctx, cfg.EnabledPlugins(config.TypeSVIDStore), deps)
+	if err != nil {
+		return nil, err
+	}
+	storesByName := make(map[string]svidstore.Store, len(stores))
+	for _, st := range stores {
+		plugins = append(plugins, st)
+		storesByName[st.Name()] = st
+	}
 	m, err := manager.New(manager.Config{
 		TrustDomain:       ac.TrustDomain,
 		ServerAddress:     net.JoinHostPort(ac.ServerAddress, strconv.Itoa(ac.ServerPort)),
@@ -127,6 +146,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		NodeAttestor:      na,
 		KeyManager:        km,
 		SyncInterval:      ac.SyncInterval,
+		SVIDStores:        storesByName,
 		Log:               log.With("subsystem", "manager"),
 	})
 	if err != nil {

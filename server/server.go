@@ -16,8 +16,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/healthz"
+	"github.com/spiffe-hw/spire-hw/plugin"
 	"github.com/spiffe-hw/spire-hw/server/api"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
@@ -25,9 +27,12 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/config"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/endpoints"
+	"github.com/spiffe-hw/spire-hw/server/hostservice"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/server/notifier"
 	"github.com/spiffe-hw/spire-hw/telemetry"
+	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -42,6 +47,11 @@ type Server struct {
 	health    *http.Server
 	metrics   *telemetry.Endpoint
 	profiling *http.Server
+	// identity serves the server's SVID to external plugins.
+	identity *hostservice.IdentityProvider
+	host     plugin.Host
+	// bundles hands the bundle to Notifier and BundlePublisher plugins.
+	bundles *notifier.Watcher
 	// closers are plugins that hold resources (HSM sessions); nil entries
 	// and values without Close are skipped.
 	closers []any
@@ -64,6 +74,26 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	}
 	if s.ds, err = s.openDataStore(ctx); err != nil {
 		return nil, err
+	}
+	// Refuse what cannot be honoured before anything starts.
+	if _, err := catalog.CredentialComposers.BuildAll(ctx, cfg.EnabledPlugins(config.TypeCredentialComposer), s.deps()); err != nil {
+		return nil, err
+	}
+	var reg *prometheus.Registry
+	if cfg.Telemetry.Prometheus != nil {
+		reg = telemetry.NewRegistry()
+	}
+	// External plugins load before the server has an SVID; the identity
+	// provider answers once it has one.
+	s.identity = hostservice.NewIdentityProvider(sc.TrustDomain, s.ds)
+	s.host = plugin.Host{
+		TrustDomain: sc.TrustDomain,
+		HostServices: []pluginsdk.ServiceServer{
+			s.identity.Service(),
+			hostservice.AgentStore(s.ds),
+			plugin.MetricsService(reg, "spire_server", log.With("subsystem", "plugin_metrics")),
+		},
+		Log: log.With("subsystem", "catalog"),
 	}
 	km, err := s.newKeyManager(ctx)
 	if err != nil {
@@ -104,6 +134,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	if err != nil {
 		return nil, err
 	}
+	s.identity.SetIdentity(s.svid.certificate)
+	if s.bundles, err = s.newBundleWatcher(ctx); err != nil {
+		return nil, err
+	}
 	attestors, err := s.newAttestors(ctx)
 	if err != nil {
 		return nil, err
@@ -121,7 +155,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	})
 	var rpcMetrics *telemetry.RPC
 	if p := cfg.Telemetry.Prometheus; p != nil {
-		reg := telemetry.NewRegistry()
 		rpcMetrics = telemetry.NewRPC(reg, "spire_server")
 		if s.metrics, err = telemetry.Listen(*p, reg, log.With("subsystem", "telemetry")); err != nil {
 			return nil, err
@@ -157,6 +190,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.svid.run(ctx) })
 	g.Go(func() error { return s.endpoints.Serve(ctx) })
 	g.Go(func() error { return pruneJoinTokens(ctx, s.ds, s.log) })
+	g.Go(func() error { return s.bundles.Run(ctx) })
 	if s.health != nil {
 		g.Go(func() error { return healthz.Serve(ctx, s.health, s.log, "health checks") })
 	}
@@ -200,7 +234,32 @@ func (s *Server) close() {
 // deps is what the catalog's rows get from the server; the datastore is
 // set once it is open, for the node attestors that need it.
 func (s *Server) deps() catalog.Deps {
-	return catalog.Deps{Config: s.cfg, DataStore: s.ds, Log: s.log}
+	return catalog.Deps{Config: s.cfg, DataStore: s.ds, Log: s.log, Host: s.host}
+}
+
+// newBundleWatcher builds the Notifiers and BundlePublishers and tells the
+// notifiers the bundle is loaded; as in SPIRE, a notifier that refuses it
+// stops start-up.
+func (s *Server) newBundleWatcher(ctx context.Context) (*notifier.Watcher, error) {
+	ns, err := catalog.Notifiers.BuildAll(ctx, s.cfg.EnabledPlugins(config.TypeNotifier), s.deps())
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range ns {
+		s.closers = append(s.closers, n)
+	}
+	ps, err := catalog.BundlePublishers.BuildAll(ctx, s.cfg.EnabledPlugins(config.TypeBundlePublisher), s.deps())
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		s.closers = append(s.closers, p)
+	}
+	w := notifier.NewWatcher(s.ds, s.cfg.Server.TrustDomain, ns, ps, s.log.With("subsystem", "notifier"))
+	if err := w.Start(ctx); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return w, nil
 }
 
 // onlyPlugin is the enabled plugin of a type that takes at most one;

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/spiffe-hw/spire-hw/agent/config"
+	"github.com/spiffe-hw/spire-hw/plugin"
 )
 
 // Deps is what an agent plugin may need from the agent that builds it.
@@ -13,4 +14,7 @@ type Deps struct {
 	Config *config.Config
 	// Log is the agent's logger; each row adds its own attributes.
 	Log *slog.Logger
+	// Host loads external plugins (plugin_cmd) with the agent's trust
+	// domain and host services.
+	Host plugin.Host
 }

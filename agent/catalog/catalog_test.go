@@ -32,7 +32,7 @@ func erase[T any](t pcatalog.Table[catalog.Deps, T]) table {
 }
 
 func tables() []table {
-	return []table{erase(catalog.KeyManagers), erase(catalog.NodeAttestors), erase(catalog.WorkloadAttestors)}
+	return []table{erase(catalog.KeyManagers), erase(catalog.NodeAttestors), erase(catalog.WorkloadAttestors), erase(catalog.SVIDStores)}
 }
 
 // wantNames are the built-ins in the order the "supported" lists showed
@@ -41,11 +41,14 @@ var wantNames = map[string][]string{
 	config.TypeKeyManager:       {"memory", "disk"},
 	config.TypeNodeAttestor:     {"join_token", "tpm", "aws_iid", "azure_msi", "gcp_iit", "k8s_psat", "x509pop", "sshpop"},
 	config.TypeWorkloadAttestor: {"unix", "lineage"},
+	// SPIRE's built-in SVID stores are cloud secret managers; only
+	// external ones load here.
+	config.TypeSVIDStore: {},
 }
 
 // withoutTable are the plugin types agent/config accepts that the agent
 // does not build yet; their rules have no minimum.
-var withoutTable = []string{config.TypeSVIDStore}
+var withoutTable []string
 
 // requiredPlugins are the plugins every configuration must enable.
 var requiredPlugins = map[string]string{
@@ -162,7 +165,11 @@ func TestUnknownAndExternal(t *testing.T) {
 	for _, tb := range tables() {
 		t.Run(tb.Type, func(t *testing.T) {
 			_, err := build(t, tb.Type, tb.Type+` "nope" {}`)
-			want := fmt.Sprintf("agent.conf:9: %s \"nope\": unknown %s plugin \"nope\" (supported: %s)", tb.Type, tb.Type, strings.Join(wantNames[tb.Type], ", "))
+			why := "supported: " + strings.Join(wantNames[tb.Type], ", ")
+			if len(tb.Names) == 0 {
+				why = "none is built in; set plugin_cmd to load an external one"
+			}
+			want := fmt.Sprintf("agent.conf:9: %s \"nope\": unknown %s plugin \"nope\" (%s)", tb.Type, tb.Type, why)
 			if err == nil || err.Error() != want {
 				t.Fatalf("unknown name:\n got %v\nwant %s", err, want)
 			}

@@ -56,7 +56,14 @@ func (t Table[D, T]) Build(ctx context.Context, p hclconf.Plugin, deps D) (T, er
 			return b.New(ctx, p, deps)
 		}
 	}
-	return zero, p.Errorf("", "unknown %s plugin %q (supported: %s)", t.Type, p.Name, strings.Join(t.Names(), ", "))
+	switch names := t.Names(); {
+	case len(names) > 0:
+		return zero, p.Errorf("", "unknown %s plugin %q (supported: %s)", t.Type, p.Name, strings.Join(names, ", "))
+	case t.External != nil:
+		return zero, p.Errorf("", "unknown %s plugin %q (none is built in; set plugin_cmd to load an external one)", t.Type, p.Name)
+	default:
+		return zero, p.Errorf("", "unknown %s plugin %q (no %s plugin is supported yet)", t.Type, p.Name, t.Type)
+	}
 }
 
 // BuildAll builds ps in order. If one fails, the plugins already built are

@@ -213,3 +213,25 @@ func TestClose(t *testing.T) {
 		t.Fatalf("Close of nothing: %v", err)
 	}
 }
+
+// A type with no built-ins says what the operator can do instead of
+// listing nothing.
+func TestBuildWithoutBuiltins(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ext  catalog.External[deps, *widget]
+		err  string
+	}{
+		{"external only", external, `w.conf:7: Widget "c": unknown Widget plugin "c" (none is built in; set plugin_cmd to load an external one)`},
+		{"nothing", nil, `w.conf:7: Widget "c": unknown Widget plugin "c" (no Widget plugin is supported yet)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := catalog.Table[deps, *widget]{Type: "Widget", External: tc.ext}
+			var closed []string
+			_, err := tb.Build(context.Background(), plugin("Widget", "c", ""), deps{closed: &closed})
+			if err == nil || err.Error() != tc.err {
+				t.Fatalf("error:\n got %v\nwant %s", err, tc.err)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package catalog
 import (
 	"log/slog"
 
+	"github.com/spiffe-hw/spire-hw/plugin"
 	"github.com/spiffe-hw/spire-hw/server/config"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 )
@@ -17,4 +18,7 @@ type Deps struct {
 	DataStore datastore.DataStore
 	// Log is the server's logger; each row adds its subsystem.
 	Log *slog.Logger
+	// Host loads external plugins (plugin_cmd) with the server's trust
+	// domain and host services.
+	Host plugin.Host
 }
