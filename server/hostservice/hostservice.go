@@ -13,12 +13,12 @@ import (
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/server/pluginbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	agentstorev1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/server/agentstore/v1"
 	identityproviderv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/server/identityprovider/v1"
-	plugintypes "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -105,25 +105,14 @@ func (s *identityProvider) FetchX509Identity(ctx context.Context, _ *identitypro
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "fetch bundle: %v", err)
 	}
+	// A stored bundle that does not convert is the server's fault, not the
+	// plugin's: hand it nothing rather than what it could not parse.
+	pb, err := pluginbundle.FromAPI(b)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "convert bundle: %v", err)
+	}
 	return &identityproviderv1.FetchX509IdentityResponse{
 		Identity: &identityproviderv1.X509Identity{CertChain: cert.Certificate, PrivateKey: key},
-		Bundle:   PluginBundle(b),
+		Bundle:   pb,
 	}, nil
-}
-
-// PluginBundle converts a bundle as the datastore holds it to the plugin
-// SDK's form.
-func PluginBundle(b *types.Bundle) *plugintypes.Bundle {
-	out := &plugintypes.Bundle{
-		TrustDomain:    b.GetTrustDomain(),
-		RefreshHint:    b.GetRefreshHint(),
-		SequenceNumber: b.GetSequenceNumber(),
-	}
-	for _, a := range b.GetX509Authorities() {
-		out.X509Authorities = append(out.X509Authorities, &plugintypes.X509Certificate{Asn1: a.GetAsn1(), Tainted: a.GetTainted()})
-	}
-	for _, k := range b.GetJwtAuthorities() {
-		out.JwtAuthorities = append(out.JwtAuthorities, &plugintypes.JWTKey{KeyId: k.GetKeyId(), PublicKey: k.GetPublicKey(), ExpiresAt: k.GetExpiresAt(), Tainted: k.GetTainted()})
-	}
-	return out
 }

@@ -108,3 +108,39 @@ func TestIdentityProvider(t *testing.T) {
 		t.Fatalf("response: %v", resp)
 	}
 }
+
+// storedBundle is a BundleFetcher holding one bundle, for bundles the SQL
+// store would not keep.
+type storedBundle struct{ b *types.Bundle }
+
+func (s storedBundle) FetchBundle(context.Context, string) (*types.Bundle, error) { return s.b, nil }
+
+// TestIdentityProviderBadBundle: a stored bundle that does not convert is
+// the server's fault, reported as Internal, and the plugin gets no identity.
+func TestIdentityProviderBadBundle(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	for _, tc := range []struct {
+		name   string
+		bundle *types.Bundle
+	}{
+		{"garbage certificate", &types.Bundle{TrustDomain: td.Name(), X509Authorities: []*types.X509Certificate{{Asn1: []byte("x")}}}},
+		{"JWT key without ID", &types.Bundle{TrustDomain: td.Name(), JwtAuthorities: []*types.JWTKey{{PublicKey: []byte("x")}}}},
+		{"malformed trust domain", &types.Bundle{TrustDomain: "Not A Domain"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ip := hostservice.NewIdentityProvider(td, storedBundle{tc.bundle})
+			ip.SetIdentity(func() (*tls.Certificate, error) {
+				return &tls.Certificate{Certificate: [][]byte{{1}}, PrivateKey: key}, nil
+			})
+			c := identityproviderv1.NewIdentityProviderClient(serve(t, ip.Service()))
+			resp, err := c.FetchX509Identity(context.Background(), &identityproviderv1.FetchX509IdentityRequest{})
+			if st, _ := status.FromError(err); st.Code() != codes.Internal || resp != nil {
+				t.Fatalf("FetchX509Identity = %v, %v; want Internal", resp, err)
+			}
+		})
+	}
+}

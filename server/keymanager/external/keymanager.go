@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/plugin/facade"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 )
 
@@ -25,7 +26,7 @@ const rpcTimeout = 30 * time.Second
 // KeyManager is a keymanager.KeyManager backed by an external plugin.
 type KeyManager struct {
 	client keymanagerv1.KeyManagerClient
-	f      facade
+	f      facade.Facade
 }
 
 var _ keymanager.KeyManager = (*KeyManager)(nil)
@@ -33,13 +34,13 @@ var _ keymanager.KeyManager = (*KeyManager)(nil)
 // New adapts the KeyManager plugin reachable over conn; name is the
 // plugin's name in the configuration, used in error messages.
 func New(conn grpc.ClientConnInterface, name string) keymanager.KeyManager {
-	return &KeyManager{client: keymanagerv1.NewKeyManagerClient(conn), f: newFacade("keymanager", name)}
+	return &KeyManager{client: keymanagerv1.NewKeyManagerClient(conn), f: facade.Facade{Type: "keymanager", Name: name}}
 }
 
 // GenerateKey asks the plugin for a new key of type t under id.
 func (km *KeyManager) GenerateKey(ctx context.Context, id string, t keymanager.KeyType) (keymanager.Key, error) {
 	if err := keymanager.CheckID(id); err != nil {
-		return nil, km.f.errorf(codes.InvalidArgument, "%v", err)
+		return nil, km.f.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	kt, err := km.keyType(t)
 	if err != nil {
@@ -49,7 +50,7 @@ func (km *KeyManager) GenerateKey(ctx context.Context, id string, t keymanager.K
 	defer cancel()
 	resp, err := km.client.GenerateKey(ctx, &keymanagerv1.GenerateKeyRequest{KeyId: id, KeyType: kt})
 	if err != nil {
-		return nil, km.f.wrapErr(err)
+		return nil, km.f.WrapErr(err)
 	}
 	k, err := km.makeKey(id, resp.GetPublicKey())
 	if err != nil {
@@ -58,7 +59,7 @@ func (km *KeyManager) GenerateKey(ctx context.Context, id string, t keymanager.K
 	if k.typ != t {
 		// The CA picks signature algorithms by key type: a key of another
 		// type would sign certificates it then mislabels.
-		return nil, km.f.errorf(codes.Internal, "plugin generated a %s key for key %q, want %s", k.typ, id, t)
+		return nil, km.f.Errorf(codes.Internal, "plugin generated a %s key for key %q, want %s", k.typ, id, t)
 	}
 	return k, nil
 }
@@ -73,11 +74,11 @@ func (km *KeyManager) GetKey(ctx context.Context, id string) (keymanager.Key, er
 	case status.Code(err) == codes.NotFound:
 		// SPIRE's own plugins say NotFound this way; others answer with
 		// an empty response (below). Both mean the same to the CA.
-		return nil, notFound(km.f.wrapErr(err))
+		return nil, notFound(km.f.WrapErr(err))
 	case err != nil:
-		return nil, km.f.wrapErr(err)
+		return nil, km.f.WrapErr(err)
 	case resp.GetPublicKey() == nil:
-		return nil, notFound(km.f.errorf(codes.NotFound, "key %q not found", id))
+		return nil, notFound(km.f.Errorf(codes.NotFound, "key %q not found", id))
 	}
 	return km.makeKey(id, resp.GetPublicKey())
 }
@@ -88,7 +89,7 @@ func (km *KeyManager) GetKeys(ctx context.Context) ([]keymanager.Key, error) {
 	defer cancel()
 	resp, err := km.client.GetPublicKeys(ctx, &keymanagerv1.GetPublicKeysRequest{})
 	if err != nil {
-		return nil, km.f.wrapErr(err)
+		return nil, km.f.WrapErr(err)
 	}
 	keys := make([]keymanager.Key, 0, len(resp.GetPublicKeys()))
 	for _, pb := range resp.GetPublicKeys() {
@@ -112,28 +113,28 @@ func (km *KeyManager) keyType(t keymanager.KeyType) (keymanagerv1.KeyType, error
 	case keymanager.RSA4096:
 		return keymanagerv1.KeyType_RSA_4096, nil
 	default:
-		return keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE, km.f.errorf(codes.Internal, "facade does not support key type %q", t)
+		return keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE, km.f.Errorf(codes.Internal, "facade does not support key type %q", t)
 	}
 }
 
 func (km *KeyManager) makeKey(id string, pb *keymanagerv1.PublicKey) (*key, error) {
 	switch {
 	case pb == nil:
-		return nil, km.f.errorf(codes.Internal, "plugin response empty for key %q", id)
+		return nil, km.f.Errorf(codes.Internal, "plugin response empty for key %q", id)
 	case pb.GetId() != id:
-		return nil, km.f.errorf(codes.Internal, "plugin response has unexpected key id %q for key %q", pb.GetId(), id)
+		return nil, km.f.Errorf(codes.Internal, "plugin response has unexpected key id %q for key %q", pb.GetId(), id)
 	case id == "":
-		return nil, km.f.errorf(codes.Internal, "plugin response has a key without an id")
+		return nil, km.f.Errorf(codes.Internal, "plugin response has a key without an id")
 	case len(pb.GetPkixData()) == 0:
-		return nil, km.f.errorf(codes.Internal, "plugin response missing public key PKIX data for key %q", id)
+		return nil, km.f.Errorf(codes.Internal, "plugin response missing public key PKIX data for key %q", id)
 	}
 	pub, err := x509.ParsePKIXPublicKey(pb.GetPkixData())
 	if err != nil {
-		return nil, km.f.errorf(codes.Internal, "unable to parse public key PKIX data for key %q: %v", id, err)
+		return nil, km.f.Errorf(codes.Internal, "unable to parse public key PKIX data for key %q: %v", id, err)
 	}
 	t, err := keymanager.KeyTypeOf(pub)
 	if err != nil {
-		return nil, km.f.errorf(codes.Internal, "key %q: %v", id, err)
+		return nil, km.f.Errorf(codes.Internal, "key %q: %v", id, err)
 	}
 	return &key{km: km, id: id, typ: t, fingerprint: pb.GetFingerprint(), pub: pub}, nil
 }
@@ -173,7 +174,7 @@ func (k *key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 		// PSSSaltLengthAuto (0) and PSSSaltLengthEqualsHash (-1): the
 		// plugin builds the same rsa.PSSOptions from it.
 		if o.SaltLength < math.MinInt32 || o.SaltLength > math.MaxInt32 {
-			return nil, k.km.f.errorf(codes.InvalidArgument, "PSS salt length %d out of range", o.SaltLength)
+			return nil, k.km.f.Errorf(codes.InvalidArgument, "PSS salt length %d out of range", o.SaltLength)
 		}
 		req.SignerOpts = &keymanagerv1.SignDataRequest_PssOptions{PssOptions: &keymanagerv1.SignDataRequest_PSSOptions{
 			SaltLength:    int32(o.SaltLength),
@@ -186,15 +187,15 @@ func (k *key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	defer cancel()
 	resp, err := k.km.client.SignData(ctx, req)
 	if err != nil {
-		return nil, k.km.f.wrapErr(err)
+		return nil, k.km.f.WrapErr(err)
 	}
 	if len(resp.GetSignature()) == 0 {
-		return nil, k.km.f.errorf(codes.Internal, "plugin returned empty signature data")
+		return nil, k.km.f.Errorf(codes.Internal, "plugin returned empty signature data")
 	}
 	if resp.GetKeyFingerprint() != k.fingerprint {
 		// The key under this id was replaced since this Key was handed
 		// out: its signature would not verify with k.Public().
-		return nil, k.km.f.errorf(codes.Internal, "fingerprint %q on key %q does not match %q", k.fingerprint, k.id, resp.GetKeyFingerprint())
+		return nil, k.km.f.Errorf(codes.Internal, "fingerprint %q on key %q does not match %q", k.fingerprint, k.id, resp.GetKeyFingerprint())
 	}
 	return resp.GetSignature(), nil
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/plugin/facade"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 )
 
@@ -33,7 +34,7 @@ type Attestor struct {
 	client nodeattestorv1.NodeAttestorClient
 	name   string
 	td     spiffeid.TrustDomain
-	f      facade
+	f      facade.Facade
 	log    *slog.Logger
 }
 
@@ -48,7 +49,7 @@ func New(conn grpc.ClientConnInterface, name string, td spiffeid.TrustDomain) no
 		client: nodeattestorv1.NewNodeAttestorClient(conn),
 		name:   name,
 		td:     td,
-		f:      newFacade("nodeattestor", name),
+		f:      facade.Facade{Type: "nodeattestor", Name: name},
 		log:    slog.Default().With("plugin_type", "NodeAttestor", "plugin_name", name),
 	}
 }
@@ -79,7 +80,7 @@ func (a *Attestor) Attest(ctx context.Context, payload []byte, challenge nodeatt
 
 	stream, err := a.client.Attest(ctx)
 	if err != nil {
-		return nil, a.f.wrapErr(err)
+		return nil, a.f.WrapErr(err)
 	}
 	if err := stream.Send(&nodeattestorv1.AttestRequest{Request: &nodeattestorv1.AttestRequest_Payload{Payload: payload}}); err != nil {
 		return nil, a.sendError(stream, err)
@@ -95,7 +96,7 @@ func (a *Attestor) Attest(ctx context.Context, payload []byte, challenge nodeatt
 		}
 		c := resp.GetChallenge()
 		if c == nil {
-			return nil, a.f.errorf(codes.Internal, "plugin response missing challenge or agent attributes")
+			return nil, a.f.Errorf(codes.Internal, "plugin response missing challenge or agent attributes")
 		}
 		answer, err := challenge(ctx, c)
 		if err != nil {
@@ -126,18 +127,18 @@ func (a *Attestor) Attest(ctx context.Context, payload []byte, challenge nodeatt
 // plugins emit such IDs, so we do the same.
 func (a *Attestor) agentID(s string) (spiffeid.ID, error) {
 	if s == "" {
-		return spiffeid.ID{}, a.f.errorf(codes.Internal, "plugin response missing agent ID")
+		return spiffeid.ID{}, a.f.Errorf(codes.Internal, "plugin response missing agent ID")
 	}
 	id, err := spiffeid.FromString(s)
 	switch {
 	case err != nil:
-		return spiffeid.ID{}, a.f.errorf(codes.Internal, "invalid agent ID: %v", err)
+		return spiffeid.ID{}, a.f.Errorf(codes.Internal, "invalid agent ID: %v", err)
 	case !id.MemberOf(a.td):
-		return spiffeid.ID{}, a.f.errorf(codes.Internal, "agent ID %q is not a member of trust domain %q", id, a.td)
+		return spiffeid.ID{}, a.f.Errorf(codes.Internal, "agent ID %q is not a member of trust domain %q", id, a.td)
 	case id.Path() == "":
-		return spiffeid.ID{}, a.f.errorf(codes.Internal, "agent ID %q has no path", id)
+		return spiffeid.ID{}, a.f.Errorf(codes.Internal, "agent ID %q has no path", id)
 	case id.Path() == serverIDPath:
-		return spiffeid.ID{}, a.f.errorf(codes.Internal, "agent ID cannot collide with the server ID")
+		return spiffeid.ID{}, a.f.Errorf(codes.Internal, "agent ID cannot collide with the server ID")
 	}
 	if !strings.HasPrefix(id.Path(), "/spire/agent/"+a.name+"/") {
 		a.log.Warn("The node attestor produced an invalid agent ID; future releases will enforce that agent IDs are within the reserved agent namespace for the node attestor",
@@ -160,9 +161,9 @@ func (a *Attestor) sendError(stream nodeattestorv1.NodeAttestor_AttestClient, er
 
 func (a *Attestor) streamError(err error) error {
 	if errors.Is(err, io.EOF) {
-		return a.f.errorf(codes.Internal, "plugin closed stream unexpectedly")
+		return a.f.Errorf(codes.Internal, "plugin closed stream unexpectedly")
 	}
-	return a.f.wrapErr(err)
+	return a.f.WrapErr(err)
 }
 
 // originalHost returns the host part of the :authority the agent dialled.

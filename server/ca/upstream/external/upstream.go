@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/plugin/facade"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
 )
 
@@ -23,7 +24,7 @@ import (
 // an external plugin.
 type Authority struct {
 	client upstreamauthorityv1.UpstreamAuthorityClient
-	f      facade
+	f      facade.Facade
 }
 
 var (
@@ -34,7 +35,7 @@ var (
 // New adapts the UpstreamAuthority plugin reachable over conn; name is the
 // plugin's name in the configuration, used in error messages.
 func New(conn grpc.ClientConnInterface, name string) *Authority {
-	return &Authority{client: upstreamauthorityv1.NewUpstreamAuthorityClient(conn), f: newFacade("upstreamauthority", name)}
+	return &Authority{client: upstreamauthorityv1.NewUpstreamAuthorityClient(conn), f: facade.Facade{Type: "upstreamauthority", Name: name}}
 }
 
 // MintX509CA has the plugin sign csrDER and returns the CA chain (the new
@@ -44,7 +45,7 @@ func New(conn grpc.ClientConnInterface, name string) *Authority {
 func (a *Authority) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Duration) ([]*x509.Certificate, []*x509.Certificate, error) {
 	secs := ttl / time.Second
 	if secs > math.MaxInt32 || secs < math.MinInt32 {
-		return nil, nil, a.f.errorf(codes.InvalidArgument, "preferred TTL %s out of range", ttl)
+		return nil, nil, a.f.Errorf(codes.InvalidArgument, "preferred TTL %s out of range", ttl)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -53,7 +54,7 @@ func (a *Authority) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Dura
 		PreferredTtl: int32(secs),
 	})
 	if err != nil {
-		return nil, nil, a.f.wrapErr(err)
+		return nil, nil, a.f.WrapErr(err)
 	}
 	resp, err := stream.Recv()
 	if err != nil {
@@ -61,17 +62,17 @@ func (a *Authority) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Dura
 	}
 	chain, err := certificates(resp.GetX509CaChain())
 	if err != nil {
-		return nil, nil, a.f.errorf(codes.Internal, "plugin response has malformed X.509 CA chain: %v", err)
+		return nil, nil, a.f.Errorf(codes.Internal, "plugin response has malformed X.509 CA chain: %v", err)
 	}
 	if len(chain) == 0 {
-		return nil, nil, a.f.errorf(codes.Internal, "plugin response missing X.509 CA chain")
+		return nil, nil, a.f.Errorf(codes.Internal, "plugin response missing X.509 CA chain")
 	}
 	roots, err := certificates(resp.GetUpstreamX509Roots())
 	if err != nil {
-		return nil, nil, a.f.errorf(codes.Internal, "plugin response has malformed upstream X.509 roots: %v", err)
+		return nil, nil, a.f.Errorf(codes.Internal, "plugin response has malformed upstream X.509 roots: %v", err)
 	}
 	if len(roots) == 0 {
-		return nil, nil, a.f.errorf(codes.Internal, "plugin response missing upstream X.509 roots")
+		return nil, nil, a.f.Errorf(codes.Internal, "plugin response missing upstream X.509 roots")
 	}
 	return chain, roots, nil
 }
@@ -83,7 +84,7 @@ func (a *Authority) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Dura
 func (a *Authority) PublishJWTKey(ctx context.Context, key *types.JWTKey) ([]*types.JWTKey, error) {
 	pk, err := toPluginJWTKey(key)
 	if err != nil {
-		return nil, a.f.errorf(codes.InvalidArgument, "invalid JWT key: %v", err)
+		return nil, a.f.Errorf(codes.InvalidArgument, "invalid JWT key: %v", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -99,7 +100,7 @@ func (a *Authority) PublishJWTKey(ctx context.Context, key *types.JWTKey) ([]*ty
 	for _, k := range resp.GetUpstreamJwtKeys() {
 		ak, err := fromPluginJWTKey(k)
 		if err != nil {
-			return nil, a.f.errorf(codes.Internal, "invalid plugin response: %v", err)
+			return nil, a.f.Errorf(codes.Internal, "invalid plugin response: %v", err)
 		}
 		keys = append(keys, ak)
 	}
@@ -107,7 +108,7 @@ func (a *Authority) PublishJWTKey(ctx context.Context, key *types.JWTKey) ([]*ty
 }
 
 func (a *Authority) publishError(err error) error {
-	err = a.f.wrapErr(err)
+	err = a.f.WrapErr(err)
 	if status.Code(err) == codes.Unimplemented {
 		return &unsupportedError{err: err}
 	}
@@ -118,9 +119,9 @@ func (a *Authority) publishError(err error) error {
 // success to some callers.
 func (a *Authority) streamError(err error) error {
 	if errors.Is(err, io.EOF) {
-		return a.f.errorf(codes.Internal, "plugin closed stream unexpectedly")
+		return a.f.Errorf(codes.Internal, "plugin closed stream unexpectedly")
 	}
-	return a.f.wrapErr(err)
+	return a.f.WrapErr(err)
 }
 
 // certificates parses the plugin's certificates; the tainted flag has no
