@@ -34,10 +34,10 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	switch opts := opts.(type) {
 	case nil:
 		// As SPIRE: refuse to guess a hash.
-		return nil, k.km.errorf(codes.InvalidArgument, "signer opts cannot be nil")
+		return nil, k.km.f.Errorf(codes.InvalidArgument, "signer opts cannot be nil")
 	case *rsa.PSSOptions:
 		if opts.SaltLength > math.MaxInt32 || opts.SaltLength < math.MinInt32 {
-			return nil, k.km.errorf(codes.InvalidArgument, "PSS salt length %d out of range", opts.SaltLength)
+			return nil, k.km.f.Errorf(codes.InvalidArgument, "PSS salt length %d out of range", opts.SaltLength)
 		}
 		req.SignerOpts = &keymanagerv1.SignDataRequest_PssOptions{PssOptions: &keymanagerv1.SignDataRequest_PSSOptions{
 			SaltLength:    int32(opts.SaltLength),
@@ -50,15 +50,15 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	defer cancel()
 	resp, err := k.km.client.SignData(ctx, req)
 	if err != nil {
-		return nil, k.km.wrapErr(err)
+		return nil, k.km.f.WrapErr(err)
 	}
 	if len(resp.GetSignature()) == 0 {
-		return nil, k.km.errorf(codes.Internal, "plugin returned empty signature data")
+		return nil, k.km.f.Errorf(codes.Internal, "plugin returned empty signature data")
 	}
 	// A different fingerprint means the slot now holds another key: the
 	// signature would not match Public().
 	if resp.GetKeyFingerprint() != k.fingerprint {
-		return nil, k.km.errorf(codes.Internal, "fingerprint %q on key %q does not match %q", k.fingerprint, k.id, resp.GetKeyFingerprint())
+		return nil, k.km.f.Errorf(codes.Internal, "fingerprint %q on key %q does not match %q", k.fingerprint, k.id, resp.GetKeyFingerprint())
 	}
 	return resp.GetSignature(), nil
 }

@@ -7,15 +7,14 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
+	"github.com/spiffe-hw/spire-hw/plugin/facade"
 	keymanagerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/keymanager/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // The key IDs SPIRE's agent uses for its SVID key, alternately.
@@ -32,7 +31,7 @@ const rpcTimeout = 30 * time.Second
 // keymanager.KeyManager.
 type KeyManager struct {
 	name   string
-	prefix string
+	f      facade.Facade
 	client keymanagerv1.KeyManagerClient
 
 	// mu serialises key generation and the choice of the agent key, so two
@@ -52,7 +51,7 @@ var _ keymanager.KeyManager = (*KeyManager)(nil)
 func New(conn grpc.ClientConnInterface, name string) *KeyManager {
 	return &KeyManager{
 		name:   name,
-		prefix: "keymanager(" + name + "): ",
+		f:      facade.Facade{Type: "keymanager", Name: name},
 		client: keymanagerv1.NewKeyManagerClient(conn),
 	}
 }
@@ -78,14 +77,14 @@ func (m *KeyManager) GenerateKey(ctx context.Context) (crypto.Signer, error) {
 	defer cancel()
 	resp, err := m.client.GenerateKey(ctx, &keymanagerv1.GenerateKeyRequest{KeyId: id, KeyType: keymanagerv1.KeyType_EC_P256})
 	if err != nil {
-		return nil, m.wrapErr(err)
+		return nil, m.f.WrapErr(err)
 	}
 	key, err := m.makeKey(id, resp.GetPublicKey())
 	if err != nil {
 		return nil, err
 	}
 	if ec, ok := key.pub.(*ecdsa.PublicKey); !ok || ec.Curve != elliptic.P256() {
-		return nil, m.errorf(codes.Internal, "plugin generated a %T key for %q, want EC P-256", key.pub, id)
+		return nil, m.f.Errorf(codes.Internal, "plugin generated a %T key for %q, want EC P-256", key.pub, id)
 	}
 	if m.current == nil {
 		m.lastGenerated = id
@@ -108,7 +107,7 @@ func (m *KeyManager) SetAgentKey(ctx context.Context, key crypto.Signer) error {
 		return err
 	}
 	if !publicKeyEqual(held.pub, k.pub) {
-		return m.errorf(codes.FailedPrecondition, "key %q was replaced in the plugin after it was generated", k.id)
+		return m.f.Errorf(codes.FailedPrecondition, "key %q was replaced in the plugin after it was generated", k.id)
 	}
 	m.current = held
 	return nil
@@ -165,7 +164,7 @@ func (m *KeyManager) agentKeys(ctx context.Context) ([]*Key, error) {
 	defer cancel()
 	resp, err := m.client.GetPublicKeys(ctx, &keymanagerv1.GetPublicKeysRequest{})
 	if err != nil {
-		return nil, m.wrapErr(err)
+		return nil, m.f.WrapErr(err)
 	}
 	var keys []*Key
 	for _, pb := range resp.GetPublicKeys() {
@@ -187,9 +186,9 @@ func (m *KeyManager) getKey(ctx context.Context, id string) (*Key, error) {
 	resp, err := m.client.GetPublicKey(ctx, &keymanagerv1.GetPublicKeyRequest{KeyId: id})
 	switch {
 	case err != nil:
-		return nil, m.wrapErr(err)
+		return nil, m.f.WrapErr(err)
 	case resp.GetPublicKey() == nil:
-		return nil, m.errorf(codes.NotFound, "key %q not found", id)
+		return nil, m.f.Errorf(codes.NotFound, "key %q not found", id)
 	}
 	return m.makeKey(id, resp.GetPublicKey())
 }
@@ -198,35 +197,17 @@ func (m *KeyManager) getKey(ctx context.Context, id string) (*Key, error) {
 func (m *KeyManager) makeKey(id string, pb *keymanagerv1.PublicKey) (*Key, error) {
 	switch {
 	case pb == nil:
-		return nil, m.errorf(codes.Internal, "plugin response empty for key %q", id)
+		return nil, m.f.Errorf(codes.Internal, "plugin response empty for key %q", id)
 	case pb.GetId() != id:
-		return nil, m.errorf(codes.Internal, "plugin response has unexpected key id %q for key %q", pb.GetId(), id)
+		return nil, m.f.Errorf(codes.Internal, "plugin response has unexpected key id %q for key %q", pb.GetId(), id)
 	case len(pb.GetPkixData()) == 0:
-		return nil, m.errorf(codes.Internal, "plugin response missing public key PKIX data for key %q", id)
+		return nil, m.f.Errorf(codes.Internal, "plugin response missing public key PKIX data for key %q", id)
 	}
 	pub, err := x509.ParsePKIXPublicKey(pb.GetPkixData())
 	if err != nil {
-		return nil, m.errorf(codes.Internal, "unable to parse public key PKIX data for key %q: %v", id, err)
+		return nil, m.f.Errorf(codes.Internal, "unable to parse public key PKIX data for key %q: %v", id, err)
 	}
 	return &Key{km: m, id: id, fingerprint: pb.GetFingerprint(), pub: pub}, nil
-}
-
-// wrapErr gives a plugin's error SPIRE's prefix and keeps its gRPC code and
-// details.
-func (m *KeyManager) wrapErr(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("%s%w", m.prefix, err)
-	}
-	pb := st.Proto()
-	if !strings.HasPrefix(pb.Message, m.prefix) {
-		pb.Message = m.prefix + strings.TrimPrefix(pb.Message, m.name+": ")
-	}
-	return status.FromProto(pb).Err()
-}
-
-func (m *KeyManager) errorf(code codes.Code, format string, args ...any) error {
-	return status.Errorf(code, m.prefix+format, args...)
 }
 
 func publicKeyEqual(a, b crypto.PublicKey) bool {

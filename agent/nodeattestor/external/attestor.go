@@ -3,11 +3,10 @@ package external
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"strings"
 	"sync"
 
+	"github.com/spiffe-hw/spire-hw/plugin/facade"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -19,7 +18,7 @@ import (
 type Attestor struct {
 	name   string
 	client nodeattestorv1.NodeAttestorClient
-	prefix string
+	f      facade.Facade
 
 	mu     sync.Mutex
 	stream nodeattestorv1.NodeAttestor_AidAttestationClient
@@ -32,7 +31,7 @@ func New(conn grpc.ClientConnInterface, name string) *Attestor {
 	return &Attestor{
 		name:   name,
 		client: nodeattestorv1.NewNodeAttestorClient(conn),
-		prefix: "nodeattestor(" + name + "): ",
+		f:      facade.Facade{Type: "nodeattestor", Name: name},
 	}
 }
 
@@ -51,21 +50,21 @@ func (a *Attestor) AttestationData(ctx context.Context) ([]byte, error) {
 	stream, err := a.client.AidAttestation(ctx)
 	if err != nil {
 		cancel()
-		return nil, a.wrapErr(err)
+		return nil, a.f.WrapErr(err)
 	}
 	resp, err := stream.Recv()
 	switch {
 	case errors.Is(err, io.EOF):
 		cancel()
-		return nil, a.errorf(codes.Internal, "plugin closed stream before returning attestation data")
+		return nil, a.f.Errorf(codes.Internal, "plugin closed stream before returning attestation data")
 	case err != nil:
 		cancel()
-		return nil, a.wrapErr(err)
+		return nil, a.f.WrapErr(err)
 	}
 	payload := resp.GetPayload()
 	if len(payload) == 0 {
 		cancel()
-		return nil, a.errorf(codes.Internal, "plugin response missing attestation payload")
+		return nil, a.f.Errorf(codes.Internal, "plugin response missing attestation payload")
 	}
 	a.stream, a.cancel = stream, cancel
 	return payload, nil
@@ -76,7 +75,7 @@ func (a *Attestor) Respond(ctx context.Context, challenge []byte) ([]byte, error
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.stream == nil {
-		return nil, a.errorf(codes.FailedPrecondition, "challenge received outside an attestation")
+		return nil, a.f.Errorf(codes.FailedPrecondition, "challenge received outside an attestation")
 	}
 	// The stream's context is the one AttestationData got; ctx bounds this
 	// round only.
@@ -108,15 +107,15 @@ func (a *Attestor) Respond(ctx context.Context, challenge []byte) ([]byte, error
 	switch {
 	case errors.Is(r.err, io.EOF):
 		a.closeLocked()
-		return nil, a.errorf(codes.Internal, "plugin closed stream before handling the challenge")
+		return nil, a.f.Errorf(codes.Internal, "plugin closed stream before handling the challenge")
 	case r.err != nil:
 		a.closeLocked()
-		return nil, a.wrapErr(r.err)
+		return nil, a.f.WrapErr(r.err)
 	}
 	answer := r.resp.GetChallengeResponse()
 	if len(answer) == 0 {
 		a.closeLocked()
-		return nil, a.errorf(codes.Internal, "plugin response missing challenge response")
+		return nil, a.f.Errorf(codes.Internal, "plugin response missing challenge response")
 	}
 	return answer, nil
 }
@@ -138,22 +137,4 @@ func (a *Attestor) closeLocked() {
 	_ = a.stream.CloseSend()
 	a.cancel()
 	a.stream, a.cancel = nil, nil
-}
-
-// wrapErr gives a plugin's error SPIRE's prefix and keeps its gRPC code and
-// details.
-func (a *Attestor) wrapErr(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("%s%w", a.prefix, err)
-	}
-	pb := st.Proto()
-	if !strings.HasPrefix(pb.Message, a.prefix) {
-		pb.Message = a.prefix + strings.TrimPrefix(pb.Message, a.name+": ")
-	}
-	return status.FromProto(pb).Err()
-}
-
-func (a *Attestor) errorf(code codes.Code, format string, args ...any) error {
-	return status.Errorf(code, a.prefix+format, args...)
 }

@@ -9,20 +9,18 @@ package external
 import (
 	"context"
 	"crypto/x509"
-	"fmt"
-	"strings"
 
 	"github.com/spiffe-hw/spire-hw/agent/svidstore"
+	"github.com/spiffe-hw/spire-hw/plugin/facade"
 	svidstorev1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/svidstore/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Store is an external SVIDStore.
 type Store struct {
 	name   string
-	prefix string
+	f      facade.Facade
 	client svidstorev1.SVIDStoreClient
 }
 
@@ -30,7 +28,7 @@ var _ svidstore.Store = (*Store)(nil)
 
 // New returns a Store over the plugin behind conn, loaded under name.
 func New(conn grpc.ClientConnInterface, name string) *Store {
-	return &Store{name: name, prefix: "svidstore(" + name + "): ", client: svidstorev1.NewSVIDStoreClient(conn)}
+	return &Store{name: name, f: facade.Facade{Type: "svidstore", Name: name}, client: svidstorev1.NewSVIDStoreClient(conn)}
 }
 
 // Name is the plugin's name.
@@ -39,11 +37,11 @@ func (s *Store) Name() string { return s.name }
 // PutX509SVID hands the SVID to the plugin.
 func (s *Store) PutX509SVID(ctx context.Context, svid *svidstore.X509SVID) error {
 	if svid == nil {
-		return s.errorf(codes.InvalidArgument, "missing SVID")
+		return s.f.Errorf(codes.InvalidArgument, "missing SVID")
 	}
 	key, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
 	if err != nil {
-		return s.errorf(codes.InvalidArgument, "failed to marshal key: %v", err)
+		return s.f.Errorf(codes.InvalidArgument, "failed to marshal key: %v", err)
 	}
 	federated := make(map[string][]byte, len(svid.FederatedBundles))
 	for td, certs := range svid.FederatedBundles {
@@ -60,13 +58,13 @@ func (s *Store) PutX509SVID(ctx context.Context, svid *svidstore.X509SVID) error
 		Metadata:         svid.Metadata,
 		FederatedBundles: federated,
 	})
-	return s.wrapErr(err)
+	return s.f.WrapErr(err)
 }
 
 // DeleteX509SVID asks the plugin to remove the SVID the metadata designates.
 func (s *Store) DeleteX509SVID(ctx context.Context, metadata []string) error {
 	_, err := s.client.DeleteX509SVID(ctx, &svidstorev1.DeleteX509SVIDRequest{Metadata: metadata})
-	return s.wrapErr(err)
+	return s.f.WrapErr(err)
 }
 
 func rawCerts(certs []*x509.Certificate) [][]byte {
@@ -83,25 +81,4 @@ func concatDER(certs []*x509.Certificate) []byte {
 		out = append(out, c.Raw...)
 	}
 	return out
-}
-
-// wrapErr gives a plugin's error SPIRE's prefix and keeps its gRPC code and
-// details.
-func (s *Store) wrapErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("%s%w", s.prefix, err)
-	}
-	pb := st.Proto()
-	if !strings.HasPrefix(pb.Message, s.prefix) {
-		pb.Message = s.prefix + strings.TrimPrefix(pb.Message, s.name+": ")
-	}
-	return status.FromProto(pb).Err()
-}
-
-func (s *Store) errorf(code codes.Code, format string, args ...any) error {
-	return status.Errorf(code, s.prefix+format, args...)
 }

@@ -3,13 +3,12 @@ package external
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/spiffe-hw/spire-hw/agent/peer"
+	"github.com/spiffe-hw/spire-hw/plugin/facade"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	workloadattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/workloadattestor/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 )
 
 // Attestor is an external workload attestor. It implements
@@ -17,7 +16,7 @@ import (
 type Attestor struct {
 	name   string
 	client workloadattestorv1.WorkloadAttestorClient
-	prefix string
+	f      facade.Facade
 }
 
 // New returns an Attestor that asks the plugin behind conn, which is loaded
@@ -27,7 +26,7 @@ func New(conn grpc.ClientConnInterface, name string) *Attestor {
 	return &Attestor{
 		name:   name,
 		client: workloadattestorv1.NewWorkloadAttestorClient(conn),
-		prefix: "workloadattestor(" + name + "): ",
+		f:      facade.Facade{Type: "workloadattestor", Name: name},
 	}
 }
 
@@ -46,7 +45,7 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 	}
 	resp, err := a.client.Attest(ctx, &workloadattestorv1.AttestRequest{Pid: pid})
 	if err != nil {
-		return nil, a.wrapErr(err)
+		return nil, a.f.WrapErr(err)
 	}
 	// The plugin looked the PID up by number while it worked; if the
 	// caller died meanwhile, the PID may have been reused and the answer
@@ -69,19 +68,4 @@ func (a *Attestor) checkCaller(pid int32, pidfd int) error {
 		return fmt.Errorf("external workloadattestor %q: caller pid %d: %w", a.name, pid, err)
 	}
 	return nil
-}
-
-// wrapErr gives a plugin's error SPIRE's prefix and keeps its gRPC code and
-// details, so the Workload API can tell a plugin's refusal from a fault of
-// its own.
-func (a *Attestor) wrapErr(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("%s%w", a.prefix, err)
-	}
-	pb := st.Proto()
-	if !strings.HasPrefix(pb.Message, a.prefix) {
-		pb.Message = a.prefix + strings.TrimPrefix(pb.Message, a.name+": ")
-	}
-	return status.FromProto(pb).Err()
 }
