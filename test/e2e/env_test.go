@@ -28,6 +28,9 @@ type serverConfig struct {
 	extra        string // lines inside server {}
 	nodeAttestor string // the NodeAttestor block
 	telemetry    bool   // pprof and Prometheus on fresh ports
+	// keyManager replaces the disk KeyManager block; plugins are more
+	// blocks for the plugins section.
+	keyManager, plugins string
 }
 
 // startServerConf writes a server.conf from c and runs the server until the
@@ -37,6 +40,14 @@ func startServerConf(t *testing.T, c serverConfig) *serverEnv {
 	dir := shortTempDir(t)
 	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t)}
 	var serverExtra, telemetry string
+	keyManager := c.keyManager
+	if keyManager == "" {
+		keyManager = fmt.Sprintf(`KeyManager "disk" {
+        plugin_data {
+            keys_path = %q
+        }
+    }`, filepath.Join(dir, "data/keys.json"))
+	}
 	if c.telemetry {
 		s.metricsPort, s.profilingPort = freePort(t), freePort(t)
 		serverExtra = fmt.Sprintf("profiling_enabled = true\n    profiling_port = %d\n    ", s.profilingPort)
@@ -64,14 +75,11 @@ plugins {
             connection_string = %q
         }
     }
-    KeyManager "disk" {
-        plugin_data {
-            keys_path = %q
-        }
-    }
+    %s
+    %s
     %s
 }
-%s`, s.port, s.socket, filepath.Join(dir, "data"), serverExtra, c.extra, filepath.Join(dir, "data/datastore.sqlite3"), filepath.Join(dir, "data/keys.json"), c.nodeAttestor, telemetry)
+%s`, s.port, s.socket, filepath.Join(dir, "data"), serverExtra, c.extra, filepath.Join(dir, "data/datastore.sqlite3"), keyManager, c.nodeAttestor, c.plugins, telemetry)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Command bundlepublisher is an external SPIRE server BundlePublisher plugin
 // for tests: it "publishes" each bundle by appending one JSON line (event
-// "published", see test/plugins/internal/bundlelog) to a file.
+// "published", see test/plugins/bundlelog) to a file.
 //
 // Configuration:
 //

@@ -5,7 +5,7 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/spiffe-hw/spire-hw/test/plugins/internal/bundlelog"
+	"github.com/spiffe-hw/spire-hw/test/plugins/bundlelog"
 	"github.com/spiffe-hw/spire-hw/test/plugins/internal/fault"
 	bundlepublisherv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/bundlepublisher/v1"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"

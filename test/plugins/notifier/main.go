@@ -1,6 +1,6 @@
 // Command notifier is an external SPIRE server Notifier plugin for tests: it
 // appends one JSON line per bundle event to a file (see
-// test/plugins/internal/bundlelog), "loaded" for BundleLoaded through
+// test/plugins/bundlelog), "loaded" for BundleLoaded through
 // NotifyAndAdvise and "updated" for BundleUpdated through Notify.
 //
 // Configuration:
