@@ -288,7 +288,7 @@ func (h *Handler) attest(ctx context.Context, method string) ([]*types.Selector,
 			if err != nil {
 				// As SPIRE: a failing attestor contributes nothing; fewer
 				// selectors can only mean fewer identities.
-				log.Error("workloadapi: workload attestor failed", "attestor", fmt.Sprintf("%T", a), "err", err)
+				log.Error("workloadapi: workload attestor failed", "attestor", attestorName(a), "err", err)
 				return
 			}
 			mu.Lock()
@@ -303,6 +303,15 @@ func (h *Handler) attest(ctx context.Context, method string) ([]*types.Selector,
 		return nil, nil, status.Error(codes.Unauthenticated, "caller exited during attestation")
 	}
 	return dedupSelectors(selectors), log, nil
+}
+
+// attestorName names a for logs: external plugins by their configured
+// name, built-ins by their type.
+func attestorName(a Attestor) string {
+	if n, ok := a.(interface{ Name() string }); ok {
+		return n.Name()
+	}
+	return fmt.Sprintf("%T", a)
 }
 
 func dedupSelectors(in []*types.Selector) []*types.Selector {
