@@ -1,0 +1,67 @@
+// Package workloadattestor_test runs the workload attestor conformance
+// suite against every built-in attestor and an external SDK plugin loaded
+// through the plugin host as a real process.
+package workloadattestor_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/external"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/workloadattestortest"
+	"github.com/spiffe-hw/spire-hw/plugin"
+	"github.com/spiffe-hw/spire-hw/test/plugins/pluginbuild"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	workloadattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/workloadattestor/v1"
+)
+
+func TestUnix(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  unix.Config
+	}{
+		{"Default", unix.Config{}},
+		{"DiscoverWorkloadPath", unix.Config{DiscoverWorkloadPath: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			workloadattestortest.Run(t, unix.SelectorType, func(*testing.T) workloadapi.Attestor {
+				return unix.New(tc.cfg)
+			}, workloadattestortest.MayCompleteWhenCanceled())
+		})
+	}
+}
+
+func TestLineage(t *testing.T) {
+	workloadattestortest.Run(t, lineage.SelectorType, func(t *testing.T) workloadapi.Attestor {
+		a := lineage.New(lineage.Config{DisableEBPF: true, DiscoverWorkloadPath: true, Log: slog.New(slog.DiscardHandler)})
+		t.Cleanup(func() { _ = a.Close() })
+		return a
+	}, workloadattestortest.AlsoSelectorTypes(unix.SelectorType), workloadattestortest.MayCompleteWhenCanceled())
+}
+
+// TestExternal runs the suite against test/plugins/workloadattestor started
+// by the plugin host, so the answer crosses go-plugin and the SDK's
+// handshake as in production.
+func TestExternal(t *testing.T) {
+	const name = "ext"
+	cmd := pluginbuild.Build(t, "workloadattestor")
+	workloadattestortest.Run(t, name, func(t *testing.T) workloadapi.Attestor {
+		p, err := plugin.Load(context.Background(), plugin.Config{
+			Type:        "WorkloadAttestor",
+			Name:        name,
+			Cmd:         cmd,
+			TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"),
+			Service:     workloadattestorv1.WorkloadAttestor_ServiceDesc.ServiceName,
+			Log:         slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Close() })
+		return external.New(p.Conn(), name)
+	})
+}
