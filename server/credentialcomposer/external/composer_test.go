@@ -260,9 +260,15 @@ func TestEchoRoundTrips(t *testing.T) {
 		t.Errorf("CA attributes:\n got %+v\nwant %+v", gotCA, caAttrs())
 	}
 	for name, call := range map[string]func() (credentialcomposer.X509SVIDAttributes, error){
-		"server":   func() (credentialcomposer.X509SVIDAttributes, error) { return c.ComposeServerX509SVID(ctx, svidAttrs()) },
-		"agent":    func() (credentialcomposer.X509SVIDAttributes, error) { return c.ComposeAgentX509SVID(ctx, agentID, pub, svidAttrs()) },
-		"workload": func() (credentialcomposer.X509SVIDAttributes, error) { return c.ComposeWorkloadX509SVID(ctx, workloadID, pub, svidAttrs()) },
+		"server": func() (credentialcomposer.X509SVIDAttributes, error) {
+			return c.ComposeServerX509SVID(ctx, svidAttrs())
+		},
+		"agent": func() (credentialcomposer.X509SVIDAttributes, error) {
+			return c.ComposeAgentX509SVID(ctx, agentID, pub, svidAttrs())
+		},
+		"workload": func() (credentialcomposer.X509SVIDAttributes, error) {
+			return c.ComposeWorkloadX509SVID(ctx, workloadID, pub, svidAttrs())
+		},
 	} {
 		got, err := call()
 		if err != nil {
@@ -339,9 +345,15 @@ func TestPluginChangesArrive(t *testing.T) {
 func TestNoChange(t *testing.T) {
 	empty := func() *plugin {
 		return &plugin{
-			ca:   func(*credentialcomposerv1.X509CAAttributes) (*credentialcomposerv1.X509CAAttributes, error) { return nil, nil },
-			svid: func(*credentialcomposerv1.X509SVIDAttributes) (*credentialcomposerv1.X509SVIDAttributes, error) { return nil, nil },
-			jwt:  func(*credentialcomposerv1.JWTSVIDAttributes) (*credentialcomposerv1.JWTSVIDAttributes, error) { return nil, nil },
+			ca: func(*credentialcomposerv1.X509CAAttributes) (*credentialcomposerv1.X509CAAttributes, error) {
+				return nil, nil
+			},
+			svid: func(*credentialcomposerv1.X509SVIDAttributes) (*credentialcomposerv1.X509SVIDAttributes, error) {
+				return nil, nil
+			},
+			jwt: func(*credentialcomposerv1.JWTSVIDAttributes) (*credentialcomposerv1.JWTSVIDAttributes, error) {
+				return nil, nil
+			},
 		}
 	}
 	for name, p := range map[string]*plugin{"unimplemented": {}, "empty response": empty()} {
@@ -354,9 +366,15 @@ func TestNoChange(t *testing.T) {
 				t.Errorf("CA: %+v, %v", ca, err)
 			}
 			for kind, call := range map[string]func() (credentialcomposer.X509SVIDAttributes, error){
-				"server":   func() (credentialcomposer.X509SVIDAttributes, error) { return c.ComposeServerX509SVID(ctx, svidAttrs()) },
-				"agent":    func() (credentialcomposer.X509SVIDAttributes, error) { return c.ComposeAgentX509SVID(ctx, agentID, pub, svidAttrs()) },
-				"workload": func() (credentialcomposer.X509SVIDAttributes, error) { return c.ComposeWorkloadX509SVID(ctx, workloadID, pub, svidAttrs()) },
+				"server": func() (credentialcomposer.X509SVIDAttributes, error) {
+					return c.ComposeServerX509SVID(ctx, svidAttrs())
+				},
+				"agent": func() (credentialcomposer.X509SVIDAttributes, error) {
+					return c.ComposeAgentX509SVID(ctx, agentID, pub, svidAttrs())
+				},
+				"workload": func() (credentialcomposer.X509SVIDAttributes, error) {
+					return c.ComposeWorkloadX509SVID(ctx, workloadID, pub, svidAttrs())
+				},
 			} {
 				got, err := call()
 				if err != nil || !reflect.DeepEqual(got, svidAttrs()) {
