@@ -54,7 +54,7 @@ type attestor interface {
 // loadExternal builds the test WorkloadAttestor plugin, loads it through the
 // plugin host and returns it with its adapter; the plugin is closed when t
 // ends.
-func loadExternal(t *testing.T) (*plugin.Plugin, *external.Attestor) {
+func loadExternal(t testing.TB) (*plugin.Plugin, *external.Attestor) {
 	t.Helper()
 	p, err := plugin.Load(context.Background(), plugin.Config{
 		Type:        "WorkloadAttestor",
@@ -73,7 +73,7 @@ func loadExternal(t *testing.T) (*plugin.Plugin, *external.Attestor) {
 
 // selfPIDFD is a pidfd of this process, the caller every attestor is
 // asked about here.
-func selfPIDFD(t *testing.T) int {
+func selfPIDFD(t testing.TB) int {
 	t.Helper()
 	fd, err := sysunix.PidfdOpen(os.Getpid(), 0)
 	if err != nil {

@@ -6,11 +6,11 @@ package pluginbuild
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -70,16 +70,17 @@ func SHA256(tb testing.TB, path string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// goBinary prefers the go tool of the toolchain that built the test, so the
-// plugins are built with the same Go as the host; PATH is the fallback.
+// goBinary is the go tool on PATH, as `go test` itself (and e2e's
+// TestMain) runs it; GOROOT is only a fallback for a PATH without it.
 func goBinary() (string, error) {
-	candidate := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(candidate); err == nil {
-		return candidate, nil
+	if path, err := exec.LookPath("go"); err == nil {
+		return path, nil
 	}
-	path, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("find the go tool: %w", err)
+	if root := os.Getenv("GOROOT"); root != "" {
+		candidate := filepath.Join(root, "bin", "go")
+		if _, err := os.Stat(candidate); err == nil {
+			return candidate, nil
+		}
 	}
-	return path, nil
+	return "", errors.New("pluginbuild: find the go tool: not on PATH and GOROOT is unset")
 }
