@@ -27,6 +27,7 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
+	"github.com/spiffe-hw/spire-hw/server/credentialcomposer"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 )
 
@@ -85,6 +86,11 @@ type Config struct {
 	CASubject pkix.Name
 	// JWTIssuer, when set, becomes the iss claim of every JWT-SVID.
 	JWTIssuer string
+	// Composers amend the CA certificates and SVIDs before they are signed,
+	// in this order, each getting the previous one's output. The result is
+	// checked as SPIRE checks it: a composer can add to a credential but
+	// not change whom it names or what it may be used for.
+	Composers []credentialcomposer.Composer
 
 	Clock func() time.Time // nil means time.Now
 	Log   *slog.Logger     // nil discards

@@ -133,12 +133,18 @@ func jwsHeader(alg, kid string) []byte {
 // own crypto in this process have the signature checked against the
 // published public key before the token leaves.
 func signJWT(alg jwsAlgorithm, kid string, key crypto.Signer, pub crypto.PublicKey, c jwtClaims) (string, error) {
-	enc := base64.RawURLEncoding
-	header := jwsHeader(alg.name, kid)
 	payload, err := c.appendJSON(make([]byte, 0, 256))
 	if err != nil {
 		return "", err
 	}
+	return signJWS(alg, kid, key, pub, payload)
+}
+
+// signJWS is signJWT for a payload already encoded: the composed claims of
+// a credential composer.
+func signJWS(alg jwsAlgorithm, kid string, key crypto.Signer, pub crypto.PublicKey, payload []byte) (string, error) {
+	enc := base64.RawURLEncoding
+	header := jwsHeader(alg.name, kid)
 	sigLen := 512
 	if alg.ecdsaSz > 0 {
 		sigLen = 2 * alg.ecdsaSz

@@ -66,6 +66,9 @@ func (m *Manager) SignJWTSVID(ctx context.Context, p JWTSVIDParams) (string, err
 	if !ok {
 		return "", fmt.Errorf("ca: sign JWT-SVID: no JWT algorithm for key type %s", slot.key.Type())
 	}
+	if len(m.cfg.Composers) > 0 {
+		return m.signComposedJWTSVID(ctx, p, alg, slot, now, exp)
+	}
 	token, err := signJWT(alg, slot.kid, slot.key, slot.pub, jwtClaims{
 		iss: m.cfg.JWTIssuer, sub: p.SPIFFEID.String(), aud: p.Audience, exp: exp.Unix(), iat: now.Unix(),
 	})

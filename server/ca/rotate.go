@@ -318,7 +318,7 @@ func (m *Manager) prepareX509(ctx context.Context, idx int, now time.Time) (*x50
 	}
 	var s *x509Slot
 	if m.cfg.Upstream == nil {
-		s, err = m.selfSignCA(key, now)
+		s, err = m.selfSignCA(ctx, key, now)
 	} else {
 		s, err = m.upstreamSignCA(ctx, key, now)
 	}

@@ -29,6 +29,9 @@ type X509SVIDParams struct {
 	DNSNames []string
 	// Subject is optional; empty means O=SPIRE, C=US as SPIRE issues.
 	Subject pkix.Name
+	// Kind says which credential composer method composes the SVID; the
+	// zero value derives it from the SPIFFE ID.
+	Kind SVIDKind
 }
 
 // X509SVID is a signed X.509-SVID in DER, with the facts the server's API
@@ -111,6 +114,12 @@ func (m *Manager) IssueX509SVID(ctx context.Context, p X509SVIDParams) (*X509SVI
 	if !notAfter.After(now) {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: active CA expired at %s", ca.cert.NotAfter)
 	}
+	if len(m.cfg.Composers) > 0 {
+		// Composed attributes (any subject, extra extensions) are beyond
+		// the direct encoder below, which stays the path of every server
+		// without composers.
+		return m.issueComposedX509SVID(ctx, p, ca, now, notBefore, notAfter, ski)
+	}
 	sigAlg, ok := leafSigAlgs[ca.key.Type()]
 	if !ok {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: no signature algorithm for CA key type %s", ca.key.Type())
@@ -171,17 +180,22 @@ var defaultSubjectDER = func() []byte {
 // leafSubject encodes the subject: the caller's, else SPIRE's default, with
 // the first DNS name as its common name.
 func leafSubject(p X509SVIDParams) ([]byte, error) {
+	if len(p.DNSNames) == 0 && p.Subject.String() == "" {
+		return defaultSubjectDER, nil
+	}
+	return asn1.Marshal(leafSubjectName(p).ToRDNSequence())
+}
+
+// leafSubjectName is the subject leafSubject encodes.
+func leafSubjectName(p X509SVIDParams) pkix.Name {
 	subject := p.Subject
 	if subject.String() == "" {
-		if len(p.DNSNames) == 0 {
-			return defaultSubjectDER, nil
-		}
 		subject = defaultSubject
 	}
 	if len(p.DNSNames) > 0 {
 		subject.CommonName = p.DNSNames[0]
 	}
-	return asn1.Marshal(subject.ToRDNSequence())
+	return subject
 }
 
 func (m *Manager) checkID(id spiffeid.ID) error {
@@ -216,9 +230,12 @@ func (m *Manager) caTemplate(pub crypto.PublicKey, now time.Time) (*x509.Certifi
 	}, nil
 }
 
-func (m *Manager) selfSignCA(key keymanager.Key, now time.Time) (*x509Slot, error) {
+func (m *Manager) selfSignCA(ctx context.Context, key keymanager.Key, now time.Time) (*x509Slot, error) {
 	tmpl, err := m.caTemplate(key.Public(), now)
 	if err != nil {
+		return nil, fmt.Errorf("ca: self-sign CA: %w", err)
+	}
+	if err := m.composeCA(ctx, tmpl); err != nil {
 		return nil, fmt.Errorf("ca: self-sign CA: %w", err)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
@@ -228,6 +245,13 @@ func (m *Manager) selfSignCA(key keymanager.Key, now time.Time) (*x509Slot, erro
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("ca: self-sign CA: %w", err)
+	}
+	if len(m.cfg.Composers) > 0 {
+		// Before the signature check, which would also fail on a composed
+		// non-CA but without saying what the composer broke.
+		if err := validateX509CA(cert, m.cfg.TrustDomain.ID(), now); err != nil {
+			return nil, fmt.Errorf("ca: self-sign CA: %w", err)
+		}
 	}
 	if err := cert.CheckSignatureFrom(cert); err != nil {
 		return nil, fmt.Errorf("ca: self-sign CA: signature does not verify: %w", err)
@@ -246,9 +270,15 @@ func (m *Manager) upstreamSignCA(ctx context.Context, key keymanager.Key, now ti
 	if err != nil {
 		return nil, fmt.Errorf("ca: upstream CA: %w", err)
 	}
+	// As in SPIRE, composed policy identifiers are left to the upstream:
+	// a CSR has no field for them.
+	if err := m.composeCA(ctx, tmpl); err != nil {
+		return nil, fmt.Errorf("ca: upstream CA: %w", err)
+	}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: tmpl.Subject,
-		URIs:    tmpl.URIs,
+		Subject:         tmpl.Subject,
+		URIs:            tmpl.URIs,
+		ExtraExtensions: tmpl.ExtraExtensions,
 	}, key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: upstream CA: create CSR: %w", err)
