@@ -75,10 +75,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	if s.ds, err = s.openDataStore(ctx); err != nil {
 		return nil, err
 	}
-	// Refuse what cannot be honoured before anything starts.
-	if _, err := catalog.CredentialComposers.BuildAll(ctx, cfg.EnabledPlugins(config.TypeCredentialComposer), s.deps()); err != nil {
-		return nil, err
-	}
 	var reg *prometheus.Registry
 	if cfg.Telemetry.Prometheus != nil {
 		reg = telemetry.NewRegistry()
@@ -94,6 +90,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 			plugin.MetricsService(reg, "spire_server", log.With("subsystem", "plugin_metrics")),
 		},
 		Log: log.With("subsystem", "catalog"),
+	}
+	// Composers load once the host is set, so that they are configured
+	// with the trust domain and get host services; the CA calls them from
+	// its first CA certificate on.
+	composers, err := catalog.CredentialComposers.BuildAll(ctx, cfg.EnabledPlugins(config.TypeCredentialComposer), s.deps())
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range composers {
+		s.closers = append(s.closers, c)
 	}
 	km, err := s.newKeyManager(ctx)
 	if err != nil {
@@ -125,6 +131,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		JWTKeyType:  jwtKeyType,
 		CASubject:   pkix.Name{Country: sc.CASubject.Country, Organization: sc.CASubject.Organization, CommonName: sc.CASubject.CommonName},
 		JWTIssuer:   sc.JWTIssuer,
+		Composers:   composers,
 		Log:         log.With("subsystem", "ca"),
 	})
 	if err != nil {

@@ -52,7 +52,8 @@ var wantNames = map[string][]string{
 	config.TypeUpstreamAuthority: {"disk", "pkcs11"},
 	config.TypeNodeAttestor:      {"join_token", "tpm", "aws_iid", "azure_msi", "gcp_iit", "k8s_psat", "x509pop", "sshpop"},
 	// SPIRE's built-in notifiers and bundle publishers talk to clouds and
-	// Kubernetes; only external ones load here.
+	// Kubernetes, and its one built-in credential composer (uniqueid) is
+	// not compiled in; only external ones load here.
 	config.TypeNotifier:           {},
 	config.TypeBundlePublisher:    {},
 	config.TypeCredentialComposer: {},

@@ -11,6 +11,8 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
 	upexternal "github.com/spiffe-hw/spire-hw/server/ca/upstream/external"
 	"github.com/spiffe-hw/spire-hw/server/config"
+	"github.com/spiffe-hw/spire-hw/server/credentialcomposer"
+	ccexternal "github.com/spiffe-hw/spire-hw/server/credentialcomposer/external"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 	kmexternal "github.com/spiffe-hw/spire-hw/server/keymanager/external"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
@@ -18,6 +20,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/notifier"
 	ntexternal "github.com/spiffe-hw/spire-hw/server/notifier/external"
 	bundlepublisherv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/bundlepublisher/v1"
+	credentialcomposerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/credentialcomposer/v1"
 	keymanagerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/keymanager/v1"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
 	notifierv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/notifier/v1"
@@ -103,8 +106,20 @@ type closingPublisher struct {
 
 func (c closingPublisher) Close() error { return c.p.Close() }
 
-// CredentialComposers would amend the attributes of the SVIDs and CA
-// certificates the server signs. None is supported yet, built-in or
-// external: a configuration that enables one fails to start rather than
-// run without it.
-var CredentialComposers = catalog.Table[Deps, any]{Type: config.TypeCredentialComposer}
+// CredentialComposers amend the attributes of the CA certificates and
+// SVIDs the server signs. SPIRE's built-in composer (uniqueid) is not
+// compiled in; external ones load, and the CA calls them in configuration
+// order.
+var CredentialComposers = catalog.Table[Deps, credentialcomposer.Composer]{
+	Type: config.TypeCredentialComposer,
+	External: external(credentialcomposerv1.CredentialComposer_ServiceDesc.ServiceName, func(p *plugin.Plugin, _ Deps) credentialcomposer.Composer {
+		return closingComposer{ccexternal.New(p.Conn(), p.Name()), p}
+	}),
+}
+
+type closingComposer struct {
+	*ccexternal.Composer
+	p *plugin.Plugin
+}
+
+func (c closingComposer) Close() error { return c.p.Close() }
