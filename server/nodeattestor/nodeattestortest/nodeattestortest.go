@@ -74,6 +74,7 @@ func Run(t *testing.T, newPair func(t *testing.T) Pair) {
 	t.Helper()
 	t.Run("Honest", func(t *testing.T) { testHonest(t, newPair) })
 	t.Run("TamperedPayload", func(t *testing.T) { testTamperedPayload(t, newPair) })
+	t.Run("EveryByteOfShortPayload", func(t *testing.T) { testEveryByte(t, newPair) })
 	t.Run("EmptyPayload", func(t *testing.T) { testEmptyPayload(t, newPair(t)) })
 	t.Run("WrongAnswer", func(t *testing.T) { testWrongAnswer(t, newPair) })
 }
@@ -278,6 +279,33 @@ func testTamperedPayload(t *testing.T, newPair func(t *testing.T) Pair) {
 				checkRefused(t, "payload with a flipped byte", a)
 			})
 		}
+	}
+}
+
+// shortPayload is the largest payload whose every byte is flipped in turn:
+// a short payload is mostly the claim itself (a node name, a token), and a
+// verifier must bind all of it, not only its framing.
+const shortPayload = 64
+
+// testEveryByte flips each byte of a short payload in turn, the agent
+// answering every challenge honestly: each change must be refused.
+func testEveryByte(t *testing.T, newPair func(t *testing.T) Pair) {
+	for i := 0; i < shortPayload; i++ {
+		n := -1
+		a := attest(t, newPair(t), func(b []byte) []byte {
+			n = len(b)
+			if i >= len(b) {
+				return b
+			}
+			return flipped(b, i, 0x01)
+		}, nil)
+		if n > shortPayload {
+			t.Skipf("payload of %d bytes: the first, middle and last bytes are flipped instead", n)
+		}
+		if i >= n {
+			return
+		}
+		checkRefused(t, fmt.Sprintf("payload with byte %d of %d flipped", i, n), a)
 	}
 }
 

@@ -102,7 +102,7 @@ func (p *Plugin) AidAttestation(stream nodeattestorv1.NodeAttestor_AidAttestatio
 		}
 		if err := stream.Send(&nodeattestorv1.PayloadOrChallengeResponse{
 			Data: &nodeattestorv1.PayloadOrChallengeResponse_ChallengeResponse{
-				ChallengeResponse: hmacnode.Response(set.secret, req.GetChallenge()),
+				ChallengeResponse: hmacnode.Response(set.secret, set.payload, req.GetChallenge()),
 			},
 		}); err != nil {
 			return err

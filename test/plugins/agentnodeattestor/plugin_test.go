@@ -51,7 +51,8 @@ func TestAidAttestation(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Recv payload: %v", err)
 	}
-	payload, err := hmacnode.ParsePayload(resp.GetPayload())
+	sent := resp.GetPayload()
+	payload, err := hmacnode.ParsePayload(sent)
 	if err != nil || payload.Node != "node-1" {
 		t.Fatalf("payload %q: %+v, %v", resp.GetPayload(), payload, err)
 	}
@@ -64,7 +65,7 @@ func TestAidAttestation(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Recv answer %d: %v", i, err)
 		}
-		if !hmacnode.Verify([]byte("s3cret"), challenge, resp.GetChallengeResponse()) {
+		if !hmacnode.Verify([]byte("s3cret"), sent, challenge, resp.GetChallengeResponse()) {
 			t.Fatalf("answer %d does not verify", i)
 		}
 	}

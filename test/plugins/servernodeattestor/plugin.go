@@ -101,7 +101,8 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 	if err != nil {
 		return err
 	}
-	payload, err := hmacnode.ParsePayload(req.GetPayload())
+	raw := req.GetPayload()
+	payload, err := hmacnode.ParsePayload(raw)
 	if err != nil {
 		p.log.Warn("Refused attestation", "reason", err.Error())
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -125,7 +126,7 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 	if err != nil {
 		return err
 	}
-	if !hmacnode.Verify(set.secret, challenge, req.GetChallengeResponse()) {
+	if !hmacnode.Verify(set.secret, raw, challenge, req.GetChallengeResponse()) {
 		p.log.Warn("Refused attestation", "node", payload.Node, "reason", "hmac mismatch")
 		return status.Error(codes.PermissionDenied, "hmac mismatch")
 	}

@@ -86,7 +86,7 @@ func attest(t *testing.T, na *nodeattestorv1.NodeAttestorPluginClient, payload [
 func TestAttest(t *testing.T) {
 	const agentID = "spiffe://example.org/spire/agent/hmac/node-1"
 	goodPayload := []byte(`{"node":"node-1"}`)
-	right := func(c []byte) []byte { return hmacnode.Response([]byte("s3cret"), c) }
+	right := func(c []byte) []byte { return hmacnode.Response([]byte("s3cret"), goodPayload, c) }
 	tests := []struct {
 		name      string
 		hcl       string
@@ -103,7 +103,7 @@ func TestAttest(t *testing.T) {
 		{name: "known agent from the store", hcl: "secret = \"s3cret\"\nuse_agent_store = true", known: map[string]bool{agentID: true},
 			payload: goodPayload, answer: right, selectors: []string{"node:node-1", "seen_before:true"}},
 		{name: "wrong secret", hcl: `secret = "s3cret"`, payload: goodPayload,
-			answer: func(c []byte) []byte { return hmacnode.Response([]byte("guess"), c) }, wantCode: codes.PermissionDenied, wantMsg: "hmac mismatch"},
+			answer: func(c []byte) []byte { return hmacnode.Response([]byte("guess"), goodPayload, c) }, wantCode: codes.PermissionDenied, wantMsg: "hmac mismatch"},
 		{name: "empty answer", hcl: `secret = "s3cret"`, payload: goodPayload,
 			answer: func([]byte) []byte { return nil }, wantCode: codes.PermissionDenied, wantMsg: "hmac mismatch"},
 		{name: "answer to another challenge", hcl: `secret = "s3cret"`, payload: goodPayload,

@@ -6,6 +6,7 @@ package hmacnode
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,16 +42,22 @@ func ParsePayload(data []byte) (Payload, error) {
 	return p, nil
 }
 
-// Response is the agent's answer to a challenge: HMAC-SHA256 of the
-// challenge under the shared secret.
-func Response(secret, challenge []byte) []byte {
+// Response is the agent's answer to a challenge: HMAC-SHA256 under the
+// shared secret of the payload it sent (length-prefixed) and the
+// challenge, so the answer vouches for the node it names and not only for
+// knowing the secret.
+func Response(secret, payload, challenge []byte) []byte {
 	mac := hmac.New(sha256.New, secret)
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(payload)))
+	mac.Write(n[:])
+	mac.Write(payload)
 	mac.Write(challenge)
 	return mac.Sum(nil)
 }
 
-// Verify reports whether response answers challenge under secret, in
-// constant time.
-func Verify(secret, challenge, response []byte) bool {
-	return hmac.Equal(Response(secret, challenge), response)
+// Verify reports whether response answers challenge for payload under
+// secret, in constant time.
+func Verify(secret, payload, challenge, response []byte) bool {
+	return hmac.Equal(Response(secret, payload, challenge), response)
 }

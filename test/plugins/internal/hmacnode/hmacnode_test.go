@@ -28,15 +28,23 @@ func TestPayloadRoundTrip(t *testing.T) {
 
 func TestResponse(t *testing.T) {
 	secret, challenge := []byte("s3cret"), bytes.Repeat([]byte{7}, ChallengeSize)
+	payload := []byte(`{"node":"node-1"}`)
 	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte{0, 0, 0, 0, 0, 0, 0, byte(len(payload))})
+	mac.Write(payload)
 	mac.Write(challenge)
-	if got := Response(secret, challenge); !bytes.Equal(got, mac.Sum(nil)) {
-		t.Fatal("Response is not HMAC-SHA256(secret, challenge)")
+	if got := Response(secret, payload, challenge); !bytes.Equal(got, mac.Sum(nil)) {
+		t.Fatal("Response is not HMAC-SHA256(secret, len(payload) || payload || challenge)")
 	}
-	if !Verify(secret, challenge, Response(secret, challenge)) {
+	right := Response(secret, payload, challenge)
+	if !Verify(secret, payload, challenge, right) {
 		t.Fatal("Verify refused the right answer")
 	}
-	if Verify([]byte("other"), challenge, Response(secret, challenge)) {
+	if Verify([]byte("other"), payload, challenge, right) {
 		t.Fatal("Verify accepted an answer under another secret")
+	}
+	// The answer vouches for the node named: another payload fails.
+	if Verify(secret, []byte(`{"node":"node-2"}`), challenge, right) {
+		t.Fatal("Verify accepted an answer made for another node")
 	}
 }
