@@ -30,7 +30,7 @@ func TestUnix(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			workloadattestortest.Run(t, unix.SelectorType, func(*testing.T) workloadapi.Attestor {
 				return unix.New(tc.cfg)
-			}, workloadattestortest.MayCompleteWhenCanceled())
+			})
 		})
 	}
 }
@@ -40,7 +40,7 @@ func TestLineage(t *testing.T) {
 		a := lineage.New(lineage.Config{DisableEBPF: true, DiscoverWorkloadPath: true, Log: slog.New(slog.DiscardHandler)})
 		t.Cleanup(func() { _ = a.Close() })
 		return a
-	}, workloadattestortest.AlsoSelectorTypes(unix.SelectorType), workloadattestortest.MayCompleteWhenCanceled())
+	}, workloadattestortest.AlsoSelectorTypes(unix.SelectorType))
 }
 
 // TestExternal runs the suite against test/plugins/workloadattestor started

@@ -147,6 +147,9 @@ func (a *Attestor) Close() error {
 // once per process, user, group or cgroup and reused. The selectors returned
 // are shared between calls, so callers must not modify them.
 func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Selector, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("lineage: %w", err)
+	}
 	if pidfd < 0 {
 		return nil, errors.New("lineage: a pidfd is required")
 	}

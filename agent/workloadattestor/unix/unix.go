@@ -81,6 +81,10 @@ var ErrTooLarge = errors.New("unix: workload binary exceeds workload_size_limit"
 // Attest returns the selectors for pid. pidfd must refer to the same process
 // (pass -1 only where no pidfd exists; the PID-reuse check is then skipped).
 func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Selector, error) {
+	// A caller that has given up gets no work done for it.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("unix: %w", err)
+	}
 	if pid <= 0 {
 		return nil, fmt.Errorf("unix: invalid pid %d", pid)
 	}

@@ -42,8 +42,7 @@ const (
 type Option func(*options)
 
 type options struct {
-	types             map[string]bool
-	mayIgnoreCanceled bool
+	types map[string]bool
 }
 
 // AlsoSelectorTypes allows selectors of these types besides the attestor's
@@ -55,16 +54,6 @@ func AlsoSelectorTypes(types ...string) Option {
 			o.types[t] = true
 		}
 	}
-}
-
-// MayCompleteWhenCanceled accepts an answer to a call whose context was
-// cancelled before it started, for an attestor that does no blocking work
-// and so never consults its context on the way (the unix and lineage
-// attestors read /proc and return). The answer must still come within the
-// bound and pass every check an ordinary answer passes. Without this
-// option, a cancelled call must fail.
-func MayCompleteWhenCanceled() Option {
-	return func(o *options) { o.mayIgnoreCanceled = true }
 }
 
 // Run runs the suite. name is the type of the selectors the attestor emits
@@ -217,11 +206,7 @@ func (s *suite) testCanceled(t *testing.T, a workloadapi.Attestor) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	r := attest(t, ctx, a, pid, fd)
-	switch {
-	case r.err != nil:
-	case s.opts.mayIgnoreCanceled:
-		s.checkSelectors(t, r.sel)
-	default:
+	if r.err == nil {
 		t.Fatalf("Attest with a cancelled context = %d selectors, want an error", len(r.sel))
 	}
 }
