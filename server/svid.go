@@ -40,7 +40,7 @@ func (r *svidRotator) rotate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: generate SVID key: %w", err)
 	}
-	chain, err := r.ca.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: r.id, PublicKey: key.Public()})
+	chain, err := r.ca.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: r.id, PublicKey: key.Public(), Kind: ca.KindServer})
 	if err != nil {
 		return fmt.Errorf("server: sign server SVID: %w", err)
 	}

@@ -319,7 +319,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	case existing.Banned():
 		return status.Error(codes.PermissionDenied, "failed to attest: agent is banned")
 	}
-	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: res.AgentID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
+	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: res.AgentID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL, Kind: ca.KindAgent})
 	if err != nil {
 		return signError("failed to sign agent SVID", err)
 	}
@@ -381,7 +381,7 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "failed to parse CSR: %v", err)
 	}
-	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: c.ID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL})
+	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: c.ID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL, Kind: ca.KindAgent})
 	if err != nil {
 		return nil, signError("failed to sign agent SVID", err)
 	}

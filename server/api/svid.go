@@ -45,6 +45,8 @@ func (s *SVIDService) MintX509SVID(ctx context.Context, req *svidv1.MintX509SVID
 	}
 	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{
 		SPIFFEID: id, PublicKey: csr.PublicKey, TTL: time.Duration(req.Ttl) * time.Second, DNSNames: csr.DNSNames, Subject: csr.Subject,
+		// SPIRE composes a minted SVID as a workload's, whatever its path.
+		Kind: ca.KindWorkload,
 	})
 	if err != nil {
 		return nil, signError("failed to sign X509-SVID", err)
@@ -140,6 +142,7 @@ func (s *SVIDService) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDPara
 	}
 	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{
 		SPIFFEID: id, PublicKey: csr.PublicKey, TTL: time.Duration(e.X509SvidTtl) * time.Second, DNSNames: e.DnsNames,
+		Kind: ca.KindWorkload,
 	})
 	if err != nil {
 		return nil, signError("failed to sign X509-SVID", err)
