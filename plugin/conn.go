@@ -48,12 +48,27 @@ func (c *supervisedConn) check(ctx context.Context, inst *instance, method strin
 	case code == codes.Unavailable || inst.client.Exited():
 		p.fail(inst, fmt.Errorf("%s: %v", method, err))
 		return status.Errorf(codes.Unavailable, "plugin %s failed: %v", p.cfg.Label(), status.Convert(err).Message())
-	case ours && (code == codes.DeadlineExceeded || code == codes.Canceled) && context.Cause(ctx) == errHostTimeout:
+	case ours && hostTimedOut(ctx, code):
 		why := fmt.Errorf("%s did not answer within %s", method, p.cfg.CallTimeout)
 		p.fail(inst, why)
 		return status.Errorf(codes.Unavailable, "plugin %s is not answering: %v", p.cfg.Label(), why)
 	}
 	return err
+}
+
+// hostTimedOut reports whether a call bounded by the host's own deadline
+// ended because of it. The plugin's side may report the deadline (an
+// RST_STREAM) a moment before the host's timer fires, so a DeadlineExceeded
+// while the caller's context is still live is the host's too.
+func hostTimedOut(ctx context.Context, code codes.Code) bool {
+	switch cause := context.Cause(ctx); {
+	case cause == errHostTimeout:
+		return code == codes.DeadlineExceeded || code == codes.Canceled
+	case cause == nil:
+		return code == codes.DeadlineExceeded
+	default:
+		return false // the caller gave up
+	}
 }
 
 // Invoke implements grpc.ClientConnInterface.
