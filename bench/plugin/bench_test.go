@@ -56,7 +56,14 @@ type attestor interface {
 // ends.
 func loadExternal(t testing.TB) (*plugin.Plugin, *external.Attestor) {
 	t.Helper()
+	return loadExternalWith(t, "")
+}
+
+// loadExternalWith loads the plugin with plugin_data (HCL text).
+func loadExternalWith(t testing.TB, data string) (*plugin.Plugin, *external.Attestor) {
+	t.Helper()
 	p, err := plugin.Load(context.Background(), plugin.Config{
+		Data:        data,
 		Type:        "WorkloadAttestor",
 		Name:        extName,
 		Cmd:         pluginbuild.Build(t, "workloadattestor"),
@@ -368,6 +375,9 @@ func TestWorkloadAPI(t *testing.T) {
 // plugin: the same transport with no attestation work on either side.
 func TestAttest(t *testing.T) {
 	p, ext := loadExternal(t)
+	// The same plugin writing a debug line per call: each line crosses
+	// to the host as hclog JSON on stderr and is parsed there.
+	_, logging := loadExternalWith(t, "log_calls = true")
 	health := healthpb.NewHealthClient(p.Conn())
 	uni := unix.New(unix.Config{})
 	fd := selfPIDFD(t)
@@ -391,6 +401,7 @@ func TestAttest(t *testing.T) {
 		{"unix", check(uni, unix.SelectorType)},
 		{"external", check(ext, extName)},
 		{"unix + external, in parallel", check(pair{uni, ext}, unix.SelectorType, extName)},
+		{"external, logging each call", check(logging, extName)},
 		{"health check on the plugin's connection", func() error {
 			r, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: "plugin"})
 			if err != nil {
@@ -406,11 +417,13 @@ func TestAttest(t *testing.T) {
 	d := alternate(t, rounds, n, modes)
 	a50, a99, each := added(d[0], d[2])
 	x50, x99, xeach := added(d[0], d[1])
-	h50, h99, heach := added(d[0], d[3])
+	h50, h99, heach := added(d[0], d[4])
+	l50, l99, leach := added(d[1], d[3])
 	results.attest = []row{
-		{what: "unix Attest vs a health check on the plugin's connection (transport floor)", base: summarize(d[0]), with: summarize(d[3]), add50: h50, add99: h99, each: heach},
+		{what: "unix Attest vs a health check on the plugin's connection (transport floor)", base: summarize(d[0]), with: summarize(d[4]), add50: h50, add99: h99, each: heach},
 		{what: "unix Attest vs external Attest", base: summarize(d[0]), with: summarize(d[1]), add50: x50, add99: x99, each: xeach},
 		{what: "unix Attest vs [unix, external] in parallel, as the handler runs them", base: summarize(d[0]), with: summarize(d[2]), add50: a50, add99: a99, each: each},
+		{what: "external Attest vs the same plugin logging each call (baseline: external)", base: summarize(d[1]), with: summarize(d[3]), add50: l50, add99: l99, each: leach},
 	}
 	results.attestRounds, results.attestCalls = rounds, n
 	t.Log("\n" + table("bare Attest", "baseline (unix)", "with external", results.attest, rounds, n))

@@ -5,7 +5,8 @@
 //
 // Configuration:
 //
-//	label = "ext"   # value of the label:<label> selector
+//	label = "ext"       # value of the label:<label> selector
+//	log_calls = false   # log every Attest at debug (each line crosses to the host)
 //
 // plus the fault keys of test/plugins/internal/fault; hang and crash act in
 // Attest.

@@ -26,13 +26,15 @@ const defaultLabel = "ext"
 
 // config is the plugin's HCL configuration.
 type config struct {
-	Label string `hcl:"label"`
+	Label    string `hcl:"label"`
+	LogCalls bool   `hcl:"log_calls"`
 }
 
 // settings is what Configure leaves for Attest.
 type settings struct {
 	label       string
 	trustDomain string
+	logCalls    bool
 	faults      fault.Faults
 }
 
@@ -70,7 +72,7 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 	if cfg.Label == "" {
 		cfg.Label = defaultLabel
 	}
-	set := &settings{label: cfg.Label, trustDomain: req.GetCoreConfiguration().GetTrustDomain(), faults: faults}
+	set := &settings{label: cfg.Label, trustDomain: req.GetCoreConfiguration().GetTrustDomain(), logCalls: cfg.LogCalls, faults: faults}
 	p.mu.Lock()
 	p.set = set
 	p.mu.Unlock()
@@ -109,7 +111,9 @@ func (p *Plugin) Attest(_ context.Context, req *workloadattestorv1.AttestRequest
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "pid %d: %v", req.GetPid(), err)
 	}
-	p.log.Debug("Attested workload", "pid", req.GetPid(), "uid", uid, "gid", gid)
+	if set.logCalls {
+		p.log.Debug("Attested workload", "pid", req.GetPid(), "uid", uid, "gid", gid)
+	}
 	return &workloadattestorv1.AttestResponse{SelectorValues: []string{
 		"uid:" + uid,
 		"gid:" + gid,
