@@ -58,17 +58,23 @@ plugins {
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.proc = start(t, dir, im.server(), "run", "-config", s.conf)
-	eventually(t, 60*time.Second, im.name+" server healthcheck", func() error {
+	s.start(t)
+	return s
+}
+
+// start runs the server from s.conf and waits until it reports healthy.
+func (s *server) start(t *testing.T) {
+	t.Helper()
+	s.proc = start(t, s.dir, s.impl.server(), "run", "-config", s.conf)
+	eventually(t, 60*time.Second, s.impl.name+" server healthcheck", func() error {
 		if err := s.proc.exited(); err != nil {
 			t.Fatal(err)
 		}
-		if r := runCLI(t, dir, im.server(), "healthcheck", "-socketPath", s.socket); r.code != 0 {
+		if r := runCLI(t, s.dir, s.impl.server(), "healthcheck", "-socketPath", s.socket); r.code != 0 {
 			return fmt.Errorf("%s%s", r.stdout, r.stderr)
 		}
 		return nil
 	})
-	return s
 }
 
 // cli runs a spire-server command of the given implementation's CLI
