@@ -39,6 +39,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer cleanup()
+	defer removePlugins()
 	fmt.Fprintf(os.Stderr, "interop: ours=%s upstream=%s (%s)\n", ours.dir, upstream.dir, upstream.name)
 	return m.Run()
 }
