@@ -3,7 +3,7 @@
 GO        ?= go
 BIN       := bin
 PKGS      := ./...
-# In CI every test that needs a simulator, a database server or root must
+# make test runs with -race. In CI every test that needs a simulator, a database server or root must
 # run: REQUIRE_SIM=1 turns their skips into failures. `make test-quick`
 # leaves it unset for laptops.
 REQUIRE_SIM ?= 1
@@ -30,7 +30,7 @@ deps:
 	fi
 
 test: deps build
-	REQUIRE_SIM=$(REQUIRE_SIM) $(GO) test -count=1 -timeout 20m $(PKGS)
+	REQUIRE_SIM=$(REQUIRE_SIM) $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 test-quick:
 	$(GO) test -count=1 $(PKGS)
