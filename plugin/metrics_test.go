@@ -2,36 +2,22 @@ package plugin_test
 
 import (
 	"context"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/plugin"
 	metricsv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/common/metrics/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 func TestMetricsService(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	srv := grpc.NewServer()
-	plugin.MetricsService(reg, "spire_server", nil).RegisterServer(srv)
-	sock := filepath.Join(t.TempDir(), "m.sock")
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	svc := plugin.MetricsService(reg, "spire_server", nil)
+	conn := grpctest.Serve(t, func(srv *grpc.Server) { svc.RegisterServer(srv) })
 	c := metricsv1.NewMetricsClient(conn)
 	ctx := context.Background()
 	lbl := []*metricsv1.Label{{Name: "method", Value: "mint"}}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -15,13 +14,13 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/jointoken"
 	"github.com/spiffe-hw/spire-hw/agent/svidstore"
 	"github.com/spiffe-hw/spire-hw/agent/svidstore/external"
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	svidstorev1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/svidstore/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -69,20 +68,7 @@ func (p *storePlugin) lastPut() *svidstorev1.PutX509SVIDRequest {
 // adapter over it.
 func serveStore(t *testing.T, p *storePlugin, name string) svidstore.Store {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "store.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	svidstorev1.RegisterSVIDStoreServer(srv, p)
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := grpctest.Serve(t, func(srv *grpc.Server) { svidstorev1.RegisterSVIDStoreServer(srv, p) })
 	return external.New(conn, name)
 }
 

@@ -4,18 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"path/filepath"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/plugin/facade"
 )
 
@@ -165,24 +163,10 @@ func (h failingHealth) Check(context.Context, *healthpb.HealthCheckRequest) (*he
 // TestWrapErrOverTheWire wraps what a gRPC client really receives: the code
 // and details that crossed a socket survive the prefixing.
 func TestWrapErrOverTheWire(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	healthpb.RegisterHealthServer(srv, failingHealth{err: withDetail(t, codes.NotFound, "w1: no such workload", "pid 42")})
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(lis) }()
-	t.Cleanup(func() { srv.Stop(); <-done })
+	fail := failingHealth{err: withDetail(t, codes.NotFound, "w1: no such workload", "pid 42")}
+	conn := grpctest.Serve(t, func(srv *grpc.Server) { healthpb.RegisterHealthServer(srv, fail) })
 
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-
-	_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	_, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
 	st := status.Convert(facade.Facade{Type: "workloadattestor", Name: "w1"}.WrapErr(err))
 	if st.Code() != codes.NotFound || st.Message() != "workloadattestor(w1): no such workload" {
 		t.Fatalf("WrapErr = %v %q", st.Code(), st.Message())

@@ -8,11 +8,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"math/big"
-	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe-hw/spire-hw/server/hostservice"
@@ -23,30 +22,17 @@ import (
 	identityproviderv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/server/identityprovider/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
 // serve hosts services on a real Unix socket, as the plugin broker would.
 func serve(t *testing.T, services ...pluginsdk.ServiceServer) *grpc.ClientConn {
 	t.Helper()
-	srv := grpc.NewServer()
-	for _, s := range services {
-		s.RegisterServer(srv)
-	}
-	sock := filepath.Join(t.TempDir(), "hs.sock")
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return grpctest.Serve(t, func(srv *grpc.Server) {
+		for _, s := range services {
+			s.RegisterServer(srv)
+		}
+	})
 }
 
 func TestAgentStore(t *testing.T) {

@@ -9,8 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"log/slog"
 	"math/big"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,9 +20,9 @@ import (
 	plugintypes "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe-hw/spire-hw/server/bundlepublisher"
 	bpexternal "github.com/spiffe-hw/spire-hw/server/bundlepublisher/external"
@@ -77,37 +75,13 @@ func (p *publisherPlugin) PublishBundle(_ context.Context, req *bundlepublisherv
 	return &bundlepublisherv1.PublishBundleResponse{}, nil
 }
 
-// serve runs a gRPC server on a Unix socket and returns a connection to it.
-func serve(t *testing.T, register func(*grpc.Server)) *grpc.ClientConn {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "p.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	register(srv)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-done
-	})
-	return conn
-}
-
 func newNotifier(t *testing.T, name string, p *notifierPlugin) notifier.Notifier {
-	conn := serve(t, func(s *grpc.Server) { notifierv1.RegisterNotifierServer(s, p) })
+	conn := grpctest.Serve(t, func(s *grpc.Server) { notifierv1.RegisterNotifierServer(s, p) })
 	return external.New(conn, name)
 }
 
 func newPublisher(t *testing.T, name string, p *publisherPlugin) bundlepublisher.Publisher {
-	conn := serve(t, func(s *grpc.Server) { bundlepublisherv1.RegisterBundlePublisherServer(s, p) })
+	conn := grpctest.Serve(t, func(s *grpc.Server) { bundlepublisherv1.RegisterBundlePublisherServer(s, p) })
 	return bpexternal.New(conn, name)
 }
 

@@ -11,18 +11,16 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
-	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager/external"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager/keymanagertest"
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	keymanagerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/keymanager/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -171,23 +169,8 @@ func (p *plugin) held(id string) crypto.PublicKey {
 // makes a new connection, as a restarted agent would.
 func serve(t *testing.T, p *plugin) (dial func() grpc.ClientConnInterface) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	keymanagerv1.RegisterKeyManagerServer(srv, p)
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
-	return func() grpc.ClientConnInterface {
-		conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
-	}
+	sock := grpctest.Start(t, func(srv *grpc.Server) { keymanagerv1.RegisterKeyManagerServer(srv, p) })
+	return func() grpc.ClientConnInterface { return grpctest.Dial(t, sock) }
 }
 
 func TestConformance(t *testing.T) {

@@ -9,16 +9,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"net"
-	"path/filepath"
 	"testing"
 
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/external"
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -111,21 +109,7 @@ func newPlugin(t *testing.T, mode string) *plugin {
 
 func serve(t *testing.T, p *plugin) grpc.ClientConnInterface {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	nodeattestorv1.RegisterNodeAttestorServer(srv, p)
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return grpctest.Serve(t, func(srv *grpc.Server) { nodeattestorv1.RegisterNodeAttestorServer(srv, p) })
 }
 
 // wantEnd waits for the plugin's stream to end one of the given ways.

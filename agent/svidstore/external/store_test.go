@@ -8,9 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
-	"net"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -18,12 +16,12 @@ import (
 
 	"github.com/spiffe-hw/spire-hw/agent/svidstore"
 	"github.com/spiffe-hw/spire-hw/agent/svidstore/external"
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	svidstorev1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/svidstore/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -58,21 +56,7 @@ func (p *plugin) DeleteX509SVID(_ context.Context, req *svidstorev1.DeleteX509SV
 
 func serve(t *testing.T, p *plugin) grpc.ClientConnInterface {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	svidstorev1.RegisterSVIDStoreServer(srv, p)
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return grpctest.Serve(t, func(srv *grpc.Server) { svidstorev1.RegisterSVIDStoreServer(srv, p) })
 }
 
 // ca makes a self-signed CA for td and a leaf for id signed by it.

@@ -3,7 +3,6 @@ package external_test
 import (
 	"context"
 	"errors"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/external"
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	workloadattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/workloadattestor/v1"
 	sysunix "golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -52,21 +52,7 @@ func (p *plugin) Attest(ctx context.Context, req *workloadattestorv1.AttestReque
 // it, as the plugin host would hand one over.
 func serve(t *testing.T, p *plugin) grpc.ClientConnInterface {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	workloadattestorv1.RegisterWorkloadAttestorServer(srv, p)
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return grpctest.Serve(t, func(srv *grpc.Server) { workloadattestorv1.RegisterWorkloadAttestorServer(srv, p) })
 }
 
 func TestAttest(t *testing.T) {

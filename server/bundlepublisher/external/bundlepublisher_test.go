@@ -2,8 +2,6 @@ package external_test
 
 import (
 	"context"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,9 +9,9 @@ import (
 	bundlepublisherv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/bundlepublisher/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/server/bundlepublisher/external"
 )
 
@@ -42,24 +40,7 @@ func (p *plugin) PublishBundle(_ context.Context, req *bundlepublisherv1.Publish
 
 func connect(t *testing.T, p *plugin) *external.Publisher {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "bp.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	bundlepublisherv1.RegisterBundlePublisherServer(srv, p)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-done
-	})
+	conn := grpctest.Serve(t, func(srv *grpc.Server) { bundlepublisherv1.RegisterBundlePublisherServer(srv, p) })
 	return external.New(conn, "s3")
 }
 

@@ -9,8 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"net"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -20,11 +18,11 @@ import (
 	credentialcomposerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/credentialcomposer/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/server/credentialcomposer"
 	"github.com/spiffe-hw/spire-hw/server/credentialcomposer/external"
 )
@@ -108,24 +106,7 @@ func echo[T any](a T) (T, error) { return a, nil }
 // the adapter connected to it.
 func connect(t *testing.T, p *plugin) *external.Composer {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "cc.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	credentialcomposerv1.RegisterCredentialComposerServer(srv, p)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-done
-	})
+	conn := grpctest.Serve(t, func(srv *grpc.Server) { credentialcomposerv1.RegisterCredentialComposerServer(srv, p) })
 	return external.New(conn, "test")
 }
 

@@ -10,8 +10,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,9 +17,9 @@ import (
 	keymanagerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/keymanager/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 	"github.com/spiffe-hw/spire-hw/server/keymanager/external"
 	"github.com/spiffe-hw/spire-hw/server/keymanager/keymanagertest"
@@ -154,24 +152,7 @@ func (p *plugin) SignData(_ context.Context, req *keymanagerv1.SignDataRequest) 
 // the adapter connected to it.
 func connect(t *testing.T, p *plugin) keymanager.KeyManager {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "km.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	keymanagerv1.RegisterKeyManagerServer(srv, p)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-done
-	})
+	conn := grpctest.Serve(t, func(srv *grpc.Server) { keymanagerv1.RegisterKeyManagerServer(srv, p) })
 	return external.New(conn, "test-km")
 }
 

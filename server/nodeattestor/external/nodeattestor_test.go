@@ -9,8 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,10 +17,10 @@ import (
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/external"
 )
@@ -98,24 +96,7 @@ func (p *plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 
 func connect(t *testing.T, p *plugin) nodeattestor.Attestor {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "na.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	nodeattestorv1.RegisterNodeAttestorServer(srv, p)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-done
-	})
+	conn := grpctest.Serve(t, func(srv *grpc.Server) { nodeattestorv1.RegisterNodeAttestorServer(srv, p) })
 	return external.New(conn, "test", td)
 }
 

@@ -2,17 +2,15 @@ package external_test
 
 import (
 	"context"
-	"net"
-	"path/filepath"
 	"testing"
 
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	notifierv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/notifier/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/server/notifier/external"
 )
 
@@ -37,24 +35,7 @@ func (p *plugin) Notify(_ context.Context, req *notifierv1.NotifyRequest) (*noti
 
 func connect(t *testing.T, p *plugin) *external.Notifier {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "n.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	notifierv1.RegisterNotifierServer(srv, p)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-done
-	})
+	conn := grpctest.Serve(t, func(srv *grpc.Server) { notifierv1.RegisterNotifierServer(srv, p) })
 	return external.New(conn, "k8sbundle")
 }
 

@@ -9,9 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
-	"net"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,9 +23,9 @@ import (
 	plugintypes "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/internal/grpctest"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream/external"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
@@ -166,24 +164,7 @@ func (noJWT) PublishJWTKeyAndSubscribe(*upstreamauthorityv1.PublishJWTKeyRequest
 
 func connect(t *testing.T, srvImpl upstreamauthorityv1.UpstreamAuthorityServer) *external.Authority {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "ua.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	upstreamauthorityv1.RegisterUpstreamAuthorityServer(srv, srvImpl)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-done
-	})
+	conn := grpctest.Serve(t, func(srv *grpc.Server) { upstreamauthorityv1.RegisterUpstreamAuthorityServer(srv, srvImpl) })
 	return external.New(conn, "test")
 }
 
