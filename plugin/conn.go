@@ -15,59 +15,67 @@ import (
 )
 
 // supervisedConn sends each call to the plugin's current process and
-// turns the ways a plugin fails into Unavailable errors that name it:
-// a process that went away, and a call that outlived CallTimeout (a hung
-// plugin, which is then restarted too).
+// turns the ways a plugin fails into Unavailable errors that name it: a
+// process that went away, and a plugin that sat on a call for CallTimeout
+// (a hung plugin, which is then restarted too).
 type supervisedConn Plugin
 
 var _ grpc.ClientConnInterface = (*supervisedConn)(nil)
 
 func (c *supervisedConn) plugin() *Plugin { return (*Plugin)(c) }
 
-// bound applies CallTimeout unless the caller's deadline is sooner, and
-// reports whether the deadline is the host's own.
-func (c *supervisedConn) bound(ctx context.Context) (context.Context, context.CancelFunc, bool) {
-	limit := c.cfg.CallTimeout
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= limit {
-		ctx, cancel := context.WithCancel(ctx)
-		return ctx, cancel, false
-	}
-	ctx, cancel := context.WithTimeoutCause(ctx, limit, errHostTimeout)
-	return ctx, cancel, true
-}
-
 var errHostTimeout = errors.New("plugin: call timed out")
 
-// check classifies the error of a call made on inst.
-func (c *supervisedConn) check(ctx context.Context, inst *instance, method string, err error, ours bool) error {
+// probeTimeout bounds the health check that tells a plugin that answered
+// Unavailable itself from one that is gone.
+const probeTimeout = 2 * time.Second
+
+// check classifies the error of a call made on inst that ran for elapsed.
+func (c *supervisedConn) check(ctx context.Context, inst *instance, method string, err error, elapsed time.Duration) error {
 	if err == nil {
 		return nil
 	}
 	p := c.plugin()
-	switch code := status.Code(err); {
-	case code == codes.Unavailable || inst.client.Exited():
+	code := status.Code(err)
+	switch {
+	case inst.client.Exited() || (code == codes.Unavailable && !inst.alive()):
 		p.fail(inst, fmt.Errorf("%s: %v", method, err))
 		return status.Errorf(codes.Unavailable, "plugin %s failed: %v", p.cfg.Label(), status.Convert(err).Message())
-	case ours && hostTimedOut(ctx, code):
+	case hung(ctx, code, elapsed, p.cfg.CallTimeout):
 		why := fmt.Errorf("%s did not answer within %s", method, p.cfg.CallTimeout)
 		p.fail(inst, why)
 		return status.Errorf(codes.Unavailable, "plugin %s is not answering: %v", p.cfg.Label(), why)
 	}
+	// The plugin's own answer, Unavailable from its backend included: a
+	// healthy plugin is not restarted for what it reports.
 	return err
 }
 
-// hostTimedOut reports whether a call bounded by the host's own deadline
-// ended because of it. The plugin's side may report the deadline (an
-// RST_STREAM) a moment before the host's timer fires, so a DeadlineExceeded
-// while the caller's context is still live is the host's too.
-func hostTimedOut(ctx context.Context, code codes.Code) bool {
-	switch cause := context.Cause(ctx); {
-	case cause == errHostTimeout:
-		return code == codes.DeadlineExceeded || code == codes.Canceled
-	case cause == nil:
-		return code == codes.DeadlineExceeded
-	default:
-		return false // the caller gave up
+// hung reports whether a call ended because the plugin sat on it: the
+// host's own timer fired, or the call ran for (nearly) the whole
+// CallTimeout before a deadline ended it. The plugin's side may report a
+// deadline (an RST_STREAM) a moment before the host's timer fires, and an
+// adapter may set a deadline of the same length as the host's. A caller's
+// shorter deadline or cancellation is the caller's business.
+func hung(ctx context.Context, code codes.Code, elapsed, limit time.Duration) bool {
+	if code != codes.DeadlineExceeded && code != codes.Canceled {
+		return false
+	}
+	if context.Cause(ctx) == errHostTimeout {
+		return true
+	}
+	return code == codes.DeadlineExceeded && elapsed >= limit*9/10
+}
+
+// refused logs a call turned away while the plugin is down, once per
+// outage: the Workload API may ask many times a second.
+func (p *Plugin) refused(method string, err error) {
+	p.mu.Lock()
+	first := !p.refusedLogged
+	p.refusedLogged = true
+	p.mu.Unlock()
+	if first {
+		p.log.Warn("Plugin calls refused until it is back", "method", method, "error", err)
 	}
 }
 
@@ -76,50 +84,63 @@ func (c *supervisedConn) Invoke(ctx context.Context, method string, args, reply 
 	p := c.plugin()
 	inst, err := p.current()
 	if err != nil {
-		p.log.Warn("Plugin call refused", "method", method, "error", err)
+		p.refused(method, err)
 		return err
 	}
-	ctx, cancel, ours := c.bound(ctx)
+	ctx, cancel := context.WithTimeoutCause(ctx, p.cfg.CallTimeout, errHostTimeout)
 	defer cancel()
+	start := time.Now()
 	err = inst.conn.Invoke(ctx, method, args, reply, opts...)
-	return c.check(ctx, inst, method, err, ours)
+	return c.check(ctx, inst, method, err, time.Since(start))
 }
 
-// NewStream implements grpc.ClientConnInterface. The host's deadline
-// bounds the whole stream; it ends when the stream does.
+// NewStream implements grpc.ClientConnInterface. A stream has no deadline
+// of its own from the host: only the time the plugin takes to send each
+// message counts (see RecvMsg), since between messages a stream may wait on
+// the other side (an agent answering a challenge).
 func (c *supervisedConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	p := c.plugin()
 	inst, err := p.current()
 	if err != nil {
-		p.log.Warn("Plugin call refused", "method", method, "error", err)
+		p.refused(method, err)
 		return nil, err
 	}
-	ctx, cancel, ours := c.bound(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
 	s, err := inst.conn.NewStream(ctx, desc, method, opts...)
 	if err != nil {
-		cancel()
-		return nil, c.check(ctx, inst, method, err, ours)
+		err = c.check(ctx, inst, method, err, 0)
+		cancel(nil)
+		return nil, err
 	}
-	return &supervisedStream{ClientStream: s, c: c, ctx: ctx, cancel: cancel, inst: inst, method: method, ours: ours}, nil
+	return &supervisedStream{ClientStream: s, c: c, ctx: ctx, cancel: cancel, inst: inst, method: method, serverStreams: desc.ServerStreams}, nil
 }
 
 type supervisedStream struct {
 	grpc.ClientStream
-	c      *supervisedConn
-	ctx    context.Context
-	cancel context.CancelFunc
-	inst   *instance
-	method string
-	ours   bool
+	c             *supervisedConn
+	ctx           context.Context
+	cancel        context.CancelCauseFunc
+	inst          *instance
+	method        string
+	serverStreams bool
 }
 
+// RecvMsg waits for the plugin's next message for at most CallTimeout; a
+// plugin that takes longer is hung, and the stream ends.
 func (s *supervisedStream) RecvMsg(m any) error {
+	limit := s.c.cfg.CallTimeout
+	timer := time.AfterFunc(limit, func() { s.cancel(errHostTimeout) })
+	start := time.Now()
 	err := s.ClientStream.RecvMsg(m)
-	if err != nil {
-		s.cancel()
-		if !errors.Is(err, io.EOF) {
-			return s.c.check(s.ctx, s.inst, s.method, err, s.ours)
-		}
+	timer.Stop()
+	switch {
+	case err == nil && !s.serverStreams:
+		s.cancel(nil) // the one reply of a client-streaming call: done
+	case errors.Is(err, io.EOF):
+		s.cancel(nil)
+	case err != nil:
+		err = s.c.check(s.ctx, s.inst, s.method, err, time.Since(start))
+		s.cancel(nil)
 	}
 	return err
 }
@@ -127,8 +148,9 @@ func (s *supervisedStream) RecvMsg(m any) error {
 func (s *supervisedStream) SendMsg(m any) error {
 	err := s.ClientStream.SendMsg(m)
 	if err != nil && !errors.Is(err, io.EOF) {
-		s.cancel()
-		return s.c.check(s.ctx, s.inst, s.method, err, s.ours)
+		// io.EOF means the stream ended; RecvMsg has its status.
+		err = s.c.check(s.ctx, s.inst, s.method, err, 0)
+		s.cancel(nil)
 	}
 	return err
 }

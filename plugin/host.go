@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
@@ -22,6 +23,7 @@ import (
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -37,6 +39,9 @@ const (
 	DefaultMaxBackoff   = 30 * time.Second
 	deinitTimeout       = 5 * time.Second
 	exitPollInterval    = 200 * time.Millisecond
+	// killTimeout is how long go-plugin's graceful stop may take before
+	// the process is killed outright: a frozen plugin never answers it.
+	killTimeout = 3 * time.Second
 )
 
 // Config describes one external plugin, as its plugins block gives it.
@@ -91,6 +96,13 @@ type Plugin struct {
 	stop     chan struct{}
 	done     chan struct{}
 	restarts int
+	// starting is the process being started, so Close can end a start
+	// that hangs in go-plugin's handshake.
+	starting *goplugin.Client
+	// refusedLogged: a refused call was logged since the plugin went down.
+	refusedLogged bool
+	// kills are the processes being stopped; Close waits for them.
+	kills sync.WaitGroup
 }
 
 // Load starts the plugin, initialises it (host services in, plugin services
@@ -170,13 +182,53 @@ func checkBinary(cfg *Config, path string) error {
 type instance struct {
 	client *goplugin.Client
 	conn   grpc.ClientConnInterface
+	pid    int
+	log    *slog.Logger
 	// stopHost stops the host-services server for this process.
 	stopHost func()
 }
 
+// kill stops the process: go-plugin's graceful stop first, then SIGKILL if
+// that does not end it within killTimeout (a frozen or hostile plugin
+// never answers the shutdown request).
 func (in *instance) kill() {
-	in.client.Kill()
+	done := make(chan struct{})
+	go func() {
+		in.client.Kill()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(killTimeout):
+		if in.pid > 0 {
+			in.log.Warn("Plugin did not stop; killing it", "pid", in.pid)
+			_ = syscall.Kill(in.pid, syscall.SIGKILL)
+		}
+		select {
+		case <-done:
+		case <-time.After(killTimeout):
+			in.log.Error("Plugin process did not end after SIGKILL", "pid", in.pid)
+		}
+	}
 	in.stopHost()
+}
+
+// alive asks the plugin's own health service (go-plugin serves one in
+// every plugin) whether the process still answers.
+func (in *instance) alive() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	_, err := healthpb.NewHealthClient(in.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "plugin"})
+	return err == nil
+}
+
+// stopAsync stops inst in the background; Close waits for it.
+func (p *Plugin) stopAsync(inst *instance) {
+	p.kills.Add(1)
+	go func() {
+		defer p.kills.Done()
+		inst.kill()
+	}()
 }
 
 // start launches one process and brings it to a configured state.
@@ -204,15 +256,28 @@ func (p *Plugin) start(ctx context.Context) (_ *instance, err error) {
 		SecureConfig:     secure,
 		StartTimeout:     cfg.StartTimeout,
 	})
-	inst := &instance{client: client, stopHost: func() {}}
+	inst := &instance{client: client, log: p.log, stopHost: func() {}}
+	p.mu.Lock()
+	closed := p.closed
+	p.starting = client
+	p.mu.Unlock()
 	defer func() {
+		p.mu.Lock()
+		p.starting = nil
+		p.mu.Unlock()
 		if err != nil {
 			inst.kill()
 		}
 	}()
+	if closed {
+		return nil, fmt.Errorf("plugin: %s: closed", cfg.Label())
+	}
 	proto, err := client.Client()
 	if err != nil {
 		return nil, fmt.Errorf("plugin: %s: launch %s: %w", cfg.Label(), p.path, err)
+	}
+	if rc := client.ReattachConfig(); rc != nil {
+		inst.pid = rc.Pid
 	}
 	raw, err := proto.Dispense(cfg.Name)
 	if err != nil {
@@ -298,8 +363,14 @@ func (p *Plugin) Close() error {
 	p.closed = true
 	inst := p.cur
 	p.cur = nil
+	starting := p.starting
 	p.mu.Unlock()
 	close(p.stop)
+	if starting != nil {
+		// A restart hanging in the handshake would hold up the
+		// supervisor until StartTimeout.
+		go starting.Kill()
+	}
 	<-p.done
 	if inst != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), deinitTimeout)
@@ -309,6 +380,7 @@ func (p *Plugin) Close() error {
 		cancel()
 		inst.kill()
 	}
+	p.kills.Wait()
 	return nil
 }
 
@@ -338,7 +410,7 @@ func (p *Plugin) fail(inst *instance, why error) {
 	p.lastErr = why
 	p.mu.Unlock()
 	p.log.Error("Plugin failed; restarting it", "error", why)
-	go inst.kill()
+	p.stopAsync(inst)
 	select {
 	case p.restart <- struct{}{}:
 	default:
@@ -390,6 +462,7 @@ func (p *Plugin) supervise() {
 					return
 				}
 				p.cur = inst
+				p.refusedLogged = false
 				p.restarts++
 				n := p.restarts
 				p.mu.Unlock()
@@ -464,8 +537,5 @@ func (p *Plugin) PID() int {
 	if inst == nil {
 		return 0
 	}
-	if rc := inst.client.ReattachConfig(); rc != nil {
-		return rc.Pid
-	}
-	return 0
+	return inst.pid
 }

@@ -278,3 +278,53 @@ func TestCloseStopsProcess(t *testing.T) {
 		t.Fatalf("call after Close: %v", err)
 	}
 }
+
+// Close while the plugin is down and being restarted: it returns promptly
+// and leaves no process behind.
+func TestCloseDuringRestart(t *testing.T) {
+	p, _, err := loadWA(t, "", func(c *plugin.Config) { c.MinBackoff = 200 * time.Millisecond })
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return p.PID() == 0 }) // down, restart pending
+	start := time.Now()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Close took %s", d)
+	}
+	if p.Restarts() != 0 || p.PID() != 0 {
+		t.Fatalf("plugin restarted after Close: restarts %d, pid %d", p.Restarts(), p.PID())
+	}
+}
+
+// plugin_cmd is a path: relative to the working directory, never looked up
+// in PATH, as SPIRE resolves it.
+func TestRelativeCmd(t *testing.T) {
+	bin := pluginbuild.Build(t, "workloadattestor")
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := loadWA(t, "", func(c *plugin.Config) { c.Cmd = rel })
+	if err != nil {
+		t.Fatalf("relative plugin_cmd %s: %v", rel, err)
+	}
+	if _, err := attest(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	_, _, err = loadWA(t, "", func(c *plugin.Config) { c.Cmd = filepath.Base(bin) })
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("bare plugin_cmd found through PATH: %v", err)
+	}
+}
