@@ -57,11 +57,3 @@ func TestPublishBundle(t *testing.T) {
 		t.Fatalf("PublishBundle without bundle = %v, want InvalidArgument", err)
 	}
 }
-
-func TestConfigureRefusals(t *testing.T) {
-	for _, hcl := range []string{``, "path = \"/tmp/x\"\nfail_configure = true"} {
-		if _, err := load(t, hcl); status.Code(err) != codes.InvalidArgument {
-			t.Errorf("Configure(%q) = %v, want InvalidArgument", hcl, err)
-		}
-	}
-}

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"sync"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/spiffe-hw/spire-hw/test/plugins/bundlelog"
-	"github.com/spiffe-hw/spire-hw/test/plugins/internal/fault"
+	"github.com/spiffe-hw/spire-hw/test/plugins/internal/bundlefile"
 	notifierv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/notifier/v1"
 	"github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/types"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
@@ -14,26 +12,13 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// config is the plugin's HCL configuration.
-type config struct {
-	Path string `hcl:"path"`
-}
-
-// settings is what Configure leaves for the events.
-type settings struct {
-	path   string
-	faults fault.Faults
-}
-
 // Plugin is the notifier. Use New.
 type Plugin struct {
 	notifierv1.UnimplementedNotifierServer
 	configv1.UnimplementedConfigServer
 
-	log hclog.Logger
-
-	mu  sync.RWMutex
-	set *settings
+	log  hclog.Logger
+	file bundlefile.File
 }
 
 // New returns an unconfigured plugin.
@@ -48,18 +33,11 @@ func (p *Plugin) SetLogger(log hclog.Logger) {
 
 // Configure implements the Config service.
 func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
-	var cfg config
-	faults, err := fault.Configure(req, &cfg)
+	path, faults, err := p.file.Configure(req)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Path == "" {
-		return nil, status.Error(codes.InvalidArgument, "path is required")
-	}
-	p.mu.Lock()
-	p.set = &settings{path: cfg.Path, faults: faults}
-	p.mu.Unlock()
-	p.log.Info("Configured", "path", cfg.Path, "hang", faults.Hang, "crash", faults.Crash)
+	p.log.Info("Configured", "path", path, "hang", faults.Hang, "crash", faults.Crash)
 	return &configv1.ConfigureResponse{}, nil
 }
 
@@ -88,18 +66,8 @@ func (p *Plugin) NotifyAndAdvise(_ context.Context, req *notifierv1.NotifyAndAdv
 }
 
 func (p *Plugin) record(event string, bundle *types.Bundle) error {
-	p.mu.RLock()
-	set := p.set
-	p.mu.RUnlock()
-	if set == nil {
-		return status.Error(codes.FailedPrecondition, "not configured")
-	}
-	set.faults.Serve()
-	if bundle == nil {
-		return status.Error(codes.InvalidArgument, "event has no bundle")
-	}
-	if err := bundlelog.Append(set.path, event, bundle); err != nil {
-		return status.Error(codes.Internal, err.Error())
+	if err := p.file.Append(event, bundle); err != nil {
+		return err
 	}
 	p.log.Debug("Recorded bundle event", "event", event, "trust_domain", bundle.GetTrustDomain(), "sequence_number", bundle.GetSequenceNumber())
 	return nil

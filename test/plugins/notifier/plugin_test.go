@@ -69,11 +69,3 @@ func TestNotify(t *testing.T) {
 		t.Fatalf("Notify without event = %v, want InvalidArgument", err)
 	}
 }
-
-func TestConfigureRefusals(t *testing.T) {
-	for _, hcl := range []string{``, "path = \"/tmp/x\"\nfail_configure = true"} {
-		if _, err := load(t, hcl); status.Code(err) != codes.InvalidArgument {
-			t.Errorf("Configure(%q) = %v, want InvalidArgument", hcl, err)
-		}
-	}
-}
