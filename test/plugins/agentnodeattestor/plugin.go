@@ -7,8 +7,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/spiffe-hw/spire-hw/test/plugins/hmacnode"
 	"github.com/spiffe-hw/spire-hw/test/plugins/internal/fault"
-	"github.com/spiffe-hw/spire-hw/test/plugins/internal/hmacnode"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 	"google.golang.org/grpc/codes"

@@ -7,7 +7,7 @@ import (
 	"io"
 	"testing"
 
-	"github.com/spiffe-hw/spire-hw/test/plugins/internal/hmacnode"
+	"github.com/spiffe-hw/spire-hw/test/plugins/hmacnode"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	"github.com/spiffe/spire-plugin-sdk/plugintest"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"

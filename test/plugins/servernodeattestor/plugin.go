@@ -7,8 +7,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/spiffe-hw/spire-hw/test/plugins/hmacnode"
 	"github.com/spiffe-hw/spire-hw/test/plugins/internal/fault"
-	"github.com/spiffe-hw/spire-hw/test/plugins/internal/hmacnode"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	agentstorev1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/server/agentstore/v1"

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/spiffe-hw/spire-hw/test/plugins/internal/hmacnode"
+	"github.com/spiffe-hw/spire-hw/test/plugins/hmacnode"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	"github.com/spiffe/spire-plugin-sdk/plugintest"
 	agentstorev1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/server/agentstore/v1"
