@@ -90,9 +90,13 @@ func selfPIDFD(t testing.TB) int {
 	return fd
 }
 
-// pair runs both attestors as the Workload API handler does: each in its
-// own goroutine, the call done when the slower one is.
-type pair struct{ a, b attestor }
+// pair runs both attestors as the Workload API handler does: a in its own
+// goroutine, b on the caller's, the call done when the slower one is.
+// With eachInGoroutine, b gets a goroutine too, as the handler did before.
+type pair struct {
+	a, b            attestor
+	eachInGoroutine bool
+}
 
 func (p pair) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Selector, error) {
 	var (
@@ -101,7 +105,11 @@ func (p pair) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Select
 		errA, errB error
 	)
 	wg.Go(func() { sa, errA = p.a.Attest(ctx, pid, pidfd) })
-	wg.Go(func() { sb, errB = p.b.Attest(ctx, pid, pidfd) })
+	if p.eachInGoroutine {
+		wg.Go(func() { sb, errB = p.b.Attest(ctx, pid, pidfd) })
+	} else {
+		sb, errB = p.b.Attest(ctx, pid, pidfd)
+	}
 	wg.Wait()
 	if errA != nil {
 		return nil, errA
@@ -110,6 +118,22 @@ func (p pair) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Select
 		return nil, errB
 	}
 	return append(sa, sb...), nil
+}
+
+// sequence runs its attestors one after the other on the caller's
+// goroutine.
+type sequence []attestor
+
+func (q sequence) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Selector, error) {
+	var out []*types.Selector
+	for _, a := range q {
+		s, err := a.Attest(ctx, pid, pidfd)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s...)
+	}
+	return out, nil
 }
 
 // mode is one way of making a call, measured against the others.
@@ -379,6 +403,7 @@ func TestAttest(t *testing.T) {
 	// to the host as hclog JSON on stderr and is parsed there.
 	_, logging := loadExternalWith(t, "log_calls = true")
 	health := healthpb.NewHealthClient(p.Conn())
+	echo, unary := floors(t)
 	uni := unix.New(unix.Config{})
 	fd := selfPIDFD(t)
 	pid := int32(os.Getpid())
@@ -397,12 +422,27 @@ func TestAttest(t *testing.T) {
 			return nil
 		}
 	}
+	const (
+		mUnix = iota
+		mExternal
+		mPair
+		mPairBefore
+		mSequential
+		mLogging
+		mEcho
+		mUnary
+		mHealth
+	)
 	modes := []mode{
-		{"unix", check(uni, unix.SelectorType)},
-		{"external", check(ext, extName)},
-		{"unix + external, in parallel", check(pair{uni, ext}, unix.SelectorType, extName)},
-		{"external, logging each call", check(logging, extName)},
-		{"health check on the plugin's connection", func() error {
+		mUnix:       {"unix", check(uni, unix.SelectorType)},
+		mExternal:   {"external", check(ext, extName)},
+		mPair:       {"unix + external, in parallel", check(pair{a: uni, b: ext}, unix.SelectorType, extName)},
+		mPairBefore: {"unix + external, each in a goroutine (the handler before)", check(pair{a: uni, b: ext, eachInGoroutine: true}, unix.SelectorType, extName)},
+		mSequential: {"unix then external, both on the caller's goroutine", check(sequence{uni, ext}, unix.SelectorType, extName)},
+		mLogging:    {"external, logging each call", check(logging, extName)},
+		mEcho:       {"platform: one-byte echo to another process", echo},
+		mUnary:      {"platform: plain gRPC unary to another process", unary},
+		mHealth: {"health check on the plugin's connection", func() error {
 			r, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: "plugin"})
 			if err != nil {
 				return err
@@ -415,15 +455,19 @@ func TestAttest(t *testing.T) {
 	}
 	rounds, n := size(2, 10), size(20, 2000)
 	d := alternate(t, rounds, n, modes)
-	a50, a99, each := added(d[0], d[2])
-	x50, x99, xeach := added(d[0], d[1])
-	h50, h99, heach := added(d[0], d[4])
-	l50, l99, leach := added(d[1], d[3])
+	vs := func(what string, base, with int) row {
+		a50, a99, each := added(d[base], d[with])
+		return row{what: what, base: summarize(d[base]), with: summarize(d[with]), add50: a50, add99: a99, each: each}
+	}
 	results.attest = []row{
-		{what: "unix Attest vs a health check on the plugin's connection (transport floor)", base: summarize(d[0]), with: summarize(d[4]), add50: h50, add99: h99, each: heach},
-		{what: "unix Attest vs external Attest", base: summarize(d[0]), with: summarize(d[1]), add50: x50, add99: x99, each: xeach},
-		{what: "unix Attest vs [unix, external] in parallel, as the handler runs them", base: summarize(d[0]), with: summarize(d[2]), add50: a50, add99: a99, each: each},
-		{what: "external Attest vs the same plugin logging each call (baseline: external)", base: summarize(d[1]), with: summarize(d[3]), add50: l50, add99: l99, each: leach},
+		vs("unix Attest vs a one-byte echo to another process (platform floor, no gRPC)", mUnix, mEcho),
+		vs("unix Attest vs a plain gRPC unary to another process (platform floor for any gRPC plugin)", mUnix, mUnary),
+		vs("unix Attest vs a health check on the plugin's connection (transport floor)", mUnix, mHealth),
+		vs("unix Attest vs external Attest", mUnix, mExternal),
+		vs("unix Attest vs [unix, external] as the handler runs them (external on the caller's goroutine)", mUnix, mPair),
+		vs("[unix, external] each in a goroutine, as the handler did before (baseline) vs as it does now", mPairBefore, mPair),
+		vs("[unix, external] as the handler runs them (baseline) vs one after the other on the caller's goroutine", mPair, mSequential),
+		vs("external Attest vs the same plugin logging each call (baseline: external)", mExternal, mLogging),
 	}
 	results.attestRounds, results.attestCalls = rounds, n
 	t.Log("\n" + table("bare Attest", "baseline (unix)", "with external", results.attest, rounds, n))
