@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/external"
 	"github.com/spiffe-hw/spire-hw/internal/grpctest"
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
 	workloadattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/workloadattestor/v1"
 	sysunix "golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -107,7 +108,7 @@ func startChild(t *testing.T) (*exec.Cmd, int) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	fd, err := sysunix.PidfdOpen(cmd.Process.Pid, 0)
 	if err != nil {
-		t.Skipf("pidfd_open unavailable: %v", err)
+		simtest.Skip(t, "pidfd_open unavailable: "+err.Error())
 	}
 	t.Cleanup(func() { sysunix.Close(fd) })
 	return cmd, fd
