@@ -44,7 +44,11 @@ func init() {
 		return closingUpstream{upexternal.New(p.Conn(), p.Name()), p}
 	})
 	NodeAttestors.External = external(nodeattestorv1.NodeAttestor_ServiceDesc.ServiceName, func(p *plugin.Plugin, d Deps) nodeattestor.Attestor {
-		return closingNodeAttestor{naexternal.New(p.Conn(), p.Name(), d.Config.Server.TrustDomain), p}
+		a := naexternal.New(p.Conn(), p.Name(), d.Config.Server.TrustDomain)
+		if d.Log != nil {
+			a = a.WithLog(d.Log.With("subsystem", "catalog"))
+		}
+		return closingNodeAttestor{a, p}
 	})
 	Notifiers.External = external(notifierv1.Notifier_ServiceDesc.ServiceName, func(p *plugin.Plugin, _ Deps) notifier.Notifier {
 		return closingNotifier{ntexternal.New(p.Conn(), p.Name()), p}

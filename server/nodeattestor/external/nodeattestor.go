@@ -44,7 +44,7 @@ var _ nodeattestor.Attestor = (*Attestor)(nil)
 // plugin's name in the configuration: the attestation data type it handles
 // and the type of the selectors it produces. Agent IDs it returns must be in
 // td.
-func New(conn grpc.ClientConnInterface, name string, td spiffeid.TrustDomain) nodeattestor.Attestor {
+func New(conn grpc.ClientConnInterface, name string, td spiffeid.TrustDomain) *Attestor {
 	return &Attestor{
 		client: nodeattestorv1.NewNodeAttestorClient(conn),
 		name:   name,
@@ -52,6 +52,14 @@ func New(conn grpc.ClientConnInterface, name string, td spiffeid.TrustDomain) no
 		f:      facade.Facade{Type: "nodeattestor", Name: name},
 		log:    slog.Default().With("plugin_type", "NodeAttestor", "plugin_name", name),
 	}
+}
+
+// WithLog returns the attestor logging its warnings (an agent ID outside
+// SPIRE's agent path) to log instead of slog's default logger.
+func (a *Attestor) WithLog(log *slog.Logger) *Attestor {
+	c := *a
+	c.log = log.With("plugin_type", "NodeAttestor", "plugin_name", a.name, "external", true)
+	return &c
 }
 
 // Type returns the plugin name.

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/spiffe-hw/spire-hw/internal/grpctest"
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/external"
 )
@@ -252,7 +254,9 @@ func TestRefusals(t *testing.T) {
 // TestIDOutsideAgentNamespace: SPIRE only warns when a plugin names an
 // agent outside /spire/agent/<plugin>/, so existing plugins keep working.
 func TestIDOutsideAgentNamespace(t *testing.T) {
-	na := connect(t, &plugin{agentID: func(fp string) string { return td.IDString() + "/host/" + fp }})
+	var logs syncbuf.Buffer
+	na := connect(t, &plugin{agentID: func(fp string) string { return td.IDString() + "/host/" + fp }}).(*external.Attestor).
+		WithLog(slog.New(slog.NewTextHandler(&logs, nil)))
 	ag := newAgent(t)
 	n := 0
 	res, err := na.Attest(context.Background(), ag.payload(t), ag.answer(&n))
@@ -261,6 +265,10 @@ func TestIDOutsideAgentNamespace(t *testing.T) {
 	}
 	if !strings.HasPrefix(res.AgentID.Path(), "/host/") {
 		t.Fatalf("agent ID = %s", res.AgentID)
+	}
+	// The warning goes to the daemon's logger, naming the plugin.
+	if out := logs.String(); !strings.Contains(out, "invalid agent ID") || !strings.Contains(out, "plugin_name=test") {
+		t.Fatalf("warning not logged to the given logger with the plugin's name: %q", out)
 	}
 }
 
