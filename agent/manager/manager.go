@@ -86,8 +86,8 @@ type Manager struct {
 	client *client.Client
 	cache  *cache.Cache
 	store  *store
-	// stored holds the entries whose SVIDs go to SVIDStores; only the run
-	// loop touches it.
+	// stored holds the entries whose SVIDs go to SVIDStores; the run loop
+	// records them and Run's pusher goroutine pushes them.
 	stored *storedSVIDs
 
 	// mu guards the fields below, which the run loop changes and the
@@ -158,7 +158,8 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Close releases the data directory. Call it after Run has returned.
+// Close releases the data directory. Call it after Run has returned (Run
+// has then stopped its SVIDStore pusher).
 func (m *Manager) Close() error {
 	err := m.client.Close()
 	return errors.Join(err, m.store.close())
@@ -311,7 +312,19 @@ func (m *Manager) jitter() float64 {
 // and keeps serving what it has. It returns nil when ctx is done, or an
 // error the agent cannot recover from by itself: ErrAgentEvicted,
 // ErrAgentSVIDExpired, ErrAttestationRejected (each wrapped with its cause).
+// SVIDStores are pushed on a goroutine of their own, which Run stops and
+// waits for before it returns.
 func (m *Manager) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	pusherDone := make(chan struct{})
+	go func() {
+		defer close(pusherDone)
+		m.stored.run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-pusherDone
+	}()
 	failures := 0
 	renewAt := time.Time{}
 	for {

@@ -66,7 +66,7 @@ func (p *storePlugin) lastPut() *svidstorev1.PutX509SVIDRequest {
 
 // serveStore runs the plugin on a Unix socket and returns the agent's
 // adapter over it.
-func serveStore(t *testing.T, p *storePlugin, name string) svidstore.Store {
+func serveStore(t *testing.T, p svidstorev1.SVIDStoreServer, name string) svidstore.Store {
 	t.Helper()
 	conn := grpctest.Serve(t, func(srv *grpc.Server) { svidstorev1.RegisterSVIDStoreServer(srv, p) })
 	return external.New(conn, name)
@@ -123,12 +123,14 @@ func TestSVIDStores(t *testing.T) {
 	}
 	defer m.Close()
 	ctx := context.Background()
+	startPusher(t, m.stored)
 	if err := m.attest(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.sync(ctx); err != nil {
 		t.Fatal(err)
 	}
+	waitPushed(t, m.stored)
 
 	if ids := identityIDs(m.FetchWorkloadUpdate(selectors("uid:1000"))); !slices.Equal(ids, []string{"web"}) {
 		t.Fatalf("served %v, want [web]", ids)
@@ -175,6 +177,7 @@ func TestSVIDStores(t *testing.T) {
 	if err := m.sync(ctx); err != nil {
 		t.Fatal(err)
 	}
+	waitPushed(t, m.stored)
 	if puts, _ := plugin.calls(); puts != 1 {
 		t.Fatalf("%d puts after an idle sync, want 1", puts)
 	}
@@ -186,6 +189,7 @@ func TestSVIDStores(t *testing.T) {
 	if err := m.sync(ctx); err != nil {
 		t.Fatal(err)
 	}
+	waitPushed(t, m.stored)
 	puts, deletes = plugin.calls()
 	if puts != 2 || len(deletes) != 1 || !slices.Equal(deletes[0], []string{"secretname:db", "region:x"}) {
 		t.Fatalf("after moving: %d puts, deletes %v", puts, deletes)
@@ -204,7 +208,8 @@ func TestSVIDStores(t *testing.T) {
 	if err := m.sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := m.stored.records["db"]; !ok {
+	waitPushed(t, m.stored)
+	if _, ok := m.stored.record("db"); !ok {
 		t.Fatal("record dropped although the store did not delete the SVID")
 	}
 	plugin.mu.Lock()
@@ -213,11 +218,12 @@ func TestSVIDStores(t *testing.T) {
 	if err := m.sync(ctx); err != nil {
 		t.Fatal(err)
 	}
+	waitPushed(t, m.stored)
 	_, deletes = plugin.calls()
 	if len(deletes) != 2 || !slices.Equal(deletes[1], []string{"secretname:db2"}) {
 		t.Fatalf("deletes %v, want the removed entry's secret deleted", deletes)
 	}
-	if _, ok := m.stored.records["db"]; ok {
+	if _, ok := m.stored.record("db"); ok {
 		t.Fatal("record kept after the store deleted the SVID")
 	}
 	if puts, _ := plugin.calls(); puts != 2 {
@@ -232,10 +238,158 @@ func TestSVIDStoreDeleteInvalidArgument(t *testing.T) {
 	s := newStoredSVIDs(map[string]svidstore.Store{"fake": serveStore(t, plugin, "fake")}, testTD, slog.New(slog.DiscardHandler))
 	r := &storeRecord{put: &storePut{entry: storeEntry("x", 1, "fake", "k:v")}}
 	s.records["x"] = r
-	s.push(context.Background(), nil, nil)
-	if _, ok := s.records["x"]; ok {
+	s.push(context.Background())
+	if _, ok := s.record("x"); ok {
 		t.Fatal("record kept after InvalidArgument")
 	}
+}
+
+// blockingStore is an SVIDStore plugin whose puts hang until released, as
+// a plugin stuck on its backend does until the host's call bound.
+type blockingStore struct {
+	svidstorev1.UnimplementedSVIDStoreServer
+	entered chan struct{} // receives once per put that started
+	release chan struct{} // closed to let puts return
+	mu      sync.Mutex
+	puts    int
+}
+
+func (p *blockingStore) PutX509SVID(ctx context.Context, _ *svidstorev1.PutX509SVIDRequest) (*svidstorev1.PutX509SVIDResponse, error) {
+	p.entered <- struct{}{}
+	select {
+	case <-p.release:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.puts++
+	return &svidstorev1.PutX509SVIDResponse{}, nil
+}
+
+// TestHungSVIDStoreDoesNotDelaySync: while a store's put hangs, the sync
+// loop goes on: a second sync completes and workloads get the SVID of an
+// entry it brought. Once released, the put is recorded and not repeated.
+func TestHungSVIDStoreDoesNotDelaySync(t *testing.T) {
+	ca := newTestCA(t)
+	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "t",
+		entries: []*types.Entry{
+			workloadEntry("web", 1, "uid:1000"),
+			storeEntry("db", 1, "fake", "secretname:db"),
+		}}
+	addr, _ := srv.serve(t, "127.0.0.1:0")
+	plugin := &blockingStore{entered: make(chan struct{}, 10), release: make(chan struct{})}
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(plugin.release) }) }
+	t.Cleanup(release)
+	dir := t.TempDir()
+	km, err := disk.New(filepath.Join(dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{
+		TrustDomain: testTD, ServerAddress: addr, DataDir: dir, TrustBundle: []*x509.Certificate{ca.cert},
+		NodeAttestor: jointoken.New("t"), KeyManager: km, SyncInterval: 50 * time.Millisecond,
+		SVIDStores: map[string]svidstore.Store{"fake": serveStore(t, plugin, "fake")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	sub, _ := m.SubscribeToCacheChanges(context.Background(), selectors("uid:2000"))
+	defer sub.Finish()
+	stop := run(t, m)
+
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	select {
+	case <-plugin.entered:
+	case <-timeout.C:
+		t.Fatal("timed out waiting for the first put")
+	}
+	// The put hangs; an entry added now must still reach workloads.
+	srv.mu.Lock()
+	srv.entries = append(srv.entries, workloadEntry("api", 1, "uid:2000"))
+	srv.mu.Unlock()
+	for served := false; !served; {
+		select {
+		case u := <-sub.Updates():
+			served = slices.Equal(identityIDs(u), []string{"api"})
+		case <-timeout.C:
+			t.Fatal("timed out waiting for a sync while the store hangs")
+		}
+	}
+	if n := len(plugin.entered); n != 0 {
+		t.Fatalf("%d more puts started while one hung; want one push at a time", n)
+	}
+
+	release()
+	waitPushed(t, m.stored)
+	if _, ok := m.stored.record("db"); !ok {
+		t.Fatal("db record missing")
+	}
+	m.stored.mu.Lock()
+	put := m.stored.records["db"].put
+	m.stored.mu.Unlock()
+	if put == nil {
+		t.Fatal("released put not recorded")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	plugin.mu.Lock()
+	defer plugin.mu.Unlock()
+	if plugin.puts != 1 {
+		t.Fatalf("%d puts, want 1", plugin.puts)
+	}
+}
+
+// startPusher runs s's pusher until the test ends, as Run does.
+func startPusher(t *testing.T, s *storedSVIDs) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// waitPushed waits until a push that started after the last schedule has
+// completed: what the sync recorded has then reached the stores (or
+// failed to).
+func waitPushed(t *testing.T, s *storedSVIDs) {
+	t.Helper()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	s.mu.Lock()
+	want := s.scheduled
+	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		done, ch := s.pushed, s.pushedCh
+		s.mu.Unlock()
+		if done >= want {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timeout.C:
+			t.Fatal("timed out waiting for the SVIDStore push")
+		}
+	}
+}
+
+// record returns the record of an entry ID, under the lock push takes.
+func (s *storedSVIDs) record(id string) (*storeRecord, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[id]
+	return r, ok
 }
 
 func concatRaw(ders [][]byte) []byte {

@@ -66,10 +66,10 @@ func (m *Manager) sync(ctx context.Context) error {
 			mintErr = err
 		}
 	}
-	// Stores are pushed last, once the served cache is saved and fresh: a
-	// slow or hung SVIDStore plugin must not hold back the SVIDs workloads
-	// get on the Workload API.
-	defer func() { m.stored.push(ctx, own, m.cache.FederatedBundles()) }()
+	// Stores are pushed on their own goroutine (see storedSVIDs.run): a
+	// slow or hung SVIDStore plugin must hold back neither the SVIDs
+	// workloads get on the Workload API nor the next sync.
+	m.stored.schedule(own, m.cache.FederatedBundles())
 	if mintErr != nil {
 		if perr := m.persistIf(changed); perr != nil {
 			m.log.Error("Could not save the SVID cache", "error", perr)
