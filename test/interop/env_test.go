@@ -25,6 +25,23 @@ type server struct {
 // join-token attestation until the test ends.
 func startServer(t *testing.T, im impl) *server {
 	t.Helper()
+	return startServerWith(t, im, func(dir string) string {
+		return fmt.Sprintf(`    KeyManager "disk" {
+        plugin_data {
+            keys_path = %q
+        }
+    }
+    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+`, filepath.Join(dir, "data", "keys.json"))
+	})
+}
+
+// startServerWith runs impl's server with SQLite and the plugin blocks
+// plugins returns for the server's directory, until the test ends.
+func startServerWith(t *testing.T, im impl, plugins func(dir string) string) *server {
+	t.Helper()
 	dir := shortTempDir(t)
 	s := &server{impl: im, dir: dir, socket: filepath.Join(dir, "api.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t)}
 	conf := fmt.Sprintf(`server {
@@ -44,17 +61,7 @@ plugins {
             connection_string = %q
         }
     }
-    KeyManager "disk" {
-        plugin_data {
-            keys_path = %q
-        }
-    }
-    NodeAttestor "join_token" {
-        plugin_data {}
-    }
-}
-`, s.port, s.socket, trustDomain, filepath.Join(dir, "data"),
-		filepath.Join(dir, "data", "datastore.sqlite3"), filepath.Join(dir, "data", "keys.json"))
+`, s.port, s.socket, trustDomain, filepath.Join(dir, "data"), filepath.Join(dir, "data", "datastore.sqlite3")) + plugins(dir) + "}\n"
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -168,38 +168,14 @@ const (
 // the AgentStore host service) and Notifier (writing to notified).
 func startPluginServer(t *testing.T, im impl, root sharedRoot, notified string) *server {
 	t.Helper()
-	dir := shortTempDir(t)
-	s := &server{impl: im, dir: dir, socket: filepath.Join(dir, "api.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t)}
-	conf := fmt.Sprintf(`server {
-    bind_address = "127.0.0.1"
-    bind_port = "%d"
-    socket_path = %q
-    trust_domain = %q
-    data_dir = %q
-    log_level = "DEBUG"
-    ca_ttl = "24h"
-    default_x509_svid_ttl = "1h"
-}
-plugins {
-    DataStore "sql" {
-        plugin_data {
-            database_type = "sqlite3"
-            connection_string = %q
-        }
-    }
-`, s.port, s.socket, trustDomain, filepath.Join(dir, "data"), filepath.Join(dir, "data", "datastore.sqlite3")) +
-		externalPlugin(t, "KeyManager", "ext_km", "keymanager", "") +
-		externalPlugin(t, "UpstreamAuthority", "ext_upstream", "upstreamauthority",
-			fmt.Sprintf("            cert_file_path = %q\n            key_file_path = %q", root.certPath, root.keyPath)) +
-		externalPlugin(t, "NodeAttestor", "hmac", "servernodeattestor",
-			fmt.Sprintf("            secret = %q\n            use_agent_store = true", hmacSecret)) +
-		externalPlugin(t, "Notifier", "ext_notifier", "notifier", fmt.Sprintf("            path = %q", notified)) +
-		"}\n"
-	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s.start(t)
-	return s
+	return startServerWith(t, im, func(string) string {
+		return externalPlugin(t, "KeyManager", "ext_km", "keymanager", "") +
+			externalPlugin(t, "UpstreamAuthority", "ext_upstream", "upstreamauthority",
+				fmt.Sprintf("            cert_file_path = %q\n            key_file_path = %q", root.certPath, root.keyPath)) +
+			externalPlugin(t, "NodeAttestor", "hmac", "servernodeattestor",
+				fmt.Sprintf("            secret = %q\n            use_agent_store = true", hmacSecret)) +
+			externalPlugin(t, "Notifier", "ext_notifier", "notifier", fmt.Sprintf("            path = %q", notified))
+	})
 }
 
 // startPluginAgent runs im's agent against s, attesting with the external
