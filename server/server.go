@@ -20,6 +20,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/healthz"
 	"github.com/spiffe-hw/spire-hw/plugin"
+	pcatalog "github.com/spiffe-hw/spire-hw/plugin/catalog"
 	"github.com/spiffe-hw/spire-hw/server/api"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
@@ -226,12 +227,9 @@ func (s *Server) MetricsAddr() net.Addr {
 }
 
 func (s *Server) close() {
-	for _, c := range s.closers {
-		if c, ok := c.(interface{ Close() error }); ok && c != nil {
-			if err := c.Close(); err != nil {
-				s.log.Warn("Failed to close plugin", "error", err)
-			}
-		}
+	// The last built first, as the agent closes its plugins.
+	if err := pcatalog.Close(s.closers...); err != nil {
+		s.log.Warn("Failed to close plugins", "error", err)
 	}
 	if s.ds != nil {
 		s.ds.Close()
