@@ -1,8 +1,6 @@
 package catalog
 
 import (
-	"context"
-
 	"github.com/spiffe-hw/spire-hw/agent/config"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	kmexternal "github.com/spiffe-hw/spire-hw/agent/keymanager/external"
@@ -12,7 +10,6 @@ import (
 	ssexternal "github.com/spiffe-hw/spire-hw/agent/svidstore/external"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	waexternal "github.com/spiffe-hw/spire-hw/agent/workloadattestor/external"
-	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/plugin"
 	"github.com/spiffe-hw/spire-hw/plugin/catalog"
 	keymanagerv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/keymanager/v1"
@@ -42,17 +39,9 @@ func init() {
 	})
 }
 
-// external is the loader of one plugin type: start the binary through
-// the host, then adapt its connection to the type's interface.
+// external is the agent's loader of one plugin type.
 func external[T any](service string, adapt func(*plugin.Plugin) T) catalog.External[Deps, T] {
-	return func(ctx context.Context, b hclconf.Plugin, d Deps) (T, error) {
-		p, err := d.Host.LoadBlock(ctx, b, service)
-		if err != nil {
-			var zero T
-			return zero, err
-		}
-		return adapt(p), nil
-	}
+	return catalog.Loader(service, func(d Deps) plugin.Host { return d.Host }, func(p *plugin.Plugin, _ Deps) T { return adapt(p) })
 }
 
 // The closing* types add the plugin process's Close to an adapter, so the

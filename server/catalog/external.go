@@ -1,9 +1,6 @@
 package catalog
 
 import (
-	"context"
-
-	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/plugin"
 	"github.com/spiffe-hw/spire-hw/plugin/catalog"
 	"github.com/spiffe-hw/spire-hw/server/bundlepublisher"
@@ -58,17 +55,9 @@ func init() {
 	})
 }
 
-// external is the loader of one plugin type: start the binary through
-// the host, then adapt its connection to the type's interface.
+// external is the server's loader of one plugin type.
 func external[T any](service string, adapt func(*plugin.Plugin, Deps) T) catalog.External[Deps, T] {
-	return func(ctx context.Context, b hclconf.Plugin, d Deps) (T, error) {
-		p, err := d.Host.LoadBlock(ctx, b, service)
-		if err != nil {
-			var zero T
-			return zero, err
-		}
-		return adapt(p, d), nil
-	}
+	return catalog.Loader(service, func(d Deps) plugin.Host { return d.Host }, adapt)
 }
 
 // The closing* types add the plugin process's Close to an adapter, so the
