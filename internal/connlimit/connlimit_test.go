@@ -1,0 +1,192 @@
+package connlimit
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestSlotsCaps(t *testing.T) {
+	s := NewSlots(3, 2)
+	r1, why := s.Acquire("a")
+	if why != "" {
+		t.Fatal(why)
+	}
+	r2, _ := s.Acquire("a")
+	if _, why := s.Acquire("a"); why != ReasonPerKey {
+		t.Fatalf("third for a: %q, want per-key refusal", why)
+	}
+	r3, why := s.Acquire("b")
+	if why != "" {
+		t.Fatal(why)
+	}
+	if _, why := s.Acquire("c"); why != ReasonTotal {
+		t.Fatalf("fourth in total: %q, want total refusal", why)
+	}
+	r1()
+	r1() // a second release must not free another slot
+	if tot, a := s.Count("a"); tot != 2 || a != 1 {
+		t.Fatalf("after release: total %d, a %d; want 2, 1", tot, a)
+	}
+	r2()
+	r3()
+	if tot, _ := s.Count(""); tot != 0 || len(s.byKey) != 0 {
+		t.Fatalf("all released: total %d, keys %v", tot, s.byKey)
+	}
+}
+
+// syncBuf is a log sink safe for the listener's goroutine and the test.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestListenerPerUID floods a Unix socket from one key and checks the
+// listener closes what is over the cap, logs it once, keeps serving
+// another key, and frees slots on close.
+func TestListenerPerUID(t *testing.T) {
+	path := t.TempDir() + "/s.sock"
+	inner, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuf
+	nextKey := "flood"
+	var keyMu sync.Mutex
+	l := Wrap(inner, Config{
+		Name: "test", PerKey: 4, Total: 10, KeyName: "uid",
+		Log: slog.New(slog.NewTextHandler(&logs, nil)),
+		Key: func(c net.Conn) (string, error) {
+			// Real peer credentials must still be readable through
+			// the wrapper's SyscallConn; the key itself is the test's.
+			if _, err := unix.GetsockoptUcred(fd(t, c), unix.SOL_SOCKET, unix.SO_PEERCRED); err != nil {
+				return "", err
+			}
+			keyMu.Lock()
+			defer keyMu.Unlock()
+			return nextKey, nil
+		},
+	})
+	defer l.Close()
+	accepted := make(chan net.Conn, 100)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	var clients []net.Conn
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	var held []net.Conn
+	for len(held) < 4 {
+		select {
+		case c := <-accepted:
+			held = append(held, c)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("accepted %d of the first 4 connections", len(held))
+		}
+	}
+	// The 16 over the cap are closed by the server: their reads end.
+	closed := 0
+	deadline := time.Now().Add(2 * time.Second)
+	for _, c := range clients {
+		c.SetReadDeadline(deadline)
+		if _, err := c.Read(make([]byte, 1)); err != nil && !isTimeout(err) {
+			closed++
+		}
+	}
+	if closed != 16 {
+		t.Fatalf("%d connections closed by the listener, want 16", closed)
+	}
+	if n := strings.Count(logs.String(), "per-peer connection limit reached"); n != 1 {
+		t.Fatalf("%d refusal lines for one key within the interval, want 1:\n%s", n, logs.String())
+	}
+	// Another key is still served while the first is at its cap.
+	keyMu.Lock()
+	nextKey = "root"
+	keyMu.Unlock()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case got := <-accepted:
+		got.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("a connection from another key was not accepted")
+	}
+	for _, h := range held {
+		h.Close()
+	}
+	if tot, _ := l.Slots().Count(""); tot != 0 {
+		t.Fatalf("%d slots held after every connection closed", tot)
+	}
+	for _, c := range clients {
+		c.Close()
+	}
+}
+
+func fd(t *testing.T, c net.Conn) int {
+	rc, err := c.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	}).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out int
+	rc.Control(func(f uintptr) { out = int(f) })
+	return out
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+func TestRefusalLogInterval(t *testing.T) {
+	var logs syncBuf
+	r := NewRefusalLog(slog.New(slog.NewTextHandler(&logs, nil)), 50*time.Millisecond)
+	for i := 0; i < 5; i++ {
+		r.Refused("k", "Refused")
+	}
+	time.Sleep(60 * time.Millisecond)
+	r.Refused("k", "Refused")
+	out := logs.String()
+	if n := strings.Count(out, "Refused"); n != 2 {
+		t.Fatalf("%d lines, want 2:\n%s", n, out)
+	}
+	if !strings.Contains(out, "suppressed_since_last_line=4") {
+		t.Fatalf("second line does not count the 4 suppressed:\n%s", out)
+	}
+}
