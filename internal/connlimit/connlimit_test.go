@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,16 +118,21 @@ func TestListenerPerUID(t *testing.T) {
 		}
 	}
 	// The 16 over the cap are closed by the server: their reads end.
-	closed := 0
-	deadline := time.Now().Add(2 * time.Second)
+	var closed atomic.Int32
+	var wg sync.WaitGroup
 	for _, c := range clients {
-		c.SetReadDeadline(deadline)
-		if _, err := c.Read(make([]byte, 1)); err != nil && !isTimeout(err) {
-			closed++
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err != nil && !isTimeout(err) {
+				closed.Add(1)
+			}
+		}()
 	}
-	if closed != 16 {
-		t.Fatalf("%d connections closed by the listener, want 16", closed)
+	wg.Wait()
+	if closed.Load() != 16 {
+		t.Fatalf("%d connections closed by the listener, want 16", closed.Load())
 	}
 	if n := strings.Count(logs.String(), "per-peer connection limit reached"); n != 1 {
 		t.Fatalf("%d refusal lines for one key within the interval, want 1:\n%s", n, logs.String())
