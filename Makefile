@@ -35,13 +35,25 @@ test: deps build
 test-quick:
 	$(GO) test -count=1 $(PKGS)
 
-# Runs each fuzz target briefly; the seeds always run as part of `make test`.
+# Runs each fuzz target for FUZZTIME; the seeds always run as part of
+# `make test`. Targets are found in every *_test.go file of every package of
+# this module (go list, so test/interop and bench/peer, modules of their
+# own, are not included), whatever the file is named; finding none, or a
+# package go list cannot load, is an error rather than a silent pass.
+FUZZTIME ?= 10s
 fuzz:
-	@for t in $$(grep -rl --include=fuzz_test.go 'func Fuzz' . | xargs -n1 dirname | sort -u); do \
-		for f in $$(grep -ho 'func Fuzz[A-Za-z0-9_]*' $$t/fuzz_test.go | sed 's/func //'); do \
-			echo "== $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 10s $$t || exit 1; \
+	@pkgs=$$($(GO) list -f '{{.ImportPath}}:{{.Dir}}' $(PKGS)) || exit 1; \
+	n=0; \
+	for p in $$pkgs; do \
+		pkg=$${p%%:*}; dir=$${p#*:}; \
+		ls $$dir/*_test.go >/dev/null 2>&1 || continue; \
+		for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)([A-Za-z0-9_]* \*testing\.F).*/\1/p' $$dir/*_test.go | sort -u); do \
+			n=$$((n+1)); echo "== $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; \
-	done
+	done; \
+	if [ $$n -eq 0 ]; then echo "fuzz: no fuzz targets found"; exit 1; fi; \
+	echo "fuzz: $$n targets ran clean for $(FUZZTIME) each"
 
 demo: build
 	./scripts/demo.sh
