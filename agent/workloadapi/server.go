@@ -2,13 +2,11 @@ package workloadapi
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 
 	"github.com/spiffe-hw/spire-hw/agent/peer"
+	"github.com/spiffe-hw/spire-hw/internal/unixsock"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -16,35 +14,16 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// Listen creates the Workload API socket: the parent directory is created
-// 0755, a stale socket left by a previous run is removed, and the socket is
-// made 0777 like SPIRE's public socket (every local process may ask; the
-// answer depends on who asks).
+// Listen creates the Workload API socket, mode 0777 like SPIRE's public
+// socket (every local process may ask; the answer depends on who asks). A
+// missing directory is created 0755; an existing one is left as it is. A
+// stale socket left by a previous run is removed, a live one or anything
+// that is not a socket is refused (internal/unixsock). Closing the listener
+// removes the socket.
 func Listen(socketPath string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(socketPath), 0o755); err != nil {
-		return nil, fmt.Errorf("workloadapi: create socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(socketPath); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("workloadapi: %s exists and is not a socket; remove it or choose another socket_path", socketPath)
-		}
-		if err := os.Remove(socketPath); err != nil {
-			return nil, fmt.Errorf("workloadapi: remove stale socket: %w", err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("workloadapi: stat socket: %w", err)
-	}
-	// Create the socket with its final mode so there is no moment at which
-	// it exists with the process umask's permissions.
-	old := unix.Umask(0)
-	l, err := net.Listen("unix", socketPath)
-	unix.Umask(old)
+	l, err := unixsock.Listen(socketPath, 0o777, 0o755)
 	if err != nil {
-		return nil, fmt.Errorf("workloadapi: listen: %w", err)
-	}
-	if err := os.Chmod(socketPath, 0o777); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("workloadapi: chmod socket: %w", err)
+		return nil, fmt.Errorf("workloadapi: socket_path: %w", err)
 	}
 	return l, nil
 }

@@ -1,0 +1,312 @@
+package unixsock
+
+import (
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// shortDir returns a fresh directory with a path short enough for sockets
+// (t.TempDir's names can pass sun_path's 107 bytes).
+func shortDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "us")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// withUmask runs the rest of the test under mask and restores the old one.
+func withUmask(t *testing.T, mask int) {
+	t.Helper()
+	old := syscall.Umask(mask)
+	t.Cleanup(func() { syscall.Umask(old) })
+}
+
+func currentUmask() int {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return m
+}
+
+func mode(t *testing.T, p string) fs.FileMode {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode()
+}
+
+// roundTrip proves l serves: a client connects and its byte arrives.
+func roundTrip(t *testing.T, l net.Listener, path string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 1)
+		_, err = c.Read(b)
+		if err == nil && b[0] != 'x' {
+			err = errors.New("wrong byte")
+		}
+		done <- err
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// staleSocket leaves a socket file at p that nothing listens on, as a
+// daemon killed with SIGKILL does.
+func staleSocket(t *testing.T, p string) {
+	t.Helper()
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+}
+
+func TestCreatesMissingDirectoriesWithExactModes(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		umask         int
+		perm, dirPerm fs.FileMode
+	}{
+		{"admin umask 022", 0o022, 0o770, 0o770},
+		{"admin umask 0", 0, 0o770, 0o770},
+		{"admin umask 077", 0o077, 0o770, 0o770},
+		{"workload umask 022", 0o022, 0o777, 0o755},
+		{"workload umask 0", 0, 0o777, 0o755},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			withUmask(t, tc.umask)
+			base := shortDir(t)
+			sock := filepath.Join(base, "a", "b", "api.sock")
+			l, err := Listen(sock, tc.perm, tc.dirPerm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := currentUmask(); got != tc.umask {
+				t.Errorf("umask after Listen = %o, want %o untouched", got, tc.umask)
+			}
+			for _, d := range []string{filepath.Join(base, "a"), filepath.Join(base, "a", "b")} {
+				if got := mode(t, d); got != fs.ModeDir|tc.dirPerm {
+					t.Errorf("created %s: mode %v, want %v", d, got, fs.ModeDir|tc.dirPerm)
+				}
+			}
+			if got := mode(t, sock); got != fs.ModeSocket|tc.perm {
+				t.Errorf("socket mode %v, want %v", got, fs.ModeSocket|tc.perm)
+			}
+			roundTrip(t, l, sock)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("socket after Close: %v, want it removed", err)
+			}
+			// Created directories stay (see the package comment).
+			if got := mode(t, filepath.Join(base, "a", "b")); got != fs.ModeDir|tc.dirPerm {
+				t.Errorf("created directory after Close: %v", got)
+			}
+		})
+	}
+}
+
+func TestExistingDirectoryKeepsModeAndStickyBit(t *testing.T) {
+	for _, dirMode := range []fs.FileMode{fs.ModeSticky | 0o777, 0o755, 0o700} {
+		t.Run(dirMode.String(), func(t *testing.T) {
+			dir := filepath.Join(shortDir(t), "d")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			// os.Chmod maps ModeSticky to S_ISVTX.
+			if err := os.Chmod(dir, dirMode); err != nil {
+				t.Fatal(err)
+			}
+			want := mode(t, dir)
+			if want.Perm() != dirMode.Perm() || want&fs.ModeSticky != dirMode&fs.ModeSticky {
+				t.Fatalf("setup: mode %v, want %v", want, dirMode)
+			}
+			var before unix.Stat_t
+			if err := unix.Stat(dir, &before); err != nil {
+				t.Fatal(err)
+			}
+			sock := filepath.Join(dir, "api.sock")
+			l, err := Listen(sock, 0o770, 0o770)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := mode(t, dir); got != want {
+				t.Errorf("after start: directory mode %v, want %v", got, want)
+			}
+			roundTrip(t, l, sock)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := mode(t, dir); got != want {
+				t.Errorf("after shutdown: directory mode %v, want %v", got, want)
+			}
+			var after unix.Stat_t
+			if err := unix.Stat(dir, &after); err != nil {
+				t.Fatal(err)
+			}
+			if after.Uid != before.Uid || after.Gid != before.Gid {
+				t.Errorf("owner changed: %d:%d -> %d:%d", before.Uid, before.Gid, after.Uid, after.Gid)
+			}
+		})
+	}
+}
+
+func TestRefusesNonSocketAndLeavesIt(t *testing.T) {
+	dir := shortDir(t)
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		make       func(p string) error
+	}{
+		{"regular file", "a regular file", func(p string) error { return os.WriteFile(p, []byte("precious"), 0o640) }},
+		{"directory", "a directory", func(p string) error { return os.Mkdir(p, 0o750) }},
+		{"symlink", "a symbolic link", func(p string) error { return os.Symlink(target, p) }},
+		{"named pipe", "a named pipe", func(p string) error { return unix.Mkfifo(p, 0o600) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_"))
+			if err := tc.make(p); err != nil {
+				t.Fatal(err)
+			}
+			before := mode(t, p)
+			l, err := Listen(p, 0o770, 0o770)
+			if err == nil {
+				l.Close()
+				t.Fatal("Listen succeeded over a non-socket")
+			}
+			if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "socket path") {
+				t.Errorf("error %q should name %s, say it is %s and give the fix", err, p, tc.want)
+			}
+			if got := mode(t, p); got != before {
+				t.Errorf("mode changed: %v -> %v", before, got)
+			}
+		})
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "regular_file"))
+	if err != nil || string(data) != "precious" {
+		t.Errorf("regular file after refusal: %q, %v", data, err)
+	}
+	if data, err := os.ReadFile(target); err != nil || string(data) != "keep" {
+		t.Errorf("symlink target after refusal: %q, %v", data, err)
+	}
+}
+
+func TestRefusesFileAsDirectory(t *testing.T) {
+	dir := shortDir(t)
+	f := filepath.Join(dir, "file")
+	if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(filepath.Join(f, "api.sock"), 0o770, 0o770); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("Listen under a regular file: %v, want a not-a-directory error", err)
+	}
+}
+
+func TestRemovesStaleSocket(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "api.sock")
+	staleSocket(t, sock)
+	if mode(t, sock).Type() != fs.ModeSocket {
+		t.Fatal("setup: no stale socket")
+	}
+	l, err := Listen(sock, 0o770, 0o770)
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	defer l.Close()
+	roundTrip(t, l, sock)
+}
+
+func TestRefusesLiveSocket(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "api.sock")
+	other, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	l, err := Listen(sock, 0o770, 0o770)
+	if err == nil {
+		l.Close()
+		t.Fatal("Listen took over a live socket")
+	}
+	if !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), sock) {
+		t.Errorf("error %q should say %s is in use", err, sock)
+	}
+	// The probe was a connection like any other; the other daemon takes
+	// it and then still serves new callers on its socket.
+	probe, err := other.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.Close()
+	roundTrip(t, other, sock)
+}
+
+func TestCloseLeavesASocketThatReplacedOurs(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "api.sock")
+	l, err := Listen(sock, 0o770, 0o770)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone removed ours and a newer daemon bound the path.
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	newer, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newer.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if mode(t, sock).Type() != fs.ModeSocket {
+		t.Fatal("Close removed the newer daemon's socket")
+	}
+	roundTrip(t, newer, sock)
+}
+
+func TestRejectsBadPaths(t *testing.T) {
+	if _, err := Listen("", 0o770, 0o770); err == nil {
+		t.Error("empty path accepted")
+	}
+	long := "/tmp/" + strings.Repeat("x", maxPathLen)
+	if _, err := Listen(long, 0o770, 0o770); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Errorf("overlong path: %v", err)
+	}
+}
