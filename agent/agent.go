@@ -183,7 +183,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.rpc != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(a.rpc.Unary), grpc.ChainStreamInterceptor(a.rpc.Stream))
 	}
-	g.Go(func() error { return workloadapi.Serve(ctx, a.cfg.Agent.SocketPath, a.handler, opts...) })
+	wl := a.cfg.Agent.WorkloadAPI
+	lim := workloadapi.Limits{
+		MaxConnections:       wl.MaxConnections,
+		MaxConnectionsPerUID: wl.MaxConnectionsPerUID,
+		HandshakeTimeout:     wl.HandshakeTimeout,
+		IdleTimeout:          wl.IdleTimeout,
+	}
+	g.Go(func() error { return workloadapi.Serve(ctx, a.cfg.Agent.SocketPath, a.handler, lim, opts...) })
 	if a.health != nil {
 		g.Go(func() error { return healthz.Serve(ctx, a.health, a.log, "health checks") })
 	}

@@ -42,20 +42,26 @@ func NewServer(h *Handler, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	return s, nil
 }
 
-// Serve listens on socketPath and serves h until ctx is done; opts are
-// added to the gRPC server's (interceptors, for instance).
-func Serve(ctx context.Context, socketPath string, h *Handler, opts ...grpc.ServerOption) error {
+// Serve listens on socketPath and serves h until ctx is done, within lim's
+// connection caps and timeouts; opts are added to the gRPC server's
+// (interceptors, for instance).
+func Serve(ctx context.Context, socketPath string, h *Handler, lim Limits, opts ...grpc.ServerOption) error {
 	l, err := Listen(socketPath)
 	if err != nil {
 		return err
 	}
-	s, err := NewServer(h, opts...)
+	s, err := NewServer(h, append(ServerOptions(lim), opts...)...)
 	if err != nil {
 		l.Close()
 		return err
 	}
+	eff := lim.Effective()
+	h.c.Log.Info("Workload API connection limits", "max_connections", eff.MaxConnections,
+		"max_connections_per_uid", eff.MaxConnectionsPerUID,
+		"handshake_timeout", eff.HandshakeTimeout, "idle_timeout", eff.IdleTimeout)
+	ll := LimitListener(l, lim, h.c.Log)
 	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(l) }()
+	go func() { errc <- s.Serve(ll) }()
 	select {
 	case <-ctx.Done():
 		// Streams never end on their own; Stop rather than wait for them.

@@ -1,0 +1,245 @@
+package workloadapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
+	"github.com/spiffe-hw/spire-hw/internal/connlimit"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+)
+
+// logBuf is a log sink safe for the server's goroutines and the test.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// limitedEnv is a Workload API server as Serve builds it: the listener
+// wrapped by LimitListener and the gRPC options of ServerOptions.
+type limitedEnv struct {
+	ca     *wltest.CA
+	mgr    *wltest.Manager
+	dir    string
+	socket string
+	ln     *connlimit.Listener
+	logs   *logBuf
+}
+
+func newLimitedEnv(t *testing.T, lim Limits) *limitedEnv {
+	t.Helper()
+	ca := wltest.NewCA(t, td)
+	mgr := wltest.NewManager(t, ca)
+	logs := &logBuf{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	h := New(Config{
+		Manager:     mgr,
+		Attestors:   []Attestor{unix.New(unix.Config{})},
+		TrustDomain: td,
+		Log:         log,
+	})
+	// Not t.TempDir: its 0700 directory would keep other uids out.
+	dir, err := os.MkdirTemp("", "wlapi-limits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "public", "api.sock")
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := LimitListener(l, lim, log)
+	s, err := NewServer(h, ServerOptions(lim)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(s.Stop)
+	return &limitedEnv{ca: ca, mgr: mgr, dir: dir, socket: sock, ln: ln, logs: logs}
+}
+
+// countingDialer dials the socket and counts the connections made, so a
+// test can tell a reused connection from a new one.
+func (e *limitedEnv) countingDialer(n *atomic.Int32) func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, _ string) (net.Conn, error) {
+		n.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", e.socket)
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLimitsEffective(t *testing.T) {
+	def := Limits{}.Effective()
+	if want := DefaultMaxConnections(); def.MaxConnections != want {
+		t.Errorf("default total %d, want %d", def.MaxConnections, want)
+	}
+	if def.MaxConnectionsPerUID != min(DefaultMaxConnectionsPerUID, def.MaxConnections/2) {
+		t.Errorf("default per-uid %d", def.MaxConnectionsPerUID)
+	}
+	if def.HandshakeTimeout != DefaultHandshakeTimeout || def.IdleTimeout != DefaultIdleTimeout {
+		t.Errorf("default timeouts %v, %v", def.HandshakeTimeout, def.IdleTimeout)
+	}
+	// A small total halves the per-uid default, so one uid cannot take
+	// every slot.
+	if got := (Limits{MaxConnections: 100}).Effective().MaxConnectionsPerUID; got != 50 {
+		t.Errorf("per-uid under a total of 100: %d, want 50", got)
+	}
+	// An explicit per-uid cap is kept as given.
+	if got := (Limits{MaxConnections: 100, MaxConnectionsPerUID: 70}).Effective().MaxConnectionsPerUID; got != 70 {
+		t.Errorf("explicit per-uid: %d, want 70", got)
+	}
+	if got := (Limits{MaxConnections: -1, MaxConnectionsPerUID: -1}).Effective(); got.MaxConnections != 0 || got.MaxConnectionsPerUID != 0 {
+		t.Errorf("negative caps: %+v, want 0 (none)", got)
+	}
+	if n := DefaultMaxConnections(); n < minDefaultTotal || n > maxDefaultTotal {
+		t.Errorf("derived total %d outside [%d, %d]", n, minDefaultTotal, maxDefaultTotal)
+	}
+}
+
+// TestIdleConnectionClosedClientReconnects: a go-spiffe client whose
+// connection the agent closed while idle still works on its next call,
+// over a new connection.
+func TestIdleConnectionClosedClientReconnects(t *testing.T) {
+	uid, _, _, _ := selfSelectors(t)
+	e := newLimitedEnv(t, Limits{IdleTimeout: 200 * time.Millisecond})
+	e.mgr.Set(e.ca.Issue(t, "/idle"), uid)
+	var dials atomic.Int32
+	c, err := workloadapi.New(context.Background(), workloadapi.WithAddr("unix://"+e.socket),
+		workloadapi.WithDialOptions(grpc.WithContextDialer(e.countingDialer(&dials))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	if _, err := c.FetchX509SVID(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// The agent closes the idle connection: its slot is freed.
+	waitFor(t, 10*time.Second, "the idle connection was not closed", func() bool {
+		n, _ := e.ln.Slots().Count("")
+		return n == 0
+	})
+	svid, err := c.FetchX509SVID(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatalf("fetch after the idle close: %v", err)
+	}
+	if svid.ID.Path() != "/idle" {
+		t.Fatalf("got %s", svid.ID)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Fatalf("%d connections made, want 2 (the first closed while idle, then one more)", n)
+	}
+}
+
+// TestOpenStreamIsNotIdle: a connection holding a FetchX509SVID stream is
+// kept past many idle timeouts, and the stream still gets rotations.
+func TestOpenStreamIsNotIdle(t *testing.T) {
+	uid, _, _, _ := selfSelectors(t)
+	const idle = 100 * time.Millisecond
+	e := newLimitedEnv(t, Limits{IdleTimeout: idle})
+	first := e.ca.Issue(t, "/streaming")
+	e.mgr.Set(first, uid)
+	var dials atomic.Int32
+	cc, err := grpc.NewClient("passthrough:///wlapi", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(e.countingDialer(&dials)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := metadata.AppendToOutgoingContext(ctxT(t, 30*time.Second), "workload.spiffe.io", "true")
+	stream, err := workload.NewSpiffeWorkloadAPIClient(cc).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	// Many idle timeouts pass with the stream open.
+	time.Sleep(10 * idle)
+	second := e.ca.Issue(t, "/streaming")
+	e.mgr.Set(second, uid)
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("stream cut while open: %v", err)
+	}
+	if got := resp.Svids[0].X509Svid; !bytes.Equal(got[:len(second.SVID[0].Raw)], second.SVID[0].Raw) {
+		t.Fatal("the rotated SVID was not sent")
+	}
+	// Had the agent sent GOAWAY, the channel would have left READY and a
+	// new call would need a new connection.
+	if s := cc.GetState(); s != connectivity.Ready {
+		t.Fatalf("channel state %v with a stream open, want READY", s)
+	}
+	if _, err := workload.NewSpiffeWorkloadAPIClient(cc).FetchX509Bundles(ctx, &workload.X509BundlesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections made, want 1: the connection with an open stream was closed", n)
+	}
+}
+
+// TestSilentConnectionTimesOut: a connection that never sends the HTTP/2
+// preface is closed after the handshake timeout and frees its slot.
+func TestSilentConnectionTimesOut(t *testing.T) {
+	e := newLimitedEnv(t, Limits{HandshakeTimeout: 200 * time.Millisecond})
+	c, err := net.Dial("unix", e.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A bound on the test, far above the timeout under test.
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err = io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the agent kept a connection that never sent its preface")
+	}
+	waitFor(t, 10*time.Second, "the silent connection's slot was not freed", func() bool {
+		n, _ := e.ln.Slots().Count("")
+		return n == 0
+	})
+}
