@@ -250,7 +250,7 @@ func TestJoinTokenFromAgentBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	na := v.(nodeattestor.Attestor)
-	data, err := na.AttestationData(context.Background())
+	data, err := na.AttestationData(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

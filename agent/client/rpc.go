@@ -62,15 +62,14 @@ func (c *Client) Attest(ctx context.Context, att nodeattestor.Attestor, csr []by
 
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
-	// Evidence that binds the agent's key (a TPM quote) needs the CSR.
-	ctx = nodeattestor.WithCSR(ctx, csr)
-
 	// An attestor that holds state for one attestation (an external
 	// plugin's stream) is told when it is over, whatever the outcome.
 	if d, ok := att.(interface{ Done() }); ok {
 		defer d.Done()
 	}
-	payload, err := att.AttestationData(ctx)
+	// Evidence that binds the agent's key (a TPM quote) binds this CSR,
+	// the one sent beside it.
+	payload, err := att.AttestationData(ctx, csr)
 	if err != nil {
 		return nil, fmt.Errorf("client: attestation data: %w", err)
 	}

@@ -385,7 +385,7 @@ func mustTD(name string) spiffeid.TrustDomain { return spiffeid.RequireTrustDoma
 type challengeAttestor struct{ token string }
 
 func (a challengeAttestor) Type() string { return "join_token" }
-func (a challengeAttestor) AttestationData(context.Context) ([]byte, error) {
+func (a challengeAttestor) AttestationData(context.Context, []byte) ([]byte, error) {
 	return []byte(a.token), nil
 }
 func (a challengeAttestor) Respond(_ context.Context, c []byte) ([]byte, error) {

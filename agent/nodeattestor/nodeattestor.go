@@ -11,23 +11,13 @@ type Attestor interface {
 	// under (e.g. "join_token").
 	Type() string
 	// AttestationData is the payload of the first AttestAgent request.
-	AttestationData(ctx context.Context) ([]byte, error)
+	// csr is the DER CSR of the agent SVID sent in the same request: a
+	// method whose evidence binds the agent's key (a TPM quote) binds
+	// this one and fails without it; the others ignore it. It is an
+	// argument, not a value of ctx, so no caller can leave it out
+	// unnoticed.
+	AttestationData(ctx context.Context, csr []byte) ([]byte, error)
 	// Respond answers one server challenge. Methods without challenges
 	// return an error, which aborts the attestation.
 	Respond(ctx context.Context, challenge []byte) ([]byte, error)
-}
-
-type csrKey struct{}
-
-// WithCSR attaches the DER CSR of the attestation in progress to ctx, so an
-// attestor whose evidence binds the agent's key (a TPM quote) can include
-// it. The client sets it before asking for AttestationData.
-func WithCSR(ctx context.Context, csr []byte) context.Context {
-	return context.WithValue(ctx, csrKey{}, csr)
-}
-
-// CSRFromContext returns the CSR attached by WithCSR.
-func CSRFromContext(ctx context.Context) ([]byte, bool) {
-	b, ok := ctx.Value(csrKey{}).([]byte)
-	return b, ok && len(b) > 0
 }

@@ -115,7 +115,8 @@ func TestReport(t *testing.T) {
 	}
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	ctx := agenttpm.WithCSR(context.Background(), csr)
+	req, _ := x509.ParseCertificateRequest(csr)
+	ctx := context.Background()
 	e2e := map[string]time.Duration{}
 	for _, c := range ekCases {
 		v, err := servertpm.New(servertpm.Config{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), EKRoots: roots})
@@ -127,11 +128,11 @@ func TestReport(t *testing.T) {
 			t.Fatal(err)
 		}
 		e2e[c.name] = measure(t, d, nE2E, func() error {
-			payload, err := a.AttestationData(ctx)
+			payload, err := a.AttestationData(ctx, csr)
 			if err != nil {
 				return err
 			}
-			res, err := v.Attest(ctx, payload, a.Respond)
+			res, err := v.Attest(ctx, payload, req, a.Respond)
 			if err == nil && res.AgentID.IsZero() {
 				err = fmt.Errorf("no agent ID")
 			}

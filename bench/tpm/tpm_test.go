@@ -154,7 +154,8 @@ func BenchmarkAttestE2E(b *testing.B) {
 	}
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	ctx := agenttpm.WithCSR(context.Background(), csr)
+	req, _ := x509.ParseCertificateRequest(csr)
+	ctx := context.Background()
 	for _, c := range ekCases {
 		b.Run("ek="+c.name, func(b *testing.B) {
 			a, err := agenttpm.New(agenttpm.PluginData{TPMPath: fleet.TPMs[c.tpm].Path, EKAlgorithm: c.alg})
@@ -162,11 +163,11 @@ func BenchmarkAttestE2E(b *testing.B) {
 				b.Fatal(err)
 			}
 			for b.Loop() {
-				payload, err := a.AttestationData(ctx)
+				payload, err := a.AttestationData(ctx, csr)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := v.Attest(ctx, payload, a.Respond); err != nil {
+				if _, err := v.Attest(ctx, payload, req, a.Respond); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
@@ -300,7 +299,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 		}
 		return r, nil
 	}
-	res, err := attestor.Attest(nodeattestor.WithCSR(ctx, csr), params.Data.Payload, challenge)
+	res, err := attestor.Attest(ctx, params.Data.Payload, csr, challenge)
 	if err != nil {
 		if _, ok := status.FromError(err); ok {
 			return err

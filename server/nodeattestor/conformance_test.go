@@ -23,7 +23,6 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe-hw/spire-hw/server/hostservice"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	serverexternal "github.com/spiffe-hw/spire-hw/server/nodeattestor/external"
 	serverjointoken "github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/nodeattestortest"
@@ -157,7 +156,7 @@ func TestTPMConformance(t *testing.T) {
 	for _, alg := range []string{"ecc", "rsa"} {
 		t.Run(alg, func(t *testing.T) {
 			nodeattestortest.Run(t, func(t *testing.T) nodeattestortest.Pair {
-				server, err := servertpm.New(servertpm.Config{TrustDomain: td, EKRoots: roots, CSRFromContext: nodeattestor.CSRFromContext})
+				server, err := servertpm.New(servertpm.Config{TrustDomain: td, EKRoots: roots})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -165,7 +164,7 @@ func TestTPMConformance(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				return nodeattestortest.Pair{Server: server, Agent: agent, TrustDomain: td, AgentContext: agenttpm.WithCSR}
+				return nodeattestortest.Pair{Server: server, Agent: agent, TrustDomain: td}
 			})
 		})
 	}

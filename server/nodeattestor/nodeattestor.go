@@ -30,20 +30,12 @@ type ChallengeFunc func(ctx context.Context, challenge []byte) ([]byte, error)
 type Attestor interface {
 	// Type is the attestation data type the attestor handles ("join_token").
 	Type() string
-	Attest(ctx context.Context, payload []byte, challenge ChallengeFunc) (*Result, error)
-}
-
-type csrKey struct{}
-
-// WithCSR attaches the agent's CSR, whose key the server is about to
-// certify, to the context of Attest: evidence that binds a key (a TPM quote)
-// must be checked against this CSR, not one inside the payload.
-func WithCSR(ctx context.Context, csr *x509.CertificateRequest) context.Context {
-	return context.WithValue(ctx, csrKey{}, csr)
-}
-
-// CSRFromContext returns the CSR attached by WithCSR.
-func CSRFromContext(ctx context.Context) (*x509.CertificateRequest, bool) {
-	c, ok := ctx.Value(csrKey{}).(*x509.CertificateRequest)
-	return c, ok && c != nil
+	// Attest verifies payload, sending challenges through challenge, and
+	// names the node. csr is the agent's CSR from the same AttestAgent
+	// request: the key the server is about to certify. It is a parameter,
+	// not a field of an options value or of ctx, so that no caller can
+	// leave it out by omission: evidence that binds a key (a TPM quote)
+	// must be checked against this CSR and refused without it, while
+	// methods whose evidence binds no key ignore it.
+	Attest(ctx context.Context, payload []byte, csr *x509.CertificateRequest, challenge ChallengeFunc) (*Result, error)
 }

@@ -64,7 +64,7 @@ func New(d PluginData) (*Attestor, error) {
 func (*Attestor) Type() string { return Type }
 
 // AttestationData fetches the document and its signature.
-func (a *Attestor) AttestationData(ctx context.Context) ([]byte, error) {
+func (a *Attestor) AttestationData(ctx context.Context, _ []byte) ([]byte, error) {
 	token, err := a.sessionToken(ctx)
 	if err != nil {
 		return nil, err

@@ -18,7 +18,7 @@ func TestAttestationData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := a.AttestationData(context.Background())
+	b, err := a.AttestationData(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestAttestationData(t *testing.T) {
 		t.Fatal("endpoint without scheme accepted")
 	}
 	bad, _ := New(PluginData{EC2MetadataEndpoint: s.IMDSEndpoint() + "/nope"})
-	if _, err := bad.AttestationData(context.Background()); err == nil {
+	if _, err := bad.AttestationData(context.Background(), nil); err == nil {
 		t.Fatal("404 from IMDS accepted")
 	}
 }

@@ -70,7 +70,7 @@ func New(d PluginData) (*Attestor, error) {
 func (*Attestor) Type() string { return Type }
 
 // AttestationData fetches a token from IMDS.
-func (a *Attestor) AttestationData(ctx context.Context) ([]byte, error) {
+func (a *Attestor) AttestationData(ctx context.Context, _ []byte) ([]byte, error) {
 	q := url.Values{"api-version": {"2018-02-01"}, "resource": {a.resource}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.endpoint+"/metadata/identity/oauth2/token?"+q.Encode(), nil)
 	if err != nil {

@@ -19,7 +19,7 @@ func TestAttestationData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := a.AttestationData(context.Background())
+	b, err := a.AttestationData(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,8 +40,9 @@ func (a *Attestor) Type() string { return a.name }
 
 // AttestationData starts an attestation: it opens the plugin's stream, which
 // lives until Done, ctx ends or AttestationData is called again, and returns
-// the payload the plugin sends first.
-func (a *Attestor) AttestationData(ctx context.Context) ([]byte, error) {
+// the payload the plugin sends first. The CSR is not passed on: the plugin
+// SDK's agent NodeAttestor protocol has no field for it, as in SPIRE.
+func (a *Attestor) AttestationData(ctx context.Context, _ []byte) ([]byte, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.closeLocked()

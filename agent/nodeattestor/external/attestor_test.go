@@ -134,7 +134,7 @@ func TestChallengesOverOneStream(t *testing.T) {
 		t.Fatalf("Type = %q", a.Type())
 	}
 	ctx := context.Background()
-	payload, err := a.AttestationData(ctx)
+	payload, err := a.AttestationData(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestFacadeChecks(t *testing.T) {
 			p := newPlugin(t, tt.mode)
 			a := external.New(serve(t, p), "fake")
 			ctx := context.Background()
-			_, err := a.AttestationData(ctx)
+			_, err := a.AttestationData(ctx, nil)
 			if !tt.wantDataErr {
 				if err != nil {
 					t.Fatal(err)
@@ -203,10 +203,10 @@ func TestAttestationDataAgainClosesPreviousStream(t *testing.T) {
 	p := newPlugin(t, "")
 	a := external.New(serve(t, p), "fake")
 	ctx := context.Background()
-	if _, err := a.AttestationData(ctx); err != nil {
+	if _, err := a.AttestationData(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.AttestationData(ctx); err != nil {
+	if _, err := a.AttestationData(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	wantEnd(t, p, "eof+returned", "eof+canceled")
@@ -223,7 +223,7 @@ func TestContextEndReleasesPlugin(t *testing.T) {
 	p := newPlugin(t, "")
 	a := external.New(serve(t, p), "fake")
 	ctx, cancel := context.WithCancel(context.Background())
-	if _, err := a.AttestationData(ctx); err != nil {
+	if _, err := a.AttestationData(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
@@ -236,7 +236,7 @@ func TestRespondContextEnds(t *testing.T) {
 	p := newPlugin(t, "hang")
 	p.gotChallenge = make(chan struct{}, 1)
 	a := external.New(serve(t, p), "fake")
-	if _, err := a.AttestationData(context.Background()); err != nil {
+	if _, err := a.AttestationData(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -70,7 +70,7 @@ func New(d PluginData) (*Attestor, error) {
 func (*Attestor) Type() string { return Type }
 
 // AttestationData fetches the identity token.
-func (a *Attestor) AttestationData(ctx context.Context) ([]byte, error) {
+func (a *Attestor) AttestationData(ctx context.Context, _ []byte) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("gcpiit: %w", err)

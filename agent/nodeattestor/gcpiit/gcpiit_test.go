@@ -18,12 +18,12 @@ func TestAttestationData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := a.AttestationData(context.Background())
+	b, err := a.AttestationData(context.Background(), nil)
 	if err != nil || strings.Count(string(b), ".") != 2 {
 		t.Fatalf("payload %q: %v", b, err)
 	}
 	other, _ := New(PluginData{IdentityTokenHost: s.MetadataHost(), ServiceAccount: "someone-else@example.iam.gserviceaccount.com"})
-	if _, err := other.AttestationData(context.Background()); err == nil {
+	if _, err := other.AttestationData(context.Background(), nil); err == nil {
 		t.Fatal("token for an unknown service account")
 	}
 	if _, err := New(PluginData{IdentityTokenHost: "evil.example/path"}); err == nil {

@@ -28,7 +28,7 @@ func New(token string) *Attestor { return &Attestor{token: token} }
 func (*Attestor) Type() string { return Type }
 
 // AttestationData returns the token bytes.
-func (a *Attestor) AttestationData(context.Context) ([]byte, error) {
+func (a *Attestor) AttestationData(context.Context, []byte) ([]byte, error) {
 	if a.token == "" {
 		return nil, errors.New("jointoken: no join token configured")
 	}

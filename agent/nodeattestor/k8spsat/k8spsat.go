@@ -51,7 +51,7 @@ func New(d PluginData) (*Attestor, error) {
 func (*Attestor) Type() string { return Type }
 
 // AttestationData is {"cluster": ..., "token": ...}, SPIRE's format.
-func (a *Attestor) AttestationData(context.Context) ([]byte, error) {
+func (a *Attestor) AttestationData(context.Context, []byte) ([]byte, error) {
 	b, err := os.ReadFile(a.tokenPath)
 	if err != nil {
 		return nil, fmt.Errorf("k8spsat: read token: %w", err)

@@ -54,11 +54,11 @@ func TestAgentAgainstVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		p, err := a.AttestationData(context.Background())
+		p, err := a.AttestationData(context.Background(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := v.Attest(context.Background(), p, a.Respond)
+		res, err := v.Attest(context.Background(), p, nil, a.Respond)
 		if err != nil {
 			t.Fatalf("attestation %d: %v", i, err)
 		}
@@ -74,7 +74,7 @@ func TestAgentAgainstVerifier(t *testing.T) {
 		t.Error("accepted a config without cluster")
 	}
 	empty, _ := agentpsat.New(agentpsat.PluginData{Cluster: "demo", TokenPath: filepath.Join(t.TempDir(), "missing")})
-	if _, err := empty.AttestationData(context.Background()); err == nil {
+	if _, err := empty.AttestationData(context.Background(), nil); err == nil {
 		t.Error("attestation data without a token file")
 	}
 }

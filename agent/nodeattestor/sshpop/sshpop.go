@@ -88,7 +88,7 @@ func NewFromSigner(cert *ssh.Certificate, signer ssh.Signer) (*Attestor, error) 
 func (*Attestor) Type() string { return Type }
 
 // AttestationData is {"Certificate": <SSH wire certificate>}.
-func (a *Attestor) AttestationData(context.Context) ([]byte, error) {
+func (a *Attestor) AttestationData(context.Context, []byte) ([]byte, error) {
 	b, err := json.Marshal(struct{ Certificate []byte }{a.cert.Marshal()})
 	if err != nil {
 		return nil, fmt.Errorf("sshpop: encode: %w", err)

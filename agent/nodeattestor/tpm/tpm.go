@@ -38,17 +38,9 @@ type PluginData struct {
 	EventLogPath string `hcl:"event_log_path"`
 }
 
-// WithCSR is nodeattestor.WithCSR, which the agent's client calls.
-func WithCSR(ctx context.Context, csr []byte) context.Context { return nodeattestor.WithCSR(ctx, csr) }
-
-// CSRFromContext is nodeattestor.CSRFromContext.
-func CSRFromContext(ctx context.Context) ([]byte, bool) { return nodeattestor.CSRFromContext(ctx) }
-
 // Attestor produces TPM evidence.
 type Attestor struct {
 	cfg PluginData
-	// CSR returns the CSR being attested; CSRFromContext by default.
-	CSR func(ctx context.Context) ([]byte, bool)
 
 	mu     sync.Mutex
 	csr    []byte // CSR sent in AttestationData
@@ -70,7 +62,7 @@ func New(d PluginData) (*Attestor, error) {
 	if d.EventLogPath == "" && strings.HasPrefix(d.TPMPath, "/dev/") {
 		d.EventLogPath = tpm.DefaultEventLogPath
 	}
-	return &Attestor{cfg: d, CSR: CSRFromContext}, nil
+	return &Attestor{cfg: d}, nil
 }
 
 // Type returns "tpm".
@@ -83,12 +75,19 @@ func (a *Attestor) ekOpts() []tpm.EKOption {
 	return []tpm.EKOption{tpm.WithEKAlgorithm(a.cfg.EKAlgorithm)}
 }
 
-// AttestationData returns the EK certificate, the AK parameters and the CSR.
-func (a *Attestor) AttestationData(ctx context.Context) ([]byte, error) {
-	csr, ok := a.CSR(ctx)
-	if !ok {
+// AttestationData returns the EK certificate, the AK parameters and csr,
+// whose key the quote in Respond binds; without a CSR there is nothing to
+// bind, so it fails.
+func (a *Attestor) AttestationData(_ context.Context, csr []byte) ([]byte, error) {
+	if len(csr) == 0 {
 		return nil, errors.New("tpm: no CSR to bind the attestation to")
 	}
+	// Parse it now rather than in Respond: a CSR the server cannot use
+	// should fail before the TPM is touched.
+	if _, err := tpm.CSRKeyDER(csr); err != nil {
+		return nil, err
+	}
+	csr = bytes.Clone(csr)
 	t, err := tpm.Open(a.cfg.TPMPath)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"strings"
 	"testing"
 
 	agenttpm "github.com/spiffe-hw/spire-hw/agent/nodeattestor/tpm"
@@ -36,12 +37,16 @@ func TestAgentAgainstVerifier(t *testing.T) {
 			}
 			k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-			ctx := agenttpm.WithCSR(context.Background(), csr)
-			payload, err := a.AttestationData(ctx)
+			req, err := x509.ParseCertificateRequest(csr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := v.Attest(ctx, payload, func(ctx context.Context, c []byte) ([]byte, error) {
+			ctx := context.Background()
+			payload, err := a.AttestationData(ctx, csr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := v.Attest(ctx, payload, req, func(ctx context.Context, c []byte) ([]byte, error) {
 				return a.Respond(ctx, c)
 			})
 			if err != nil {
@@ -62,13 +67,17 @@ func TestAgentAgainstVerifier(t *testing.T) {
 	}
 }
 
+// TestAgentNeedsCSR: without a usable CSR there is no key to bind, so the
+// attestor fails before it opens the TPM (which here does not exist).
 func TestAgentNeedsCSR(t *testing.T) {
 	a, err := agenttpm.New(agenttpm.PluginData{TPMPath: "unix:///nonexistent"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.AttestationData(context.Background()); err == nil {
-		t.Fatal("attestation data without a CSR to bind")
+	for name, csr := range map[string][]byte{"none": nil, "empty": {}, "garbage": []byte("not a CSR")} {
+		if _, err := a.AttestationData(context.Background(), csr); err == nil || !strings.Contains(err.Error(), "CSR") {
+			t.Fatalf("attestation data with %s CSR: err = %v, want a CSR error", name, err)
+		}
 	}
 	if _, err := agenttpm.New(agenttpm.PluginData{EKAlgorithm: "dsa"}); err == nil {
 		t.Fatal("accepted ek_algorithm dsa")

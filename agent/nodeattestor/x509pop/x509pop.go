@@ -146,7 +146,7 @@ func readKey(path string) (crypto.Signer, error) {
 func (*Attestor) Type() string { return Type }
 
 // AttestationData is {"certificates": [leaf, intermediates...]}.
-func (a *Attestor) AttestationData(context.Context) ([]byte, error) {
+func (a *Attestor) AttestationData(context.Context, []byte) ([]byte, error) {
 	b, err := json.Marshal(struct {
 		Certificates [][]byte `json:"certificates"`
 	}{a.chain})

@@ -74,11 +74,11 @@ func TestAgentAgainstVerifier(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := a.AttestationData(context.Background())
+			p, err := a.AttestationData(context.Background(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := v.Attest(context.Background(), p, a.Respond)
+			res, err := v.Attest(context.Background(), p, nil, a.Respond)
 			if err != nil {
 				t.Fatal(err)
 			}

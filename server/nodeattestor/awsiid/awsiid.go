@@ -244,7 +244,7 @@ func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
 }
 
 // Attest implements nodeattestor.Attestor.
-func (a *Attestor) Attest(ctx context.Context, b []byte, _ nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
+func (a *Attestor) Attest(ctx context.Context, b []byte, _ *x509.CertificateRequest, _ nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
 	doc, err := a.VerifyPayload(b)
 	if err != nil {
 		return nil, err

@@ -60,7 +60,7 @@ func collect(t *testing.T, s *cloud.AWS) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ag.AttestationData(context.Background())
+	b, err := ag.AttestationData(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestEndToEnd(t *testing.T) {
 	if s.TokenRequests() == 0 {
 		t.Fatal("agent did not use an IMDSv2 session token")
 	}
-	res, err := a.Attest(ctx, payload, nil)
+	res, err := a.Attest(ctx, payload, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,12 +110,12 @@ func TestEndToEnd(t *testing.T) {
 	if err := st.CreateAttestedNode(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Attest(ctx, payload, nil)
+	_, err = a.Attest(ctx, payload, nil, nil)
 	wantErr(t, err, codes.PermissionDenied, "already used to attest an agent; evict it first")
 	if _, err := st.DeleteAttestedNode(ctx, res.AgentID.String()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Attest(ctx, payload, nil); err != nil {
+	if _, err := a.Attest(ctx, payload, nil, nil); err != nil {
 		t.Fatalf("after eviction: %v", err)
 	}
 }
@@ -188,7 +188,7 @@ func TestAttacks(t *testing.T) {
 		{"oversized payload", append([]byte(`{"document":"`), make([]byte, MaxPayloadSize)...), codes.InvalidArgument, "exceeds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := a.Attest(ctx, tc.payload, nil)
+			_, err := a.Attest(ctx, tc.payload, nil, nil)
 			wantErr(t, err, tc.code, tc.err)
 		})
 	}
@@ -204,17 +204,17 @@ func TestBlockDevice(t *testing.T) {
 	s := startSim(t, cloud.AWSConfig{Instance: &inst})
 	payload := collect(t, s)
 
-	_, err := newAttestor(t, s, sqlitetest.Open(t), nil).Attest(ctx, payload, nil)
+	_, err := newAttestor(t, s, sqlitetest.Open(t), nil).Attest(ctx, payload, nil, nil)
 	wantErr(t, err, codes.PermissionDenied, "root volume and network interface 0 were attached 1h0m0s apart")
-	if _, err := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.SkipBlockDevice = true }).Attest(ctx, payload, nil); err != nil {
+	if _, err := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.SkipBlockDevice = true }).Attest(ctx, payload, nil, nil); err != nil {
 		t.Fatalf("skip_block_device: %v", err)
 	}
-	if _, err := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.LocalValidAccountIDs = []string{"123456789012"} }).Attest(ctx, payload, nil); err != nil {
+	if _, err := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.LocalValidAccountIDs = []string{"123456789012"} }).Attest(ctx, payload, nil, nil); err != nil {
 		t.Fatalf("account_ids_for_local_validation: %v", err)
 	}
 	inst.RootDeviceType = "instance-store"
 	s2 := startSim(t, cloud.AWSConfig{Instance: &inst})
-	if _, err := newAttestor(t, s2, sqlitetest.Open(t), nil).Attest(ctx, collect(t, s2), nil); err != nil {
+	if _, err := newAttestor(t, s2, sqlitetest.Open(t), nil).Attest(ctx, collect(t, s2), nil, nil); err != nil {
 		t.Fatalf("instance-store root: %v", err)
 	}
 }
@@ -225,7 +225,7 @@ func TestAgentPathTemplate(t *testing.T) {
 		c.AgentPathTemplate = "/{{ .PluginName }}/{{ .Tags.Name }}/{{ .InstanceID }}"
 		c.DisableInstanceProfileSelectors = true
 	})
-	res, err := a.Attest(context.Background(), collect(t, s), nil)
+	res, err := a.Attest(context.Background(), collect(t, s), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestAgentPathTemplate(t *testing.T) {
 	}
 	// A tag value that would escape its path segment is refused.
 	bad := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.AgentPathTemplate = "/{{ .Tags.Name }}/../x" })
-	_, err = bad.Attest(context.Background(), collect(t, s), nil)
+	_, err = bad.Attest(context.Background(), collect(t, s), nil, nil)
 	wantErr(t, err, codes.PermissionDenied, "agent path")
 }
 
@@ -249,7 +249,7 @@ func TestIMDSv1Fallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ag.AttestationData(context.Background()); err != nil {
+	if _, err := ag.AttestationData(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -257,7 +257,7 @@ func TestIMDSv1Fallback(t *testing.T) {
 func TestWrongAPICredentials(t *testing.T) {
 	s := startSim(t, cloud.AWSConfig{})
 	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.Credentials.AccessKeyID = "AKIDOTHER" })
-	_, err := a.Attest(context.Background(), collect(t, s), nil)
+	_, err := a.Attest(context.Background(), collect(t, s), nil, nil)
 	wantErr(t, err, codes.Internal, "AuthFailure")
 }
 
@@ -296,7 +296,7 @@ func TestPluginData(t *testing.T) {
 	if len(a.cfg.RegionCerts) < 30 {
 		t.Fatalf("only %d region certificates; the built-in ones are missing", len(a.cfg.RegionCerts))
 	}
-	res, err := a.Attest(context.Background(), collect(t, s), nil)
+	res, err := a.Attest(context.Background(), collect(t, s), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func collect(t *testing.T, s *cloud.Azure) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ag.AttestationData(context.Background())
+	b, err := ag.AttestationData(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestEndToEnd(t *testing.T) {
 	st := sqlitetest.Open(t)
 	a := newAttestor(t, s, st, nil)
 	payload := collect(t, s)
-	res, err := a.Attest(ctx, payload, nil)
+	res, err := a.Attest(ctx, payload, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,12 +131,12 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A fresh token for the same principal is still the same identity.
-	_, err = a.Attest(ctx, collect(t, s), nil)
+	_, err = a.Attest(ctx, collect(t, s), nil, nil)
 	wantErr(t, err, codes.PermissionDenied, "already used to attest an agent; evict it first")
 	if _, err := st.DeleteAttestedNode(ctx, res.AgentID.String()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Attest(ctx, payload, nil); err != nil {
+	if _, err := a.Attest(ctx, payload, nil, nil); err != nil {
 		t.Fatalf("after eviction: %v", err)
 	}
 }
@@ -149,7 +149,7 @@ func TestWithoutARM(t *testing.T) {
 		c.Tenants = map[string]TenantConfig{s.VM().TenantID: {ResourceID: resource}}
 		c.AgentPathTemplate = "/{{ .PluginName }}/{{ .PrincipalID }}"
 	})
-	res, err := a.Attest(context.Background(), collect(t, s), nil)
+	res, err := a.Attest(context.Background(), collect(t, s), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestAttacks(t *testing.T) {
 		{"oversized payload", append([]byte(`{"token":"`), make([]byte, MaxPayloadSize)...), codes.InvalidArgument, "exceeds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := a.Attest(ctx, tc.payload, nil)
+			_, err := a.Attest(ctx, tc.payload, nil, nil)
 			wantErr(t, err, tc.code, tc.err)
 		})
 	}
@@ -286,7 +286,7 @@ func TestWrongAppSecret(t *testing.T) {
 		tc.AppSecret = "wrong"
 		c.Tenants[s.VM().TenantID] = tc
 	})
-	_, err := a.Attest(context.Background(), collect(t, s), nil)
+	_, err := a.Attest(context.Background(), collect(t, s), nil, nil)
 	wantErr(t, err, codes.Internal, "invalid_client")
 }
 
@@ -296,13 +296,13 @@ func TestAgentNeedsMetadataHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ag.AttestationData(context.Background())
+	b, err := ag.AttestationData(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The default resource is ARM's, which this server does not accept.
 	a := newAttestor(t, s, sqlitetest.Open(t), nil)
-	_, err = a.Attest(context.Background(), b, nil)
+	_, err = a.Attest(context.Background(), b, nil, nil)
 	wantErr(t, err, codes.PermissionDenied, "invalid audience")
 }
 
@@ -341,7 +341,7 @@ func TestPluginData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.Attest(context.Background(), collect(t, s), nil)
+	res, err := a.Attest(context.Background(), collect(t, s), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

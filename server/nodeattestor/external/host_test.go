@@ -37,7 +37,7 @@ func TestSlowAgentDoesNotRestartPlugin(t *testing.T) {
 	t.Cleanup(func() { p.Close() })
 	a := external.New(p.Conn(), "hmac", td)
 	payload := []byte(`{"node":"slow"}`)
-	res, err := a.Attest(context.Background(), payload, func(ctx context.Context, challenge []byte) ([]byte, error) {
+	res, err := a.Attest(context.Background(), payload, nil, func(ctx context.Context, challenge []byte) ([]byte, error) {
 		time.Sleep(3 * callTimeout) // the agent thinks
 		return hmacnode.Response([]byte("s3cret"), payload, challenge), nil
 	})

@@ -2,6 +2,7 @@ package external
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -67,8 +68,10 @@ func (a *Attestor) Type() string { return a.name }
 
 // Attest runs the plugin's Attest stream: the payload first, then one
 // challenge response per challenge, until the plugin names the agent.
-// Errors from challenge are returned as they are.
-func (a *Attestor) Attest(ctx context.Context, payload []byte, challenge nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
+// Errors from challenge are returned as they are. The CSR is not passed
+// on: the plugin SDK's NodeAttestor protocol has no field for it, so an
+// external method cannot bind the agent's key, as in SPIRE.
+func (a *Attestor) Attest(ctx context.Context, payload []byte, _ *x509.CertificateRequest, challenge nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
 	switch {
 	case len(payload) == 0:
 		return nil, status.Error(codes.InvalidArgument, "payload cannot be empty")

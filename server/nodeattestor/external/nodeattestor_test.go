@@ -139,7 +139,7 @@ func TestChallengeRound(t *testing.T) {
 	ag := newAgent(t)
 	rounds := 0
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(":authority", "spire-server.example.org:8081"))
-	res, err := na.Attest(ctx, ag.payload(t), ag.answer(&rounds))
+	res, err := na.Attest(ctx, ag.payload(t), nil, ag.answer(&rounds))
 	if err != nil {
 		t.Fatalf("Attest: %v", err)
 	}
@@ -239,7 +239,7 @@ func TestRefusals(t *testing.T) {
 			if tc.answer != nil {
 				answer = tc.answer(ag)
 			}
-			res, err := na.Attest(context.Background(), payload, answer)
+			res, err := na.Attest(context.Background(), payload, nil, answer)
 			if err == nil {
 				t.Fatalf("Attest succeeded: %+v", res)
 			}
@@ -259,7 +259,7 @@ func TestIDOutsideAgentNamespace(t *testing.T) {
 		WithLog(slog.New(slog.NewTextHandler(&logs, nil)))
 	ag := newAgent(t)
 	n := 0
-	res, err := na.Attest(context.Background(), ag.payload(t), ag.answer(&n))
+	res, err := na.Attest(context.Background(), ag.payload(t), nil, ag.answer(&n))
 	if err != nil {
 		t.Fatalf("Attest: %v", err)
 	}
@@ -276,7 +276,7 @@ func TestChallengeErrorReturnedAsIs(t *testing.T) {
 	na := connect(t, &plugin{})
 	ag := newAgent(t)
 	want := errors.New("agent went away")
-	_, err := na.Attest(context.Background(), ag.payload(t), func(context.Context, []byte) ([]byte, error) { return nil, want })
+	_, err := na.Attest(context.Background(), ag.payload(t), nil, func(context.Context, []byte) ([]byte, error) { return nil, want })
 	if !errors.Is(err, want) {
 		t.Fatalf("Attest = %v, want the challenge function's error", err)
 	}

@@ -15,6 +15,7 @@ package gcpiit
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -250,7 +251,7 @@ func (a *Attestor) Verify(ctx context.Context, b []byte) (*Claims, error) {
 }
 
 // Attest implements nodeattestor.Attestor.
-func (a *Attestor) Attest(ctx context.Context, b []byte, _ nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
+func (a *Attestor) Attest(ctx context.Context, b []byte, _ *x509.CertificateRequest, _ nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
 	c, err := a.Verify(ctx, b)
 	if err != nil {
 		return nil, err

@@ -82,7 +82,7 @@ func collect(t *testing.T, s *cloud.GCP) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ag.AttestationData(context.Background())
+	b, err := ag.AttestationData(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestEndToEnd(t *testing.T) {
 		c.AllowedMetadataKeys = []string{"role"}
 	})
 	payload := collect(t, s)
-	res, err := a.Attest(ctx, payload, nil)
+	res, err := a.Attest(ctx, payload, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,12 +134,12 @@ func TestEndToEnd(t *testing.T) {
 	if err := st.CreateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: res.AgentID.String(), AttestationType: PluginName, CertSerial: "1", CertNotAfter: time.Now().Add(time.Hour).Unix()}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Attest(ctx, collect(t, s), nil)
+	_, err = a.Attest(ctx, collect(t, s), nil, nil)
 	wantErr(t, err, codes.PermissionDenied, "already used to attest an agent; evict it first")
 	if _, err := st.DeleteAttestedNode(ctx, res.AgentID.String()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Attest(ctx, payload, nil); err != nil {
+	if _, err := a.Attest(ctx, payload, nil, nil); err != nil {
 		t.Fatalf("after eviction: %v", err)
 	}
 }
@@ -152,14 +152,14 @@ func TestMetadataTooLarge(t *testing.T) {
 		c.AllowedMetadataKeys = []string{"startup-script"}
 		c.MaxMetadataValueSize = 8
 	})
-	_, err := a.Attest(context.Background(), collect(t, s), nil)
+	_, err := a.Attest(context.Background(), collect(t, s), nil, nil)
 	wantErr(t, err, codes.PermissionDenied, `metadata "startup-script" is 18 bytes`)
 }
 
 func TestAgentPathTemplate(t *testing.T) {
 	s := startSim(t)
 	a := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.AgentPathTemplate = "/{{ .PluginName }}/{{ .Zone }}/{{ .InstanceName }}" })
-	res, err := a.Attest(context.Background(), collect(t, s), nil)
+	res, err := a.Attest(context.Background(), collect(t, s), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestAttacks(t *testing.T) {
 		{"oversized payload", make([]byte, MaxPayloadSize+1), codes.InvalidArgument, "exceeds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := a.Attest(ctx, tc.payload, nil)
+			_, err := a.Attest(ctx, tc.payload, nil, nil)
 			wantErr(t, err, tc.code, tc.err)
 		})
 	}
@@ -308,7 +308,7 @@ func TestPluginData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.Attest(context.Background(), collect(t, s), nil)
+	res, err := a.Attest(context.Background(), collect(t, s), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

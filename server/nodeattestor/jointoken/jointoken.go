@@ -4,6 +4,7 @@ package jointoken
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"time"
 
@@ -47,7 +48,7 @@ func AgentID(td spiffeid.TrustDomain, token string) (spiffeid.ID, error) {
 
 // Attest consumes the token. The datastore deletes it atomically, so of two
 // agents racing with one token exactly one is attested.
-func (a *Attestor) Attest(ctx context.Context, payload []byte, _ nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
+func (a *Attestor) Attest(ctx context.Context, payload []byte, _ *x509.CertificateRequest, _ nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
 	token := string(payload)
 	if token == "" {
 		return nil, status.Error(codes.InvalidArgument, "join token: missing token")

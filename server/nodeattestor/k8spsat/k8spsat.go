@@ -11,6 +11,7 @@ package k8spsat
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -215,7 +216,7 @@ func deny(format string, args ...any) error {
 }
 
 // Attest implements nodeattestor.Attestor.
-func (a *Attestor) Attest(ctx context.Context, payload []byte, _ nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
+func (a *Attestor) Attest(ctx context.Context, payload []byte, _ *x509.CertificateRequest, _ nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
 	d, err := ParseAttestationData(payload)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

@@ -100,7 +100,7 @@ func TestAttest(t *testing.T) {
 	for _, alg := range []string{"RS256", "ES256"} {
 		t.Run(alg, func(t *testing.T) {
 			f := newFixture(t, k8s.Options{Algorithm: alg})
-			res, err := f.attestor(t, nil).Attest(context.Background(), payload(t, "prod", f.token(t)), noChallenge)
+			res, err := f.attestor(t, nil).Attest(context.Background(), payload(t, "prod", f.token(t)), nil, noChallenge)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -251,7 +251,7 @@ func TestAttacks(t *testing.T) {
 			if r.before != nil {
 				r.before()
 			}
-			_, err := a.Attest(context.Background(), p, noChallenge)
+			_, err := a.Attest(context.Background(), p, nil, noChallenge)
 			if status.Code(err) != r.code || !strings.Contains(err.Error(), r.msg) {
 				t.Fatalf("got %v, want %v containing %q", err, r.code, r.msg)
 			}
@@ -300,7 +300,7 @@ func TestPluginData(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := a.Attest(context.Background(), payload(t, "prod", f.token(t)), noChallenge)
+			res, err := a.Attest(context.Background(), payload(t, "prod", f.token(t)), nil, noChallenge)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -322,10 +322,10 @@ func TestPluginData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Attest(context.Background(), payload(t, "prod", f.token(t, k8s.DefaultIssuer)), noChallenge); err != nil {
+	if _, err := a.Attest(context.Background(), payload(t, "prod", f.token(t, k8s.DefaultIssuer)), nil, noChallenge); err != nil {
 		t.Errorf("API-server audience: %v", err)
 	}
-	if _, err := a.Attest(context.Background(), payload(t, "prod", f.token(t)), noChallenge); status.Code(err) != codes.PermissionDenied {
+	if _, err := a.Attest(context.Background(), payload(t, "prod", f.token(t)), nil, noChallenge); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("spire-server audience with audience = []: %v", err)
 	}
 

@@ -45,7 +45,7 @@ const callBound = 10 * time.Second
 // first and how it answers challenges (agent/nodeattestor.Attestor).
 type Agent interface {
 	Type() string
-	AttestationData(ctx context.Context) ([]byte, error)
+	AttestationData(ctx context.Context, csr []byte) ([]byte, error)
 	Respond(ctx context.Context, challenge []byte) ([]byte, error)
 }
 
@@ -60,11 +60,6 @@ type Pair struct {
 	// Whatever it says, the ID must be in TrustDomain and under
 	// /spire/agent/<type>/ with a non-empty rest.
 	WantAgentIDPrefix string
-	// AgentContext hands the agent side the DER CSR of the attestation in
-	// progress (agent/nodeattestor.WithCSR), for a method whose evidence
-	// binds the agent's key (tpm); nil for the others. The verifier always
-	// gets the CSR through nodeattestor.WithCSR.
-	AgentContext func(ctx context.Context, csr []byte) context.Context
 }
 
 // Run runs the suite. newPair must return a fresh pair each time it is
@@ -102,17 +97,15 @@ func attest(t *testing.T, p Pair, mutatePayload payloadFunc, mutateAnswer answer
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), callBound)
 	defer cancel()
+	// Both sides get the same CSR, as the AttestAgent request carries it:
+	// the agent to bind into its evidence, the verifier to check it.
 	csrDER, csr := newCSR(t, p.TrustDomain)
-	agentCtx := ctx
-	if p.AgentContext != nil {
-		agentCtx = p.AgentContext(ctx, csrDER)
-	}
 	// An agent that holds a stream open for its challenges (an external
 	// plugin) is told the attestation is over, as the agent's client does.
 	if d, ok := p.Agent.(interface{ Done() }); ok {
 		defer d.Done()
 	}
-	payload, err := p.Agent.AttestationData(agentCtx)
+	payload, err := p.Agent.AttestationData(ctx, csrDER)
 	if err != nil {
 		t.Fatalf("agent AttestationData: %v", err)
 	}
@@ -124,9 +117,9 @@ func attest(t *testing.T, p Pair, mutatePayload payloadFunc, mutateAnswer answer
 		var a attestation
 		// The verifier may call back from a goroutine of its own.
 		var challenges atomic.Int32
-		a.res, a.err = p.Server.Attest(nodeattestor.WithCSR(ctx, csr), payload, func(ctx context.Context, challenge []byte) ([]byte, error) {
+		a.res, a.err = p.Server.Attest(ctx, payload, csr, func(ctx context.Context, challenge []byte) ([]byte, error) {
 			challenges.Add(1)
-			answer, err := p.Agent.Respond(agentCtx, challenge)
+			answer, err := p.Agent.Respond(ctx, challenge)
 			if err != nil {
 				return nil, err
 			}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -231,7 +232,7 @@ func deny(format string, args ...any) error {
 }
 
 // Attest implements nodeattestor.Attestor.
-func (a *Attestor) Attest(ctx context.Context, payload []byte, challenge nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
+func (a *Attestor) Attest(ctx context.Context, payload []byte, _ *x509.CertificateRequest, challenge nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
 	cert, err := ParseAttestationData(payload)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

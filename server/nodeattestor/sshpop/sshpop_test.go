@@ -110,7 +110,7 @@ func TestAttest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.Attest(context.Background(), data(t, cert), func(_ context.Context, c []byte) ([]byte, error) { return honest(host)(t, c), nil })
+	res, err := a.Attest(context.Background(), data(t, cert), nil, func(_ context.Context, c []byte) ([]byte, error) { return honest(host)(t, c), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestAttacks(t *testing.T) {
 	tampered := issue(t, ca, host.PublicKey(), certOpts{})
 	tampered.ValidPrincipals = []string{"db-01.example.com"}
 	var captured []byte
-	if _, err := a.Attest(context.Background(), data(t, good), func(_ context.Context, c []byte) ([]byte, error) {
+	if _, err := a.Attest(context.Background(), data(t, good), nil, func(_ context.Context, c []byte) ([]byte, error) {
 		captured = honest(host)(t, c)
 		return captured, nil
 	}); err != nil {
@@ -181,7 +181,7 @@ func TestAttacks(t *testing.T) {
 	}
 	for _, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
-			_, err := r.attestor.Attest(context.Background(), r.payload, func(_ context.Context, c []byte) ([]byte, error) {
+			_, err := r.attestor.Attest(context.Background(), r.payload, nil, func(_ context.Context, c []byte) ([]byte, error) {
 				if r.answer == nil {
 					t.Fatal("challenged evidence that should have been refused")
 				}
@@ -223,7 +223,7 @@ func TestPluginDataAndTemplate(t *testing.T) {
 	var ids []string
 	for _, ca := range []ssh.Signer{ca1, ca2} {
 		cert := issue(t, ca, host.PublicKey(), certOpts{})
-		res, err := a.Attest(context.Background(), data(t, cert), func(_ context.Context, c []byte) ([]byte, error) { return honest(host)(t, c), nil })
+		res, err := a.Attest(context.Background(), data(t, cert), nil, func(_ context.Context, c []byte) ([]byte, error) { return honest(host)(t, c), nil })
 		if err != nil {
 			t.Fatal(err)
 		}

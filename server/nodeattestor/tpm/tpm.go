@@ -76,13 +76,9 @@ type Config struct {
 	PCRs            []int
 	RequireEventLog bool
 	// Nodes pins agent IDs to AKs and counters; nil disables pinning.
-	Nodes NodeLookup
-	// CSRFromContext returns the CSR of the AttestAgent call being
-	// served; when set, the CSR inside the attestation data must carry
-	// the same key, so the quote binds the key the server signs.
-	CSRFromContext func(ctx context.Context) (*x509.CertificateRequest, bool)
-	NonceTTL       time.Duration
-	Now            func() time.Time
+	Nodes    NodeLookup
+	NonceTTL time.Duration
+	Now      func() time.Time
 }
 
 // Attestor verifies TPM attestation.
@@ -133,7 +129,7 @@ func New(cfg Config) (*Attestor, error) {
 
 // NewFromPluginData builds an Attestor from its plugin_data.
 func NewFromPluginData(td spiffeid.TrustDomain, d PluginData, nodes NodeLookup) (*Attestor, error) {
-	cfg := Config{TrustDomain: td, PCRs: d.PCRs, RequireEventLog: d.RequireEventLog, Nodes: nodes, CSRFromContext: nodeattestor.CSRFromContext}
+	cfg := Config{TrustDomain: td, PCRs: d.PCRs, RequireEventLog: d.RequireEventLog, Nodes: nodes}
 	if d.EKCAPath != "" {
 		r, err := tpm.LoadEKRoots(d.EKCAPath)
 		if err != nil {
@@ -184,8 +180,20 @@ func deny(format string, args ...any) error {
 	return status.Errorf(codes.PermissionDenied, "tpm: "+format, args...)
 }
 
-// Attest implements nodeattestor.Attestor.
-func (a *Attestor) Attest(ctx context.Context, payload []byte, challenge nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
+// Attest implements nodeattestor.Attestor. csr is required: the quote must
+// bind the key the server certifies, so an attestation without it is
+// refused rather than verified without that binding.
+func (a *Attestor) Attest(ctx context.Context, payload []byte, csr *x509.CertificateRequest, challenge nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
+	if csr == nil || csr.PublicKey == nil {
+		return nil, status.Error(codes.InvalidArgument, "tpm: no CSR to bind the quote to: the attestation must carry the CSR of the agent SVID")
+	}
+	certifiedKey, err := x509.MarshalPKIXPublicKey(csr.PublicKey)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "tpm: CSR key: %v", err)
+	}
+	if challenge == nil {
+		return nil, status.Error(codes.Internal, "tpm: no challenge function: the attestation needs one round trip")
+	}
 	data, err := tpm.ParseAttestationData(payload)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -198,17 +206,15 @@ func (a *Attestor) Attest(ctx context.Context, payload []byte, challenge nodeatt
 	if err != nil {
 		return nil, deny("%v", err)
 	}
-	csrKey, err := tpm.CSRKeyDER(data.CSR)
+	// The agent quotes over the key of the CSR in its attestation data;
+	// refusing another key here names the mismatch instead of leaving it
+	// to surface as a failed quote.
+	dataKey, err := tpm.CSRKeyDER(data.CSR)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if a.cfg.CSRFromContext != nil {
-		if csr, ok := a.cfg.CSRFromContext(ctx); ok {
-			der, err := x509.MarshalPKIXPublicKey(csr.PublicKey)
-			if err != nil || !bytes.Equal(der, csrKey) {
-				return nil, deny("the attestation data is for another CSR key")
-			}
-		}
+	if !bytes.Equal(dataKey, certifiedKey) {
+		return nil, deny("the attestation data is for another CSR key than the one to certify")
 	}
 	id, err := AgentID(a.cfg.TrustDomain, ek.hash)
 	if err != nil {
@@ -258,7 +264,7 @@ func (a *Attestor) Attest(ctx context.Context, payload []byte, challenge nodeatt
 	if subtle.ConstantTimeCompare(secret, resp.Secret) != 1 {
 		return nil, deny("credential activation failed: the AK is not in the TPM of this EK")
 	}
-	info, err := tpm.VerifyQuote(ak, &resp.Quote, tpm.QualifyingData(nonce, csrKey), a.cfg.PCRs)
+	info, err := tpm.VerifyQuote(ak, &resp.Quote, tpm.QualifyingData(nonce, certifiedKey), a.cfg.PCRs)
 	if err != nil {
 		return nil, deny("%v", err)
 	}

@@ -30,13 +30,24 @@ import (
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
 // node is one simulated machine: an open TPM, its EK and AK, and the
-// agent's CSR.
+// agent's CSR (DER, parsed as the server's API hands it to Attest, and the
+// PKIX DER of its key).
 type node struct {
 	t         *tpm.TPM
 	ek        *tpm.EK
 	ak        *tpm.AK
 	csr       []byte
+	req       *x509.CertificateRequest
 	csrKeyDER []byte
+}
+
+func parseCSR(t testing.TB, der []byte) *x509.CertificateRequest {
+	t.Helper()
+	r, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func newCSR(t testing.TB) ([]byte, []byte) {
@@ -67,7 +78,7 @@ func openNode(t testing.TB, path, alg string) *node {
 		t.Fatal(err)
 	}
 	csr, der := newCSR(t)
-	n := &node{t: tp, ek: ek, ak: ak, csr: csr, csrKeyDER: der}
+	n := &node{t: tp, ek: ek, ak: ak, csr: csr, req: parseCSR(t, csr), csrKeyDER: der}
 	t.Cleanup(func() { ak.Close(); tp.Close() })
 	return n
 }
@@ -135,7 +146,7 @@ func setup(t *testing.T) *fixture {
 	f := &fixture{fleet: fleet, roots: roots}
 	f.a = openNode(t, fleet.TPMs[0].Path, "rsa")
 	f.b = openNode(t, fleet.TPMs[1].Path, "rsa")
-	f.aECC = &node{t: f.a.t, ek: mustEK(t, f.a.t, "ecc"), ak: f.a.ak, csr: f.a.csr, csrKeyDER: f.a.csrKeyDER}
+	f.aECC = &node{t: f.a.t, ek: mustEK(t, f.a.t, "ecc"), ak: f.a.ak, csr: f.a.csr, req: f.a.req, csrKeyDER: f.a.csrKeyDER}
 	if f.bootLog, err = swtpm.MeasureBoot(f.a.t, swtpm.Boot(false)); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +177,7 @@ func TestAttestHonest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := a.Attest(context.Background(), mustJSON(t, n.data()), func(_ context.Context, c []byte) ([]byte, error) {
+			res, err := a.Attest(context.Background(), mustJSON(t, n.data()), n.req, func(_ context.Context, c []byte) ([]byte, error) {
 				ch, err := tpm.ParseChallenge(c)
 				if err != nil {
 					return nil, err
@@ -215,7 +226,7 @@ func TestAttestSecureBootEnabled(t *testing.T) {
 		t.Fatal(err)
 	}
 	attest := func(n *node, log []byte) (map[string]bool, error) {
-		res, err := a.Attest(context.Background(), mustJSON(t, n.data()), func(_ context.Context, c []byte) ([]byte, error) {
+		res, err := a.Attest(context.Background(), mustJSON(t, n.data()), n.req, func(_ context.Context, c []byte) ([]byte, error) {
 			ch, err := tpm.ParseChallenge(c)
 			if err != nil {
 				return nil, err
@@ -326,7 +337,7 @@ func TestAttacks(t *testing.T) {
 	var oldQuote tpm.Quote
 	{
 		a, _ := servertpm.New(servertpm.Config{TrustDomain: td, EKRoots: f.roots})
-		_, err := a.Attest(context.Background(), mustJSON(t, f.a.data()), func(_ context.Context, c []byte) ([]byte, error) {
+		_, err := a.Attest(context.Background(), mustJSON(t, f.a.data()), f.a.req, func(_ context.Context, c []byte) ([]byte, error) {
 			ch, _ := tpm.ParseChallenge(c)
 			r := f.a.answer(t, ch)
 			oldQuote = r.Quote
@@ -336,14 +347,19 @@ func TestAttacks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, otherKey := newCSR(t)
+	otherCSR, otherKey := newCSR(t)
+	otherReq := parseCSR(t, otherCSR)
 	ekHashA, _ := tpm.EKHash(f.a.ek.PublicKey())
 	idA := "spiffe://example.org/spire/agent/tpm/" + ekHashA
 
 	type row struct {
-		name   string
-		cfg    func(*servertpm.Config)
-		data   func() []byte
+		name string
+		cfg  func(*servertpm.Config)
+		data func() []byte
+		// csr is what the API hands Attest beside data; nil means
+		// f.a's, unless noCSR.
+		csr    *x509.CertificateRequest
+		noCSR  bool
 		answer func(*testing.T, *tpm.Challenge) []byte
 		code   codes.Code
 		want   string
@@ -358,9 +374,9 @@ func TestAttacks(t *testing.T) {
 		}
 	}
 	rows := []row{
-		{name: "ek_cert_of_A_with_ek_public_of_B", data: dataOf(f.b, func(d *tpm.AttestationData) { d.EKCert = f.a.ek.Certificate }),
+		{name: "ek_cert_of_A_with_ek_public_of_B", data: dataOf(f.b, func(d *tpm.AttestationData) { d.EKCert = f.a.ek.Certificate }), csr: f.b.req,
 			answer: honestAnswer(f.b), want: "EK public key is not the one of the EK certificate"},
-		{name: "ek_cert_of_A_presented_by_B", data: dataOf(f.b, func(d *tpm.AttestationData) { d.EKCert, d.EKPublic = f.a.ek.Certificate, nil }),
+		{name: "ek_cert_of_A_presented_by_B", data: dataOf(f.b, func(d *tpm.AttestationData) { d.EKCert, d.EKPublic = f.a.ek.Certificate, nil }), csr: f.b.req,
 			answer: honestAnswer(f.b), want: "credential activation failed"},
 		{name: "ak_not_in_the_ek_tpm", data: dataOf(f.a, func(d *tpm.AttestationData) { d.AK = f.b.ak.Params() }),
 			answer: honestAnswer(f.a), want: "credential activation failed"},
@@ -380,13 +396,23 @@ func TestAttacks(t *testing.T) {
 			r.Quote = *q
 			return mustJSON(t, r)
 		}, want: "qualifying data"},
-		{name: "attestation_data_for_another_csr", cfg: func(c *servertpm.Config) {
-			c.CSRFromContext = func(context.Context) (*x509.CertificateRequest, bool) {
-				csr, _ := newCSR(t)
-				r, _ := x509.ParseCertificateRequest(csr)
-				return r, true
-			}
-		}, data: dataOf(f.a, nil), want: "another CSR key"},
+		{name: "attestation_data_for_another_csr", csr: otherReq, data: dataOf(f.a, nil), want: "another CSR key"},
+		// The data names another CSR and the quote binds its key: an
+		// honest proof, but not for the key the server would certify.
+		{name: "quote_bound_to_the_csr_of_the_data_only", data: dataOf(f.a, func(d *tpm.AttestationData) { d.CSR = otherCSR }),
+			answer: func(t *testing.T, c *tpm.Challenge) []byte {
+				r := f.a.answer(t, c)
+				q, err := f.a.t.Quote(f.a.ak, tpm.QualifyingData(c.Nonce, otherKey), c.PCRs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Quote = *q
+				return mustJSON(t, r)
+			}, want: "another CSR key"},
+		// Without the CSR to certify nothing can be bound: refused before
+		// any challenge, not verified without the binding.
+		{name: "no_csr_to_certify", noCSR: true, data: dataOf(f.a, nil), code: codes.InvalidArgument, want: "no CSR to bind the quote to"},
+		{name: "csr_to_certify_without_a_key", csr: &x509.CertificateRequest{}, data: dataOf(f.a, nil), code: codes.InvalidArgument, want: "no CSR to bind the quote to"},
 		{name: "different_pcr_selection", data: dataOf(f.a, nil), answer: func(t *testing.T, c *tpm.Challenge) []byte {
 			r := f.a.answer(t, c)
 			q, err := f.a.t.Quote(f.a.ak, tpm.QualifyingData(c.Nonce, f.a.csrKeyDER), []int{0, 1})
@@ -449,7 +475,14 @@ func TestAttacks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := a.Attest(context.Background(), r.data(), func(_ context.Context, c []byte) ([]byte, error) {
+			csr := r.csr
+			switch {
+			case r.noCSR:
+				csr = nil
+			case csr == nil:
+				csr = f.a.req
+			}
+			res, err := a.Attest(context.Background(), r.data(), csr, func(_ context.Context, c []byte) ([]byte, error) {
 				if r.answer == nil {
 					t.Fatal("the verifier sent a challenge for evidence it should have refused")
 				}
@@ -514,7 +547,7 @@ func TestExpiredNonce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Attest(context.Background(), mustJSON(t, f.a.data()), func(_ context.Context, c []byte) ([]byte, error) {
+	_, err = a.Attest(context.Background(), mustJSON(t, f.a.data()), f.a.req, func(_ context.Context, c []byte) ([]byte, error) {
 		ch, _ := tpm.ParseChallenge(c)
 		r := f.a.answer(t, ch)
 		mu.Lock()
@@ -546,7 +579,7 @@ func TestReattestAcrossReboot(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		res, err := a.Attest(context.Background(), mustJSON(t, n.data()), func(_ context.Context, c []byte) ([]byte, error) {
+		res, err := a.Attest(context.Background(), mustJSON(t, n.data()), n.req, func(_ context.Context, c []byte) ([]byte, error) {
 			ch, _ := tpm.ParseChallenge(c)
 			return mustJSON(t, n.answer(t, ch)), nil
 		})

@@ -323,7 +323,7 @@ func deny(format string, args ...any) error {
 }
 
 // Attest implements nodeattestor.Attestor.
-func (a *Attestor) Attest(ctx context.Context, payload []byte, challenge nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
+func (a *Attestor) Attest(ctx context.Context, payload []byte, _ *x509.CertificateRequest, challenge nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
 	certs, err := ParseAttestationData(payload, a.cfg.MaxIntermediates)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

@@ -113,7 +113,7 @@ func TestAttest(t *testing.T) {
 			san := must(url.Parse("x509pop://example.org/datacenter/us-east-1"))
 			leaf, key := must2(p.inter.Issue(testpki.Leaf{CommonName: "node-7", KeyType: kt, URIs: []*url.URL{san}}))
 			var sent int
-			res, err := p.attestor.Attest(context.Background(), data(t, leaf, p.inter.Cert), func(_ context.Context, c []byte) ([]byte, error) {
+			res, err := p.attestor.Attest(context.Background(), data(t, leaf, p.inter.Cert), nil, func(_ context.Context, c []byte) ([]byte, error) {
 				sent++
 				return honest(key)(t, c), nil
 			})
@@ -172,7 +172,7 @@ func TestAttacks(t *testing.T) {
 
 	// A response captured from an earlier, successful attestation.
 	var captured []byte
-	if _, err := p.attestor.Attest(context.Background(), data(t, leaf, p.inter.Cert), func(_ context.Context, c []byte) ([]byte, error) {
+	if _, err := p.attestor.Attest(context.Background(), data(t, leaf, p.inter.Cert), nil, func(_ context.Context, c []byte) ([]byte, error) {
 		captured = honest(key)(t, c)
 		return captured, nil
 	}); err != nil {
@@ -227,7 +227,7 @@ func TestAttacks(t *testing.T) {
 	}
 	for _, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
-			_, err := p.attestor.Attest(context.Background(), r.payload, func(_ context.Context, c []byte) ([]byte, error) {
+			_, err := p.attestor.Attest(context.Background(), r.payload, nil, func(_ context.Context, c []byte) ([]byte, error) {
 				if r.answer == nil {
 					t.Fatal("challenged evidence that should have been refused")
 				}
@@ -262,7 +262,7 @@ func TestPluginDataAndTemplate(t *testing.T) {
 		return x509pop.NewFromPluginData(td, data)
 	}
 	attest := func(a *x509pop.Attestor) (string, error) {
-		res, err := a.Attest(context.Background(), data(t, leaf, p.inter.Cert), func(_ context.Context, c []byte) ([]byte, error) { return honest(key)(t, c), nil })
+		res, err := a.Attest(context.Background(), data(t, leaf, p.inter.Cert), nil, func(_ context.Context, c []byte) ([]byte, error) { return honest(key)(t, c), nil })
 		if err != nil {
 			return "", err
 		}
