@@ -106,6 +106,20 @@ type Server struct {
 	// ProfilingPort, when not 0, serves net/http/pprof on localhost
 	// (profiling_enabled with profiling_port).
 	ProfilingPort int
+
+	// RateLimit is the ratelimit block; both limits default to on.
+	RateLimit RateLimit
+	// AuditLogEnabled writes an audit line for every authorized API call
+	// (audit_log_enabled).
+	AuditLogEnabled bool
+}
+
+// RateLimit is SPIRE's server { ratelimit {} } block: per source IP,
+// attestation allows one AttestAgent call per second, signing 500 CSRs and
+// 500 JWT-SVIDs per second. Callers on the admin socket are not limited.
+type RateLimit struct {
+	Attestation bool
+	Signing     bool
 }
 
 // CASubject is the subject of CA certificates.
@@ -191,6 +205,8 @@ func defaults() *Config {
 			CASubject:          CASubject{Country: []string{defaultCASubjectC}, Organization: []string{defaultCASubjectO}},
 			DefaultX509SVIDTTL: DefaultX509SVIDTTL,
 			DefaultJWTSVIDTTL:  DefaultJWTSVIDTTL,
+			// SPIRE's defaults (cmd/spire-server/cli/run).
+			RateLimit: RateLimit{Attestation: true, Signing: true},
 		},
 		HealthChecks: hclconf.DefaultHealthChecks(),
 	}
@@ -288,10 +304,16 @@ func (srv *Server) parse(s *hclconf.Section) present {
 	}
 
 	srv.ProfilingPort = hclconf.ParseProfiling(s)
+	if rl := s.Block("ratelimit"); rl != nil {
+		rl.Bool("attestation", &srv.RateLimit.Attestation)
+		rl.Bool("signing", &srv.RateLimit.Signing)
+		rl.Finish()
+	}
+	s.Bool("audit_log_enabled", &srv.AuditLogEnabled)
 
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
-		"federation", "experimental", "ratelimit", "audit_log_enabled",
+		"federation", "experimental",
 		"cache_reload_interval", "prune_events_older_than", "sql_transaction_timeout",
 		"log_source_location", "use_legacy_downstream_x509_ca_ttl",
 		"exclude_sn_from_ca_subject", "omit_x509svid_uid", "upstream_bundle",

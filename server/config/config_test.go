@@ -287,8 +287,8 @@ telemetry {
 		t.Errorf("telemetry Prometheus = %+v, want localhost:9988", p)
 	}
 	all := strings.Join(c.Warnings, "\n")
-	for _, key := range []string{"server.audit_log_enabled", "server.cache_reload_interval", "server.profiling_freq",
-		"server.experimental", "server.ratelimit", "server.federation", "telemetry.Statsd", "server.default_svid_ttl: deprecated"} {
+	for _, key := range []string{"server.cache_reload_interval", "server.profiling_freq",
+		"server.experimental", "server.federation", "telemetry.Statsd", "server.default_svid_ttl: deprecated"} {
 		if !strings.Contains(all, key) {
 			t.Errorf("no warning for %s in:\n%s", key, all)
 		}
