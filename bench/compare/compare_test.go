@@ -3,6 +3,8 @@ package compare
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -153,8 +155,10 @@ func TestPeer(t *testing.T) {
 		}
 		// Under a loaded `make test` the sweep may stop early; the first
 		// size must still have synced, without failures.
-		if st := res.Fleet[impl]; len(st) == 0 || st[0].Agents != sz.FleetSteps[0] || st[0].Syncs == 0 || st[0].Failed != 0 || st[0].CPU < 0 || st[0].SimCPU <= 0 || st[0].RSS <= 0 {
+		if st := res.Fleet[impl]; len(st) == 0 || st[0].Agents != sz.FleetSteps[0] {
 			t.Errorf("%s: fleet steps %+v", impl, st)
+		} else if err := checkFleetStep(st[0], sz, runtime.NumCPU()); err != nil {
+			t.Errorf("%s: fleet step %+v: %v", impl, st[0], err)
 		}
 		if c := res.Cache[impl]; c == nil || c.AgentRSS <= 0 || c.AgentPeak < c.AgentRSS || c.Entries != sz.CacheEntries {
 			t.Errorf("%s: cache result %+v", impl, c)
@@ -186,6 +190,70 @@ func TestPeer(t *testing.T) {
 			t.Errorf("no progress for scenario 6 in:\n%s", progress.String())
 		}
 		t.Logf("tiny run, nothing written:\n%s", md)
+	}
+}
+
+// checkFleetStep checks what a measured fleet step must show at any size:
+// syncs counted in the window and none failed, latencies that are real
+// durations in order, the server's memory read, and CPU figures in cores
+// that are neither negative nor more than the machine has. CPU is read in
+// clock ticks (10 ms), so over the tiny run's one-second window a few
+// cheap syncs can round to zero: a CPU figure must be above zero only when
+// the window is long enough for a tick to be certain (full sizes).
+func checkFleetStep(st FleetStep, sz Sizes, cpus int) error {
+	switch {
+	case st.Syncs <= 0:
+		return errors.New("no syncs counted in the window")
+	case st.Failed != 0:
+		return fmt.Errorf("%d syncs failed", st.Failed)
+	case st.P50 <= 0 || st.P99 < st.P50:
+		return fmt.Errorf("latencies p50 %v, p99 %v: not measured", st.P50, st.P99)
+	case st.RSS <= 0:
+		return errors.New("server RSS not measured")
+	}
+	// A window's CPU divided by its wall time is in cores; the slack
+	// covers one tick of rounding and the reads just outside the window.
+	maxCores := float64(cpus) + 0.5
+	for _, c := range []struct {
+		what  string
+		cores float64
+	}{{"server CPU", st.CPU}, {"simulator CPU", st.SimCPU}} {
+		if c.cores < 0 || c.cores > maxCores {
+			return fmt.Errorf("%s %.3f cores: outside [0, %.1f]", c.what, c.cores, maxCores)
+		}
+		if sz.FleetWindow >= 10*time.Second && c.cores == 0 {
+			return fmt.Errorf("%s 0 over a %v window", c.what, sz.FleetWindow)
+		}
+	}
+	return nil
+}
+
+// TestCheckFleetStep: the fleet check passes a tiny step whose CPU
+// rounded to zero, and refuses what a broken measurement would give.
+func TestCheckFleetStep(t *testing.T) {
+	tiny, full := TinySizes(), FullSizes()
+	good := FleetStep{Agents: 2, Syncs: 9, P50: 2 * time.Millisecond, P99: 5 * time.Millisecond, CPU: 0.01, SimCPU: 0, RSS: 30 << 20}
+	if err := checkFleetStep(good, tiny, 2); err != nil {
+		t.Fatalf("tiny step with a zero simulator CPU refused: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		mut func(*FleetStep)
+		sz  Sizes
+	}{
+		"no syncs":              {func(s *FleetStep) { s.Syncs = 0 }, tiny},
+		"a failed sync":         {func(s *FleetStep) { s.Failed = 1 }, tiny},
+		"no latency":            {func(s *FleetStep) { s.P50, s.P99 = 0, 0 }, tiny},
+		"p99 below p50":         {func(s *FleetStep) { s.P99 = time.Millisecond }, tiny},
+		"no RSS":                {func(s *FleetStep) { s.RSS = 0 }, tiny},
+		"negative CPU":          {func(s *FleetStep) { s.CPU = -0.1 }, tiny},
+		"ticks, not cores":      {func(s *FleetStep) { s.SimCPU = 37 }, tiny},
+		"zero CPU, full window": {func(s *FleetStep) {}, full},
+	} {
+		st := good
+		tc.mut(&st)
+		if err := checkFleetStep(st, tc.sz, 2); err == nil {
+			t.Errorf("%s: accepted %+v", name, st)
+		}
 	}
 }
 
