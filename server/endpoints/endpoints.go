@@ -12,10 +12,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/internal/unixsock"
 	"github.com/spiffe-hw/spire-hw/server/api"
 	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -136,37 +135,28 @@ func (e *Endpoints) Serve(ctx context.Context) error {
 	case <-time.After(5 * time.Second):
 		e.grpc.Stop()
 	}
-	os.Remove(e.cfg.SocketPath)
+	// Stop has closed the listener, which removed the socket if it was
+	// still ours; a second Close is a no-op.
+	e.unix.Close()
 	if errors.Is(err, grpc.ErrServerStopped) {
 		err = nil
 	}
 	return err
 }
 
-// ListenAdminSocket creates the admin socket. Its directory is made 0770 so
-// only the server's user and group reach it: file permissions are the
-// admin socket's authentication.
+// ListenAdminSocket creates the admin socket, mode 0770 (the server's user
+// and group). A missing directory is created 0770; an existing one keeps
+// its mode, sticky bit and owner. A stale socket left by a previous run is
+// removed, a live one or anything that is not a socket is refused
+// (internal/unixsock). Closing the listener removes the socket, only while
+// it is still the one created here.
 func ListenAdminSocket(path string) (net.Listener, error) {
 	if path == "" {
 		return nil, errors.New("endpoints: admin socket path is empty")
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o770); err != nil {
-		return nil, fmt.Errorf("endpoints: create admin socket directory: %w", err)
-	}
-	if err := os.Chmod(dir, 0o770); err != nil {
-		return nil, fmt.Errorf("endpoints: restrict admin socket directory: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("endpoints: remove stale admin socket: %w", err)
-	}
-	l, err := net.Listen("unix", path)
+	l, err := unixsock.Listen(path, 0o770, 0o770)
 	if err != nil {
-		return nil, fmt.Errorf("endpoints: listen on admin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o770); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("endpoints: restrict admin socket: %w", err)
+		return nil, fmt.Errorf("endpoints: admin socket (socket_path): %w", err)
 	}
 	return l, nil
 }
