@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -327,13 +328,22 @@ func TestBannedAndEvictedAgentsRefused(t *testing.T) {
 	forEachEngine(t, testBannedAndEvictedAgentsRefused)
 }
 
+// testBannedAndEvictedAgentsRefused: after a ban or a delete, every agent
+// call of that agent's SVID is refused as SPIRE's agent authorizer refuses
+// it (PermissionDenied, "is banned" / "is not attested"), including the
+// signing calls, while an agent left alone is still served the same calls.
 func testBannedAndEvictedAgentsRefused(t *testing.T, opts servertest.Options) {
 	s := servertest.Start(t, opts)
 	ctx := context.Background()
-	agents := agentv1.NewAgentClient(s.Admin(t))
-	banned, evicted := s.NewAgent(t), s.NewAgent(t)
-	for _, a := range []*servertest.Agent{banned, evicted} {
-		if _, err := entryv1.NewEntryClient(a.Conn).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{}); err != nil {
+	admin := s.Admin(t)
+	agents := agentv1.NewAgentClient(admin)
+	banned, evicted, control := s.NewAgent(t), s.NewAgent(t), s.NewAgent(t)
+	entries := map[*servertest.Agent]*types.Entry{}
+	for i, a := range []*servertest.Agent{banned, evicted, control} {
+		entries[a] = createEntry(t, admin, &types.Entry{SpiffeId: pid(fmt.Sprintf("/workload-%d", i)), ParentId: idOf(a.ID), Selectors: []*types.Selector{{Type: "unix", Value: "uid:1000"}}})
+	}
+	for _, a := range []*servertest.Agent{banned, evicted, control} {
+		if err := agentCalls(ctx, t, a, entries[a]); err != nil {
 			t.Fatalf("before: %v", err)
 		}
 	}
@@ -343,18 +353,102 @@ func testBannedAndEvictedAgentsRefused(t *testing.T, opts servertest.Options) {
 	if _, err := agents.DeleteAgent(ctx, &agentv1.DeleteAgentRequest{Id: idOf(evicted.ID)}); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []*servertest.Agent{banned, evicted} {
-		_, err := entryv1.NewEntryClient(a.Conn).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{})
-		wantCode(t, err, codes.PermissionDenied)
-		_, csr := servertest.NewCSR(t)
-		_, err = agentv1.NewAgentClient(a.Conn).RenewAgent(ctx, &agentv1.RenewAgentRequest{Params: &agentv1.AgentX509SVIDParams{Csr: csr}})
-		wantCode(t, err, codes.PermissionDenied)
+	for _, tc := range []struct {
+		name string
+		a    *servertest.Agent
+		msg  string
+	}{{"banned", banned, "is banned"}, {"evicted", evicted, "is not attested"}} {
+		for _, call := range agentCallList(tc.a, entries[tc.a]) {
+			err := call.do(ctx, t)
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), tc.msg) {
+				t.Errorf("%s agent, %s: %v; want PermissionDenied, %q", tc.name, call.name, err, tc.msg)
+			}
+		}
+	}
+	if err := agentCalls(ctx, t, control, entries[control]); err != nil {
+		t.Fatalf("an agent neither banned nor evicted is refused: %v", err)
 	}
 	got, err := agents.GetAgent(ctx, &agentv1.GetAgentRequest{Id: idOf(banned.ID)})
 	if err != nil || !got.Banned {
 		t.Fatalf("GetAgent(banned) = %v, %v; want banned", got, err)
 	}
 }
+
+// agentCall is one agent API call made with an agent's SVID; do returns
+// the call's error, or an error of its own when the call succeeded with
+// an answer that is not a credential for the agent's entry.
+type agentCall struct {
+	name string
+	do   func(ctx context.Context, t *testing.T) error
+}
+
+// agentCallList is the calls an agent makes in its sync (entries, X.509-
+// and JWT-SVIDs for entry) and at renewal.
+func agentCallList(a *servertest.Agent, entry *types.Entry) []agentCall {
+	return []agentCall{
+		{"GetAuthorizedEntries", func(ctx context.Context, t *testing.T) error {
+			resp, err := entryv1.NewEntryClient(a.Conn).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{})
+			if err != nil {
+				return err
+			}
+			for _, e := range resp.Entries {
+				if e.Id == entry.Id {
+					return nil
+				}
+			}
+			return fmt.Errorf("GetAuthorizedEntries: %d entries, not %s", len(resp.Entries), entry.Id)
+		}},
+		{"BatchNewX509SVID", func(ctx context.Context, t *testing.T) error {
+			key, csr := servertest.NewCSR(t)
+			resp, err := svidv1.NewSVIDClient(a.Conn).BatchNewX509SVID(ctx, &svidv1.BatchNewX509SVIDRequest{Params: []*svidv1.NewX509SVIDParams{{EntryId: entry.Id, Csr: csr}}})
+			if err != nil {
+				return err
+			}
+			if len(resp.Results) != 1 || codes.Code(resp.Results[0].Status.GetCode()) != codes.OK {
+				return fmt.Errorf("BatchNewX509SVID: results %v", resp.Results)
+			}
+			svid, err := servertest.ParseSVID(resp.Results[0].Svid.CertChain, key)
+			if err != nil {
+				return fmt.Errorf("BatchNewX509SVID: %w", err)
+			}
+			if svid.ID.String() != protoID(entry.SpiffeId) {
+				return fmt.Errorf("BatchNewX509SVID: SVID for %s", svid.ID)
+			}
+			return nil
+		}},
+		{"NewJWTSVID", func(ctx context.Context, t *testing.T) error {
+			resp, err := svidv1.NewSVIDClient(a.Conn).NewJWTSVID(ctx, &svidv1.NewJWTSVIDRequest{EntryId: entry.Id, Audience: []string{"db"}})
+			if err != nil {
+				return err
+			}
+			if resp.Svid.GetToken() == "" || protoID(resp.Svid.GetId()) != protoID(entry.SpiffeId) {
+				return fmt.Errorf("NewJWTSVID: %v", resp.Svid)
+			}
+			return nil
+		}},
+		{"RenewAgent", func(ctx context.Context, t *testing.T) error {
+			_, csr := servertest.NewCSR(t)
+			_, err := agentv1.NewAgentClient(a.Conn).RenewAgent(ctx, &agentv1.RenewAgentRequest{Params: &agentv1.AgentX509SVIDParams{Csr: csr}})
+			return err
+		}},
+	}
+}
+
+// agentCalls makes every call of agentCallList but RenewAgent (which
+// would replace the agent's SVID) and returns the first failure.
+func agentCalls(ctx context.Context, t *testing.T, a *servertest.Agent, entry *types.Entry) error {
+	for _, c := range agentCallList(a, entry) {
+		if c.name == "RenewAgent" {
+			continue
+		}
+		if err := c.do(ctx, t); err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+	}
+	return nil
+}
+
+func protoID(p *types.SPIFFEID) string { return "spiffe://" + p.GetTrustDomain() + p.GetPath() }
 
 func TestRenewAgent(t *testing.T) { forEachEngine(t, testRenewAgent) }
 
