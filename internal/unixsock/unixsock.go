@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spiffe-hw/spire-hw/internal/daemondir"
 )
 
 // probeTimeout bounds the connect that tells a stale socket from a live
@@ -63,8 +65,8 @@ func Listen(path string, perm, dirPerm fs.FileMode) (*Listener, error) {
 	if len(path) > maxPathLen {
 		return nil, fmt.Errorf("unixsock: socket path %s is %d bytes long; a Unix socket path holds at most %d (choose a shorter path)", path, len(path), maxPathLen)
 	}
-	if err := ensureDir(filepath.Dir(path), dirPerm.Perm()); err != nil {
-		return nil, err
+	if _, err := daemondir.Ensure(filepath.Dir(path), dirPerm); err != nil {
+		return nil, fmt.Errorf("unixsock: socket directory: %w", err)
 	}
 	if err := clearStale(path); err != nil {
 		return nil, err
@@ -96,44 +98,6 @@ func (l *Listener) isOurs() bool {
 		return false
 	}
 	return st.Mode&unix.S_IFMT == unix.S_IFSOCK && st.Dev == l.dev && st.Ino == l.ino
-}
-
-// ensureDir creates dir and its missing parents with mode perm, leaving
-// every directory that already exists as it is.
-func ensureDir(dir string, perm fs.FileMode) error {
-	var missing []string
-	for d := dir; ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err == nil {
-			if !fi.IsDir() {
-				return fmt.Errorf("unixsock: %s is not a directory, so no socket can be created under it (set the socket path to a directory)", d)
-			}
-			break
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("unixsock: socket directory: %w", err)
-		}
-		missing = append(missing, d)
-		if parent := filepath.Dir(d); parent == d {
-			break
-		}
-	}
-	for i := len(missing) - 1; i >= 0; i-- {
-		d := missing[i]
-		// Mkdir applies the umask, which can only narrow perm; the chmod
-		// that follows widens it to exactly perm.
-		if err := os.Mkdir(d, perm); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				// Made by someone else meanwhile: not ours to chmod.
-				continue
-			}
-			return fmt.Errorf("unixsock: create socket directory: %w", err)
-		}
-		if err := os.Chmod(d, perm); err != nil {
-			return fmt.Errorf("unixsock: set mode of created directory %s: %w", d, err)
-		}
-	}
-	return nil
 }
 
 // clearStale makes path free for bind: nothing there, or a socket nobody

@@ -1,0 +1,77 @@
+package daemondir
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestEnsureCreatesWithExactMode(t *testing.T) {
+	for _, mask := range []int{0, 0o022, 0o077} {
+		old := syscall.Umask(mask)
+		base := t.TempDir()
+		dir := filepath.Join(base, "a", "data")
+		created, err := Ensure(dir, 0o700)
+		syscall.Umask(old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !created {
+			t.Errorf("umask %o: created = false for a new directory", mask)
+		}
+		for _, d := range []string{filepath.Join(base, "a"), dir} {
+			fi, err := os.Stat(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode() != fs.ModeDir|0o700 {
+				t.Errorf("umask %o: %s mode %v, want drwx------", mask, d, fi.Mode())
+			}
+		}
+		if _, shared, _ := Shared(dir); shared {
+			t.Errorf("umask %o: a created 0700 directory reported shared", mask)
+		}
+	}
+}
+
+func TestEnsureLeavesExistingDirectory(t *testing.T) {
+	for _, m := range []fs.FileMode{0o755, fs.ModeSticky | 0o777, 0o750} {
+		dir := filepath.Join(t.TempDir(), "d")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, m); err != nil {
+			t.Fatal(err)
+		}
+		created, err := Ensure(dir, 0o700)
+		if err != nil || created {
+			t.Fatalf("Ensure(existing %v) = %v, %v", m, created, err)
+		}
+		fi, _ := os.Stat(dir)
+		if fi.Mode() != fs.ModeDir|m {
+			t.Errorf("existing %v became %v", m, fi.Mode())
+		}
+		perm, shared, err := Shared(dir)
+		if err != nil || !shared || perm != m.Perm() {
+			t.Errorf("Shared(%v) = %v, %v, %v; want shared", m, perm, shared, err)
+		}
+	}
+}
+
+func TestEnsureRefusesFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(f, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{f, filepath.Join(f, "sub")} {
+		if _, err := Ensure(p, 0o700); err == nil || !strings.Contains(err.Error(), "not a directory") {
+			t.Errorf("Ensure(%s) = %v, want not-a-directory error", p, err)
+		}
+	}
+	if data, _ := os.ReadFile(f); string(data) != "keep" {
+		t.Error("file changed")
+	}
+}
