@@ -164,7 +164,7 @@ func TestTPMConformance(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				return nodeattestortest.Pair{Server: server, Agent: agent, TrustDomain: td}
+				return nodeattestortest.Pair{Server: server, Agent: agent, TrustDomain: td, BindsCSR: true}
 			})
 		})
 	}

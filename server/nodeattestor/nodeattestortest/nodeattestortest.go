@@ -60,6 +60,10 @@ type Pair struct {
 	// Whatever it says, the ID must be in TrustDomain and under
 	// /spire/agent/<type>/ with a non-empty rest.
 	WantAgentIDPrefix string
+	// BindsCSR says the method's evidence binds the key of the agent's
+	// CSR (tpm): the verifier must then refuse an attestation given no
+	// CSR, or another CSR than the one the agent bound.
+	BindsCSR bool
 }
 
 // Run runs the suite. newPair must return a fresh pair each time it is
@@ -72,6 +76,7 @@ func Run(t *testing.T, newPair func(t *testing.T) Pair) {
 	t.Run("EveryByteOfShortPayload", func(t *testing.T) { testEveryByte(t, newPair) })
 	t.Run("EmptyPayload", func(t *testing.T) { testEmptyPayload(t, newPair(t)) })
 	t.Run("WrongAnswer", func(t *testing.T) { testWrongAnswer(t, newPair) })
+	t.Run("CSR", func(t *testing.T) { testCSR(t, newPair) })
 }
 
 // attestation is one run of the exchange.
@@ -81,19 +86,22 @@ type attestation struct {
 	challenges int32
 }
 
-// payloadFunc turns the agent's payload into what the verifier receives;
-// answerFunc does the same for each of the agent's answers.
-type (
-	payloadFunc func(payload []byte) []byte
-	answerFunc  func(answer []byte) []byte
-)
+// tamper changes what the verifier receives: payload the agent's
+// payload, answer each of the agent's answers, csr the CSR the agent bound
+// its evidence to. A nil field changes nothing.
+type tamper struct {
+	payload func(payload []byte) []byte
+	answer  answerFunc
+	csr     func(agent *x509.CertificateRequest) *x509.CertificateRequest
+}
 
-// attest runs one attestation of p: the agent's payload (through
-// mutatePayload, if set) to the verifier, each challenge to the agent and
-// its answer (through mutateAnswer, if set) back. It fails t if the agent
-// cannot produce its evidence or the exchange does not end within the
-// bound.
-func attest(t *testing.T, p Pair, mutatePayload payloadFunc, mutateAnswer answerFunc) attestation {
+type answerFunc func(answer []byte) []byte
+
+// attest runs one attestation of p: the agent's payload to the verifier,
+// each challenge to the agent and its answer back, each through tm. It
+// fails t if the agent cannot produce its evidence or the exchange does
+// not end within the bound.
+func attest(t *testing.T, p Pair, tm tamper) attestation {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), callBound)
 	defer cancel()
@@ -109,8 +117,11 @@ func attest(t *testing.T, p Pair, mutatePayload payloadFunc, mutateAnswer answer
 	if err != nil {
 		t.Fatalf("agent AttestationData: %v", err)
 	}
-	if mutatePayload != nil {
-		payload = mutatePayload(payload)
+	if tm.payload != nil {
+		payload = tm.payload(payload)
+	}
+	if tm.csr != nil {
+		csr = tm.csr(csr)
 	}
 	done := make(chan attestation, 1)
 	go func() {
@@ -123,8 +134,8 @@ func attest(t *testing.T, p Pair, mutatePayload payloadFunc, mutateAnswer answer
 			if err != nil {
 				return nil, err
 			}
-			if mutateAnswer != nil {
-				answer = mutateAnswer(answer)
+			if tm.answer != nil {
+				answer = tm.answer(answer)
 			}
 			return answer, nil
 		})
@@ -177,7 +188,7 @@ func testHonest(t *testing.T, newPair func(t *testing.T) Pair) {
 	if p.Agent.Type() != typ {
 		t.Fatalf("agent Type %q does not match verifier Type %q: the server would route its evidence elsewhere", p.Agent.Type(), typ)
 	}
-	a := attest(t, p, nil, nil)
+	a := attest(t, p, tamper{})
 	if a.err != nil {
 		t.Fatalf("honest attestation refused: %v", a.err)
 	}
@@ -263,12 +274,12 @@ func testTamperedPayload(t *testing.T, newPair func(t *testing.T) Pair) {
 	for _, pos := range positions {
 		for _, mask := range flips {
 			t.Run(fmt.Sprintf("%s byte xor %#02x", pos.name, mask), func(t *testing.T) {
-				a := attest(t, newPair(t), func(b []byte) []byte {
+				a := attest(t, newPair(t), tamper{payload: func(b []byte) []byte {
 					if len(b) == 0 {
 						t.Fatal("the agent's honest payload is empty")
 					}
 					return flipped(b, pos.at(len(b)), mask)
-				}, nil)
+				}})
 				checkRefused(t, "payload with a flipped byte", a)
 			})
 		}
@@ -285,13 +296,13 @@ const shortPayload = 64
 func testEveryByte(t *testing.T, newPair func(t *testing.T) Pair) {
 	for i := 0; i < shortPayload; i++ {
 		n := -1
-		a := attest(t, newPair(t), func(b []byte) []byte {
+		a := attest(t, newPair(t), tamper{payload: func(b []byte) []byte {
 			n = len(b)
 			if i >= len(b) {
 				return b
 			}
 			return flipped(b, i, 0x01)
-		}, nil)
+		}})
 		if n > shortPayload {
 			t.Skipf("payload of %d bytes: the first, middle and last bytes are flipped instead", n)
 		}
@@ -304,7 +315,7 @@ func testEveryByte(t *testing.T, newPair func(t *testing.T) Pair) {
 
 // testEmptyPayload sends no evidence at all.
 func testEmptyPayload(t *testing.T, p Pair) {
-	a := attest(t, p, func([]byte) []byte { return []byte{} }, nil)
+	a := attest(t, p, tamper{payload: func([]byte) []byte { return []byte{} }})
 	checkRefused(t, "empty payload", a)
 }
 
@@ -326,7 +337,7 @@ func testWrongAnswer(t *testing.T, newPair func(t *testing.T) Pair) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := attest(t, newPair(t), nil, tc.answer)
+			a := attest(t, newPair(t), tamper{answer: tc.answer})
 			if a.challenges == 0 {
 				if a.err != nil {
 					t.Fatalf("honest payload refused without a challenge: %v", a.err)
@@ -336,4 +347,21 @@ func testWrongAnswer(t *testing.T, newPair func(t *testing.T) Pair) {
 			checkRefused(t, "wrong challenge answer", a)
 		})
 	}
+}
+
+// testCSR gives the verifier of a method that binds the agent's key no CSR,
+// or another CSR than the one the agent's evidence binds, with the agent
+// answering every challenge honestly: either must be refused, since the
+// server would otherwise certify a key the evidence does not vouch for.
+func testCSR(t *testing.T, newPair func(t *testing.T) Pair) {
+	p := newPair(t)
+	if !p.BindsCSR {
+		t.Skip("the method's evidence binds no key")
+	}
+	a := attest(t, p, tamper{csr: func(*x509.CertificateRequest) *x509.CertificateRequest { return nil }})
+	checkRefused(t, "evidence verified without the CSR to certify", a)
+
+	_, other := newCSR(t, p.TrustDomain)
+	a = attest(t, newPair(t), tamper{csr: func(*x509.CertificateRequest) *x509.CertificateRequest { return other }})
+	checkRefused(t, "evidence for another CSR than the one to certify", a)
 }
