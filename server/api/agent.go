@@ -188,7 +188,7 @@ func (s *AgentService) DeleteAgent(ctx context.Context, req *agentv1.DeleteAgent
 	if err != nil {
 		return nil, dsError("agent "+id.String(), err)
 	}
-	s.api.cfg.Log.Info("Agent evicted", "agent_id", id.String())
+	s.api.cfg.Log.Info("Agent evicted", "agent_id", id.String(), "caller_id", callerName(ctx), "caller_addr", peerAddr(ctx))
 	return &emptypb.Empty{}, nil
 }
 
@@ -209,7 +209,7 @@ func (s *AgentService) BanAgent(ctx context.Context, req *agentv1.BanAgentReques
 	if err != nil {
 		return nil, dsError("ban agent "+id.String(), err)
 	}
-	s.api.cfg.Log.Info("Agent banned", "agent_id", id.String())
+	s.api.cfg.Log.Info("Agent banned", "agent_id", id.String(), "caller_id", callerName(ctx), "caller_addr", peerAddr(ctx))
 	return &emptypb.Empty{}, nil
 }
 
@@ -273,7 +273,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	case params.Params == nil:
 		return status.Error(codes.InvalidArgument, "malformed param: missing X509-SVID params")
 	}
-	csr, err := parseCSR(params.Params.Csr)
+	csr, err := s.api.parseCallerCSR(ctx, "AttestAgent", params.Params.Csr)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "malformed param: %v", err)
 	}
@@ -376,7 +376,7 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if node.CanReattest {
 		return nil, status.Error(codes.PermissionDenied, "agent must reattest instead of renew")
 	}
-	csr, err := parseCSR(req.Params.Csr)
+	csr, err := s.api.parseCallerCSR(ctx, "RenewAgent", req.Params.Csr)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "failed to parse CSR: %v", err)
 	}

@@ -57,8 +57,16 @@ type Config struct {
 	AdminIDs []spiffeid.ID
 	// ServerSVID returns the server's current SVID chain, for debug/GetInfo.
 	ServerSVID func() []*x509.Certificate
-	Clock      func() time.Time
-	Log        *slog.Logger
+	// RateLimit turns on SPIRE's per-IP limits (server { ratelimit {} }).
+	RateLimit RateLimits
+	// AuditLog writes SPIRE's audit line for every authorized call
+	// (audit_log_enabled).
+	AuditLog bool
+	Clock    func() time.Time
+	Log      *slog.Logger
+	// RefusalLogInterval is how often, at most, one source's refusals of
+	// one kind are logged; 0 means 10 s.
+	RefusalLogInterval time.Duration
 }
 
 // API holds the services; register them with Register.
@@ -68,6 +76,8 @@ type API struct {
 	nodes   *nodeCache
 	bundle  *bundleCache
 	started time.Time
+	limits  map[string]methodLimit
+	sec     *secLog
 }
 
 // New returns the services for cfg.
@@ -79,7 +89,8 @@ func New(cfg Config) *API {
 		cfg.Log = slog.Default()
 	}
 	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), nodes: newNodeCache(cfg.DataStore, cfg.Clock),
-		bundle: &bundleCache{ds: cfg.DataStore, td: cfg.TrustDomain.Name()}, started: cfg.Clock()}
+		bundle: &bundleCache{ds: cfg.DataStore, td: cfg.TrustDomain.Name()}, started: cfg.Clock(),
+		limits: newMethodLimits(cfg.RateLimit, cfg.Clock), sec: newSecLog(cfg.Log, cfg.RefusalLogInterval)}
 }
 
 func (a *API) now() time.Time { return a.cfg.Clock() }

@@ -11,7 +11,6 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -222,31 +221,6 @@ func (a *API) authorize(ctx context.Context, method string) (context.Context, er
 	}
 	return context.WithValue(ctx, callerKey{}, c), nil
 }
-
-// UnaryInterceptor authenticates and authorizes every unary call.
-func (a *API) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := a.authorize(ctx, info.FullMethod)
-	if err != nil {
-		return nil, err
-	}
-	return handler(ctx, req)
-}
-
-// StreamInterceptor authenticates and authorizes every streaming call.
-func (a *API) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx, err := a.authorize(ss.Context(), info.FullMethod)
-	if err != nil {
-		return err
-	}
-	return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
-}
-
-type wrappedStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (w *wrappedStream) Context() context.Context { return w.ctx }
 
 // callerAgent returns the calling agent; the interceptor guarantees it for
 // agent-only methods.

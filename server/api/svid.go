@@ -21,7 +21,7 @@ type SVIDService struct {
 // MintX509SVID implements svid/v1 for admins: the CSR names the SPIFFE ID
 // in its one URI SAN.
 func (s *SVIDService) MintX509SVID(ctx context.Context, req *svidv1.MintX509SVIDRequest) (*svidv1.MintX509SVIDResponse, error) {
-	csr, err := parseCSR(req.Csr)
+	csr, err := s.api.parseCallerCSR(ctx, "MintX509SVID", req.Csr)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "failed to parse CSR: %v", err)
 	}
@@ -132,7 +132,7 @@ func (s *SVIDService) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDPara
 	if !ok {
 		return nil, status.Errorf(codes.PermissionDenied, "entry %q is not authorized for this agent", p.EntryId)
 	}
-	csr, err := parseCSR(p.Csr)
+	csr, err := s.api.parseCallerCSR(ctx, "BatchNewX509SVID", p.Csr)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "failed to parse CSR: %v", err)
 	}

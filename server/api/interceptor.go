@@ -1,0 +1,167 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"strings"
+
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// The interceptors run every call through the same steps as SPIRE's
+// middleware chain: authorization, then the method's rate limit, then the
+// handler; refusals go to the security log and, with audit_log_enabled,
+// every authorized call to the audit log.
+
+// UnaryInterceptor authenticates, authorizes and rate-limits every unary
+// call.
+func (a *API) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	actx, err := a.authorize(ctx, info.FullMethod)
+	if err != nil {
+		a.callRefused(ctx, info.FullMethod, err)
+		return nil, err
+	}
+	actx = withRequestID(actx)
+	if err = a.rateLimit(actx, info.FullMethod, req); err == nil {
+		var resp any
+		resp, err = handler(actx, req)
+		if err == nil {
+			a.audit(actx, info.FullMethod, nil, req)
+			return resp, nil
+		}
+		a.handlerRefused(actx, info.FullMethod, err)
+	}
+	a.audit(actx, info.FullMethod, err, req)
+	return nil, err
+}
+
+// StreamInterceptor authenticates, authorizes and rate-limits every
+// streaming call.
+func (a *API) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, err := a.authorize(ss.Context(), info.FullMethod)
+	if err != nil {
+		a.callRefused(ss.Context(), info.FullMethod, err)
+		return err
+	}
+	ctx = withRequestID(ctx)
+	ws := &wrappedStream{ServerStream: ss, ctx: ctx}
+	if err = a.rateLimit(ctx, info.FullMethod, nil); err == nil {
+		if err = handler(srv, ws); err != nil {
+			if info.FullMethod == methodAttestAgent {
+				a.attestRefused(ctx, ws.attest, err)
+			} else {
+				a.handlerRefused(ctx, info.FullMethod, err)
+			}
+		}
+	}
+	var req any
+	if ws.attest != nil {
+		req = ws.attest
+	}
+	a.audit(ctx, info.FullMethod, err, req)
+	return err
+}
+
+// wrappedStream carries the authorized context, and keeps AttestAgent's
+// first request so that a refusal can name the attestor type.
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx    context.Context
+	attest *agentv1.AttestAgentRequest
+}
+
+func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+// RecvMsg implements grpc.ServerStream.
+func (w *wrappedStream) RecvMsg(m any) error {
+	err := w.ServerStream.RecvMsg(m)
+	if r, ok := m.(*agentv1.AttestAgentRequest); ok && err == nil && w.attest == nil && r.GetParams() != nil {
+		w.attest = r
+	}
+	return err
+}
+
+// splitMethod splits a full method into SPIRE's service and method log
+// fields ("agent.v1.Agent", "AttestAgent").
+func splitMethod(fullMethod string) (service, method string) {
+	service, method, _ = strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	return strings.TrimPrefix(service, "spire.api.server."), method
+}
+
+// callRefused logs a call that authentication or authorization refused.
+func (a *API) callRefused(ctx context.Context, fullMethod string, err error) {
+	st := status.Convert(err)
+	service, method := splitMethod(fullMethod)
+	a.sec.refused("call", sourceKey(ctx)+" "+fullMethod, "API call refused",
+		"service", service, "method", method, "caller_id", callerName(ctx), "caller_addr", peerAddr(ctx),
+		"code", st.Code().String(), "reason", st.Message())
+}
+
+// handlerRefused logs a call that its handler refused for who the caller
+// is (an agent asking for an entry it is not authorized for, a banned
+// agent renewing); other errors are the caller's input or the server's
+// state, which the handlers and the audit log report.
+func (a *API) handlerRefused(ctx context.Context, fullMethod string, err error) {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated:
+		a.callRefused(ctx, fullMethod, err)
+	}
+}
+
+// attestRefused logs a failed node attestation: the attestor type, the
+// reason and where from; never the attestation payload, which for join
+// tokens is the secret.
+func (a *API) attestRefused(ctx context.Context, req *agentv1.AttestAgentRequest, err error) {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Canceled, codes.DeadlineExceeded:
+		// The agent went away (or ran out of time); nothing was refused.
+		return
+	}
+	typ, payload := "", []byte(nil)
+	if d := req.GetParams().GetData(); d != nil {
+		typ, payload = d.Type, d.Payload
+	}
+	a.sec.refused("attest", sourceKey(ctx), "Agent attestation refused",
+		"node_attestor_type", typ, "caller_addr", peerAddr(ctx), "code", st.Code().String(),
+		"reason", redact(st.Message(), payload))
+}
+
+type requestIDKey struct{}
+
+// withRequestID tags a call with a random ID, which the lines it causes
+// share (SPIRE's request_id).
+func withRequestID(ctx context.Context) context.Context {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return ctx
+	}
+	b[6] = b[6]&0x0f | 0x40 // a version 4 UUID, as SPIRE's
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return context.WithValue(ctx, requestIDKey{}, h[0:8]+"-"+h[8:12]+"-"+h[12:16]+"-"+h[16:20]+"-"+h[20:32])
+}
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// callerAddrIfRemote returns the caller's address for TCP callers; SPIRE
+// leaves caller_addr out for local ones.
+func callerAddrIfRemote(ctx context.Context) (string, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", false
+	}
+	if _, ok := p.Addr.(*net.TCPAddr); !ok {
+		return "", false
+	}
+	return p.Addr.String(), true
+}
