@@ -159,6 +159,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		AgentTTL:    agentTTL,
 		AdminIDs:    sc.AdminIDs,
 		ServerSVID:  s.svid.chain,
+		RateLimit:   api.RateLimits{Attestation: sc.RateLimit.Attestation, Signing: sc.RateLimit.Signing},
+		AuditLog:    sc.AuditLogEnabled,
 		Log:         log.With("subsystem", "api"),
 	})
 	var rpcMetrics *telemetry.RPC
