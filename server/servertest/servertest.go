@@ -48,6 +48,11 @@ type Options struct {
 	Plugins string
 	// Log receives server logs; nil discards them.
 	Log io.Writer
+	// RateLimits keeps SPIRE's default rate limits (one attestation per
+	// second per IP). Off by default: every test client comes from
+	// 127.0.0.1, so tests attesting several agents would wait a second
+	// for each. With it, ServerExtra may hold a ratelimit block.
+	RateLimits bool
 }
 
 // Server is a running server.
@@ -68,6 +73,10 @@ func Start(tb testing.TB, opts Options) *Server {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
+	extra := opts.ServerExtra
+	if !opts.RateLimits {
+		extra = "ratelimit {\n\t\tattestation = false\n\t\tsigning = false\n\t}\n\t" + extra
+	}
 	ds := opts.DataStore
 	if ds == "" {
 		ds = fmt.Sprintf(`database_type = "sqlite3"
@@ -97,7 +106,7 @@ plugins {
 	}
 	%s
 }
-`, filepath.Join(dir, "api.sock"), TrustDomain.Name(), filepath.Join(dir, "data"), opts.ServerExtra, ds, opts.Plugins)
+`, filepath.Join(dir, "api.sock"), TrustDomain.Name(), filepath.Join(dir, "data"), extra, ds, opts.Plugins)
 	cfg, err := config.Parse("server.conf", []byte(conf), false)
 	if err != nil {
 		tb.Fatalf("servertest: config: %v", err)
