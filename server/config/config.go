@@ -102,6 +102,8 @@ type Server struct {
 	// AgentTTL is the lifetime of agent SVIDs; 0 means DefaultX509SVIDTTL.
 	AgentTTL time.Duration
 	AdminIDs []spiffeid.ID
+	// ConnectionLimits bound the agent listener (our own block).
+	ConnectionLimits ConnectionLimits
 
 	// ProfilingPort, when not 0, serves net/http/pprof on localhost
 	// (profiling_enabled with profiling_port).
@@ -304,6 +306,7 @@ func (srv *Server) parse(s *hclconf.Section) present {
 	}
 
 	srv.ProfilingPort = hclconf.ParseProfiling(s)
+	srv.ConnectionLimits = parseConnectionLimits(s)
 	if rl := s.Block("ratelimit"); rl != nil {
 		rl.Bool("attestation", &srv.RateLimit.Attestation)
 		rl.Bool("signing", &srv.RateLimit.Signing)

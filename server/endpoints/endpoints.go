@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/internal/unixsock"
@@ -41,19 +42,27 @@ type Config struct {
 	Certificate func() (*tls.Certificate, error)
 	// Bundles verifies client SVIDs; it must reflect CA rotation.
 	Bundles x509bundle.Source
+	// Limits bound the TCP listener (zero fields: defaults). The admin
+	// socket has none: only the server's user and group reach it.
+	Limits Limits
 	// Metrics, when set, counts every call (after authorization, so that
 	// refused calls are counted with their code).
 	Metrics *telemetry.RPC
 	Log     *slog.Logger
 }
 
-// Endpoints owns the listeners and the gRPC server.
+// Endpoints owns the listeners and their gRPC servers: one for TCP and one
+// for the admin socket, so that a flood on the TCP side, however many
+// connections and handshakes it holds, never takes a goroutine, a stream
+// quota or a descriptor the admin socket needs.
 type Endpoints struct {
 	cfg    Config
-	grpc   *grpc.Server
+	tcpSrv *grpc.Server
+	admin  *grpc.Server
 	health *health.Server
 	tcp    net.Listener
 	unix   net.Listener
+	lim    *limiter
 }
 
 // New binds both listeners, so that errors such as a port in use are
@@ -87,28 +96,48 @@ func New(cfg Config) (*Endpoints, error) {
 			return err
 		},
 	}
-	e := &Endpoints{cfg: cfg, tcp: tcp, unix: unixL, health: health.NewServer()}
+	lim := newLimiter(cfg.Limits, cfg.Log)
+	e := &Endpoints{cfg: cfg, tcp: &listener{Listener: tcp, lim: lim}, unix: unixL, health: health.NewServer(), lim: lim}
 	unary := []grpc.UnaryServerInterceptor{cfg.API.UnaryInterceptor}
 	stream := []grpc.StreamServerInterceptor{cfg.API.StreamInterceptor}
 	if cfg.Metrics != nil {
 		unary = append([]grpc.UnaryServerInterceptor{cfg.Metrics.Unary}, unary...)
 		stream = append([]grpc.StreamServerInterceptor{cfg.Metrics.Stream}, stream...)
 	}
-	e.grpc = grpc.NewServer(
-		grpc.Creds(&splitCreds{tls: credentials.NewTLS(tlsCfg)}),
+	common := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
+		// Pings at most every 5 s, even between calls: an agent's client
+		// may probe its idle connection; more frequent pings cost the
+		// pinger its connection (gRPC's strike rule).
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ConnectionTimeout(30*time.Second),
 		// Every agent holds a connection, idle between syncs, and gRPC
 		// gives each one a 32 KiB read buffer for its lifetime: 320 MiB
 		// at 10,000 agents, for messages of a few KiB. Reads larger than
 		// the buffer bypass it, so a smaller one costs no extra copies.
-		grpc.ReadBufferSize(8<<10),
-	)
-	cfg.API.Register(e.grpc)
-	healthpb.RegisterHealthServer(e.grpc, e.health)
+		grpc.ReadBufferSize(8 << 10),
+	}
+	e.tcpSrv = grpc.NewServer(append(common,
+		grpc.Creds(limitedTLS{credentials.NewTLS(tlsCfg)}),
+		// gRPC holds this deadline on the raw connection from accept
+		// through the TLS handshake, the HTTP/2 preface and the first
+		// SETTINGS frame (grpc.Server.handleRawConn).
+		grpc.ConnectionTimeout(lim.cfg.HandshakeTimeout),
+		grpc.StatsHandler(rpcTracker{lim: lim}),
+	)...)
+	// The admin socket: no transport security (file permissions are its
+	// authentication; the api package sees a Unix peer and treats it as
+	// local admin), the same services, interceptors and metrics.
+	e.admin = grpc.NewServer(common...)
+	for _, s := range []*grpc.Server{e.tcpSrv, e.admin} {
+		cfg.API.Register(s)
+		healthpb.RegisterHealthServer(s, e.health)
+	}
+	cfg.Log.Info("Connection limits", "max_connections", lim.cfg.MaxConnections,
+		"max_handshakes", lim.cfg.MaxHandshakes, "max_handshakes_per_source", lim.cfg.MaxHandshakesPerSource,
+		"max_unauthenticated", lim.cfg.MaxUnauthenticated, "max_unauthenticated_per_source", lim.cfg.MaxUnauthenticatedPerSource,
+		"handshake_timeout", lim.cfg.HandshakeTimeout, "unauthenticated_idle_timeout", lim.cfg.IdleTimeout)
 	return e, nil
 }
 
@@ -119,8 +148,8 @@ func (e *Endpoints) TCPAddr() net.Addr { return e.tcp.Addr() }
 // few seconds to finish).
 func (e *Endpoints) Serve(ctx context.Context) error {
 	errs := make(chan error, 2)
-	go func() { errs <- e.grpc.Serve(e.tcp) }()
-	go func() { errs <- e.grpc.Serve(e.unix) }()
+	go func() { errs <- e.tcpSrv.Serve(e.tcp) }()
+	go func() { errs <- e.admin.Serve(e.unix) }()
 	e.cfg.Log.Info("Starting Server APIs", "address", e.tcp.Addr().String(), "socket", e.cfg.SocketPath)
 	var err error
 	select {
@@ -129,11 +158,19 @@ func (e *Endpoints) Serve(ctx context.Context) error {
 	}
 	e.health.Shutdown()
 	stopped := make(chan struct{})
-	go func() { e.grpc.GracefulStop(); close(stopped) }()
+	go func() {
+		var wg sync.WaitGroup
+		for _, s := range []*grpc.Server{e.tcpSrv, e.admin} {
+			wg.Go(s.GracefulStop)
+		}
+		wg.Wait()
+		close(stopped)
+	}()
 	select {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
-		e.grpc.Stop()
+		e.tcpSrv.Stop()
+		e.admin.Stop()
 	}
 	// Stop has closed the listener, which removed the socket if it was
 	// still ours; a second Close is a no-op.
