@@ -18,6 +18,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"github.com/mattn/go-sqlite3"
 
+	"github.com/spiffe-hw/spire-hw/internal/daemondir"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 )
 
@@ -108,9 +109,12 @@ func (s *Store) openSQLite(conn string) error {
 		return err
 	}
 	if !memory {
-		if dir := filepath.Dir(path); dir != "" {
-			if err := os.MkdirAll(dir, 0o700); err != nil {
-				return fmt.Errorf("sqlstore: sqlite: create directory: %w", err)
+		if _, err := daemondir.Ensure(filepath.Dir(path), 0o700); err != nil {
+			return fmt.Errorf("sqlstore: sqlite: database directory: %w", err)
+		}
+		if query.Get("mode") != "ro" {
+			if err := s.createPrivate(path); err != nil {
+				return err
 			}
 		}
 	}
@@ -131,6 +135,14 @@ func (s *Store) openSQLite(conn string) error {
 		setDefault("_journal_mode", "WAL")
 		setDefault("_busy_timeout", "5000")
 		setDefault("_foreign_keys", "1")
+		// FULL syncs the WAL at every commit, so a write acknowledged to a
+		// caller (a join token handed out, an entry created) survives a
+		// power loss; the driver's default in WAL mode is NORMAL, which
+		// may lose the last commits. An explicit _synchronous (or its
+		// alias _sync) in connection_string still wins.
+		if q.Get("_sync") == "" {
+			setDefault("_synchronous", "FULL")
+		}
 		if writer {
 			// BEGIN IMMEDIATE takes the write lock up front, so a
 			// read-modify-write transaction never fails to upgrade its lock
@@ -167,6 +179,42 @@ func (s *Store) openSQLite(conn string) error {
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	s.r = r
+	return nil
+}
+
+// createPrivate creates the database file 0600 before SQLite opens it, so
+// that it is never readable by other users whatever the umask (SQLite's own
+// default is 0644). SQLite creates the -wal, -shm and -journal files with
+// the database file's mode, so they are 0600 too. An existing file keeps
+// the mode it has (the operator's choice, or an older release's); a warning
+// says when that lets other users in.
+func (s *Store) createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		// The umask can only have narrowed 0600; widen it back, since a
+		// 0400 file would open read-only.
+		err = f.Chmod(0o600)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("sqlstore: sqlite: create %s: %w", path, err)
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("sqlstore: sqlite: create %s: %w", path, err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			s.log.Warn("SQLite file is accessible to other users, and it holds join tokens and node records",
+				"path", p, "mode", fmt.Sprintf("%04o", perm), "fix", "chmod 600 "+p)
+		}
+	}
 	return nil
 }
 
