@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,18 +258,64 @@ func TestAgentIsolation(t *testing.T) {
 	}
 }
 
+// idRecorder is a go-spiffe X.509 watcher that remembers every SPIFFE ID
+// it was ever sent, so that a test can tell that one never came.
+type idRecorder struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func newIDRecorder() *idRecorder { return &idRecorder{seen: map[string]bool{}} }
+
+func (r *idRecorder) OnX509ContextUpdate(x *workloadapi.X509Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range x.SVIDs {
+		r.seen[s.ID.String()] = true
+	}
+}
+
+// OnX509ContextWatchError: go-spiffe retries by itself; once the agent has
+// stopped, every retry fails, which is expected here.
+func (r *idRecorder) OnX509ContextWatchError(error) {}
+
+func (r *idRecorder) has(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[id]
+}
+
 // TestBannedAgentStopsSyncing: once banned, the agent gets nothing new and
-// stops.
+// stops. Two agents share the node alias, so an entry created after the
+// ban is authorized for both: the control agent's workload receives it,
+// which shows it reached the agents' sync, and the banned agent's workload
+// never does, however long it watches.
 func TestBannedAgentStopsSyncing(t *testing.T) {
+	const syncInterval = 500 * time.Millisecond // agentConfig's sync_interval
 	s := startServer(t, "")
-	token := s.token(t, "spiffe://example.org/node")
+	token, controlToken := s.token(t, "spiffe://example.org/node"), s.token(t, "spiffe://example.org/node")
 	s.createEntry(t, "-parentID", "spiffe://example.org/node", "-spiffeID", "spiffe://example.org/before-ban", "-selector", uidSelector)
-	a := startAgent(t, s, token)
+	a, control := startAgent(t, s, token), startAgent(t, s, controlToken)
 	c := newClient(t, a)
 	fetchX509(t, c, "spiffe://example.org/before-ban")
+	fetchX509(t, newClient(t, control), "spiffe://example.org/before-ban")
+
+	// The watches are open before the ban, so that anything either agent
+	// serves afterwards is recorded.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	banned, unbanned := newIDRecorder(), newIDRecorder()
+	go c.WatchX509Context(ctx, banned)
+	go newClient(t, control).WatchX509Context(ctx, unbanned)
+	eventually(t, 20*time.Second, "both watches to receive their first update", func() error {
+		if !banned.has("spiffe://example.org/before-ban") || !unbanned.has("spiffe://example.org/before-ban") {
+			return errString("no update yet")
+		}
+		return nil
+	})
 
 	agentID := spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString("example.org"), "/spire/agent/join_token/"+token)
-	if out := s.cli(t, "agent", "list"); !strings.Contains(out, "Found 1 attested agent:") || !strings.Contains(out, agentID.String()) {
+	if out := s.cli(t, "agent", "list"); !strings.Contains(out, "Found 2 attested agents:") || !strings.Contains(out, agentID.String()) {
 		t.Fatalf("agent list:\n%s", out)
 	}
 	if out := s.cli(t, "agent", "list", "-attestationType", "tpm"); !strings.Contains(out, "No attested agents found") {
@@ -280,15 +327,32 @@ func TestBannedAgentStopsSyncing(t *testing.T) {
 	if out := s.cli(t, "agent", "ban", "-spiffeID", agentID.String()); !strings.Contains(out, "Agent banned successfully") {
 		t.Fatalf("agent ban: %q", out)
 	}
-	s.createEntry(t, "-parentID", "spiffe://example.org/node", "-spiffeID", "spiffe://example.org/after-ban", "-selector", uidSelector)
+	banTime := time.Now()
+	const afterBan = "spiffe://example.org/after-ban"
+	s.createEntry(t, "-parentID", "spiffe://example.org/node", "-spiffeID", afterBan, "-selector", uidSelector)
+	eventually(t, 20*time.Second, "the control agent's workload to receive the entry created after the ban", func() error {
+		if !unbanned.has(afterBan) {
+			return errString("not yet")
+		}
+		return nil
+	})
 	eventually(t, 20*time.Second, "the banned agent to stop", func() error {
 		if done, _ := a.proc.exited(); done {
 			return nil
 		}
 		return errString("still running")
 	})
+	// Several sync intervals past the ban, and past the control's
+	// delivery, before the banned side is judged.
+	time.Sleep(max(time.Until(banTime.Add(6*syncInterval)), 2*syncInterval))
+	if banned.has(afterBan) {
+		t.Fatalf("the banned agent served %s, an entry created after its ban", afterBan)
+	}
 	if !strings.Contains(a.proc.out.String(), "evicted") && !strings.Contains(a.proc.out.String(), "banned") {
 		t.Fatalf("agent stopped without saying why:\n%s", a.proc.out.String())
+	}
+	if done, _ := control.proc.exited(); done {
+		t.Fatalf("the control agent stopped too:\n%s", control.proc.out.String())
 	}
 	if out := s.cli(t, "agent", "list", "-banned", "true"); !strings.Contains(out, agentID.String()) {
 		t.Fatalf("agent list -banned true:\n%s", out)
@@ -296,7 +360,7 @@ func TestBannedAgentStopsSyncing(t *testing.T) {
 	if out := s.cli(t, "agent", "evict", "-spiffeID", agentID.String()); !strings.Contains(out, "Agent evicted successfully") {
 		t.Fatalf("agent evict: %q", out)
 	}
-	if out := s.cli(t, "agent", "count"); !strings.Contains(out, "0 attested agents") {
+	if out := s.cli(t, "agent", "count"); !strings.Contains(out, "1 attested agent") {
 		t.Fatalf("agent count after evict: %q", out)
 	}
 }
