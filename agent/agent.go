@@ -28,6 +28,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	tracer "github.com/spiffe-hw/spire-hw/ebpf/lineage"
 	"github.com/spiffe-hw/spire-hw/healthz"
+	"github.com/spiffe-hw/spire-hw/internal/daemondir"
 	"github.com/spiffe-hw/spire-hw/plugin"
 	pcatalog "github.com/spiffe-hw/spire-hw/plugin/catalog"
 	"github.com/spiffe-hw/spire-hw/telemetry"
@@ -62,8 +63,8 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
-	if err := os.MkdirAll(ac.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("agent: create data_dir: %w", err)
+	if err := daemondir.EnsureData(ac.DataDir, "agent.data_dir", log); err != nil {
+		return nil, fmt.Errorf("agent: data_dir: %w", err)
 	}
 	trust, err := loadTrustBundle(ac)
 	if err != nil {

@@ -12,13 +12,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/healthz"
+	"github.com/spiffe-hw/spire-hw/internal/daemondir"
 	"github.com/spiffe-hw/spire-hw/plugin"
 	pcatalog "github.com/spiffe-hw/spire-hw/plugin/catalog"
 	"github.com/spiffe-hw/spire-hw/server/api"
@@ -70,8 +70,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
-	if err := os.MkdirAll(sc.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("server: create data_dir: %w", err)
+	if err := daemondir.EnsureData(sc.DataDir, "server.data_dir", log); err != nil {
+		return nil, fmt.Errorf("server: data_dir: %w", err)
 	}
 	if s.ds, err = s.openDataStore(ctx); err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 )
@@ -76,4 +77,28 @@ func Shared(dir string) (perm fs.FileMode, shared bool, err error) {
 	}
 	perm = fi.Mode().Perm()
 	return perm, perm&0o077 != 0, nil
+}
+
+// EnsureData makes dir a daemon's data directory: created 0700 when
+// missing; when it exists and grants other users access, it is left as it
+// is (the operator may share it on purpose) and a warning names key (the
+// config key, "data_dir") and the fix. The daemon's own files in it are
+// 0600 either way.
+func EnsureData(dir, key string, log *slog.Logger) error {
+	created, err := Ensure(dir, 0o700)
+	if err != nil {
+		return err
+	}
+	if created {
+		return nil
+	}
+	perm, shared, err := Shared(dir)
+	if err != nil {
+		return err
+	}
+	if shared {
+		log.Warn("The data directory is accessible to other users; it holds the daemon's keys and secrets (their files are 0600, but their names show and anything else put there may be readable)",
+			"key", key, "path", dir, "mode", fmt.Sprintf("%04o", perm), "fix", "chmod 700 "+dir)
+	}
+	return nil
 }

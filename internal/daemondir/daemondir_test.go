@@ -1,7 +1,9 @@
 package daemondir
 
 import (
+	"bytes"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,5 +75,49 @@ func TestEnsureRefusesFile(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(f); string(data) != "keep" {
 		t.Error("file changed")
+	}
+}
+
+func TestEnsureDataWarnsOnlyForASharedExistingDirectory(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		existing fs.FileMode // 0: missing
+		warn     bool
+	}{
+		{"missing", 0, false},
+		{"existing 0700", 0o700, false},
+		{"existing 0755", 0o755, true},
+		{"existing 0750", 0o750, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			if tc.existing != 0 {
+				if err := os.Mkdir(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(dir, tc.existing); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var logs bytes.Buffer
+			if err := EnsureData(dir, "data_dir", slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+				t.Fatal(err)
+			}
+			out := logs.String()
+			warned := strings.Contains(out, "level=WARN")
+			if warned != tc.warn {
+				t.Fatalf("warned = %v, want %v; logs:\n%s", warned, tc.warn, out)
+			}
+			if warned && (!strings.Contains(out, dir) || !strings.Contains(out, "chmod 700") || !strings.Contains(out, "key=data_dir")) {
+				t.Errorf("warning should name the key, the path and the fix:\n%s", out)
+			}
+			want := tc.existing
+			if want == 0 {
+				want = 0o700
+			}
+			if fi, _ := os.Stat(dir); fi.Mode().Perm() != want {
+				t.Errorf("mode %v, want %v", fi.Mode().Perm(), want)
+			}
+		})
 	}
 }
