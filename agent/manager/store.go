@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/agent/keymanager/disk"
+	"github.com/spiffe-hw/spire-hw/internal/daemondir"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -71,14 +72,25 @@ type store struct {
 }
 
 func openStore(dir string) (*store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("manager: create data dir: %w", err)
+	if _, err := daemondir.Ensure(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("manager: data dir: %w", err)
 	}
+	path := filepath.Join(dir, CacheFile)
+	_, statErr := os.Lstat(path)
 	// A second agent on the same data dir would corrupt it: fail fast on
 	// the lock instead of waiting forever.
-	db, err := bolt.Open(filepath.Join(dir, CacheFile), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("manager: open %s: %w", CacheFile, err)
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		// The umask can only have narrowed 0600 (to 0400 under umask
+		// 0277, say, which the next start could not open for writing);
+		// set exactly what bolt was asked for on the file it created.
+		if err := os.Chmod(path, 0o600); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("manager: set mode of %s: %w", CacheFile, err)
+		}
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketEntries, bucketSVIDs, bucketBundles, bucketMeta} {

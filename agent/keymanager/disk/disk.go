@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
+	"github.com/spiffe-hw/spire-hw/internal/daemondir"
 )
 
 // KeyFileName is the agent key's file name inside the directory.
@@ -37,8 +38,8 @@ func New(dir string) (*KeyManager, error) {
 	if dir == "" {
 		return nil, errors.New("disk: directory is required")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("disk: create directory: %w", err)
+	if _, err := daemondir.Ensure(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("disk: key directory: %w", err)
 	}
 	return &KeyManager{dir: dir}, nil
 }

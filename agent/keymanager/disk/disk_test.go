@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
@@ -69,5 +72,38 @@ func TestCorruptKeyFile(t *testing.T) {
 func TestNewRequiresDirectory(t *testing.T) {
 	if _, err := New(""); err == nil {
 		t.Fatal("New(\"\") succeeded")
+	}
+}
+
+// TestKeyFileIsPrivateWhateverTheUmask: the key directory the manager
+// creates is 0700 and the key 0600 under any umask.
+func TestKeyFileIsPrivateWhateverTheUmask(t *testing.T) {
+	ctx := context.Background()
+	for _, mask := range []int{0, 0o022, 0o277} {
+		t.Run(fmt.Sprintf("umask %04o", mask), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "keys")
+			old := syscall.Umask(mask)
+			defer syscall.Umask(old)
+			km, err := New(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := km.GenerateKey(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := km.SetAgentKey(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			for p, want := range map[string]fs.FileMode{dir: fs.ModeDir | 0o700, filepath.Join(dir, KeyFileName): 0o600} {
+				fi, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi.Mode() != want {
+					t.Errorf("%s: mode %v, want %v", p, fi.Mode(), want)
+				}
+			}
+		})
 	}
 }
