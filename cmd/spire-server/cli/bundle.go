@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -29,7 +28,8 @@ const (
 	// bundleHeaderFmt precedes each bundle in "bundle list".
 	bundleHeaderFmt = "****************************************\n* %s\n****************************************\n"
 
-	// maxBundleDataSize bounds what "bundle set" reads from stdin.
+	// maxBundleDataSize bounds what "bundle set" reads, from -path or
+	// stdin.
 	maxBundleDataSize = 16 << 20
 )
 
@@ -298,9 +298,9 @@ func (c *bundleSetCommand) buildRequest(stdin io.Reader) (*bundlev1.BatchSetFede
 	}
 	var data []byte
 	if c.path != "" {
-		data, err = os.ReadFile(c.path)
+		data, err = readFileLimited(c.path, maxBundleDataSize)
 	} else {
-		data, err = io.ReadAll(io.LimitReader(stdin, maxBundleDataSize))
+		data, err = readLimited(stdin, "stdin", maxBundleDataSize)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("unable to load bundle data: %w", err)

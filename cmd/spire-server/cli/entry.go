@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -164,14 +163,16 @@ func (f *entryFields) entries(stdin io.Reader, create bool) ([]*types.Entry, err
 	return []*types.Entry{e}, nil
 }
 
-// readEntryData reads -data from a file, or from stdin when path is "-".
+// readEntryData reads -data from a file, or from stdin when path is "-",
+// at most maxEntryDataSize bytes either way: a file can be as endless as
+// stdin (/dev/zero, a FIFO).
 func readEntryData(stdin io.Reader, path string) ([]*types.Entry, error) {
 	var data []byte
 	var err error
 	if path == "-" {
-		data, err = io.ReadAll(io.LimitReader(stdin, maxEntryDataSize+1))
+		data, err = readLimited(stdin, "stdin", maxEntryDataSize)
 	} else {
-		data, err = os.ReadFile(path)
+		data, err = readFileLimited(path, maxEntryDataSize)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("unable to read entry data: %w", err)

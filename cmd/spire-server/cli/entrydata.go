@@ -4,13 +4,39 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
-// maxEntryDataSize bounds what -data - reads from stdin.
+// maxEntryDataSize bounds what -data reads, from a file or stdin.
 const maxEntryDataSize = 16 << 20
+
+// readLimited reads r to its end, refusing more than limit bytes rather
+// than truncating them into a confusing parse error; name says what r is
+// in the error.
+func readLimited(r io.Reader, name string, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than the %d MiB limit", name, limit>>20)
+	}
+	return data, nil
+}
+
+// readFileLimited is readLimited on the file at path.
+func readFileLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readLimited(f, path, limit)
+}
 
 // entryDataFile is the -data format of SPIRE's "entry create/update": the
 // JSON form of SPIRE's RegistrationEntries message, where IDs are strings,
