@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -37,6 +38,9 @@ type Reason string
 const (
 	ReasonTotal  Reason = "total connection limit reached"
 	ReasonPerKey Reason = "per-peer connection limit reached"
+	// ReasonUnidentified is a Listener's refusal of a connection whose
+	// key (Config.Key) could not be read.
+	ReasonUnidentified Reason = "peer could not be identified"
 )
 
 // Acquire takes a slot for key. It returns a release function, to be
@@ -91,6 +95,10 @@ type Config struct {
 	Log         *slog.Logger
 }
 
+// unidentified is the RefusalLog key of connections whose key could not be
+// read; it cannot collide with a real key, which Key returns without NUL.
+const unidentified = "\x00unidentified"
+
 // Listener is a net.Listener whose Accept only returns connections within
 // the caps; closing a returned connection frees its slot.
 type Listener struct {
@@ -98,6 +106,33 @@ type Listener struct {
 	cfg   Config
 	slots *Slots
 	log   *refusalLog
+
+	accepted                                    atomic.Uint64
+	refusedTotal, refusedPerKey, refusedUnident atomic.Uint64
+}
+
+// Stats are a Listener's counters since it was made.
+type Stats struct {
+	// Open is the connections accepted and not yet closed.
+	Open int
+	// Accepted counts the connections handed out by Accept.
+	Accepted uint64
+	// Refused counts the connections closed at accept, by reason.
+	Refused map[Reason]uint64
+}
+
+// Stats returns the listener's counters (for metrics).
+func (l *Listener) Stats() Stats {
+	open, _ := l.slots.Count("")
+	return Stats{
+		Open:     open,
+		Accepted: l.accepted.Load(),
+		Refused: map[Reason]uint64{
+			ReasonTotal:        l.refusedTotal.Load(),
+			ReasonPerKey:       l.refusedPerKey.Load(),
+			ReasonUnidentified: l.refusedUnident.Load(),
+		},
+	}
 }
 
 // Wrap limits l.
@@ -131,17 +166,26 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if l.cfg.Key != nil {
 			if key, err = l.cfg.Key(c); err != nil {
 				c.Close()
-				l.cfg.Log.Warn("Refused connection: cannot identify the peer", "listener", l.cfg.Name, "error", err)
+				l.refusedUnident.Add(1)
+				// Rate-limited like any refusal: whatever makes a peer
+				// unidentifiable may repeat on every connection.
+				l.log.Refused(unidentified, "Refused connection: cannot identify the peer", "listener", l.cfg.Name, "error", err)
 				continue
 			}
 		}
 		release, refused := l.slots.Acquire(key)
 		if refused != "" {
 			c.Close()
+			if refused == ReasonTotal {
+				l.refusedTotal.Add(1)
+			} else {
+				l.refusedPerKey.Add(1)
+			}
 			l.log.Refused(key, "Refused connection", "listener", l.cfg.Name, "reason", string(refused), l.cfg.KeyName, key,
 				"total_limit", l.cfg.Total, "per_peer_limit", l.cfg.PerKey)
 			continue
 		}
+		l.accepted.Add(1)
 		return &Conn{Conn: c, release: release}, nil
 	}
 }

@@ -2,6 +2,7 @@ package connlimit
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -194,5 +195,81 @@ func TestRefusalLogInterval(t *testing.T) {
 	}
 	if !strings.Contains(out, "suppressed_since_last_line=4") {
 		t.Fatalf("second line does not count the 4 suppressed:\n%s", out)
+	}
+}
+
+// TestListenerStatsAndUnidentified: a peer whose key cannot be read is
+// refused, counted, and logged once per interval however often it comes;
+// Stats count what was accepted and refused by reason.
+func TestListenerStatsAndUnidentified(t *testing.T) {
+	path := t.TempDir() + "/s.sock"
+	inner, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuf
+	var calls atomic.Int32
+	l := Wrap(inner, Config{
+		Name: "test", PerKey: 1, Log: slog.New(slog.NewTextHandler(&logs, nil)),
+		Key: func(net.Conn) (string, error) {
+			// The first three cannot be identified; then one key.
+			if calls.Add(1) <= 3 {
+				return "", errors.New("no credentials")
+			}
+			return "k", nil
+		},
+	})
+	defer l.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	var clients []net.Conn
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	// Three unidentified, one accepted, one over the per-key cap.
+	for range 5 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	var held net.Conn
+	select {
+	case held = <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for calls.Load() < 5 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The fifth Key call returned; its refusal follows at once.
+	var st Stats
+	for time.Now().Before(deadline) {
+		if st = l.Stats(); st.Refused[ReasonPerKey] == 1 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st.Open != 1 || st.Accepted != 1 || st.Refused[ReasonUnidentified] != 3 || st.Refused[ReasonPerKey] != 1 || st.Refused[ReasonTotal] != 0 {
+		t.Fatalf("stats %+v, want 1 open, 1 accepted, 3 unidentified, 1 over the per-key cap", st)
+	}
+	if n := strings.Count(logs.String(), "cannot identify the peer"); n != 1 {
+		t.Fatalf("%d lines for unidentified peers within the interval, want 1:\n%s", n, logs.String())
+	}
+	held.Close()
+	if st := l.Stats(); st.Open != 0 {
+		t.Fatalf("%d open after close", st.Open)
 	}
 }
