@@ -31,6 +31,10 @@ import (
 // before any handler runs.
 const MaxMessageSize = 4 << 20
 
+// MaxConcurrentStreams bounds the calls in flight on one TCP connection;
+// a client's further calls wait for one to end.
+const MaxConcurrentStreams = 100
+
 // Config describes the listeners.
 type Config struct {
 	// TCPAddr is host:port for agents ("127.0.0.1:8081").
@@ -125,6 +129,11 @@ func New(cfg Config) (*Endpoints, error) {
 		// SETTINGS frame (grpc.Server.handleRawConn).
 		grpc.ConnectionTimeout(lim.cfg.HandshakeTimeout),
 		grpc.StatsHandler(rpcTracker{lim: lim}),
+		// Calls at once on one connection (HTTP/2's recommended floor;
+		// gRPC's default is unbounded): an agent needs a handful, and
+		// without a bound one connection, which the caps count once,
+		// could hold any number of handler goroutines.
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 	)...)
 	// The admin socket: no transport security (file permissions are its
 	// authentication; the api package sees a Unix peer and treats it as

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/server/endpoints"
 	"github.com/spiffe-hw/spire-hw/server/servertest"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -341,6 +342,37 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("attestation on a stream held past the idle timeout: %v %v", resp, err)
 	}
 	if _, err := servertest.ParseSVID(resp.GetResult().Svid.CertChain, key); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStreamsPerConnection: one connection, which the caps count once,
+// cannot hold more than MaxConcurrentStreams calls; further ones wait.
+func TestStreamsPerConnection(t *testing.T) {
+	s, _ := start(t, "")
+	conn := dial(t, s, nil, source1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Health.Watch is public and stays open until the client ends it.
+	client := healthpb.NewHealthClient(conn)
+	for i := range endpoints.MaxConcurrentStreams {
+		if _, err := client.Watch(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	// The client has the bound from the server's SETTINGS, so it queues
+	// the next stream instead of sending it.
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	_, err := client.Watch(short, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		t.Fatalf("stream %d opened on one connection", endpoints.MaxConcurrentStreams+1)
+	}
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("stream %d: got %v, want it to wait (DeadlineExceeded)", endpoints.MaxConcurrentStreams+1, err)
+	}
+	// Another connection is not affected.
+	if err := getBundle(ctx, dial(t, s, nil, source2)); err != nil {
 		t.Fatal(err)
 	}
 }
