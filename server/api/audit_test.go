@@ -1,0 +1,65 @@
+package api_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/server/servertest"
+	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	"google.golang.org/grpc/codes"
+)
+
+// TestAuditLog: with audit_log_enabled every authorized call writes
+// SPIRE's "API accessed" line, successful or not, with the caller and
+// request fields, and never a join token; without it, none is written.
+func TestAuditLog(t *testing.T) {
+	logs := &logBuffer{}
+	s := servertest.Start(t, servertest.Options{Log: logs, ServerExtra: "audit_log_enabled = true"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := s.Admin(t)
+	if _, err := entryv1.NewEntryClient(admin).ListEntries(ctx, &entryv1.ListEntriesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	l := logs.waitLine(t, "API accessed", "type=audit", "service=entry.v1.Entry", "method=ListEntries", "status=success", "request_id=")
+	if strings.Contains(l, "caller_addr=") {
+		t.Errorf("local call with caller_addr: %s", l)
+	}
+
+	_, err := agentv1.NewAgentClient(admin).GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid("/spire/agent/join_token/none")})
+	wantCode(t, err, codes.NotFound)
+	logs.waitLine(t, "API accessed", "method=GetAgent", "status=error", "status_code=NotFound", "status_message=", "spiffe_id=spiffe://example.org/spire/agent/join_token/none")
+
+	const chosen = "bad token with spaces"
+	_, err = agentv1.NewAgentClient(admin).CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 60, Token: chosen})
+	wantCode(t, err, codes.InvalidArgument)
+	logs.waitLine(t, "API accessed", "method=CreateJoinToken", "status=error", "status_code=InvalidArgument", "ttl=60")
+
+	agent := s.NewAgent(t)
+	logs.waitLine(t, "API accessed", "method=AttestAgent", "status=success", "node_attestor_type=join_token", "caller_addr=127.0.0.1:")
+	if _, err := entryv1.NewEntryClient(agent.Conn).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	logs.waitLine(t, "API accessed", "method=GetAuthorizedEntries", "status=success", "caller_id="+agent.ID.String(), "caller_addr=127.0.0.1:")
+
+	// A wrong join token is audited as an error, without its value.
+	err = attestWrong(ctx, t, s, s.Dial(t, nil), "join_token", []byte(wrongToken))
+	wantCode(t, err, codes.PermissionDenied)
+	logs.waitLine(t, "API accessed", "method=AttestAgent", "status=error", "status_code=PermissionDenied")
+	if all := logs.String(); strings.Contains(all, wrongToken) || strings.Contains(all, chosen) {
+		t.Errorf("a join token is in the log:\n%s", all)
+	}
+
+	quiet := &logBuffer{}
+	s2 := servertest.Start(t, servertest.Options{Log: quiet})
+	if _, err := entryv1.NewEntryClient(s2.Admin(t)).ListEntries(ctx, &entryv1.ListEntriesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	s2.NewAgent(t)
+	if l := quiet.lines("API accessed"); len(l) != 0 {
+		t.Errorf("audit lines without audit_log_enabled: %q", l)
+	}
+}
