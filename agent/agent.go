@@ -47,6 +47,8 @@ type Agent struct {
 	health  *http.Server
 	metrics *telemetry.Endpoint
 	rpc     *telemetry.RPC
+	// reg is the Prometheus registry, or nil without telemetry.
+	reg *prometheus.Registry
 	// profiling serves pprof (profiling_enabled), or is nil.
 	profiling *http.Server
 	// plugins are every plugin built from the catalog, in build order.
@@ -153,7 +155,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a = &Agent{cfg: cfg, log: log, manager: m, plugins: plugins, metrics: metrics, rpc: rpc}
+	a = &Agent{cfg: cfg, log: log, manager: m, plugins: plugins, metrics: metrics, rpc: rpc, reg: reg}
 	a.handler = workloadapi.New(workloadapi.Config{
 		Manager:     m,
 		Attestors:   attestors,
@@ -185,13 +187,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		opts = append(opts, grpc.ChainUnaryInterceptor(a.rpc.Unary), grpc.ChainStreamInterceptor(a.rpc.Stream))
 	}
 	wl := a.cfg.Agent.WorkloadAPI
-	lim := workloadapi.Limits{
-		MaxConnections:       wl.MaxConnections,
-		MaxConnectionsPerUID: wl.MaxConnectionsPerUID,
-		HandshakeTimeout:     wl.HandshakeTimeout,
-		IdleTimeout:          wl.IdleTimeout,
+	serve := workloadapi.ServeConfig{
+		SocketPath: a.cfg.Agent.SocketPath,
+		Limits: workloadapi.Limits{
+			MaxConnections:       wl.MaxConnections,
+			MaxConnectionsPerUID: wl.MaxConnectionsPerUID,
+			HandshakeTimeout:     wl.HandshakeTimeout,
+			IdleTimeout:          wl.IdleTimeout,
+		},
 	}
-	g.Go(func() error { return workloadapi.Serve(ctx, a.cfg.Agent.SocketPath, a.handler, lim, opts...) })
+	if a.reg != nil {
+		// Not a nil *Registry in the interface: Serve would use it.
+		serve.Metrics = a.reg
+	}
+	g.Go(func() error { return workloadapi.Serve(ctx, serve, a.handler, opts...) })
 	if a.health != nil {
 		g.Go(func() error { return healthz.Serve(ctx, a.health, a.log, "health checks") })
 	}

@@ -117,8 +117,8 @@ func LimitListener(l net.Listener, lim Limits, log *slog.Logger) *connlimit.List
 	})
 }
 
-// ServerOptions are the gRPC options that enforce lim's timeouts, plus
-// smaller per-connection buffers.
+// ServerOptions are the gRPC options that enforce lim's timeouts, plus a
+// smaller per-connection read buffer.
 func ServerOptions(lim Limits) []grpc.ServerOption {
 	lim = lim.Effective()
 	return []grpc.ServerOption{
@@ -129,10 +129,9 @@ func ServerOptions(lim Limits) []grpc.ServerOption {
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: lim.IdleTimeout}),
 		// Workload API requests are a few bytes, yet gRPC gives every
 		// connection a 32 KiB read buffer for its life; reads larger than
-		// the buffer bypass it, so a small one costs no copies. The write
-		// buffer is taken from a pool only while writing.
+		// the buffer bypass it, so a small one costs no copies. (gRPC
+		// already takes write buffers from a pool only while writing.)
 		grpc.ReadBufferSize(8 << 10),
-		grpc.SharedWriteBuffer(true),
 	}
 }
 

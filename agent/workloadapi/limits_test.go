@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 	"github.com/spiffe-hw/spire-hw/internal/connlimit"
@@ -242,4 +243,69 @@ func TestSilentConnectionTimesOut(t *testing.T) {
 		n, _ := e.ln.Slots().Count("")
 		return n == 0
 	})
+}
+
+// TestServeMetrics: Serve exports the listener's counters under SPIRE's
+// connection metric names, with refusals by reason.
+func TestServeMetrics(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wlapi-metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "api.sock")
+	reg := prometheus.NewRegistry()
+	h := New(Config{Manager: wltest.NewManager(t, wltest.NewCA(t, td)), TrustDomain: td, Log: quietLog()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, ServeConfig{SocketPath: sock, Limits: Limits{MaxConnectionsPerUID: 2, HandshakeTimeout: time.Minute}, Metrics: reg}, h)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, 10*time.Second, "the socket did not appear", func() bool { _, err := os.Stat(sock); return err == nil })
+	for range 5 {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	value := func(name, reason string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if reason != "" && (len(m.GetLabel()) != 1 || m.GetLabel()[0].GetValue() != reason) {
+					continue
+				}
+				if m.GetGauge() != nil {
+					return m.GetGauge().GetValue()
+				}
+				return m.GetCounter().GetValue()
+			}
+		}
+		return -1
+	}
+	waitFor(t, 10*time.Second, "refusals not counted", func() bool {
+		return value("spire_agent_workload_api_connections_refused_total", "per_uid") == 3
+	})
+	if got := value("spire_agent_workload_api_connections", ""); got != 2 {
+		t.Errorf("open connections %v, want 2", got)
+	}
+	if got := value("spire_agent_workload_api_connection", ""); got != 2 {
+		t.Errorf("accepted connections %v, want 2", got)
+	}
+	if got := value("spire_agent_workload_api_connections_refused_total", "total"); got != 0 {
+		t.Errorf("total-cap refusals %v, want 0", got)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/internal/unixsock"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
@@ -42,24 +43,46 @@ func NewServer(h *Handler, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	return s, nil
 }
 
-// Serve listens on socketPath and serves h until ctx is done, within lim's
-// connection caps and timeouts; opts are added to the gRPC server's
-// (interceptors, for instance).
-func Serve(ctx context.Context, socketPath string, h *Handler, lim Limits, opts ...grpc.ServerOption) error {
-	l, err := Listen(socketPath)
+// ServeConfig is what Serve needs besides the handler.
+type ServeConfig struct {
+	// SocketPath is the Workload API socket (see Listen).
+	SocketPath string
+	// Limits are the connection caps and timeouts (zero: defaults).
+	Limits Limits
+	// Metrics, if set, gets the connection metrics:
+	// spire_agent_workload_api_connection (accepted),
+	// spire_agent_workload_api_connections (open) and
+	// spire_agent_workload_api_connections_refused_total{reason}.
+	Metrics prometheus.Registerer
+}
+
+// Serve listens on cfg.SocketPath and serves h until ctx is done, within
+// cfg.Limits' connection caps and timeouts; opts are added to the gRPC
+// server's (interceptors, for instance).
+func Serve(ctx context.Context, cfg ServeConfig, h *Handler, opts ...grpc.ServerOption) error {
+	l, err := Listen(cfg.SocketPath)
 	if err != nil {
 		return err
 	}
-	s, err := NewServer(h, append(ServerOptions(lim), opts...)...)
+	s, err := NewServer(h, append(ServerOptions(cfg.Limits), opts...)...)
 	if err != nil {
 		l.Close()
 		return err
 	}
-	eff := lim.Effective()
+	eff := cfg.Limits.Effective()
 	h.c.Log.Info("Workload API connection limits", "max_connections", eff.MaxConnections,
 		"max_connections_per_uid", eff.MaxConnectionsPerUID,
 		"handshake_timeout", eff.HandshakeTimeout, "idle_timeout", eff.IdleTimeout)
-	ll := LimitListener(l, lim, h.c.Log)
+	ll := LimitListener(l, cfg.Limits, h.c.Log)
+	if cfg.Metrics != nil {
+		m := newConnMetrics(ll, "spire_agent_workload_api")
+		if err := cfg.Metrics.Register(m); err != nil {
+			l.Close()
+			return fmt.Errorf("workloadapi: register connection metrics: %w", err)
+		}
+		// The counters die with this listener; a later Serve registers its own.
+		defer cfg.Metrics.Unregister(m)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ll) }()
 	select {

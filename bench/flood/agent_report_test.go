@@ -34,7 +34,7 @@ in %d rounds that alternate the two (descriptors, RSS and held connections are t
 **before**: the agent as it was (no caps, gRPC's default 120 s handshake timeout, no idle
 timeout, 32 KiB read buffer per connection). **after**: `+"`workloadapi.Serve`"+` with the default
 limits: %d connections per uid, %d in total (a quarter of RLIMIT_NOFILE, clamped to [64, 8192]),
-10 s handshake timeout, 2 min idle timeout, 8 KiB read buffer and a shared write buffer.
+10 s handshake timeout, 2 min idle timeout, 8 KiB read buffer.
 
 | | before | after |
 |---|---|---|
