@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -423,9 +425,18 @@ func TestListen(t *testing.T) {
 	if di.Mode().Perm() != 0o755 {
 		t.Fatalf("dir mode %v, want 0755", di.Mode().Perm())
 	}
-	// A stale socket (the listener is gone but the file stays) is replaced.
-	l.(interface{ SetUnlinkOnClose(bool) }).SetUnlinkOnClose(false)
+	// Close removes the socket; a stale one (a killed agent's: the file
+	// stays, nothing listens) is replaced.
 	l.Close()
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket after Close: %v, want removed", err)
+	}
+	stale, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
 	l, err = Listen(path)
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
