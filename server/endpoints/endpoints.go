@@ -1,7 +1,10 @@
 // Package endpoints serves the server API on its two listeners: TCP with
 // TLS for agents (and SVID-holding admins), and the admin Unix socket for
-// the local CLI. Who may call what is decided by the api package's
-// interceptors; this package only sets up transport security.
+// the local CLI, each with its own gRPC server. Who may call what is
+// decided by the api package's interceptors; this package sets up
+// transport security and bounds what the TCP listener holds: connection
+// caps, handshake and idle timeouts (limits.go), so that callers that never
+// authenticate cannot starve agents or the admin socket.
 package endpoints
 
 import (
@@ -66,7 +69,6 @@ type Endpoints struct {
 	health *health.Server
 	tcp    net.Listener
 	unix   net.Listener
-	lim    *limiter
 }
 
 // New binds both listeners, so that errors such as a port in use are
@@ -101,7 +103,7 @@ func New(cfg Config) (*Endpoints, error) {
 		},
 	}
 	lim := newLimiter(cfg.Limits, cfg.Log)
-	e := &Endpoints{cfg: cfg, tcp: &listener{Listener: tcp, lim: lim}, unix: unixL, health: health.NewServer(), lim: lim}
+	e := &Endpoints{cfg: cfg, tcp: &listener{Listener: tcp, lim: lim}, unix: unixL, health: health.NewServer()}
 	unary := []grpc.UnaryServerInterceptor{cfg.API.UnaryInterceptor}
 	stream := []grpc.StreamServerInterceptor{cfg.API.StreamInterceptor}
 	if cfg.Metrics != nil {

@@ -196,15 +196,24 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
+// sourceIP is the key a connection counts against per source: its IPv4
+// address, or its IPv6 /64, since one host is routinely given a whole /64
+// and could otherwise open each connection from a new address.
 func sourceIP(a net.Addr) string {
+	var ip net.IP
 	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
+		ip = t.IP
+	} else if host, _, err := net.SplitHostPort(a.String()); err == nil {
+		ip = net.ParseIP(host)
 	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
+	switch {
+	case ip == nil:
 		return a.String()
+	case ip.To4() != nil:
+		return ip.To4().String()
+	default:
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 	}
-	return host
 }
 
 // conn is an accepted TCP connection and the slots it holds.
