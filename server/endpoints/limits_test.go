@@ -376,3 +376,31 @@ func TestStreamsPerConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHandshakeCap: connections that never finish TLS count against the
+// handshake pool of their source; past its cap they are refused at accept
+// and logged, and another source still gets through.
+func TestHandshakeCap(t *testing.T) {
+	const perSource, flood = 4, 10
+	s, logs := start(t, fmt.Sprintf("max_handshakes_per_source = %d\nhandshake_timeout = \"5m\"", perSource))
+	var conns []net.Conn
+	for range flood {
+		c, err := dialer(source1).Dial("tcp", s.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	if open := countOpen(conns, time.Second); open != perSource {
+		t.Fatalf("%d of %d silent connections from one source held, want the cap, %d", open, flood, perSource)
+	}
+	if len(logs.lines("Refused connection", "pool=handshake", "source=127.0.0.1", fmt.Sprintf("limit=%d", perSource))) == 0 {
+		t.Fatal("no refusal line for the handshake cap")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := getBundle(ctx, dial(t, s, nil, source2)); err != nil {
+		t.Fatalf("GetBundle from %v with %v's handshakes full: %v", source2, source1, err)
+	}
+}
