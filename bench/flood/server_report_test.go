@@ -88,7 +88,7 @@ the caps.
 		return fmt.Sprintf("**%.2f**", ratio(Quantile(r.adminFlood, .99), Quantile(r.adminRest, .99)))
 	})
 	row("legitimate calls failed at rest / during", func(r serverRun) string { return fmt.Sprintf("%d / %d", r.failedRest, r.failedFlood) })
-	row("refusal lines logged (WARN, one per pool and source per 10 s)", func(r serverRun) string { return fmt.Sprintf("%d", r.refusalLines) })
+	row("refusal lines logged (WARN, one per pool and source, or per pool for a total cap, per 10 s)", func(r serverRun) string { return fmt.Sprintf("%d", r.refusalLines) })
 
 	b.WriteString(`
 Uncapped, the flood's cost grows with its size (a descriptor and tens of KiB per connection)

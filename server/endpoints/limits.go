@@ -135,9 +135,14 @@ func newLimiter(cfg Limits, log *slog.Logger) *limiter {
 }
 
 // refuse logs a cap that bit, at most once per pool and source per
-// interval, so that a flood does not become a log flood.
+// interval, so that a flood does not become a log flood. A total cap is
+// logged once per pool whatever the source: the line names the first.
 func (l *limiter) refuse(pool, source string, reason connlimit.Reason, limit int) {
-	l.refusals.Refused(pool+"/"+source, "Refused connection", "pool", pool, "reason", string(reason), "source", source, "limit", limit)
+	key := pool + "/" + source
+	if reason == connlimit.ReasonTotal {
+		key = pool
+	}
+	l.refusals.Refused(key, "Refused connection", "pool", pool, "reason", string(reason), "source", source, "limit", limit)
 }
 
 func (l *limiter) lookup(remote, local net.Addr) *conn {
