@@ -102,12 +102,20 @@ func TestHealthAndSocketMode(t *testing.T) {
 			t.Fatalf("health: %v %v", resp, err)
 		}
 	}
-	fi, err := os.Stat(filepath.Dir(s.Socket))
+	fi, err := os.Lstat(s.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o770 {
-		t.Fatalf("admin socket directory mode %v, want 0770", fi.Mode().Perm())
+	if fi.Mode() != os.ModeSocket|0o770 {
+		t.Fatalf("admin socket mode %v, want srwxrwx---", fi.Mode())
+	}
+	// The directory existed (servertest made it 0700): it is not the
+	// server's to change.
+	if fi, err = os.Stat(filepath.Dir(s.Socket)); err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("existing admin socket directory %v, want it left 0700", fi.Mode())
 	}
 }
 
