@@ -22,6 +22,11 @@ func (a *API) audit(ctx context.Context, fullMethod string, err error, req any) 
 	if !a.cfg.AuditLog {
 		return
 	}
+	if err == nil && (strings.HasPrefix(fullMethod, "/grpc.health.v1.") || strings.HasPrefix(fullMethod, "/spire.api.server.debug.v1.")) {
+		// SPIRE's health and debug handlers audit nothing; only their
+		// failures reach its audit middleware.
+		return
+	}
 	service, method := splitMethod(fullMethod)
 	args := []any{"type", "audit", "request_id", requestID(ctx), "service", service, "method", method}
 	if addr, ok := callerAddrIfRemote(ctx); ok {

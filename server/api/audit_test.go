@@ -10,6 +10,7 @@ import (
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // TestAuditLog: with audit_log_enabled every authorized call writes
@@ -27,6 +28,12 @@ func TestAuditLog(t *testing.T) {
 	l := logs.waitLine(t, "API accessed", "type=audit", "service=entry.v1.Entry", "method=ListEntries", "status=success", "request_id=")
 	if strings.Contains(l, "caller_addr=") {
 		t.Errorf("local call with caller_addr: %s", l)
+	}
+
+	// Health checks succeed unaudited, as in SPIRE (an orchestrator
+	// probes them every few seconds).
+	if _, err := healthpb.NewHealthClient(admin).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
 	}
 
 	_, err := agentv1.NewAgentClient(admin).GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid("/spire/agent/join_token/none")})
@@ -49,6 +56,9 @@ func TestAuditLog(t *testing.T) {
 	err = attestWrong(ctx, t, s, s.Dial(t, nil), "join_token", []byte(wrongToken))
 	wantCode(t, err, codes.PermissionDenied)
 	logs.waitLine(t, "API accessed", "method=AttestAgent", "status=error", "status_code=PermissionDenied")
+	if l := logs.lines("API accessed", "service=Health"); len(l) != 0 {
+		t.Errorf("successful health checks audited: %q", l)
+	}
 	if all := logs.String(); strings.Contains(all, wrongToken) || strings.Contains(all, chosen) {
 		t.Errorf("a join token is in the log:\n%s", all)
 	}

@@ -91,6 +91,9 @@ func (w *wrappedStream) RecvMsg(m any) error {
 // fields ("agent.v1.Agent", "AttestAgent").
 func splitMethod(fullMethod string) (service, method string) {
 	service, method, _ = strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if service == "grpc.health.v1.Health" {
+		return "Health", method
+	}
 	return strings.TrimPrefix(service, "spire.api.server."), method
 }
 
