@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe-hw/spire-hw/internal/unixsock"
 	"github.com/spiffe-hw/spire-hw/server/api"
 	"github.com/spiffe-hw/spire-hw/telemetry"
@@ -55,8 +56,14 @@ type Config struct {
 	// Metrics, when set, counts every call (after authorization, so that
 	// refused calls are counted with their code).
 	Metrics *telemetry.RPC
-	Log     *slog.Logger
+	// Registry, when set, gets the TCP listener's connection metrics
+	// (<MetricsPrefix>_tcp_connections and the refusal and close counts).
+	Registry *prometheus.Registry
+	Log      *slog.Logger
 }
+
+// MetricsPrefix names the server's metrics, as telemetry.NewRPC's prefix.
+const MetricsPrefix = "spire_server"
 
 // Endpoints owns the listeners and their gRPC servers: one for TCP and one
 // for the admin socket, so that a flood on the TCP side, however many
@@ -103,6 +110,13 @@ func New(cfg Config) (*Endpoints, error) {
 		},
 	}
 	lim := newLimiter(cfg.Limits, cfg.Log)
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(newLimitMetrics(lim, MetricsPrefix)); err != nil {
+			tcp.Close()
+			unixL.Close()
+			return nil, fmt.Errorf("endpoints: register connection metrics: %w", err)
+		}
+	}
 	e := &Endpoints{cfg: cfg, tcp: &listener{Listener: tcp, lim: lim}, unix: unixL, health: health.NewServer()}
 	unary := []grpc.UnaryServerInterceptor{cfg.API.UnaryInterceptor}
 	stream := []grpc.StreamServerInterceptor{cfg.API.StreamInterceptor}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -113,8 +114,18 @@ type limiter struct {
 	handshakes *connlimit.Slots
 	unauth     *connlimit.Slots
 
+	// refused counts refusals by pool ("all", "handshake",
+	// "unauthenticated") and cap; timeouts and idle count closes.
+	refused        sync.Map // refusalKey -> *atomic.Uint64
+	timeouts, idle atomic.Uint64
+
 	mu    sync.Mutex
 	conns map[connKey]*conn
+}
+
+type refusalKey struct {
+	pool   string
+	reason connlimit.Reason
 }
 
 // connKey names a TCP connection: on one listener, the remote and local
@@ -138,6 +149,8 @@ func newLimiter(cfg Limits, log *slog.Logger) *limiter {
 // interval, so that a flood does not become a log flood. A total cap is
 // logged once per pool whatever the source: the line names the first.
 func (l *limiter) refuse(pool, source string, reason connlimit.Reason, limit int) {
+	n, _ := l.refused.LoadOrStore(refusalKey{pool, reason}, new(atomic.Uint64))
+	n.(*atomic.Uint64).Add(1)
 	key := pool + "/" + source
 	if reason == connlimit.ReasonTotal {
 		key = pool
@@ -294,6 +307,7 @@ func (c *conn) idleExpired() {
 		return
 	}
 	c.mu.Unlock()
+	c.lim.idle.Add(1)
 	c.lim.log.Debug("Closed idle unauthenticated connection", "source", c.source, "idle_timeout", c.lim.cfg.IdleTimeout)
 	c.Close()
 }
@@ -308,6 +322,7 @@ func (c *conn) Read(b []byte) (int, error) {
 		c.timedOut = true
 		c.mu.Unlock()
 		if first {
+			c.lim.timeouts.Add(1)
 			c.lim.refusals.Refused("timeout/"+c.source, "Closed connection: TLS handshake or HTTP/2 preface timed out",
 				"source", c.source, "handshake_timeout", c.lim.cfg.HandshakeTimeout)
 		}
