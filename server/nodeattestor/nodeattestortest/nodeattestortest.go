@@ -9,7 +9,9 @@
 // verifier sends is answered by the agent. It checks that an honest agent
 // gets an agent ID of the method's own in the trust domain and selectors of
 // the method's type, and that tampered evidence, missing evidence and wrong
-// answers are refused with the codes an agent is refused with.
+// answers are refused with the codes an agent is refused with; for a method
+// whose evidence binds the agent's key (Pair.BindsCSR), so is evidence
+// checked against no CSR or another CSR than the agent's.
 //
 // This package is the server's, so it does not import the agent's: Agent
 // is declared here with the methods of agent/nodeattestor.Attestor, which
