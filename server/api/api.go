@@ -64,9 +64,6 @@ type Config struct {
 	AuditLog bool
 	Clock    func() time.Time
 	Log      *slog.Logger
-	// RefusalLogInterval is how often, at most, one source's refusals of
-	// one kind are logged; 0 means 10 s.
-	RefusalLogInterval time.Duration
 }
 
 // API holds the services; register them with Register.
@@ -90,7 +87,7 @@ func New(cfg Config) *API {
 	}
 	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), nodes: newNodeCache(cfg.DataStore, cfg.Clock),
 		bundle: &bundleCache{ds: cfg.DataStore, td: cfg.TrustDomain.Name()}, started: cfg.Clock(),
-		limits: newMethodLimits(cfg.RateLimit, cfg.Clock), sec: newSecLog(cfg.Log, cfg.RefusalLogInterval)}
+		limits: newMethodLimits(cfg.RateLimit, cfg.Clock), sec: newSecLog(cfg.Log, 0)}
 }
 
 func (a *API) now() time.Time { return a.cfg.Clock() }

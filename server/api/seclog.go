@@ -23,6 +23,8 @@ type secLog struct {
 	refusals *connlimit.RefusalLog
 }
 
+// newSecLog returns a security log writing to log; interval 0 means
+// RefusalLog's default of 10 s.
 func newSecLog(log *slog.Logger, interval time.Duration) *secLog {
 	return &secLog{log: log, refusals: connlimit.NewRefusalLog(log, interval)}
 }
