@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe-hw/spire-hw/server/servertest"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -25,21 +25,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) count(substr string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), substr)
+// countLines counts the log lines with msg.
+func countLines(b *syncbuf.Buffer, msg string) int {
+	return strings.Count(b.String(), `msg="`+msg+`"`)
 }
 
 func dialFrom(t *testing.T, s *servertest.Server, ip string) *grpc.ClientConn {
@@ -83,7 +71,7 @@ type floodResult struct {
 // goroutines (each attempt with a 1 s deadline, as a flooding client
 // would set) while agents from other addresses attest, one every 100 ms.
 func runFlood(t *testing.T, limit bool, d time.Duration, workers int) floodResult {
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	opts := servertest.Options{Log: logs, RateLimits: true}
 	if !limit {
 		opts.ServerExtra = "ratelimit {\n attestation = false\n}"
@@ -145,7 +133,7 @@ func runFlood(t *testing.T, limit bool, d time.Duration, workers int) floodResul
 	wg.Wait()
 	r.elapsed = time.Since(start)
 	r.offered, r.accepted, r.limited, r.other = int(offered.Load()), int(accepted.Load()), int(limited.Load()), int(other.Load())
-	r.rateLines = logs.count(`msg="Rate limit exceeded; call refused"`)
+	r.rateLines = countLines(logs, "Rate limit exceeded; call refused")
 	return r
 }
 
