@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"runtime"
 	"slices"
@@ -15,33 +14,16 @@ import (
 
 	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe-hw/spire-hw/server/servertest"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
 // countLines counts the log lines with msg.
 func countLines(b *syncbuf.Buffer, msg string) int {
 	return strings.Count(b.String(), `msg="`+msg+`"`)
-}
-
-func dialFrom(t *testing.T, s *servertest.Server, ip string) *grpc.ClientConn {
-	t.Helper()
-	serverID := spiffeid.RequireFromPath(servertest.TrustDomain, "/spire/server")
-	tlsCfg := tlsconfig.TLSClientConfig(s.Bundle(t), tlsconfig.AuthorizeID(serverID))
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	conn, err := grpc.NewClient("passthrough:///"+s.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", addr) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }
 
 // attempt sends one attestation with payload and returns the status code
@@ -80,7 +62,7 @@ func runFlood(t *testing.T, limit bool, d time.Duration, workers int) floodResul
 	_, csr := servertest.NewCSR(t)
 	conns := make([]*grpc.ClientConn, 4)
 	for i := range conns {
-		conns[i] = dialFrom(t, s, "127.0.0.1")
+		conns[i] = s.DialFrom(t, "127.0.0.1", nil)
 	}
 	var offered, accepted, limited, other atomic.Int64
 	stop := make(chan struct{})
@@ -116,7 +98,7 @@ func runFlood(t *testing.T, limit bool, d time.Duration, workers int) floodResul
 		// Each attestation from an address of its own, so that the
 		// agent's latency is the flood's cost, not its own address's
 		// limit of one per second.
-		legitConn := dialFrom(t, s, fmt.Sprintf("127.0.%d.%d", 1+i/250, 1+i%250))
+		legitConn := s.DialFrom(t, fmt.Sprintf("127.0.%d.%d", 1+i/250, 1+i%250), nil)
 		token := s.CreateToken(t)
 		key, lcsr := servertest.NewCSR(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

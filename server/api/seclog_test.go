@@ -2,24 +2,18 @@ package api_test
 
 import (
 	"context"
-	"crypto/tls"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe-hw/spire-hw/server/servertest"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 )
 
 // logBuffer collects the server's log lines; the server writes from many
@@ -64,31 +58,6 @@ func (b *logBuffer) waitLine(t *testing.T, msg string, fields ...string) string 
 	}
 }
 
-// dialFrom connects over TCP from source IP ip (any 127/8 address works on
-// loopback), so a test can play several sources.
-func dialFrom(t *testing.T, s *servertest.Server, ip string, svid *x509svid.SVID) *grpc.ClientConn {
-	t.Helper()
-	bundle := s.Bundle(t)
-	serverID := spiffeid.RequireFromPath(servertest.TrustDomain, "/spire/server")
-	var tlsCfg *tls.Config
-	if svid != nil {
-		tlsCfg = tlsconfig.MTLSClientConfig(svid, bundle, tlsconfig.AuthorizeID(serverID))
-	} else {
-		tlsCfg = tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(serverID))
-	}
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	conn, err := grpc.NewClient("passthrough:///"+s.Addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "tcp", addr)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
-}
-
 // wrongToken is a well-formed join token that was never issued; its value
 // must never reach the log.
 const wrongToken = "5f1c9e2a-7b3d-4c8e-9a01-d2e3f4a5b6c7"
@@ -126,18 +95,18 @@ func TestSecurityLog(t *testing.T) {
 	defer cancel()
 
 	t.Run("wrong join token", func(t *testing.T) {
-		err := attestWrong(ctx, t, s, dialFrom(t, s, "127.0.0.2", nil), "join_token", []byte(wrongToken))
+		err := attestWrong(ctx, t, s, s.DialFrom(t, "127.0.0.2", nil), "join_token", []byte(wrongToken))
 		wantCode(t, err, codes.PermissionDenied)
 		l := logs.waitLine(t, "Agent attestation refused", "node_attestor_type=join_token", "caller_addr=127.0.0.2:", "code=PermissionDenied", "reason=")
 		t.Log(l)
 	})
 	t.Run("unknown attestor", func(t *testing.T) {
-		err := attestWrong(ctx, t, s, dialFrom(t, s, "127.0.0.3", nil), "no_such_attestor", []byte("x"))
+		err := attestWrong(ctx, t, s, s.DialFrom(t, "127.0.0.3", nil), "no_such_attestor", []byte("x"))
 		wantCode(t, err, codes.FailedPrecondition)
 		logs.waitLine(t, "Agent attestation refused", "node_attestor_type=no_such_attestor", "caller_addr=127.0.0.3:", "code=FailedPrecondition")
 	})
 	t.Run("invalid CSR in attestation", func(t *testing.T) {
-		stream, err := agentv1.NewAgentClient(dialFrom(t, s, "127.0.0.4", nil)).AttestAgent(ctx)
+		stream, err := agentv1.NewAgentClient(s.DialFrom(t, "127.0.0.4", nil)).AttestAgent(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,13 +123,13 @@ func TestSecurityLog(t *testing.T) {
 		logs.waitLine(t, "Agent attestation refused", "caller_addr=127.0.0.4:", "code=InvalidArgument")
 	})
 	t.Run("admin call over TCP without a certificate", func(t *testing.T) {
-		_, err := entryv1.NewEntryClient(dialFrom(t, s, "127.0.0.5", nil)).ListEntries(ctx, &entryv1.ListEntriesRequest{})
+		_, err := entryv1.NewEntryClient(s.DialFrom(t, "127.0.0.5", nil)).ListEntries(ctx, &entryv1.ListEntriesRequest{})
 		wantCode(t, err, codes.PermissionDenied)
 		logs.waitLine(t, "API call refused", "service=entry.v1.Entry", "method=ListEntries", "caller_id=unauthenticated", "caller_addr=127.0.0.5:", "code=PermissionDenied")
 	})
 
 	agent := s.NewAgent(t)
-	conn := dialFrom(t, s, "127.0.0.6", agent.SVID)
+	conn := s.DialFrom(t, "127.0.0.6", agent.SVID)
 	t.Run("admin call with an agent SVID", func(t *testing.T) {
 		_, err := agentv1.NewAgentClient(conn).CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 60})
 		wantCode(t, err, codes.PermissionDenied)
@@ -192,7 +161,7 @@ func TestSecurityLog(t *testing.T) {
 		logs.waitLine(t, "Agent banned", "agent_id="+banned.ID.String(), "caller_id=local")
 		logs.waitLine(t, "Agent evicted", "agent_id="+evicted.ID.String(), "caller_id=local")
 		// The banned agent's next call is refused, and says who it was.
-		_, err := entryv1.NewEntryClient(dialFrom(t, s, "127.0.0.7", banned.SVID)).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{})
+		_, err := entryv1.NewEntryClient(s.DialFrom(t, "127.0.0.7", banned.SVID)).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{})
 		wantCode(t, err, codes.PermissionDenied)
 		logs.waitLine(t, "API call refused", "method=GetAuthorizedEntries", "caller_id="+banned.ID.String(), "caller_addr=127.0.0.7:", "banned")
 	})

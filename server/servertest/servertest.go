@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,6 +175,14 @@ func (s *Server) Bundle(tb testing.TB) *x509bundle.Bundle {
 // and presenting svid as the client certificate when it is non-nil.
 func (s *Server) Dial(tb testing.TB, svid *x509svid.SVID) *grpc.ClientConn {
 	tb.Helper()
+	return s.DialFrom(tb, "", svid)
+}
+
+// DialFrom is Dial from source address ip (any 127/8 address on loopback;
+// "" lets the kernel choose), so that a test can play several sources to
+// per-source limits.
+func (s *Server) DialFrom(tb testing.TB, ip string, svid *x509svid.SVID) *grpc.ClientConn {
+	tb.Helper()
 	bundle := s.Bundle(tb)
 	serverID := spiffeid.RequireFromPath(TrustDomain, "/spire/server")
 	var tlsCfg *tls.Config
@@ -182,7 +191,16 @@ func (s *Server) Dial(tb testing.TB, svid *x509svid.SVID) *grpc.ClientConn {
 	} else {
 		tlsCfg = tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(serverID))
 	}
-	conn, err := grpc.NewClient(s.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg))}
+	target := s.Addr
+	if ip != "" {
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "tcp", addr)
+		}))
+		target = "passthrough:///" + s.Addr
+	}
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
