@@ -7,7 +7,10 @@ import (
 	"strings"
 
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -15,10 +18,11 @@ import (
 // authorized call when audit_log_enabled is set: the outcome (status,
 // status_code, status_message), the caller (caller_addr for TCP callers,
 // caller_id for SVID holders), request_id, service and method, and a few
-// request fields under SPIRE's names. Unlike SPIRE it writes one line per
-// call, also for batch calls (SPIRE writes one per item), and it has no
-// caller_uid, caller_gid or caller_path for local callers.
-func (a *API) audit(ctx context.Context, fullMethod string, err error, req any) {
+// request fields under SPIRE's names. A successful entry or X.509-SVID
+// batch gives one line per item with that item's status, as in SPIRE
+// (federated-bundle batches still give one line per call). Unlike SPIRE
+// there is no caller_uid, caller_gid or caller_path for local callers.
+func (a *API) audit(ctx context.Context, fullMethod string, err error, req, resp any) {
 	if !a.cfg.AuditLog {
 		return
 	}
@@ -34,6 +38,15 @@ func (a *API) audit(ctx context.Context, fullMethod string, err error, req any) 
 	}
 	if c, ok := CallerFromContext(ctx); ok && !c.ID.IsZero() {
 		args = append(args, "caller_id", c.ID.String())
+	}
+	if err == nil {
+		if items := batchItems(req, resp); items != nil {
+			for _, it := range items {
+				line := append(append([]any(nil), args...), it.fields...)
+				a.cfg.Log.Info("API accessed", append(line, statusFields(it.status)...)...)
+			}
+			return
+		}
 	}
 	args = append(args, requestFields(req)...)
 	if err == nil {
@@ -81,12 +94,6 @@ func requestFields(req any) []any {
 		return []any{"spiffe_id", protoIDString(r.Id), "audience", strings.Join(r.Audience, ","), "ttl", r.Ttl}
 	case *svidv1.NewJWTSVIDRequest:
 		return []any{"entry_id", r.EntryId, "audience", strings.Join(r.Audience, ",")}
-	case *svidv1.BatchNewX509SVIDRequest:
-		ids := make([]string, 0, len(r.Params))
-		for _, p := range r.Params {
-			ids = append(ids, p.GetEntryId())
-		}
-		return []any{"entry_id", strings.Join(ids, ",")}
 	}
 	return nil
 }
@@ -99,4 +106,92 @@ func hashBytes(b []byte) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// auditItem is one item of a batch call: its fields and its status.
+type auditItem struct {
+	fields []any
+	status *types.Status
+}
+
+// batchItems splits a successful batch call into its items, with SPIRE's
+// per-item fields; nil for other calls.
+func batchItems(req, resp any) []auditItem {
+	var items []auditItem
+	switch r := resp.(type) {
+	case *svidv1.BatchNewX509SVIDResponse:
+		q, _ := req.(*svidv1.BatchNewX509SVIDRequest)
+		for i, res := range r.Results {
+			p := item(q.GetParams(), i)
+			f := []any{"csr", hashBytes(p.GetCsr()), "entry_id", p.GetEntryId()}
+			if res.Svid != nil {
+				f = append(f, "spiffe_id", protoIDString(res.Svid.Id), "expires_at", res.Svid.ExpiresAt)
+			}
+			items = append(items, auditItem{f, res.Status})
+		}
+	case *entryv1.BatchCreateEntryResponse:
+		q, _ := req.(*entryv1.BatchCreateEntryRequest)
+		for i, res := range r.Results {
+			items = append(items, auditItem{entryFields(item(q.GetEntries(), i)), res.Status})
+		}
+	case *entryv1.BatchUpdateEntryResponse:
+		q, _ := req.(*entryv1.BatchUpdateEntryRequest)
+		for i, res := range r.Results {
+			items = append(items, auditItem{entryFields(item(q.GetEntries(), i)), res.Status})
+		}
+	case *entryv1.BatchDeleteEntryResponse:
+		q, _ := req.(*entryv1.BatchDeleteEntryRequest)
+		for i, res := range r.Results {
+			items = append(items, auditItem{[]any{"entry_id", item(q.GetIds(), i)}, res.Status})
+		}
+	default:
+		return nil
+	}
+	if items == nil {
+		items = []auditItem{} // an empty batch: no line, as in SPIRE
+	}
+	return items
+}
+
+// item returns s[i], or the zero value when the results outnumber the
+// request's items (they never should).
+func item[T any](s []T, i int) T {
+	var zero T
+	if i < len(s) {
+		return s[i]
+	}
+	return zero
+}
+
+// entryFields are SPIRE's audit fields of an entry in a request.
+func entryFields(e *types.Entry) []any {
+	if e == nil {
+		return nil
+	}
+	var f []any
+	if e.Id != "" {
+		f = append(f, "entry_id", e.Id)
+	}
+	if e.SpiffeId != nil {
+		f = append(f, "spiffe_id", protoIDString(e.SpiffeId))
+	}
+	if e.ParentId != nil {
+		f = append(f, "parent_id", protoIDString(e.ParentId))
+	}
+	if len(e.Selectors) > 0 {
+		sels := make([]string, 0, len(e.Selectors))
+		for _, s := range e.Selectors {
+			sels = append(sels, s.Type+":"+s.Value)
+		}
+		f = append(f, "selectors", strings.Join(sels, ","))
+	}
+	return append(f, "x509_svid_ttl", e.X509SvidTtl, "jwt_svid_ttl", e.JwtSvidTtl, "admin", e.Admin, "downstream", e.Downstream)
+}
+
+// statusFields renders a per-item status as SPIRE's audit fields.
+func statusFields(st *types.Status) []any {
+	if st == nil || codes.Code(st.Code) == codes.OK {
+		return []any{"status", "success"}
+	}
+	return []any{"status", "error", "status_code", codes.Code(st.Code).String(), "status_message", st.Message}
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/servertest"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -51,6 +53,29 @@ func TestAuditLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs.waitLine(t, "API accessed", "method=GetAuthorizedEntries", "status=success", "caller_id="+agent.ID.String(), "caller_addr=127.0.0.1:")
+
+	// A batch gives one line per item, with the item's own status.
+	resp, err := entryv1.NewEntryClient(admin).BatchCreateEntry(ctx, &entryv1.BatchCreateEntryRequest{Entries: []*types.Entry{
+		{SpiffeId: pid("/audited"), ParentId: idOf(agent.ID), Selectors: []*types.Selector{{Type: "unix", Value: "uid:7"}}},
+		{SpiffeId: pid("/spire/reserved"), ParentId: idOf(agent.ID), Selectors: []*types.Selector{{Type: "unix", Value: "uid:8"}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs.waitLine(t, "API accessed", "method=BatchCreateEntry", "status=success", "spiffe_id=spiffe://example.org/audited", "parent_id="+agent.ID.String(), "selectors=unix:uid:7")
+	logs.waitLine(t, "API accessed", "method=BatchCreateEntry", "status=error", "status_code=InvalidArgument", "spiffe_id=spiffe://example.org/spire/reserved")
+	if n := len(logs.lines("API accessed", "method=BatchCreateEntry")); n != 2 {
+		t.Errorf("%d audit lines for a batch of two", n)
+	}
+	_, csr := servertest.NewCSR(t)
+	svids, err := svidv1.NewSVIDClient(agent.Conn).BatchNewX509SVID(ctx, &svidv1.BatchNewX509SVIDRequest{Params: []*svidv1.NewX509SVIDParams{
+		{EntryId: resp.Results[0].Entry.Id, Csr: csr}, {EntryId: "unknown", Csr: csr},
+	}})
+	if err != nil || codes.Code(svids.Results[0].Status.Code) != codes.OK {
+		t.Fatalf("BatchNewX509SVID: %v %v", svids, err)
+	}
+	logs.waitLine(t, "API accessed", "method=BatchNewX509SVID", "status=success", "entry_id="+resp.Results[0].Entry.Id, "spiffe_id=spiffe://example.org/audited", "csr=", "expires_at=")
+	logs.waitLine(t, "API accessed", "method=BatchNewX509SVID", "status=error", "status_code=PermissionDenied", "entry_id=unknown")
 
 	// A wrong join token is audited as an error, without its value.
 	err = attestWrong(ctx, t, s, s.Dial(t, nil), "join_token", []byte(wrongToken))

@@ -32,12 +32,12 @@ func (a *API) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnarySer
 		var resp any
 		resp, err = handler(actx, req)
 		if err == nil {
-			a.audit(actx, info.FullMethod, nil, req)
+			a.audit(actx, info.FullMethod, nil, req, resp)
 			return resp, nil
 		}
 		a.handlerRefused(actx, info.FullMethod, err)
 	}
-	a.audit(actx, info.FullMethod, err, req)
+	a.audit(actx, info.FullMethod, err, req, nil)
 	return nil, err
 }
 
@@ -64,7 +64,7 @@ func (a *API) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Stream
 	if ws.attest != nil {
 		req = ws.attest
 	}
-	a.audit(ctx, info.FullMethod, err, req)
+	a.audit(ctx, info.FullMethod, err, req, nil)
 	return err
 }
 
