@@ -65,7 +65,7 @@ func TestAttestationFloodRateLimited(t *testing.T) {
 	s := servertest.Start(t, servertest.Options{Log: logs, RateLimits: true})
 	var conns []*grpc.ClientConn
 	for range 4 {
-		conns = append(conns, dialFrom(t, s, "127.0.0.1", nil))
+		conns = append(conns, s.DialFrom(t, "127.0.0.1", nil))
 	}
 	const attempts = 200
 
@@ -76,7 +76,7 @@ func TestAttestationFloodRateLimited(t *testing.T) {
 			token := s.CreateToken(t)
 			key, csr := servertest.NewCSR(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := s.AttestJoinToken(ctx, dialFrom(t, s, ip, nil), token, key, csr)
+			_, err := s.AttestJoinToken(ctx, s.DialFrom(t, ip, nil), token, key, csr)
 			cancel()
 			if err != nil {
 				err = status.Errorf(status.Code(err), "legitimate agent %d from %s: %v", i, ip, err)
@@ -130,7 +130,7 @@ func TestAttestationFloodRateLimited(t *testing.T) {
 func TestAttestationLimitOff(t *testing.T) {
 	s := servertest.Start(t, servertest.Options{RateLimits: true, ServerExtra: "ratelimit {\n attestation = false\n}"})
 	const attempts = 30
-	got := flood(t, s, []*grpc.ClientConn{dialFrom(t, s, "127.0.0.1", nil)}, attempts)
+	got := flood(t, s, []*grpc.ClientConn{s.DialFrom(t, "127.0.0.1", nil)}, attempts)
 	if got[codes.PermissionDenied] != attempts {
 		t.Errorf("outcomes %v, want all %d PermissionDenied", got, attempts)
 	}
