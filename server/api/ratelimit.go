@@ -176,10 +176,11 @@ func waitN(ctx context.Context, lim *rate.Limiter, count int) error {
 // generations: a lookup moves a limiter from the previous generation to
 // the current one, and when the current one is a GC interval old (or
 // full) it becomes the previous one, dropping whatever was not used
-// since. Memory is therefore bounded by 2*maxLimiterIPs limiters.
+// since. Memory is therefore bounded by 2*maxIPs limiters.
 type perIPLimiter struct {
-	limit int
-	now   func() time.Time
+	limit  int
+	maxIPs int // maxLimiterIPs; smaller in tests
+	now    func() time.Time
 
 	mu       sync.Mutex
 	current  map[string]*rate.Limiter
@@ -188,7 +189,7 @@ type perIPLimiter struct {
 }
 
 func newPerIPLimiter(limit int, now func() time.Time) *perIPLimiter {
-	return &perIPLimiter{limit: limit, now: now, current: make(map[string]*rate.Limiter), lastGC: now()}
+	return &perIPLimiter{limit: limit, maxIPs: maxLimiterIPs, now: now, current: make(map[string]*rate.Limiter), lastGC: now()}
 }
 
 func (l *perIPLimiter) get(ip string) *rate.Limiter {
@@ -202,7 +203,7 @@ func (l *perIPLimiter) get(ip string) *rate.Limiter {
 		l.current[ip] = lim
 		return lim
 	}
-	if now := l.now(); now.Sub(l.lastGC) >= limiterGCInterval || len(l.current) >= maxLimiterIPs {
+	if now := l.now(); now.Sub(l.lastGC) >= limiterGCInterval || len(l.current) >= l.maxIPs {
 		l.previous, l.current, l.lastGC = l.current, make(map[string]*rate.Limiter), now
 	}
 	lim := rate.NewLimiter(rate.Limit(l.limit), l.limit)

@@ -16,7 +16,7 @@ import (
 )
 
 // TestPerIPLimiterBounded: however many source addresses call, the
-// limiters held stay within two generations of maxLimiterIPs, an address
+// limiters held stay within two generations of maxIPs, an address
 // in use keeps its limiter (and so its spent budget) across generations,
 // and an address unused for a GC interval is forgotten.
 func TestPerIPLimiterBounded(t *testing.T) {
@@ -26,15 +26,17 @@ func TestPerIPLimiterBounded(t *testing.T) {
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 
 	l := newPerIPLimiter(AttestLimitPerIP, clock)
+	const maxIPs = 4096
+	l.maxIPs = maxIPs
 	busy := l.get("192.0.2.1")
-	for i := range 3 * maxLimiterIPs {
+	for i := range 3 * maxIPs {
 		l.get(fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&0xff, i&0xff))
-		if i%1000 == 0 && l.get("192.0.2.1") != busy {
+		if i%100 == 0 && l.get("192.0.2.1") != busy {
 			t.Fatalf("the busy address lost its limiter after %d others", i)
 		}
 	}
-	if n := l.size(); n > 2*maxLimiterIPs {
-		t.Fatalf("%d limiters held, want at most %d", n, 2*maxLimiterIPs)
+	if n := l.size(); n > 2*maxIPs {
+		t.Fatalf("%d limiters held, want at most %d", n, 2*maxIPs)
 	}
 
 	idle := l.get("192.0.2.2")
