@@ -306,44 +306,70 @@ type serverRun struct {
 	adminRest, adminFlood   []time.Duration
 	failedRest, failedFlood int
 	refusalLines            int
+	// bundleRatios and adminRatios are each round's p99 during / at rest.
+	bundleRatios, adminRatios []float64
+	rounds, callsPerRound     int
 }
 
-func runServerScenario(t *testing.T, name, limits string, flood, calls int) serverRun {
+// runServerScenario measures one server over rounds: each times calls at
+// rest, opens the flood, times calls during it, and closes the flood.
+// Descriptors and RSS are the first round's (the Go heap keeps what the
+// first flood grew it to); latency ratios are per round, so that a burst
+// of load from other processes on the machine skews one round, not the
+// comparison.
+func runServerScenario(t *testing.T, name, limits string, flood, calls, rounds int) serverRun {
 	t.Helper()
 	p := startServerProc(t, limits)
 	r := serverRun{name: name, flood: flood}
 	pid := p.cmd.Process.Pid
 	p.timeCalls(calls / 10) // warm up: first-use allocations, caches
-	r.bundleRest, r.adminRest, r.failedRest = p.timeCalls(calls)
-	var err error
-	if r.fdsRest, err = FDs(pid); err != nil {
-		t.Fatal(err)
-	}
-	if r.rssRest, err = RSSKiB(pid); err != nil {
-		t.Fatal(err)
-	}
-	conns := p.floodConns(flood)
-	defer func() {
+	for round := range rounds {
+		bundleRest, adminRest, failed := p.timeCalls(calls)
+		r.failedRest += failed
+		if round == 0 {
+			r.fdsRest, r.rssRest = procFigures(t, pid)
+		}
+		conns := p.floodConns(flood)
+		held := countHeld(conns, 2*time.Second)
+		if round == 0 {
+			r.held = held
+			r.fdsFlood, r.rssFlood = procFigures(t, pid)
+		} else if held != r.held {
+			t.Logf("%s: round %d held %d flood connections, round 0 %d", name, round, held, r.held)
+		}
+		bundleFlood, adminFlood, failed := p.timeCalls(calls)
+		r.failedFlood += failed
 		for _, c := range conns {
 			if c != nil {
 				c.Close()
 			}
 		}
-	}()
-	r.held = countHeld(conns, 2*time.Second)
-	if r.fdsFlood, err = FDs(pid); err != nil {
-		t.Fatal(err)
+		r.bundleRest, r.bundleFlood = append(r.bundleRest, bundleRest...), append(r.bundleFlood, bundleFlood...)
+		r.adminRest, r.adminFlood = append(r.adminRest, adminRest...), append(r.adminFlood, adminFlood...)
+		r.bundleRatios = append(r.bundleRatios, ratio(Quantile(bundleFlood, .99), Quantile(bundleRest, .99)))
+		r.adminRatios = append(r.adminRatios, ratio(Quantile(adminFlood, .99), Quantile(adminRest, .99)))
+		// Let the server see the closes before the next round's rest.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if fds, _ := FDs(pid); fds <= r.fdsRest+2 {
+				break
+			}
+		}
 	}
-	if r.rssFlood, err = RSSKiB(pid); err != nil {
-		t.Fatal(err)
-	}
-	r.bundleFlood, r.adminFlood, r.failedFlood = p.timeCalls(calls)
-	// The flood is still held: the calls above ran during it.
-	if held := countHeld(conns, 500*time.Millisecond); held != r.held {
-		t.Logf("%s: %d flood connections held after the timed calls, %d before", name, held, r.held)
-	}
+	r.rounds, r.callsPerRound = rounds, calls
 	r.refusalLines = p.refusalLines(t)
 	return r
+}
+
+func procFigures(t *testing.T, pid int) (fds, rssKiB int) {
+	t.Helper()
+	fds, err := FDs(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rssKiB, err = RSSKiB(pid); err != nil {
+		t.Fatal(err)
+	}
+	return fds, rssKiB
 }
 
 // TestServerFlood floods each server from one address and times a
@@ -355,13 +381,13 @@ func TestServerFlood(t *testing.T) {
 	if os.Getenv(serverDirEnv) != "" {
 		t.Skip("in the server process")
 	}
-	flood, calls := size(300, 10000), size(20, 300)
+	flood, calls, rounds := size(300, 10000), size(20, 200), size(1, 5)
 	var runs []serverRun
 	for _, sc := range serverScenarios {
 		if !fullSize && sc.name == "uncapped" {
 			continue // the tiny run checks the caps only
 		}
-		r := runServerScenario(t, sc.name, sc.limits, flood, calls)
+		r := runServerScenario(t, sc.name, sc.limits, flood, calls, rounds)
 		t.Logf("%s: held %d of %d; fds %d -> %d; RSS %d -> %d KiB; refusal lines %d; failed %d/%d",
 			r.name, r.held, r.flood, r.fdsRest, r.fdsFlood, r.rssRest, r.rssFlood, r.refusalLines, r.failedRest, r.failedFlood)
 		runs = append(runs, r)
