@@ -1,15 +1,18 @@
 package manager
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -43,7 +46,7 @@ func TestStoreFilesArePrivateWhateverTheUmask(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data", "agent")
 			old := syscall.Umask(mask)
 			defer syscall.Umask(old)
-			s, err := openStore(dir)
+			s, err := openStore(dir, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,7 +78,7 @@ func TestStoreFilesArePrivateWhateverTheUmask(t *testing.T) {
 				}
 			}
 			// The next start opens the cache for writing again.
-			s, err = openStore(dir)
+			s, err = openStore(dir, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatalf("reopen: %v", err)
 			}
@@ -84,5 +87,37 @@ func TestStoreFilesArePrivateWhateverTheUmask(t *testing.T) {
 			}
 			s.close()
 		})
+	}
+}
+
+// An existing cache that others can read keeps its mode (it is not the
+// agent's to change) and is named in a warning.
+func TestStoreWarnsOfASharedCache(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openStore(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	path := filepath.Join(dir, CacheFile)
+	for _, tc := range []struct {
+		mode fs.FileMode
+		warn bool
+	}{{0o644, true}, {0o600, false}} {
+		if err := os.Chmod(path, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		s, err := openStore(dir, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.close()
+		if warned := strings.Contains(logs.String(), "chmod 600 "+path); warned != tc.warn {
+			t.Errorf("mode %v: warned = %v, want %v; logs:\n%s", tc.mode, warned, tc.warn, logs.String())
+		}
+		if fi, _ := os.Stat(path); fi.Mode() != tc.mode {
+			t.Errorf("cache mode changed from %v to %v", tc.mode, fi.Mode())
+		}
 	}
 }

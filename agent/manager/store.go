@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -71,12 +72,20 @@ type store struct {
 	db  *bolt.DB
 }
 
-func openStore(dir string) (*store, error) {
+// openStore opens the cache in dir; log gets a warning when an existing
+// cache (it holds SVID keys) is readable by other users.
+func openStore(dir string, log *slog.Logger) (*store, error) {
 	if _, err := daemondir.Ensure(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("manager: data dir: %w", err)
 	}
 	path := filepath.Join(dir, CacheFile)
-	_, statErr := os.Lstat(path)
+	fi, statErr := os.Lstat(path)
+	if statErr == nil && fi.Mode().Perm()&0o077 != 0 {
+		// An older release's file, or the operator's choice: not ours to
+		// change, but worth saying.
+		log.Warn("The SVID cache is accessible to other users, and it holds SVID private keys",
+			"path", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()), "fix", "chmod 600 "+path)
+	}
 	// A second agent on the same data dir would corrupt it: fail fast on
 	// the lock instead of waiting forever.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
