@@ -353,15 +353,21 @@ func testBannedAndEvictedAgentsRefused(t *testing.T, opts servertest.Options) {
 	if _, err := agents.DeleteAgent(ctx, &agentv1.DeleteAgentRequest{Id: idOf(evicted.ID)}); err != nil {
 		t.Fatal(err)
 	}
+	// SPIRE's agents act on the reason in the details: shut down when
+	// banned, re-attest when not attested.
 	for _, tc := range []struct {
-		name string
-		a    *servertest.Agent
-		msg  string
-	}{{"banned", banned, "is banned"}, {"evicted", evicted, "is not attested"}} {
+		name   string
+		a      *servertest.Agent
+		msg    string
+		reason types.PermissionDeniedDetails_Reason
+	}{
+		{"banned", banned, "is banned", types.PermissionDeniedDetails_AGENT_BANNED},
+		{"evicted", evicted, "is not attested", types.PermissionDeniedDetails_AGENT_NOT_ATTESTED},
+	} {
 		for _, call := range agentCallList(tc.a, entries[tc.a]) {
 			err := call.do(ctx, t)
-			if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), tc.msg) {
-				t.Errorf("%s agent, %s: %v; want PermissionDenied, %q", tc.name, call.name, err, tc.msg)
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), tc.msg) || deniedReason(err) != tc.reason {
+				t.Errorf("%s agent, %s: %v (reason %v); want PermissionDenied, %q, reason %v", tc.name, call.name, err, deniedReason(err), tc.msg, tc.reason)
 			}
 		}
 	}
@@ -446,6 +452,17 @@ func agentCalls(ctx context.Context, t *testing.T, a *servertest.Agent, entry *t
 		}
 	}
 	return nil
+}
+
+// deniedReason is the PermissionDeniedDetails reason err carries, or
+// UNKNOWN without one.
+func deniedReason(err error) types.PermissionDeniedDetails_Reason {
+	for _, d := range status.Convert(err).Details() {
+		if pd, ok := d.(*types.PermissionDeniedDetails); ok {
+			return pd.Reason
+		}
+	}
+	return types.PermissionDeniedDetails_UNKNOWN
 }
 
 func protoID(p *types.SPIFFEID) string { return "spiffe://" + p.GetTrustDomain() + p.GetPath() }

@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -170,11 +171,11 @@ func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.
 	}
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
-		return nil, status.Errorf(codes.PermissionDenied, "agent %q is not attested", id)
+		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
 	case err != nil:
 		return nil, status.Errorf(codes.Internal, "fetch attested node: %v", err)
 	case node.Banned():
-		return nil, status.Errorf(codes.PermissionDenied, "agent %q is banned", id)
+		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id)
 	}
 	switch serial {
 	case node.CertSerial:
@@ -192,8 +193,19 @@ func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.
 		}
 		return node, nil
 	default:
-		return nil, status.Errorf(codes.PermissionDenied, "agent %q presented an SVID that is not active (serial %s)", id, serial)
+		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %q presented an SVID that is not active (serial %s)", id, serial)
 	}
+}
+
+// agentDenied is PermissionDenied with SPIRE's reason attached: SPIRE's
+// agents read the reason, not the message, to decide whether to
+// re-attest (not attested, not active) or to shut down (banned).
+func agentDenied(reason types.PermissionDeniedDetails_Reason, format string, args ...any) error {
+	st := status.Newf(codes.PermissionDenied, format, args...)
+	if d, err := st.WithDetails(&types.PermissionDeniedDetails{Reason: reason}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 func (a *API) authorize(ctx context.Context, method string) (context.Context, error) {
