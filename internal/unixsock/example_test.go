@@ -33,7 +33,7 @@ func ExampleListen() {
 	_, err = os.Lstat(path)
 	fmt.Println("socket removed:", os.IsNotExist(err))
 
-	// A second daemon pointed at a regular file refuses to start.
+	// A socket path that names a regular file is refused; the file stays.
 	file := filepath.Join(base, "not-a-socket")
 	_ = os.WriteFile(file, []byte("kept"), 0o600)
 	_, err = unixsock.Listen(file, 0o770, 0o770)
