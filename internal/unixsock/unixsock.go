@@ -41,6 +41,10 @@ const probeTimeout = time.Second
 // maxPathLen is the room in sockaddr_un.sun_path, less its terminating NUL.
 const maxPathLen = len(unix.RawSockaddrUnix{}.Path) - 1
 
+// afterBind, when set by a test, sees the socket between bind and the
+// chmod that follows, the moment a umask-wide mode would show.
+var afterBind func(path string)
+
 // Listener is a listening Unix socket created by Listen. Close stops it and
 // removes the socket file if it is still the one Listen created.
 type Listener struct {
@@ -175,6 +179,9 @@ func bind(path string, perm fs.FileMode) (_ *Listener, err error) {
 		return nil, fmt.Errorf("unixsock: bind %s: %w", path, err)
 	}
 	bound = true
+	if afterBind != nil {
+		afterBind(path)
+	}
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
 		return nil, fmt.Errorf("unixsock: stat %s: %w", path, err)

@@ -310,3 +310,30 @@ func TestRejectsBadPaths(t *testing.T) {
 		t.Errorf("overlong path: %v", err)
 	}
 }
+
+// The socket is never wider than its final mode, even at the moment
+// between bind and chmod, whatever the umask: umask 0 would make a plain
+// bind 0777, which for an admin socket lets every local user in.
+func TestNoMomentWiderThanTheMode(t *testing.T) {
+	for _, tc := range []struct {
+		umask int
+		perm  fs.FileMode
+	}{{0, 0o770}, {0, 0o700}, {0o022, 0o777}, {0o077, 0o770}} {
+		withUmask(t, tc.umask)
+		var seen fs.FileMode
+		afterBind = func(p string) { seen = mode(t, p) }
+		sock := filepath.Join(shortDir(t), "api.sock")
+		l, err := Listen(sock, tc.perm, 0o700)
+		afterBind = nil
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen.Type() != fs.ModeSocket || seen.Perm()&^tc.perm != 0 {
+			t.Errorf("umask %04o, mode %v: right after bind the socket was %v", tc.umask, tc.perm, seen)
+		}
+		if got := mode(t, sock); got != fs.ModeSocket|tc.perm {
+			t.Errorf("umask %04o: final mode %v, want %v", tc.umask, got, fs.ModeSocket|tc.perm)
+		}
+		l.Close()
+	}
+}
