@@ -256,11 +256,38 @@ func (s *AgentService) CreateJoinToken(ctx context.Context, req *agentv1.CreateJ
 	return &types.JoinToken{Value: token, ExpiresAt: expiry.Unix()}, nil
 }
 
+// recvWithin receives the next AttestAgent message, or fails with
+// DeadlineExceeded after d. The handler returns on that error, which ends
+// the stream and with it the Recv left waiting in its goroutine; nothing
+// calls Recv on the stream again.
+func recvWithin(stream agentv1.Agent_AttestAgentServer, d time.Duration, what string) (*agentv1.AttestAgentRequest, error) {
+	type received struct {
+		req *agentv1.AttestAgentRequest
+		err error
+	}
+	ch := make(chan received, 1)
+	go func() {
+		req, err := stream.Recv()
+		ch <- received{req, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.req, r.err
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no %s within %s", what, d)
+	}
+}
+
 // AttestAgent implements agent/v1: the agent sends its attestation data and
 // a CSR, answers any challenges, and receives its agent SVID.
 func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	ctx := stream.Context()
-	req, err := stream.Recv()
+	recv := func(what string) (*agentv1.AttestAgentRequest, error) {
+		return recvWithin(stream, s.api.cfg.AttestMessageTimeout, what)
+	}
+	req, err := recv("attestation parameters")
 	if err != nil {
 		return err
 	}
@@ -289,7 +316,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 		if err := stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Challenge{Challenge: c}}); err != nil {
 			return nil, err
 		}
-		resp, err := stream.Recv()
+		resp, err := recv("challenge response")
 		if err != nil {
 			return nil, err
 		}

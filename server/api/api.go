@@ -38,6 +38,13 @@ const (
 	MaxCSRSize = 16 << 10
 	// MaxChallengeRounds bounds challenge/response rounds in AttestAgent.
 	MaxChallengeRounds = 16
+	// DefaultAttestMessageTimeout bounds the wait for each message of an
+	// AttestAgent stream (the first request, each challenge response).
+	// Agents send their parameters at once and a real TPM answers a
+	// challenge in a few seconds; without a bound, a caller that opens
+	// streams and sends nothing holds a handler each for as long as it
+	// likes, and an open stream keeps its connection from counting as idle.
+	DefaultAttestMessageTimeout = 30 * time.Second
 	// syncPageSize is the server-determined page size of
 	// SyncAuthorizedEntries.
 	syncPageSize = 500
@@ -62,8 +69,10 @@ type Config struct {
 	// AuditLog writes SPIRE's audit line for every authorized call
 	// (audit_log_enabled).
 	AuditLog bool
-	Clock    func() time.Time
-	Log      *slog.Logger
+	// AttestMessageTimeout overrides DefaultAttestMessageTimeout (tests).
+	AttestMessageTimeout time.Duration
+	Clock                func() time.Time
+	Log                  *slog.Logger
 }
 
 // API holds the services; register them with Register.
@@ -84,6 +93,9 @@ func New(cfg Config) *API {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.AttestMessageTimeout <= 0 {
+		cfg.AttestMessageTimeout = DefaultAttestMessageTimeout
 	}
 	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), nodes: newNodeCache(cfg.DataStore, cfg.Clock),
 		bundle: &bundleCache{ds: cfg.DataStore, td: cfg.TrustDomain.Name()}, started: cfg.Clock(),
