@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -95,23 +94,24 @@ type Agent struct {
 	// ProfilingPort, when not 0, serves net/http/pprof on localhost
 	// (profiling_enabled with profiling_port).
 	ProfilingPort int
-	// WorkloadAPI holds our own experimental keys that bound the
+	// WorkloadAPI is our own connection_limits block, which bounds the
 	// Workload API socket's connections (SPIRE has none).
 	WorkloadAPI WorkloadAPILimits
 }
 
-// WorkloadAPILimits are experimental.workload_api_* (ours, not SPIRE's):
-// zero values mean the agent's defaults (agent/workloadapi.Limits).
+// WorkloadAPILimits is the agent block's connection_limits block (ours, not
+// SPIRE's, named as the server's): zero values mean the agent's defaults
+// (agent/workloadapi.Limits).
 type WorkloadAPILimits struct {
-	// MaxConnections is workload_api_max_connections: connections open
+	// MaxConnections is max_connections: connections open
 	// at once, every caller together.
 	MaxConnections int
-	// MaxConnectionsPerUID is workload_api_max_connections_per_uid.
+	// MaxConnectionsPerUID is max_connections_per_uid.
 	MaxConnectionsPerUID int
-	// HandshakeTimeout is workload_api_handshake_timeout: accept to the
+	// HandshakeTimeout is handshake_timeout: accept to the
 	// end of the HTTP/2 preface.
 	HandshakeTimeout time.Duration
-	// IdleTimeout is workload_api_idle_timeout: a connection with no open
+	// IdleTimeout is idle_timeout: a connection with no open
 	// RPC for this long is closed (the client reconnects on its next call).
 	IdleTimeout time.Duration
 }
@@ -213,6 +213,9 @@ func (a *Agent) parse(s *hclconf.Section) present {
 	s.Parse("log_format", func(v string) (err error) { a.LogFormat, err = hclconf.ParseLogFormat(v); return })
 	s.String("log_file", &a.LogFile)
 
+	if b := s.Block("connection_limits"); b != nil {
+		a.WorkloadAPI.parse(b)
+	}
 	if exp := s.Block("experimental"); exp != nil {
 		var v time.Duration
 		if exp.Duration("sync_interval", &v) {
@@ -222,7 +225,6 @@ func (a *Agent) parse(s *hclconf.Section) present {
 				a.SyncInterval = v
 			}
 		}
-		a.WorkloadAPI.parse(exp)
 		for _, key := range []string{
 			"named_pipe_name", "admin_named_pipe_name", "use_sync_authorized_entries",
 			"require_pq_kem", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
@@ -249,42 +251,18 @@ func (a *Agent) parse(s *hclconf.Section) present {
 	return set
 }
 
-// parse reads our workload_api_* keys from the experimental block. Each
-// must be positive: to keep the default, leave the key out.
-func (w *WorkloadAPILimits) parse(exp *hclconf.Section) {
-	count := func(key string, dst *int) {
-		exp.Parse(key, func(v string) error {
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil || n < 1 {
-				return fmt.Errorf("must be a whole number of connections, at least 1, got %q (remove it to use the default)", v)
-			}
-			*dst = n
-			return nil
-		})
-	}
-	count("workload_api_max_connections", &w.MaxConnections)
-	count("workload_api_max_connections_per_uid", &w.MaxConnectionsPerUID)
-	for _, k := range []struct {
-		key string
-		dst *time.Duration
-	}{
-		{"workload_api_handshake_timeout", &w.HandshakeTimeout},
-		{"workload_api_idle_timeout", &w.IdleTimeout},
-	} {
-		key, dst := k.key, k.dst
-		var d time.Duration
-		if exp.Duration(key, &d) {
-			if d == 0 {
-				exp.Errorf(key, "must be greater than zero (remove it to use the default)")
-			} else {
-				*dst = d
-			}
-		}
-	}
+// parse reads the connection_limits block. Each value must be positive: to
+// keep the default, leave the key out.
+func (w *WorkloadAPILimits) parse(b *hclconf.Section) {
+	b.PositiveInt("max_connections", &w.MaxConnections)
+	b.PositiveInt("max_connections_per_uid", &w.MaxConnectionsPerUID)
+	b.PositiveDuration("handshake_timeout", &w.HandshakeTimeout)
+	b.PositiveDuration("idle_timeout", &w.IdleTimeout)
 	if w.MaxConnections > 0 && w.MaxConnectionsPerUID > w.MaxConnections {
-		exp.Errorf("workload_api_max_connections_per_uid", "is %d, more than workload_api_max_connections (%d); lower it so one user cannot take every connection",
+		b.Errorf("max_connections_per_uid", "is %d, more than max_connections (%d); lower it so one user cannot take every connection",
 			w.MaxConnectionsPerUID, w.MaxConnections)
 	}
+	b.Finish()
 }
 
 func parseServerPort(v string) (int, error) {

@@ -8,11 +8,11 @@ import (
 
 func TestWorkloadAPILimits(t *testing.T) {
 	bundle := "    trust_bundle_path = \"b.pem\"\n"
-	c, err := Parse("agent.conf", []byte(withAgent(base+bundle+`    experimental {
-      workload_api_max_connections = 1000
-      workload_api_max_connections_per_uid = "64"
-      workload_api_handshake_timeout = "3s"
-      workload_api_idle_timeout = "30s"
+	c, err := Parse("agent.conf", []byte(withAgent(base+bundle+`    connection_limits {
+      max_connections = 1000
+      max_connections_per_uid = "64"
+      handshake_timeout = "3s"
+      idle_timeout = "30s"
     }`)), false)
 	if err != nil {
 		t.Fatal(err)
@@ -35,16 +35,16 @@ func TestWorkloadAPILimits(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ name, body, want string }{
-		{"zero cap", `workload_api_max_connections = 0`, `agent.experimental.workload_api_max_connections: must be a whole number of connections, at least 1, got "0"`},
-		{"negative per-uid", `workload_api_max_connections_per_uid = -3`, `agent.experimental.workload_api_max_connections_per_uid: must be a whole number of connections, at least 1, got "-3"`},
-		{"not a number", `workload_api_max_connections = "many"`, `got "many"`},
-		{"zero idle", `workload_api_idle_timeout = "0s"`, `agent.experimental.workload_api_idle_timeout: must be greater than zero`},
-		{"bad handshake", `workload_api_handshake_timeout = "soon"`, `agent.experimental.workload_api_handshake_timeout`},
-		{"per-uid above total", "workload_api_max_connections = 10\n      workload_api_max_connections_per_uid = 20",
-			`agent.experimental.workload_api_max_connections_per_uid: is 20, more than workload_api_max_connections (10)`},
+		{"zero cap", `max_connections = 0`, `agent.connection_limits.max_connections: must be a whole number greater than zero, got "0"`},
+		{"negative per-uid", `max_connections_per_uid = -3`, `agent.connection_limits.max_connections_per_uid: must be a whole number greater than zero, got "-3"`},
+		{"not a number", `max_connections = "many"`, `got "many"`},
+		{"zero idle", `idle_timeout = "0s"`, `agent.connection_limits.idle_timeout: must be greater than zero`},
+		{"bad handshake", `handshake_timeout = "soon"`, `agent.connection_limits.handshake_timeout`},
+		{"per-uid above total", "max_connections = 10\n      max_connections_per_uid = 20",
+			`agent.connection_limits.max_connections_per_uid: is 20, more than max_connections (10)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("agent.conf", []byte(withAgent(base+bundle+"    experimental {\n      "+tc.body+"\n    }")), false)
+			_, err := Parse("agent.conf", []byte(withAgent(base+bundle+"    connection_limits {\n      "+tc.body+"\n    }")), false)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}

@@ -230,6 +230,36 @@ func (s *Section) Duration(key string, dst *time.Duration) bool {
 	})
 }
 
+// PositiveInt reads a whole number greater than zero (written as a number
+// or a string) into dst: for caps, where the way to keep the default is to
+// leave the key out.
+func (s *Section) PositiveInt(key string, dst *int) bool {
+	return s.Parse(key, func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("must be a whole number greater than zero, got %q (remove it to use the default)", v)
+		}
+		*dst = n
+		return nil
+	})
+}
+
+// PositiveDuration reads a duration greater than zero into dst: for
+// timeouts, where zero would mean none and the way to keep the default is
+// to leave the key out.
+func (s *Section) PositiveDuration(key string, dst *time.Duration) bool {
+	var d time.Duration
+	if !s.Duration(key, &d) {
+		return false
+	}
+	if d == 0 {
+		s.Errorf(key, "must be greater than zero (remove it to use the default)")
+		return false
+	}
+	*dst = d
+	return true
+}
+
 // Strings reads a list of strings into dst; a single string is taken as a
 // one-element list.
 func (s *Section) Strings(key string, dst *[]string) bool {
