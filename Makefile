@@ -40,20 +40,36 @@ test-quick:
 # this module (go list, so test/interop and bench/peer, modules of their
 # own, are not included), whatever the file is named; finding none, or a
 # package go list cannot load, is an error rather than a silent pass.
+# Go 1.26's coordinator can fail a clean run at the FUZZTIME boundary with
+# a bare "context deadline exceeded" when the machine is loaded
+# (go.dev/issue/75804, fixed in Go 1.27): such a run, with no input
+# written to testdata/fuzz, is run once more, and if it happens again it is
+# named in a warning at the end instead of failing the whole sweep. Any
+# other failure stops the sweep.
 FUZZTIME ?= 10s
 fuzz:
 	@pkgs=$$($(GO) list -f '{{.ImportPath}}:{{.Dir}}' $(PKGS)) || exit 1; \
-	n=0; \
+	log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	n=0; raced=""; \
 	for p in $$pkgs; do \
 		pkg=$${p%%:*}; dir=$${p#*:}; \
 		ls $$dir/*_test.go >/dev/null 2>&1 || continue; \
 		for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)([A-Za-z0-9_]* \*testing\.F).*/\1/p' $$dir/*_test.go | sort -u); do \
-			n=$$((n+1)); echo "== $$pkg $$f"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+			n=$$((n+1)); \
+			for try in 1 2; do \
+				echo "== $$pkg $$f"; \
+				before=$$(ls $$dir/testdata/fuzz/$$f 2>/dev/null); \
+				if $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1; then cat $$log; break; fi; \
+				cat $$log; \
+				if [ "$$(ls $$dir/testdata/fuzz/$$f 2>/dev/null)" != "$$before" ] || ! grep -q '^    context deadline exceeded$$' $$log; then exit 1; fi; \
+				if [ $$try -eq 2 ]; then raced="$$raced $$pkg.$$f"; \
+				else echo "fuzz: $$f: the coordinator missed its own deadline (go.dev/issue/75804) and found no input; running it once more"; fi; \
+			done; \
 		done; \
 	done; \
 	if [ $$n -eq 0 ]; then echo "fuzz: no fuzz targets found"; exit 1; fi; \
-	echo "fuzz: $$n targets ran clean for $(FUZZTIME) each"
+	echo "fuzz: $$n targets fuzzed for $(FUZZTIME) each"; \
+	if [ -n "$$raced" ]; then echo "fuzz: WARNING: stopped twice by the coordinator's deadline race, with no input found:$$raced"; fi
 
 demo: build
 	./scripts/demo.sh
