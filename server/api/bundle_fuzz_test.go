@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
@@ -43,13 +44,17 @@ func bundleValid(b *types.Bundle) bool {
 	return true
 }
 
-// FuzzBundleValidation sends arbitrary bundles through the bundle API as
-// an admin would (BatchSetFederatedBundle, AppendBundle), over a real
-// SQLite store and without a network. No input may panic; a bundle is
-// accepted exactly when bundleValid says so (and, when federated, when it
-// names a trust domain other than the server's); what was accepted reads
-// back unchanged; and the store can prune what the API let in, since
-// pruning parses every stored X.509 authority.
+// FuzzBundleValidation sends bundles built from fuzzed choices (a trust
+// domain, which authorities from a pool of good and junk ones, in which
+// order and how often, refresh hint and sequence number) through the
+// bundle API as an admin would (BatchSetFederatedBundle, AppendBundle),
+// over a real SQLite store and without a network. No input may panic; a
+// bundle is accepted exactly when bundleValid says so (and, when
+// federated, when it names a trust domain other than the server's); what
+// was accepted reads back unchanged; and the store can prune what the API
+// let in, since pruning parses every stored X.509 authority. The junk is
+// the fuzzer's bytes as DER; whole certificates in the input made it spend
+// its time minimizing kilobytes.
 func FuzzBundleValidation(f *testing.F) {
 	ctx := context.Background()
 	own := spiffeid.RequireTrustDomainFromString("example.org")
@@ -68,37 +73,67 @@ func FuzzBundleValidation(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	cert := &types.X509Certificate{Asn1: root.Cert.Raw}
-	jwt := &types.JWTKey{KeyId: "k1", PublicKey: pub, ExpiresAt: time.Now().Add(time.Hour).Unix()}
-	for _, b := range []*types.Bundle{
-		{TrustDomain: "other.org", X509Authorities: []*types.X509Certificate{cert}, JwtAuthorities: []*types.JWTKey{jwt}, RefreshHint: 300, SequenceNumber: 7},
-		{TrustDomain: "spiffe://other.org", X509Authorities: []*types.X509Certificate{cert, cert}},
-		{TrustDomain: "example.org", X509Authorities: []*types.X509Certificate{cert}},
-		{TrustDomain: "Other.Org", X509Authorities: []*types.X509Certificate{cert}},
-		{TrustDomain: "other.org", X509Authorities: []*types.X509Certificate{{Asn1: root.Cert.Raw[:len(root.Cert.Raw)-1]}}},
-		{TrustDomain: "other.org", X509Authorities: []*types.X509Certificate{{}}},
-		{TrustDomain: "other.org", JwtAuthorities: []*types.JWTKey{{PublicKey: pub}}},
-		{TrustDomain: "other.org", JwtAuthorities: []*types.JWTKey{{KeyId: "k2", PublicKey: pub[1:]}}},
-		{TrustDomain: "other.org", JwtAuthorities: []*types.JWTKey{{KeyId: "k2"}}},
-		{TrustDomain: ""},
-	} {
-		b, err := proto.Marshal(b)
-		if err != nil {
-			f.Fatal(err)
+	expires := time.Now().Add(time.Hour).Unix()
+	// pick's nibbles, lowest first, choose the authorities: 0 the root, 1
+	// junk DER, 2 an empty certificate; 3 a good JWT key, 4 kid with junk
+	// as key, 5 kid with the good key, 6 the good key without an ID, 7 kid
+	// without a key; 8 and above nothing.
+	build := func(td string, pick uint32, junk []byte, kid string, refresh int64, seq uint64) *types.Bundle {
+		b := &types.Bundle{TrustDomain: td, RefreshHint: refresh, SequenceNumber: seq}
+		for ; pick != 0; pick >>= 4 {
+			switch pick & 0xf {
+			case 0:
+				b.X509Authorities = append(b.X509Authorities, &types.X509Certificate{Asn1: root.Cert.Raw})
+			case 1:
+				b.X509Authorities = append(b.X509Authorities, &types.X509Certificate{Asn1: junk})
+			case 2:
+				b.X509Authorities = append(b.X509Authorities, &types.X509Certificate{})
+			case 3:
+				b.JwtAuthorities = append(b.JwtAuthorities, &types.JWTKey{KeyId: "k1", PublicKey: pub, ExpiresAt: expires})
+			case 4:
+				b.JwtAuthorities = append(b.JwtAuthorities, &types.JWTKey{KeyId: kid, PublicKey: junk})
+			case 5:
+				b.JwtAuthorities = append(b.JwtAuthorities, &types.JWTKey{KeyId: kid, PublicKey: pub})
+			case 6:
+				b.JwtAuthorities = append(b.JwtAuthorities, &types.JWTKey{PublicKey: pub})
+			case 7:
+				b.JwtAuthorities = append(b.JwtAuthorities, &types.JWTKey{KeyId: kid})
+			}
 		}
-		f.Add(b)
+		return b
 	}
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		var in types.Bundle
-		// Unknown fields are not part of a bundle and are not stored.
-		if (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, &in) != nil {
-			return // gRPC refuses the message before the handler sees it
+	for _, seed := range []struct {
+		td      string
+		pick    uint32
+		junk    []byte
+		kid     string
+		refresh int64
+		seq     uint64
+	}{
+		{"other.org", 0x30, nil, "", 300, 7},
+		{"spiffe://other.org", 0x88800, nil, "", 0, 0},
+		{"example.org", 0x80, nil, "", 0, 0},
+		{"Other.Org", 0x80, nil, "", 0, 0},
+		{"other.org", 0x1, root.Cert.Raw[:40], "", 0, 0},
+		{"other.org", 0x2, nil, "", 0, 0},
+		{"other.org", 0x6, nil, "", 0, 0},
+		{"other.org", 0x4, pub[1:], "k2", 0, 0},
+		{"other.org", 0x75, nil, "k2", -1, 1 << 63},
+		{"other.org", 0x54, pub, "k2", 0, 0},
+		{"", 0x8, nil, "", 0, 0},
+	} {
+		f.Add(seed.td, seed.pick, seed.junk, seed.kid, seed.refresh, seed.seq)
+	}
+	f.Fuzz(func(t *testing.T, tdName string, pick uint32, junk []byte, kid string, refresh int64, seq uint64) {
+		if !utf8.ValidString(tdName) || !utf8.ValidString(kid) {
+			return // not a protobuf string: gRPC refuses the message
 		}
-		valid := bundleValid(&in)
+		in := build(tdName, pick, junk, kid, refresh, seq)
+		valid := bundleValid(in)
 
 		// Federated: the bundle as given.
 		td, tdErr := spiffeid.TrustDomainFromString(in.TrustDomain)
-		resp, err := svc.BatchSetFederatedBundle(ctx, &bundlev1.BatchSetFederatedBundleRequest{Bundle: []*types.Bundle{&in}})
+		resp, err := svc.BatchSetFederatedBundle(ctx, &bundlev1.BatchSetFederatedBundleRequest{Bundle: []*types.Bundle{in}})
 		if err != nil || len(resp.Results) != 1 {
 			t.Fatalf("BatchSetFederatedBundle: %v, %v", resp, err)
 		}
@@ -113,7 +148,7 @@ func FuzzBundleValidation(f *testing.F) {
 			t.Fatalf("invalid federated bundle refused with %v: %v", code, r.Status)
 		}
 		if wantOK {
-			want := proto.Clone(&in).(*types.Bundle)
+			want := proto.Clone(in).(*types.Bundle)
 			want.TrustDomain = td.Name()
 			got, err := svc.GetFederatedBundle(ctx, &bundlev1.GetFederatedBundleRequest{TrustDomain: td.Name()})
 			if err != nil {
