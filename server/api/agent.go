@@ -394,14 +394,19 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if err != nil {
 		return nil, dsError("fetch attested node", err)
 	}
-	if node.Banned() || node.CertSerial != c.Cert.SerialNumber.String() {
-		return nil, status.Errorf(codes.PermissionDenied, "agent %q is no longer attested with this SVID", c.ID)
+	// Upstream agents act on the reason attached, not on the message: a
+	// banned one shuts down, one with a stale SVID re-attests.
+	if node.Banned() {
+		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", c.ID)
+	}
+	if node.CertSerial != c.Cert.SerialNumber.String() {
+		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %q is no longer attested with this SVID", c.ID)
 	}
 	// A node that can re-attest must, as in SPIRE: renewing would keep the
 	// identity alive on the SVID key alone, without fresh evidence from
 	// the hardware, and freeze selectors that name the machine's state.
 	if node.CanReattest {
-		return nil, status.Error(codes.PermissionDenied, "agent must reattest instead of renew")
+		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_MUST_REATTEST, "agent must reattest instead of renew")
 	}
 	csr, err := s.api.parseCallerCSR(ctx, "RenewAgent", req.Params.Csr)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/sim/x509/testpki"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 )
 
@@ -75,6 +76,10 @@ func TestReattestableAgentCannotRenew(t *testing.T) {
 	_, csr2 := servertest.NewCSR(t)
 	_, err = agentv1.NewAgentClient(conn).RenewAgent(ctx, &agentv1.RenewAgentRequest{Params: &agentv1.AgentX509SVIDParams{Csr: csr2}})
 	wantCode(t, err, codes.PermissionDenied)
+	// Upstream agents re-attest on this reason, not on the message.
+	if r := deniedReason(err); r != types.PermissionDeniedDetails_AGENT_MUST_REATTEST {
+		t.Fatalf("RenewAgent refusal carries reason %v, want AGENT_MUST_REATTEST", r)
+	}
 
 	// Re-attesting with the node's key works and replaces the SVID.
 	key3, csr3 := servertest.NewCSR(t)
