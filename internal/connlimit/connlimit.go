@@ -222,9 +222,13 @@ type RefusalLog struct {
 	log      *slog.Logger
 	interval time.Duration
 
-	mu   sync.Mutex
-	keys map[string]*refusals
+	mu        sync.Mutex
+	keys      map[string]*refusals
+	lastSweep time.Time
 }
+
+// maxRefusalKeys bounds the records a RefusalLog keeps.
+const maxRefusalKeys = 4096
 
 type refusalLog = RefusalLog
 
@@ -252,17 +256,22 @@ func (r *RefusalLog) Refused(key, msg string, args ...any) {
 	st := r.keys[key]
 	if st == nil {
 		// The map holds one small record per key seen within an interval;
-		// forget stale ones so that many keys cannot grow it forever.
-		if len(r.keys) >= 4096 {
+		// forget stale ones so that many keys cannot grow it forever. The
+		// sweep runs at most once per interval: a flood of new keys must
+		// not make every refusal walk the whole map under the lock.
+		if len(r.keys) >= maxRefusalKeys && now.Sub(r.lastSweep) >= r.interval {
+			r.lastSweep = now
 			for k, v := range r.keys {
 				if now.Sub(v.last) >= r.interval {
 					delete(r.keys, k)
 				}
 			}
 		}
-		if len(r.keys) >= 4096 {
-			// Still full: every further key shares one record.
+		if len(r.keys) >= maxRefusalKeys {
+			// Still full: every further key shares one record, and its
+			// line says it stands for many.
 			key = "*"
+			args = append(args, "shared_with_other_sources", true)
 			if st = r.keys[key]; st != nil && now.Sub(st.last) < r.interval {
 				st.suppressed++
 				r.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -271,5 +272,26 @@ func TestListenerStatsAndUnidentified(t *testing.T) {
 	held.Close()
 	if st := l.Stats(); st.Open != 0 {
 		t.Fatalf("%d open after close", st.Open)
+	}
+}
+
+// TestRefusalLogManyKeys shows the records stay bounded when more keys
+// refuse than it keeps, and that the keys past the bound still get a line,
+// marked as shared.
+func TestRefusalLogManyKeys(t *testing.T) {
+	var logs syncBuf
+	r := NewRefusalLog(slog.New(slog.NewTextHandler(&logs, nil)), time.Hour)
+	for i := 0; i < maxRefusalKeys+100; i++ {
+		r.Refused(strconv.Itoa(i), "Refused")
+	}
+	if n := len(r.keys); n > maxRefusalKeys+1 {
+		t.Fatalf("%d records kept, want at most %d", n, maxRefusalKeys+1)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "Refused"); n != maxRefusalKeys+1 {
+		t.Fatalf("%d lines, want one per kept key and one shared", n)
+	}
+	if strings.Count(out, "shared_with_other_sources=true") != 1 {
+		t.Fatal("the shared record's line does not say it is shared")
 	}
 }
