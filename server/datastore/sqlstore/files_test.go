@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -131,5 +132,74 @@ func TestSQLiteSynchronousFull(t *testing.T) {
 				t.Errorf("reader synchronous = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestSQLiteModeRWDoesNotCreate: with mode=rw (or ro) SQLite must not create
+// the database, so a mistyped path is SQLite's "unable to open" error, not a
+// fresh, empty, migrated datastore that silently replaces the real one.
+// Without a mode, or with rwc, the file is created 0600 as before.
+func TestSQLiteModeRWDoesNotCreate(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		conn   func(p string) string
+		create bool
+	}{
+		{"plain path mode=rw", func(p string) string { return p + "?mode=rw" }, false},
+		{"plain path mode=ro", func(p string) string { return p + "?mode=ro" }, false},
+		{"file URI mode=rw", func(p string) string { return "file:" + p + "?mode=rw" }, false},
+		{"plain path", func(p string) string { return p }, true},
+		{"plain path mode=rwc", func(p string) string { return p + "?mode=rwc" }, true},
+		{"file URI", func(p string) string { return "file:" + p }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			db := filepath.Join(dir, "datastore.sqlite3")
+			s, err := Open(ctx, Config{DatabaseType: SQLite, ConnectionString: tc.conn(db)})
+			if s != nil {
+				defer s.Close()
+			}
+			if !tc.create {
+				if err == nil {
+					t.Fatal("Open of a missing database with a no-create mode succeeded")
+				}
+				if !strings.Contains(err.Error(), "unable to open") {
+					t.Errorf("error %q, want SQLite's unable-to-open error", err)
+				}
+				if _, err := os.Lstat(db); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("database file after the refused open: %v, want none", err)
+				}
+				if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("database directory after the refused open: %v, want none", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeToken(t, s)
+			if got := perm(t, db); got != 0o600 {
+				t.Errorf("created database mode %v, want -rw-------", got)
+			}
+		})
+	}
+	// An existing database opens with mode=rw.
+	db := filepath.Join(t.TempDir(), "datastore.sqlite3")
+	s := openStore(t, Config{DatabaseType: SQLite, ConnectionString: db})
+	writeToken(t, s)
+	s.Close()
+	s = openStore(t, Config{DatabaseType: SQLite, ConnectionString: db + "?mode=rw"})
+	writeToken(t, s)
+
+	// A plain path is passed to SQLite as a file: URI; characters a URI
+	// path would read as escapes or its end still name the literal file.
+	odd := filepath.Join(t.TempDir(), "a%41b#c", "ds.sqlite3")
+	s = openStore(t, Config{DatabaseType: SQLite, ConnectionString: odd})
+	writeToken(t, s)
+	if got := perm(t, odd); got != 0o600 {
+		t.Errorf("%s: mode %v, want -rw-------", odd, got)
+	}
+	if _, err := os.Lstat(odd + "-wal"); err != nil {
+		t.Errorf("SQLite did not open the literal path %s: %v", odd, err)
 	}
 }

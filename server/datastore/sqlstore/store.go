@@ -108,19 +108,28 @@ func (s *Store) openSQLite(conn string) error {
 	if err != nil {
 		return err
 	}
-	if !memory {
+	// Only a mode that lets SQLite create the file (none, or rwc) has it
+	// created here first; with mode=rw or ro a missing file must stay
+	// SQLite's "unable to open" error, since a mistyped path would
+	// otherwise start the server on an empty, freshly migrated datastore.
+	mayCreate := query.Get("mode") == "" || query.Get("mode") == "rwc"
+	if !memory && mayCreate {
 		if _, err := daemondir.Ensure(filepath.Dir(path), 0o700); err != nil {
 			return fmt.Errorf("sqlstore: sqlite: database directory: %w", err)
 		}
-		if query.Get("mode") != "ro" {
-			if err := s.createPrivate(path); err != nil {
-				return err
-			}
+		if err := s.createPrivate(path); err != nil {
+			return err
 		}
 	}
 	base := conn
 	if i := strings.IndexByte(conn, '?'); i >= 0 {
 		base = conn[:i]
+	}
+	if !strings.HasPrefix(base, "file:") && base != "" && base != ":memory:" {
+		// The driver hands SQLite a plain path without its query, so
+		// SQLite's own parameters (mode, cache, ...) would be dropped; as a
+		// file: URI (as SPIRE rewrites it) they reach SQLite.
+		base = "file:" + uriPathEscaper.Replace(base)
 	}
 	dsn := func(writer bool) string {
 		q := url.Values{}
@@ -217,6 +226,10 @@ func (s *Store) createPrivate(path string) error {
 	}
 	return nil
 }
+
+// uriPathEscaper escapes the characters a file: URI's path cannot hold
+// literally: SQLite decodes %HH, and ? and # end the path.
+var uriPathEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
 
 // parseSQLitePath extracts the file path from a SPIRE-style connection
 // string: a plain path or a file: URI, either with optional query
