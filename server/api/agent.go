@@ -259,7 +259,10 @@ func (s *AgentService) CreateJoinToken(ctx context.Context, req *agentv1.CreateJ
 // recvWithin receives the next AttestAgent message, or fails with
 // DeadlineExceeded after d. The handler returns on that error, which ends
 // the stream and with it the Recv left waiting in its goroutine; nothing
-// calls Recv on the stream again.
+// calls Recv on the stream again. That goroutine may still receive a
+// message after the handler has returned, so it touches nothing but its
+// own channel: whatever the interceptor reads of the call, the handler's
+// goroutine wrote (noteAttestFirst).
 func recvWithin(stream agentv1.Agent_AttestAgentServer, d time.Duration, what string) (*agentv1.AttestAgentRequest, error) {
 	type received struct {
 		req *agentv1.AttestAgentRequest
@@ -291,6 +294,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	if err != nil {
 		return err
 	}
+	noteAttestFirst(ctx, req)
 	params := req.GetParams()
 	switch {
 	case params == nil:

@@ -50,41 +50,55 @@ func (a *API) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Stream
 		return err
 	}
 	ctx = withRequestID(ctx)
+	var first *attestFirst
+	if info.FullMethod == methodAttestAgent {
+		first = &attestFirst{}
+		ctx = context.WithValue(ctx, attestFirstKey{}, first)
+	}
 	ws := &wrappedStream{ServerStream: ss, ctx: ctx}
 	if err = a.rateLimit(ctx, info.FullMethod, nil); err == nil {
 		if err = handler(srv, ws); err != nil {
-			if info.FullMethod == methodAttestAgent {
-				a.attestRefused(ctx, ws.attest, err)
+			if first != nil {
+				a.attestRefused(ctx, first.req, err)
 			} else {
 				a.handlerRefused(ctx, info.FullMethod, err)
 			}
 		}
 	}
 	var req any
-	if ws.attest != nil {
-		req = ws.attest
+	if first != nil && first.req != nil {
+		req = first.req
 	}
 	a.audit(ctx, info.FullMethod, err, req, nil)
 	return err
 }
 
-// wrappedStream carries the authorized context, and keeps AttestAgent's
-// first request so that a refusal can name the attestor type.
+// wrappedStream carries the authorized context.
 type wrappedStream struct {
 	grpc.ServerStream
-	ctx    context.Context
-	attest *agentv1.AttestAgentRequest
+	ctx context.Context
 }
 
 func (w *wrappedStream) Context() context.Context { return w.ctx }
 
-// RecvMsg implements grpc.ServerStream.
-func (w *wrappedStream) RecvMsg(m any) error {
-	err := w.ServerStream.RecvMsg(m)
-	if r, ok := m.(*agentv1.AttestAgentRequest); ok && err == nil && w.attest == nil && r.GetParams() != nil {
-		w.attest = r
+// attestFirst is where AttestAgent's handler leaves its first request, so
+// that a refusal or an audit line can name the attestor type and redact
+// the payload. Only the handler's own goroutine writes it, before it
+// returns, so the interceptor reads it without a lock: a Recv that
+// recvWithin gave up on may still complete after the handler returned,
+// and must not write anything the interceptor reads.
+type attestFirst struct {
+	req *agentv1.AttestAgentRequest
+}
+
+type attestFirstKey struct{}
+
+// noteAttestFirst records req as the call's first request, if it carries
+// attestation parameters and the call came through StreamInterceptor.
+func noteAttestFirst(ctx context.Context, req *agentv1.AttestAgentRequest) {
+	if f, ok := ctx.Value(attestFirstKey{}).(*attestFirst); ok && f.req == nil && req.GetParams() != nil {
+		f.req = req
 	}
-	return err
 }
 
 // splitMethod splits a full method into SPIRE's service and method log
