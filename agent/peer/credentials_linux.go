@@ -94,43 +94,63 @@ func probe() (method, string, error) {
 	return 0, "", fmt.Errorf("peer: probe: no pidfd support (SO_PEERPIDFD: %v; pidfd_open: %w)", peerErr, openErr)
 }
 
+// Ucred returns the credentials the kernel recorded for c's peer when it
+// called connect(2) (SO_PEERCRED). c must be a Unix socket. Its UID and GID
+// are as seen from this process's user namespace: every uid-0 process of
+// containers without a user namespace of their own reads as 0.
+func Ucred(c net.Conn) (*unix.Ucred, error) {
+	u, err := ucred(c)
+	if err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
+	}
+	return u, nil
+}
+
+func ucred(c net.Conn) (*unix.Ucred, error) {
+	rc, err := syscallConn(c)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		u      *unix.Ucred
+		optErr error
+	)
+	if err := rc.Control(func(fd uintptr) {
+		u, optErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, fmt.Errorf("SO_PEERCRED: %w", err)
+	}
+	if optErr != nil {
+		return nil, fmt.Errorf("SO_PEERCRED: %w", optErr)
+	}
+	if u == nil {
+		return nil, errors.New("SO_PEERCRED: no credentials")
+	}
+	return u, nil
+}
+
+func syscallConn(c net.Conn) (syscall.RawConn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a socket", c)
+	}
+	return sc.SyscallConn()
+}
+
 // ServerHandshake reads the caller's credentials and pidfd from the socket.
 // The returned connection closes the pidfd when it closes.
 func (c *Credentials) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	sc, ok := rawConn.(syscall.Conn)
-	if !ok {
-		return nil, nil, fmt.Errorf("peer: handshake: %T is not a socket", rawConn)
-	}
-	rc, err := sc.SyscallConn()
+	cred, err := ucred(rawConn)
 	if err != nil {
 		return nil, nil, fmt.Errorf("peer: handshake: %w", err)
 	}
-	var (
-		ucred  *unix.Ucred
-		pidfd  = -1
-		optErr error
-	)
-	ctrlErr := rc.Control(func(fd uintptr) {
-		ucred, optErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if optErr != nil {
-			optErr = fmt.Errorf("SO_PEERCRED: %w", optErr)
-			return
+	pidfd := -1
+	if c.method == methodPeerPIDFD {
+		if pidfd, err = peerPIDFD(rawConn); err != nil {
+			return nil, nil, fmt.Errorf("peer: handshake: %w", err)
 		}
-		if c.method == methodPeerPIDFD {
-			pidfd, optErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
-			if optErr != nil {
-				pidfd = -1
-				optErr = fmt.Errorf("SO_PEERPIDFD: %w", optErr)
-			}
-		}
-	})
-	if ctrlErr != nil {
-		return nil, nil, fmt.Errorf("peer: handshake: %w", ctrlErr)
 	}
-	if optErr != nil {
-		return nil, nil, fmt.Errorf("peer: handshake: %w", optErr)
-	}
-	if ucred.Pid <= 0 {
+	if cred.Pid <= 0 {
 		// The peer lives in a PID namespace we cannot see.
 		if pidfd >= 0 {
 			unix.Close(pidfd)
@@ -138,14 +158,14 @@ func (c *Credentials) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.A
 		return nil, nil, errors.New("peer: handshake: caller PID not visible from this PID namespace")
 	}
 	if c.method == methodPIDFDOpen {
-		pidfd, err = unix.PidfdOpen(int(ucred.Pid), 0)
+		pidfd, err = unix.PidfdOpen(int(cred.Pid), 0)
 		if err != nil {
-			return nil, nil, fmt.Errorf("peer: handshake: pidfd_open(%d): %w", ucred.Pid, err)
+			return nil, nil, fmt.Errorf("peer: handshake: pidfd_open(%d): %w", cred.Pid, err)
 		}
 	}
 	unix.CloseOnExec(pidfd)
 
-	info := newInfo(ucred.Pid, ucred.Uid, ucred.Gid, pidfd)
+	info := newInfo(cred.Pid, cred.Uid, cred.Gid, pidfd)
 	ai := AuthInfo{
 		// Same level gRPC's local credentials give a Unix socket: the bytes
 		// never leave the kernel.
@@ -153,6 +173,26 @@ func (c *Credentials) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.A
 		Info:           info,
 	}
 	return &conn{Conn: rawConn, info: info}, ai, nil
+}
+
+// peerPIDFD returns a pidfd for c's peer as the kernel pinned it at
+// connect(2) (SO_PEERPIDFD); the caller owns it.
+func peerPIDFD(c net.Conn) (int, error) {
+	rc, err := syscallConn(c)
+	if err != nil {
+		return -1, err
+	}
+	pidfd := -1
+	var optErr error
+	if err := rc.Control(func(fd uintptr) {
+		pidfd, optErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+	}); err != nil {
+		return -1, fmt.Errorf("SO_PEERPIDFD: %w", err)
+	}
+	if optErr != nil {
+		return -1, fmt.Errorf("SO_PEERPIDFD: %w", optErr)
+	}
+	return pidfd, nil
 }
 
 // ClientHandshake is refused: these credentials only serve.

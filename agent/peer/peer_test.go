@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,5 +236,34 @@ func TestFromContextWithoutPeer(t *testing.T) {
 func TestClientHandshakeRefused(t *testing.T) {
 	if _, _, err := creds(t, 0).ClientHandshake(context.Background(), "", nil); err == nil {
 		t.Fatal("client handshake accepted")
+	}
+}
+
+// TestUcred: the kernel's record of who connected, and a clear error for a
+// connection that is not a socket.
+func TestUcred(t *testing.T) {
+	l, path := listen(t)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	u, err := Ucred(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(u.Pid) != os.Getpid() || int(u.Uid) != os.Getuid() || int(u.Gid) != os.Getgid() {
+		t.Errorf("Ucred = pid %d uid %d gid %d, want %d %d %d", u.Pid, u.Uid, u.Gid, os.Getpid(), os.Getuid(), os.Getgid())
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if _, err := Ucred(a); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Ucred(net.Pipe) = %v, want a not-a-socket error", err)
 	}
 }

@@ -1,14 +1,13 @@
 package workloadapi
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
-	"syscall"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/internal/connlimit"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -138,28 +137,9 @@ func ServerOptions(lim Limits) []grpc.ServerOption {
 // peerUID is the uid of the process that connected, as the kernel
 // recorded it at connect (SO_PEERCRED).
 func peerUID(c net.Conn) (string, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return "", fmt.Errorf("workloadapi: %T is not a socket", c)
-	}
-	rc, err := sc.SyscallConn()
+	cred, err := peer.Ucred(c)
 	if err != nil {
 		return "", fmt.Errorf("workloadapi: peer uid: %w", err)
-	}
-	var (
-		cred   *unix.Ucred
-		optErr error
-	)
-	if err := rc.Control(func(fd uintptr) {
-		cred, optErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return "", fmt.Errorf("workloadapi: peer uid: %w", err)
-	}
-	if optErr != nil {
-		return "", fmt.Errorf("workloadapi: peer uid: SO_PEERCRED: %w", optErr)
-	}
-	if cred == nil {
-		return "", errors.New("workloadapi: peer uid: no credentials")
 	}
 	return strconv.FormatUint(uint64(cred.Uid), 10), nil
 }
