@@ -279,9 +279,21 @@ func recvWithin(stream agentv1.Agent_AttestAgentServer, d time.Duration, what st
 	case r := <-ch:
 		return r.req, r.err
 	case <-t.C:
-		return nil, status.Errorf(codes.DeadlineExceeded, "no %s within %s", what, d)
+		return nil, &silentPeerError{status.Newf(codes.DeadlineExceeded, "no %s within %s", what, d)}
 	}
 }
+
+// silentPeerError is the server's refusal of an AttestAgent stream whose
+// peer sent nothing in time. Its code is DeadlineExceeded, as when the
+// caller's own deadline runs out; it is a type of its own so that the
+// security log can tell the server refusing a caller (logged) from a
+// caller giving up (not logged), even after an attestor wrapped it.
+type silentPeerError struct{ st *status.Status }
+
+func (e *silentPeerError) Error() string { return e.st.Err().Error() }
+
+// GRPCStatus gives gRPC, and status.FromError, the refusal's status.
+func (e *silentPeerError) GRPCStatus() *status.Status { return e.st }
 
 // AttestAgent implements agent/v1: the agent sends its attestation data and
 // a CSR, answers any challenges, and receives its agent SVID.

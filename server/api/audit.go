@@ -54,9 +54,14 @@ func (a *API) audit(ctx context.Context, fullMethod string, err error, req, resp
 	} else {
 		st := status.Convert(err)
 		msg := st.Message()
-		if r, ok := req.(*agentv1.CreateJoinTokenRequest); ok {
+		switch r := req.(type) {
+		case *agentv1.CreateJoinTokenRequest:
 			// An admin's chosen token may be quoted back in the error.
 			msg = redact(msg, []byte(r.Token))
+		case *agentv1.AttestAgentRequest:
+			// An attestor's error may quote its input, as in the
+			// security log (attestRefused).
+			msg = redact(msg, r.GetParams().GetData().GetPayload())
 		}
 		args = append(args, "status", "error", "status_code", st.Code().String(), "status_message", msg)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net"
 	"strings"
 
@@ -133,21 +134,23 @@ func (a *API) handlerRefused(ctx context.Context, fullMethod string, err error) 
 
 // attestRefused logs a failed node attestation: the attestor type, the
 // reason and where from; never the attestation payload, which for join
-// tokens is the secret.
+// tokens is the secret. A stream that sent nothing within the message
+// timeout is a refusal too (silentPeerError), logged as the others.
 func (a *API) attestRefused(ctx context.Context, req *agentv1.AttestAgentRequest, err error) {
 	st := status.Convert(err)
+	var silent *silentPeerError
 	switch st.Code() {
 	case codes.Canceled, codes.DeadlineExceeded:
-		// The agent went away (or ran out of time); nothing was refused.
-		return
+		if !errors.As(err, &silent) {
+			// The agent went away, or its own deadline ran out;
+			// nothing was refused.
+			return
+		}
 	}
-	typ, payload := "", []byte(nil)
-	if d := req.GetParams().GetData(); d != nil {
-		typ, payload = d.Type, d.Payload
-	}
+	d := req.GetParams().GetData()
 	a.sec.refused("attest", sourceKey(ctx), "Agent attestation refused",
-		"node_attestor_type", typ, "caller_addr", peerAddr(ctx), "code", st.Code().String(),
-		"reason", redact(st.Message(), payload))
+		"node_attestor_type", d.GetType(), "caller_addr", peerAddr(ctx), "code", st.Code().String(),
+		"reason", redact(st.Message(), d.GetPayload()))
 }
 
 type requestIDKey struct{}
