@@ -14,7 +14,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
+
+// afterMkdir, when set by a test, runs between creating a directory and
+// opening it for its chmod: the moment another user could swap it.
+var afterMkdir func(d string)
 
 // Ensure makes dir a directory. When dir or some of its parents are
 // missing, each missing one is created with permissions perm; created
@@ -42,28 +48,92 @@ func Ensure(dir string, perm fs.FileMode) (created bool, err error) {
 			break
 		}
 	}
+	if len(missing) == 0 {
+		return false, nil
+	}
+	// Each directory is made relative to a descriptor of its parent and
+	// chmodded through a descriptor of its own, so nothing renamed or
+	// symlinked into a path between the two steps can redirect the chmod.
+	top := missing[len(missing)-1]
+	pfd, err := unix.Open(filepath.Dir(top), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("daemondir: open %s: %w", filepath.Dir(top), err)
+	}
+	defer func() { unix.Close(pfd) }()
 	for i := len(missing) - 1; i >= 0; i-- {
 		d := missing[i]
-		// Mkdir applies the umask, which can only narrow perm; the chmod
-		// that follows sets exactly perm, so there is no moment at which
-		// the directory is wider than asked.
-		if err := os.Mkdir(d, perm); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				// Made by someone else meanwhile: not ours to chmod.
-				if fi, serr := os.Stat(d); serr == nil && fi.IsDir() {
-					continue
-				}
-			}
-			return false, fmt.Errorf("daemondir: create %s: %w", d, err)
+		fd, made, err := mkdirAt(pfd, d, perm)
+		if err != nil {
+			return false, err
 		}
-		if err := os.Chmod(d, perm); err != nil {
-			return false, fmt.Errorf("daemondir: set mode of created directory %s: %w", d, err)
-		}
-		if d == dir {
+		unix.Close(pfd)
+		pfd = fd
+		if made && d == dir {
 			created = true
 		}
 	}
 	return created, nil
+}
+
+// mkdirAt creates d (named relative to its parent's descriptor pfd) with
+// exactly perm and returns a descriptor of it. made is false when someone
+// else created d meanwhile: that directory is used but not chmodded.
+func mkdirAt(pfd int, d string, perm fs.FileMode) (fd int, made bool, err error) {
+	name := filepath.Base(d)
+	// Mkdir applies the umask, which can only narrow perm; the fchmod that
+	// follows sets exactly perm, so there is no moment at which the
+	// directory is wider than asked.
+	if err := unix.Mkdirat(pfd, name, uint32(perm)); err != nil {
+		if !errors.Is(err, unix.EEXIST) {
+			return -1, false, fmt.Errorf("daemondir: create %s: %w", d, err)
+		}
+		// Made by someone else meanwhile: not ours to chmod.
+		fd, err := unix.Openat(pfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, false, fmt.Errorf("daemondir: create %s: %w", d, err)
+		}
+		return fd, false, nil
+	}
+	if afterMkdir != nil {
+		afterMkdir(d)
+	}
+	// O_NOFOLLOW and the owner check make sure the fchmod reaches the
+	// directory just made, not a symlink or a directory of another user
+	// put in its place.
+	fd, err = unix.Openat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	viaProc := false
+	if errors.Is(err, unix.EACCES) {
+		// A perm without the owner's read bit cannot be opened for
+		// fchmod; an O_PATH descriptor is chmodded through /proc.
+		fd, err = unix.Openat(pfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		viaProc = true
+	}
+	if err != nil {
+		return -1, false, fmt.Errorf("daemondir: open created directory %s: %w", d, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return -1, false, fmt.Errorf("daemondir: stat created directory %s: %w", d, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || fs.FileMode(st.Mode).Perm()&^perm != 0 {
+		return -1, false, fmt.Errorf("daemondir: %s was replaced while being created (now owned by uid %d, mode %04o); it is left untouched: check who else can write to %s", d, st.Uid, st.Mode&0o7777, filepath.Dir(d))
+	}
+	if viaProc {
+		err = unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), uint32(perm))
+	} else {
+		err = unix.Fchmod(fd, uint32(perm))
+	}
+	if err != nil {
+		return -1, false, fmt.Errorf("daemondir: set mode of created directory %s: %w", d, err)
+	}
+	ok = true
+	return fd, true, nil
 }
 
 // Shared reports whether dir grants its group or other users any access,

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
 )
 
 func TestEnsureCreatesWithExactMode(t *testing.T) {
@@ -119,5 +121,73 @@ func TestEnsureDataWarnsOnlyForASharedExistingDirectory(t *testing.T) {
 				t.Errorf("mode %v, want %v", fi.Mode().Perm(), want)
 			}
 		})
+	}
+}
+
+// TestEnsureChmodsOnlyTheDirectoryItMade: a directory swapped for a symlink
+// (or for another user's directory) between mkdir and chmod is refused, and
+// what the swap points at keeps its mode.
+func TestEnsureChmodsOnlyTheDirectoryItMade(t *testing.T) {
+	base := t.TempDir()
+	victim := filepath.Join(base, "victim")
+	if err := os.Mkdir(victim, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(victim, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "data")
+	afterMkdir = func(d string) {
+		if err := os.Remove(d); err != nil {
+			t.Error(err)
+		}
+		if err := os.Symlink(victim, d); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { afterMkdir = nil }()
+	_, err := Ensure(dir, 0o700)
+	if err == nil {
+		t.Fatal("Ensure succeeded after its directory was swapped for a symlink")
+	}
+	if !strings.Contains(err.Error(), dir) {
+		t.Errorf("error %q should name %s", err, dir)
+	}
+	fi, err := os.Stat(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o755 {
+		t.Errorf("the symlink's target was chmodded to %v", fi.Mode().Perm())
+	}
+}
+
+// TestEnsureRefusesAnotherUsersDirectoryInItsPlace: a directory of another
+// user moved in between mkdir and chmod is refused and keeps its mode.
+func TestEnsureRefusesAnotherUsersDirectoryInItsPlace(t *testing.T) {
+	simtest.RequireRoot(t)
+	base := t.TempDir()
+	foreign := filepath.Join(base, "foreign")
+	if err := os.Mkdir(foreign, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(foreign, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "data")
+	afterMkdir = func(d string) {
+		if err := os.Remove(d); err != nil {
+			t.Error(err)
+		}
+		if err := os.Rename(foreign, d); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { afterMkdir = nil }()
+	if _, err := Ensure(dir, 0o700); err == nil || !strings.Contains(err.Error(), "uid 65534") {
+		t.Fatalf("Ensure = %v, want a refusal naming the other owner", err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("the other user's directory: %v, %v; want it left 0755", fi.Mode(), err)
 	}
 }
