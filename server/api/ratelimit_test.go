@@ -136,9 +136,19 @@ func TestAttestationLimitOff(t *testing.T) {
 	}
 }
 
+// signLimit is api.SignLimitPerIP.
+const signLimit = 500
+
 // TestSigningLimitCountsCSRs: BatchNewX509SVID draws one unit per CSR from
-// the per-IP budget of 500, so one batch of 501 can never be served, and a
-// batch of 400 right after one of 500 must wait.
+// the per-IP budget of 500 per second, so one batch of 501 can never be
+// served, and batches beyond the budget wait their turn within their
+// deadline or are refused at once; while they wait, RenewAgent, which
+// shares the budget, is refused, and NewJWTSVID, which has its own, is not.
+//
+// Nothing here depends on how fast the machine is: deadlines are seconds
+// long wherever a timeout would be a false failure, and what the limiter
+// grants is checked against the time that really passed, not against a
+// gap between two calls assumed short.
 func TestSigningLimitCountsCSRs(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -164,16 +174,17 @@ func TestSigningLimitCountsCSRs(t *testing.T) {
 				_, err := client.BatchNewX509SVID(ctx, &svidv1.BatchNewX509SVIDRequest{Params: params})
 				return err
 			}
-			err := batch(501, 5*time.Second)
+			// With the limit on, 501 CSRs are refused at once whatever the
+			// time: they exceed the burst.
+			err := batch(501, 10*time.Second)
 			if !tc.limit {
 				if err != nil {
 					t.Fatalf("501 CSRs with the limit off: %v", err)
 				}
-				if err := batch(500, 5*time.Second); err != nil {
-					t.Fatal(err)
-				}
-				if err := batch(400, 100*time.Millisecond); err != nil {
-					t.Fatalf("400 CSRs right after 500 with the limit off: %v", err)
+				for _, n := range []int{500, 500, 400} {
+					if err := batch(n, 10*time.Second); err != nil {
+						t.Fatalf("%d more CSRs with the limit off: %v", n, err)
+					}
 				}
 				return
 			}
@@ -181,38 +192,95 @@ func TestSigningLimitCountsCSRs(t *testing.T) {
 			if want := "rejecting request due to certificate signing rate limiting: rate (501) exceeds burst size (500)"; status.Convert(err).Message() != want {
 				t.Errorf("message %q, want %q", status.Convert(err).Message(), want)
 			}
-			if err := batch(500, 5*time.Second); err != nil {
-				t.Fatalf("500 CSRs: %v", err)
+
+			// Twenty batches of 400 at once, each with 4 s to be served:
+			// the budget grants at most 500 CSRs plus 500 a second, and a
+			// batch is let wait only for a turn within its deadline, so
+			// some are served after waiting and the rest refused at once.
+			const batches, size, deadline = 20, 400, 4 * time.Second
+			start := time.Now()
+			results := make(chan error, batches)
+			for range batches {
+				go func() { results <- batch(size, deadline) }()
 			}
-			// 400 more need 0.8 s of refill; 100 ms is too short.
-			err = batch(400, 100*time.Millisecond)
-			wantCode(t, err, codes.ResourceExhausted)
-			// Waiting is allowed: SPIRE's limiter delays, it does not
-			// drop, a request that fits the burst. While this one waits
-			// for its refill, the budget is spent ahead: RenewAgent, which
-			// shares it, is refused, and NewJWTSVID, which has its own, is
-			// not.
-			done := make(chan error, 1)
-			go func() { done <- batch(400, 10*time.Second) }()
-			renewLimited := false
-			for !renewLimited {
+			// While they wait, the shared budget is spent ahead: a
+			// RenewAgent is refused, and a NewJWTSVID asked right after
+			// it, with the same short deadline, is served, as its budget
+			// is its own (were it shared, it would be refused too). Probes
+			// that time out (a loaded machine) are asked again until the
+			// batches end; a timeout is never a failure.
+			var renewLimited, jwtServed bool
+			var jwtErrs []error
+			var outcomes []error
+		probe:
+			for !renewLimited || !jwtServed {
 				select {
-				case err := <-done:
-					t.Fatalf("the waiting batch ended (%v) before RenewAgent was limited", err)
+				case err := <-results:
+					outcomes = append(outcomes, err)
+					if len(outcomes) == batches {
+						break probe
+					}
+					continue
 				default:
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 				_, err := agentv1.NewAgentClient(agent.Conn).RenewAgent(ctx, &agentv1.RenewAgentRequest{Params: &agentv1.AgentX509SVIDParams{Csr: []byte("junk")}})
 				cancel()
-				renewLimited = status.Code(err) == codes.ResourceExhausted &&
-					strings.HasPrefix(status.Convert(err).Message(), "rejecting request due to renew agent rate limiting: ")
+				if status.Code(err) != codes.ResourceExhausted || !strings.HasPrefix(status.Convert(err).Message(), "rejecting request due to renew agent rate limiting: ") {
+					continue
+				}
+				renewLimited = true
+				ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+				_, err = client.NewJWTSVID(ctx, &svidv1.NewJWTSVIDRequest{EntryId: "unknown", Audience: []string{"a"}})
+				cancel()
+				switch status.Code(err) {
+				case codes.PermissionDenied:
+					jwtServed = true
+				case codes.ResourceExhausted:
+					t.Fatalf("NewJWTSVID limited by the CSR budget: %v", err)
+				default:
+					jwtErrs = append(jwtErrs, err)
+				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-			_, err = client.NewJWTSVID(ctx, &svidv1.NewJWTSVIDRequest{EntryId: "unknown", Audience: []string{"a"}})
-			cancel()
-			wantCode(t, err, codes.PermissionDenied)
-			if err := <-done; err != nil {
-				t.Fatalf("400 CSRs with time to wait: %v", err)
+			for len(outcomes) < batches {
+				outcomes = append(outcomes, <-results)
+			}
+			elapsed := time.Since(start)
+			if !renewLimited || !jwtServed {
+				t.Errorf("while %d batches of %d waited: RenewAgent limited %v, NewJWTSVID served %v (%v)", batches, size, renewLimited, jwtServed, jwtErrs)
+			}
+			got := map[codes.Code]int{}
+			for _, err := range outcomes {
+				st := status.Convert(err)
+				got[st.Code()]++
+				switch st.Code() {
+				case codes.OK, codes.DeadlineExceeded:
+					// Served, or served late: it waited its turn and ran
+					// out of time while its CSRs were being refused.
+				case codes.ResourceExhausted:
+					if want := "rejecting request due to certificate signing rate limiting: rate: Wait(n=400) would exceed context deadline"; st.Message() != want {
+						t.Errorf("message %q, want %q", st.Message(), want)
+					}
+				default:
+					t.Errorf("batch: %v", err)
+				}
+			}
+			t.Logf("%v in %v", got, elapsed)
+			// Whatever the machine's speed, the limiter grants no more
+			// than its budget over the time that passed.
+			if granted, most := got[codes.OK]*size, signLimit*(2+int(elapsed.Seconds())); granted > most {
+				t.Errorf("%d CSRs granted in %v, at most %d fit the budget", granted, elapsed, most)
+			}
+			if got[codes.OK] < 2 {
+				t.Errorf("%d batches served, want the first and at least one that waited its turn", got[codes.OK])
+			}
+			// A batch is let wait only if its turn comes within its 4 s,
+			// so the batches that arrived within a seconds of the start
+			// can have reserved at most 500*(1+a+4) CSRs; every batch
+			// arrived before its outcome, so a <= elapsed, and with less
+			// than 11 s elapsed some of the 8,000 CSRs were refused.
+			if got[codes.ResourceExhausted] == 0 && elapsed < 11*time.Second {
+				t.Errorf("no batch refused although %d CSRs cannot fit the budget within %v", batches*size, elapsed)
 			}
 		})
 	}
