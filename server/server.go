@@ -179,6 +179,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		Registry:    reg,
 		Certificate: s.svid.certificate,
 		Bundles:     newBundleSource(s.ds, sc.TrustDomain),
+		TrustDomain: sc.TrustDomain,
+		AdminIDs:    sc.AdminIDs,
 		Metrics:     rpcMetrics,
 		Log:         log.With("subsystem", "endpoints"),
 	})

@@ -13,6 +13,7 @@ import (
 // order, so that the server converts one into the other.
 type ConnectionLimits struct {
 	MaxConnections              int
+	MaxConnectionsPerID         int
 	MaxHandshakes               int
 	MaxHandshakesPerSource      int
 	MaxUnauthenticated          int
@@ -28,6 +29,7 @@ func parseConnectionLimits(s *hclconf.Section) ConnectionLimits {
 		return cl
 	}
 	b.PositiveInt("max_connections", &cl.MaxConnections)
+	b.PositiveInt("max_connections_per_id", &cl.MaxConnectionsPerID)
 	b.PositiveInt("max_handshakes", &cl.MaxHandshakes)
 	b.PositiveInt("max_handshakes_per_source", &cl.MaxHandshakesPerSource)
 	b.PositiveInt("max_unauthenticated", &cl.MaxUnauthenticated)

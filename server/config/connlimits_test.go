@@ -10,6 +10,7 @@ func TestConnectionLimits(t *testing.T) {
 	base := "trust_domain = \"example.org\"\ndata_dir = \"/tmp/d\"\n"
 	c, err := Parse("server.conf", []byte(withServer(base+`connection_limits {
 		max_connections = 5000
+		max_connections_per_id = 8
 		max_handshakes = 300
 		max_handshakes_per_source = 30
 		max_unauthenticated = "400"
@@ -20,7 +21,12 @@ func TestConnectionLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ConnectionLimits{5000, 300, 30, 400, 40, 3 * time.Second, 7 * time.Second}
+	want := ConnectionLimits{
+		MaxConnections: 5000, MaxConnectionsPerID: 8,
+		MaxHandshakes: 300, MaxHandshakesPerSource: 30,
+		MaxUnauthenticated: 400, MaxUnauthenticatedPerSource: 40,
+		HandshakeTimeout: 3 * time.Second, IdleTimeout: 7 * time.Second,
+	}
 	if got := c.Server.ConnectionLimits; got != want {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
@@ -39,6 +45,7 @@ func TestConnectionLimits(t *testing.T) {
 	for _, tc := range []struct{ body, want string }{
 		{`max_unauthenticated_per_source = 0`, "max_unauthenticated_per_source"},
 		{`max_connections = -3`, "greater than zero"},
+		{`max_connections_per_id = 0`, "max_connections_per_id"},
 		{`max_handshakes = "many"`, "whole number"},
 		{`handshake_timeout = "0s"`, "handshake_timeout"},
 		{`unauthenticated_idle_timeout = "soon"`, "unauthenticated_idle_timeout"},

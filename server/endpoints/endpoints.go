@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/api"
 	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -50,6 +51,11 @@ type Config struct {
 	Certificate func() (*tls.Certificate, error)
 	// Bundles verifies client SVIDs; it must reflect CA rotation.
 	Bundles x509bundle.Source
+	// TrustDomain and AdminIDs tell which verified connections keep no
+	// idle timeout: agents' (paths under /spire/agent/ in TrustDomain) and
+	// admin_ids' (see Limits.IdleTimeout).
+	TrustDomain spiffeid.TrustDomain
+	AdminIDs    []spiffeid.ID
 	// Limits bound the TCP listener (zero fields: defaults). The admin
 	// socket has none: only the server's user and group reach it.
 	Limits Limits
@@ -76,13 +82,19 @@ type Endpoints struct {
 	health *health.Server
 	tcp    net.Listener
 	unix   net.Listener
+	// unregister removes the connection metrics from cfg.Registry when
+	// Serve ends, so that a later New may register its own there.
+	unregister func()
 }
 
 // New binds both listeners, so that errors such as a port in use are
 // reported at start-up, before Serve.
-func New(cfg Config) (*Endpoints, error) {
+func New(cfg Config) (_ *Endpoints, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.TrustDomain.IsZero() {
+		return nil, errors.New("endpoints: trust domain is not set")
 	}
 	tcp, err := net.Listen("tcp", cfg.TCPAddr)
 	if err != nil {
@@ -109,25 +121,44 @@ func New(cfg Config) (*Endpoints, error) {
 			return err
 		},
 	}
-	lim := newLimiter(cfg.Limits, cfg.Log)
+	lim := newLimiter(cfg.Limits, cfg.TrustDomain, cfg.AdminIDs, cfg.Log)
+	unregister := func() {}
 	if cfg.Registry != nil {
-		if err := cfg.Registry.Register(newLimitMetrics(lim, MetricsPrefix)); err != nil {
+		collector := newLimitMetrics(lim, MetricsPrefix)
+		if err := cfg.Registry.Register(collector); err != nil {
 			tcp.Close()
 			unixL.Close()
 			return nil, fmt.Errorf("endpoints: register connection metrics: %w", err)
 		}
+		unregister = func() { cfg.Registry.Unregister(collector) }
 	}
-	e := &Endpoints{cfg: cfg, tcp: &listener{Listener: tcp, lim: lim}, unix: unixL, health: health.NewServer()}
-	unary := []grpc.UnaryServerInterceptor{cfg.API.UnaryInterceptor}
-	stream := []grpc.StreamServerInterceptor{cfg.API.StreamInterceptor}
-	if cfg.Metrics != nil {
-		unary = append([]grpc.UnaryServerInterceptor{cfg.Metrics.Unary}, unary...)
-		stream = append([]grpc.StreamServerInterceptor{cfg.Metrics.Stream}, stream...)
+	// From here on, a failure must also give the registry back.
+	defer func() {
+		if err != nil {
+			unregister()
+			tcp.Close()
+			unixL.Close()
+		}
+	}()
+	e := &Endpoints{cfg: cfg, tcp: &listener{Listener: tcp, lim: lim}, unix: unixL, health: health.NewServer(), unregister: unregister}
+	tracker := rpcTracker{lim: lim}
+	// Both servers: metrics first, so that every call is counted with
+	// its code, then authorization. The TCP server refuses, in between,
+	// calls on a connection its idle timer is closing (rpcTracker).
+	chains := func(tcp bool) []grpc.ServerOption {
+		var unary []grpc.UnaryServerInterceptor
+		var stream []grpc.StreamServerInterceptor
+		if cfg.Metrics != nil {
+			unary, stream = append(unary, cfg.Metrics.Unary), append(stream, cfg.Metrics.Stream)
+		}
+		if tcp {
+			unary, stream = append(unary, tracker.unary), append(stream, tracker.stream)
+		}
+		unary, stream = append(unary, cfg.API.UnaryInterceptor), append(stream, cfg.API.StreamInterceptor)
+		return []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}
 	}
 	common := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
 		// Pings at most every 5 s, even between calls: an agent's client
 		// may probe its idle connection; more frequent pings cost the
 		// pinger its connection (gRPC's strike rule).
@@ -138,13 +169,13 @@ func New(cfg Config) (*Endpoints, error) {
 		// the buffer bypass it, so a smaller one costs no extra copies.
 		grpc.ReadBufferSize(8 << 10),
 	}
-	e.tcpSrv = grpc.NewServer(append(common,
+	e.tcpSrv = grpc.NewServer(append(append(common, chains(true)...),
 		grpc.Creds(limitedTLS{credentials.NewTLS(tlsCfg)}),
 		// gRPC holds this deadline on the raw connection from accept
 		// through the TLS handshake, the HTTP/2 preface and the first
 		// SETTINGS frame (grpc.Server.handleRawConn).
 		grpc.ConnectionTimeout(lim.cfg.HandshakeTimeout),
-		grpc.StatsHandler(rpcTracker{lim: lim}),
+		grpc.StatsHandler(tracker),
 		// Calls at once on one connection (HTTP/2's recommended floor;
 		// gRPC's default is unbounded): an agent needs a handful, and
 		// without a bound one connection, which the caps count once,
@@ -154,12 +185,12 @@ func New(cfg Config) (*Endpoints, error) {
 	// The admin socket: no transport security (file permissions are its
 	// authentication; the api package sees a Unix peer and treats it as
 	// local admin), the same services, interceptors and metrics.
-	e.admin = grpc.NewServer(common...)
+	e.admin = grpc.NewServer(append(common, chains(false)...)...)
 	for _, s := range []*grpc.Server{e.tcpSrv, e.admin} {
 		cfg.API.Register(s)
 		healthpb.RegisterHealthServer(s, e.health)
 	}
-	cfg.Log.Info("Connection limits", "max_connections", lim.cfg.MaxConnections,
+	cfg.Log.Info("Connection limits", "max_connections", lim.cfg.MaxConnections, "max_connections_per_id", lim.cfg.MaxConnectionsPerID,
 		"max_handshakes", lim.cfg.MaxHandshakes, "max_handshakes_per_source", lim.cfg.MaxHandshakesPerSource,
 		"max_unauthenticated", lim.cfg.MaxUnauthenticated, "max_unauthenticated_per_source", lim.cfg.MaxUnauthenticatedPerSource,
 		"handshake_timeout", lim.cfg.HandshakeTimeout, "unauthenticated_idle_timeout", lim.cfg.IdleTimeout)
@@ -170,8 +201,10 @@ func New(cfg Config) (*Endpoints, error) {
 func (e *Endpoints) TCPAddr() net.Addr { return e.tcp.Addr() }
 
 // Serve serves until ctx ends, then stops gracefully (in-flight calls get a
-// few seconds to finish).
+// few seconds to finish). Once it returns, the connection metrics are gone
+// from Config.Registry.
 func (e *Endpoints) Serve(ctx context.Context) error {
+	defer e.unregister()
 	errs := make(chan error, 2)
 	go func() { errs <- e.tcpSrv.Serve(e.tcp) }()
 	go func() { errs <- e.admin.Serve(e.unix) }()

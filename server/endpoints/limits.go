@@ -6,12 +6,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/internal/connlimit"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Limits bound what the agent (TCP) listener holds, so that callers that
@@ -23,13 +26,20 @@ import (
 // and per source IP: the handshake pool from accept until the TLS handshake
 // ends (at most HandshakeTimeout), then, if it presented no client
 // certificate, the unauthenticated pool until it closes. A connection that
-// presents a verified SVID leaves both and counts only against
-// MaxConnections, so that agents behind one NAT are not capped by their
-// shared address once attested.
+// presents a verified X.509-SVID leaves both and counts in the verified
+// pool instead, capped per SPIFFE ID and not per source, so that agents
+// behind one NAT are not capped by their shared address once attested,
+// while one stolen or minted SVID cannot fill MaxConnections.
+//
+// The fields are those of server/config.ConnectionLimits, in the same
+// order, so that the server converts one into the other.
 type Limits struct {
 	// MaxConnections caps all TCP connections; 0 derives it from
 	// RLIMIT_NOFILE (see DefaultMaxConnections).
 	MaxConnections int
+	// MaxConnectionsPerID caps the connections that presented a verified
+	// X.509-SVID, per SPIFFE ID.
+	MaxConnectionsPerID int
 	// MaxHandshakes and MaxHandshakesPerSource cap connections still in
 	// the TLS handshake.
 	MaxHandshakes, MaxHandshakesPerSource int
@@ -40,17 +50,30 @@ type Limits struct {
 	// HandshakeTimeout bounds the TLS handshake and the HTTP/2 preface
 	// together (grpc.ConnectionTimeout).
 	HandshakeTimeout time.Duration
-	// IdleTimeout closes an unauthenticated connection that has had no
-	// call in flight for that long; an open AttestAgent stream keeps it.
+	// IdleTimeout closes a connection that has had no call in flight for
+	// that long, unless it presented the SVID of an agent (a path under
+	// /spire/agent/ in the trust domain) or of an admin_ids entry: agents
+	// keep one connection for their syncs, and admins are trusted; any
+	// other verified SVID is a workload's or a tool's, which reconnects on
+	// its next call. An open AttestAgent stream keeps a connection.
 	IdleTimeout time.Duration
 }
 
 // Defaults. Each unauthenticated connection past the handshake costs a
 // descriptor and about 45 KiB (gRPC transport buffers and TLS state), so the
 // unauthenticated caps bound a flood to about 90 MiB however many sources it
-// comes from, and one source to 128 connections. Attested agents are capped
-// only by MaxConnections: issue 18 targets 10,000 agents per server core.
+// comes from, and one source to 128 connections. Verified connections are
+// capped per SPIFFE ID and by MaxConnections: issue 18 targets 10,000 agents
+// per server core.
 const (
+	// DefaultMaxConnectionsPerID: an agent holds one connection, and a
+	// second for a moment while it rotates its SVID or re-attests; one
+	// that crashes and restarts leaves its old connections open until TCP
+	// keepalive notices (minutes), and a script may run a few CLI calls
+	// at once with one admin SVID. 32 leaves room for all of that, while
+	// one compromised workload, or a banned agent's still-valid SVID, holds
+	// at most 32 descriptors (about 1.4 MiB), not the whole pool.
+	DefaultMaxConnectionsPerID         = 32
 	DefaultMaxHandshakes               = 1024
 	DefaultMaxHandshakesPerSource      = 256
 	DefaultMaxUnauthenticated          = 2048
@@ -91,6 +114,7 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxConnections <= 0 {
 		l.MaxConnections = DefaultMaxConnections()
 	}
+	def(&l.MaxConnectionsPerID, DefaultMaxConnectionsPerID)
 	def(&l.MaxHandshakes, DefaultMaxHandshakes)
 	def(&l.MaxHandshakesPerSource, DefaultMaxHandshakesPerSource)
 	def(&l.MaxUnauthenticated, DefaultMaxUnauthenticated)
@@ -113,9 +137,16 @@ type limiter struct {
 	all        *connlimit.Slots
 	handshakes *connlimit.Slots
 	unauth     *connlimit.Slots
+	verified   *connlimit.Slots // per SPIFFE ID, no total of its own
+
+	// td and adminIDs tell which verified connections keep no idle
+	// timeout (see Limits.IdleTimeout).
+	td       spiffeid.TrustDomain
+	adminIDs []spiffeid.ID
 
 	// refused counts refusals by pool ("all", "handshake",
-	// "unauthenticated") and cap; timeouts and idle count closes.
+	// "unauthenticated", "verified") and cap; timeouts and idle count
+	// closes.
 	refused        sync.Map // refusalKey -> *atomic.Uint64
 	timeouts, idle atomic.Uint64
 
@@ -132,7 +163,7 @@ type refusalKey struct {
 // addresses together are unique among open connections.
 type connKey struct{ remote, local string }
 
-func newLimiter(cfg Limits, log *slog.Logger) *limiter {
+func newLimiter(cfg Limits, td spiffeid.TrustDomain, adminIDs []spiffeid.ID, log *slog.Logger) *limiter {
 	cfg = cfg.withDefaults()
 	return &limiter{
 		cfg:        cfg,
@@ -141,21 +172,35 @@ func newLimiter(cfg Limits, log *slog.Logger) *limiter {
 		all:        connlimit.NewSlots(cfg.MaxConnections, 0),
 		handshakes: connlimit.NewSlots(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource),
 		unauth:     connlimit.NewSlots(cfg.MaxUnauthenticated, cfg.MaxUnauthenticatedPerSource),
+		verified:   connlimit.NewSlots(0, cfg.MaxConnectionsPerID),
+		td:         td,
+		adminIDs:   slices.Clone(adminIDs),
 		conns:      make(map[connKey]*conn),
 	}
 }
 
-// refuse logs a cap that bit, at most once per pool and source per
-// interval, so that a flood does not become a log flood. A total cap is
-// logged once per pool whatever the source: the line names the first.
-func (l *limiter) refuse(pool, source string, reason connlimit.Reason, limit int) {
+// refuse logs a cap that bit, at most once per pool and key (the source,
+// or for the verified pool the SPIFFE ID) per interval, so that a flood
+// does not become a log flood. A total cap is logged once per pool
+// whatever the source: the line names the first.
+func (l *limiter) refuse(pool, key string, reason connlimit.Reason, limit int, args ...any) {
 	n, _ := l.refused.LoadOrStore(refusalKey{pool, reason}, new(atomic.Uint64))
 	n.(*atomic.Uint64).Add(1)
-	key := pool + "/" + source
+	logKey := pool + "/" + key
 	if reason == connlimit.ReasonTotal {
-		key = pool
+		logKey = pool
 	}
-	l.refusals.Refused(key, "Refused connection", "pool", pool, "reason", string(reason), "source", source, "limit", limit)
+	l.refusals.Refused(logKey, "Refused connection", append([]any{"pool", pool, "reason", string(reason), "limit", limit}, args...)...)
+}
+
+// keepsIdle reports whether a verified connection is exempt from the idle
+// timeout: an agent's (it holds the connection its syncs use) or an
+// admin_ids entry's. Every other SVID is a workload's or a tool's.
+func (l *limiter) keepsIdle(id spiffeid.ID) bool {
+	if id.MemberOf(l.td) && strings.HasPrefix(id.Path(), "/spire/agent/") {
+		return true
+	}
+	return slices.Contains(l.adminIDs, id)
 }
 
 func (l *limiter) lookup(remote, local net.Addr) *conn {
@@ -185,7 +230,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		releaseAll, refused := l.lim.all.Acquire("")
 		if refused != "" {
 			raw.Close()
-			l.lim.refuse("all", source, refused, l.lim.cfg.MaxConnections)
+			l.lim.refuse("all", source, refused, l.lim.cfg.MaxConnections, "source", source)
 			continue
 		}
 		releaseHS, refused := l.lim.handshakes.Acquire(source)
@@ -196,7 +241,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			if refused == connlimit.ReasonPerKey {
 				limit = l.lim.cfg.MaxHandshakesPerSource
 			}
-			l.lim.refuse("handshake", source, refused, limit)
+			l.lim.refuse("handshake", source, refused, limit, "source", source)
 			continue
 		}
 		c := &conn{
@@ -245,27 +290,49 @@ type conn struct {
 	mu            sync.Mutex
 	releaseHS     func()
 	releaseUnauth func()
-	idle          *time.Timer // set while unauthenticated
+	releaseID     func()
+	id            spiffeid.ID // the verified SVID's; zero without one
+	idle          *time.Timer // set unless keepsIdle
+	idleSince     time.Time   // when the last call ended
 	active        int         // calls in flight
-	closed        bool
-	timedOut      bool
+	// closing is set, under mu, when the idle timer decides to close:
+	// from then on no call is admitted, so that a call cannot begin
+	// between the decision and the close and then be cut.
+	closing  bool
+	closed   bool
+	timedOut bool
 }
 
-// errUnauthenticatedCap is returned from the handshake when the
-// unauthenticated pool is full; gRPC then closes the connection.
-var errUnauthenticatedCap = errors.New("endpoints: unauthenticated connection limit reached")
+// errUnauthenticatedCap and errIDCap are returned from the handshake when
+// the connection's pool is full; gRPC then closes the connection.
+var (
+	errUnauthenticatedCap = errors.New("endpoints: unauthenticated connection limit reached")
+	errIDCap              = errors.New("endpoints: per-SPIFFE-ID connection limit reached")
+)
 
 // handshakeDone moves the connection out of the handshake pool: into the
-// unauthenticated pool, or, with a verified client certificate, into
-// neither.
-func (c *conn) handshakeDone(authenticated bool) error {
+// unauthenticated pool without a client certificate (id is zero), or into
+// the verified pool under id.
+func (c *conn) handshakeDone(id spiffeid.ID) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.releaseHS != nil {
 		c.releaseHS()
 		c.releaseHS = nil
 	}
-	if authenticated || c.closed {
+	if c.closed {
+		return nil
+	}
+	if !id.IsZero() {
+		release, refused := c.lim.verified.Acquire(id.String())
+		if refused != "" {
+			c.lim.refuse("verified", id.String(), refused, c.lim.cfg.MaxConnectionsPerID, "source", c.source, "spiffe_id", id.String())
+			return fmt.Errorf("%w (%s)", errIDCap, id)
+		}
+		c.releaseID, c.id = release, id
+		if !c.lim.keepsIdle(id) {
+			c.startIdle()
+		}
 		return nil
 	}
 	release, refused := c.lim.unauth.Acquire(c.source)
@@ -274,12 +341,18 @@ func (c *conn) handshakeDone(authenticated bool) error {
 		if refused == connlimit.ReasonPerKey {
 			limit = c.lim.cfg.MaxUnauthenticatedPerSource
 		}
-		c.lim.refuse("unauthenticated", c.source, refused, limit)
+		c.lim.refuse("unauthenticated", c.source, refused, limit, "source", c.source)
 		return fmt.Errorf("%w (%s)", errUnauthenticatedCap, refused)
 	}
 	c.releaseUnauth = release
-	c.idle = time.AfterFunc(c.lim.cfg.IdleTimeout, c.idleExpired)
+	c.startIdle()
 	return nil
+}
+
+// startIdle arms the idle timer; c.mu is held.
+func (c *conn) startIdle() {
+	c.idleSince = time.Now()
+	c.idle = time.AfterFunc(c.lim.cfg.IdleTimeout, c.idleExpired)
 }
 
 func (c *conn) rpcBegin() {
@@ -295,20 +368,44 @@ func (c *conn) rpcEnd() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.active--
-	if c.active == 0 && c.idle != nil && !c.closed {
+	if c.active == 0 && c.idle != nil && !c.closing && !c.closed {
+		c.idleSince = time.Now()
 		c.idle.Reset(c.lim.cfg.IdleTimeout)
 	}
 }
 
+// admit reports whether a call that has begun (rpcBegin) may run: not once
+// the idle timer has decided to close the connection. rpcBegin precedes
+// admit, and the timer decides only with no call begun, under the same
+// lock, so a call either keeps the connection open or is refused before
+// its handler runs; it is never cut half-way.
+func (c *conn) admit() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.closing
+}
+
 func (c *conn) idleExpired() {
 	c.mu.Lock()
-	if c.active > 0 || c.closed {
+	if c.active > 0 || c.closing || c.closed {
 		c.mu.Unlock()
 		return
 	}
+	// A run that waited for the lock while a call began and ended, which
+	// re-armed the timer, is stale: rpcBegin's Stop came too late for it.
+	if left := c.lim.cfg.IdleTimeout - time.Since(c.idleSince); left > 0 {
+		c.idle.Reset(left)
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
 	c.mu.Unlock()
 	c.lim.idle.Add(1)
-	c.lim.log.Debug("Closed idle unauthenticated connection", "source", c.source, "idle_timeout", c.lim.cfg.IdleTimeout)
+	args := []any{"source", c.source, "idle_timeout", c.lim.cfg.IdleTimeout}
+	if !c.id.IsZero() {
+		args = append(args, "spiffe_id", c.id.String())
+	}
+	c.lim.log.Debug("Closed idle connection", args...)
 	c.Close()
 }
 
@@ -343,7 +440,7 @@ func (c *conn) Close() error {
 	if c.idle != nil {
 		c.idle.Stop()
 	}
-	for _, release := range []func(){c.releaseHS, c.releaseUnauth, c.releaseAll} {
+	for _, release := range []func(){c.releaseHS, c.releaseUnauth, c.releaseID, c.releaseAll} {
 		if release != nil {
 			release()
 		}

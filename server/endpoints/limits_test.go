@@ -3,11 +3,14 @@ package endpoints_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -21,10 +24,10 @@ import (
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
@@ -64,45 +67,51 @@ func (b *logBuffer) lines(parts ...string) []string {
 	return out
 }
 
-func start(t *testing.T, limits string) (*servertest.Server, *logBuffer) {
+// start runs a server with the given connection_limits body; extra goes
+// into the server block (admin_ids).
+func start(t *testing.T, limits string, extra ...string) (*servertest.Server, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
-	s := servertest.Start(t, servertest.Options{Log: logs, ServerExtra: "connection_limits {\n" + limits + "\n}"})
+	s := servertest.Start(t, servertest.Options{Log: logs,
+		ServerExtra: "connection_limits {\n" + limits + "\n}\n" + strings.Join(extra, "\n")})
 	return s, logs
 }
 
+// dialer opens the raw TCP and TLS connections that play a flooder, which
+// servertest.DialFrom cannot: it returns gRPC client connections, which
+// dial lazily and reconnect on their own.
 func dialer(from net.IP) *net.Dialer {
 	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: from}, Timeout: 5 * time.Second}
 }
 
-// dial is servertest.Dial from a chosen source address.
-func dial(t *testing.T, s *servertest.Server, svid *x509svid.SVID, from net.IP) *grpc.ClientConn {
+// mint returns an X.509-SVID for path, minted over the admin socket (as
+// `spire-server x509 mint` does).
+func mint(t *testing.T, s *servertest.Server, path string) *x509svid.SVID {
 	t.Helper()
-	bundle := s.Bundle(t)
-	var tlsCfg *tls.Config
-	if svid != nil {
-		tlsCfg = tlsconfig.MTLSClientConfig(svid, bundle, tlsconfig.AuthorizeAny())
-	} else {
-		tlsCfg = tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeAny())
-	}
-	d := dialer(from)
-	conn, err := grpc.NewClient(s.Addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", addr)
-		}))
+	key, _ := servertest.NewCSR(t)
+	u := &url.URL{Scheme: "spiffe", Host: servertest.TrustDomain.Name(), Path: path}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := svidv1.NewSVIDClient(s.Admin(t)).MintX509SVID(ctx, &svidv1.MintX509SVIDRequest{Csr: csr})
+	if err != nil {
+		t.Fatalf("mint %s: %v", path, err)
+	}
+	svid, err := servertest.ParseSVID(resp.Svid.CertChain, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svid
 }
 
 // newAgent attests an agent from source2, so that the flooded source1 holds
 // no connection of the test's own, and returns its SVID.
 func newAgent(t *testing.T, s *servertest.Server) *x509svid.SVID {
 	t.Helper()
-	conn := dial(t, s, nil, source2)
+	conn := s.DialFrom(t, source2.String(), nil)
 	defer conn.Close()
 	key, csr := servertest.NewCSR(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -124,6 +133,18 @@ var http2Preface = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4
 // preface and nothing more.
 func rawTLS(t *testing.T, s *servertest.Server, from net.IP, svid *x509svid.SVID, preface bool) net.Conn {
 	t.Helper()
+	c, err := tryRawTLS(t, s, from, svid, preface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// tryRawTLS is rawTLS that returns its error: a connection the server
+// refuses at the end of the handshake may fail in it (TLS 1.2) or just
+// after (TLS 1.3, where the client finishes first).
+func tryRawTLS(t *testing.T, s *servertest.Server, from net.IP, svid *x509svid.SVID, preface bool) (net.Conn, error) {
+	t.Helper()
 	bundle := s.Bundle(t)
 	cfg := tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeAny())
 	if svid != nil {
@@ -133,15 +154,15 @@ func rawTLS(t *testing.T, s *servertest.Server, from net.IP, svid *x509svid.SVID
 	cfg.NextProtos = []string{"h2"}
 	c, err := tls.DialWithDialer(dialer(from), "tcp", s.Addr, cfg)
 	if err != nil {
-		t.Fatalf("TLS dial from %v: %v", from, err)
+		return nil, fmt.Errorf("TLS dial from %v: %w", from, err)
 	}
 	t.Cleanup(func() { c.Close() })
 	if preface {
 		if _, err := c.Write(http2Preface); err != nil {
-			t.Fatalf("write preface: %v", err)
+			return nil, fmt.Errorf("write preface: %w", err)
 		}
 	}
-	return c
+	return c, nil
 }
 
 // closedWithin reports whether the server closes c within d: reads drain
@@ -172,6 +193,35 @@ func countOpen(conns []net.Conn, d time.Duration) int {
 	return open
 }
 
+// waitOpen waits, at most 10 s, for the server to close all but want of
+// conns, and returns how many it holds then. The server refuses some only
+// after the client side has finished (see tryRawTLS), so on a loaded
+// machine a refusal lands late; held connections are never closed here
+// (the tests set long idle timeouts), so the count only falls, and one
+// that falls below want is a failure too.
+func waitOpen(conns []net.Conn, want int) int {
+	open := conns
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var still []net.Conn
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, c := range open {
+			wg.Go(func() {
+				if !closedWithin(c, 250*time.Millisecond) {
+					mu.Lock()
+					still = append(still, c)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		open = still
+		if len(open) <= want || time.Now().After(deadline) {
+			return len(open)
+		}
+	}
+}
+
 func getBundle(ctx context.Context, conn *grpc.ClientConn) error {
 	_, err := bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
 	return err
@@ -192,7 +242,7 @@ func TestFloodFromOneSource(t *testing.T) {
 	for i := range conns {
 		conns[i] = rawTLS(t, s, source1, nil, true)
 	}
-	if open := countOpen(conns, time.Second); open != perSource {
+	if open := waitOpen(conns, perSource); open != perSource {
 		t.Fatalf("%d of %d idle certificate-less connections from one source held, want the cap, %d", open, flood, perSource)
 	}
 	want := []string{"Refused connection", "pool=unauthenticated", "source=127.0.0.1", fmt.Sprintf("limit=%d", perSource)}
@@ -203,7 +253,7 @@ func TestFloodFromOneSource(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// (a) An agent behind the same address connects anew and calls.
-	agent := dial(t, s, svid, source1)
+	agent := s.DialFrom(t, source1.String(), svid)
 	if _, err := entryv1.NewEntryClient(agent).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{}); err != nil {
 		t.Fatalf("agent with an SVID from the flooded source: %v", err)
 	}
@@ -217,12 +267,12 @@ func TestFloodFromOneSource(t *testing.T) {
 		t.Fatalf("admin ListEntries during the flood: %v", err)
 	}
 	// (c) GetBundle without a certificate from another address works.
-	if err := getBundle(ctx, dial(t, s, nil, source2)); err != nil {
+	if err := getBundle(ctx, s.DialFrom(t, source2.String(), nil)); err != nil {
 		t.Fatalf("GetBundle from %v during the flood: %v", source2, err)
 	}
 	// From the flooded address it does not, until the flood leaves.
 	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
-	err = getBundle(short, dial(t, s, nil, source1))
+	err = getBundle(short, s.DialFrom(t, source1.String(), nil))
 	cancelShort()
 	if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
 		t.Fatalf("GetBundle from the flooded source: got %v, want Unavailable or DeadlineExceeded", err)
@@ -236,7 +286,7 @@ func TestFloodFromOneSource(t *testing.T) {
 			t.Fatalf("GetBundle from %v after the flood left: %v", source1, err)
 		}
 		try, cancelTry := context.WithTimeout(ctx, time.Second)
-		err = getBundle(try, dial(t, s, nil, source1))
+		err = getBundle(try, s.DialFrom(t, source1.String(), nil))
 		cancelTry()
 	}
 }
@@ -274,7 +324,9 @@ func TestTotalCap(t *testing.T) {
 // finishes TLS but sends no HTTP/2 preface, are both closed, and the
 // timeout is logged.
 func TestHandshakeTimeout(t *testing.T) {
-	s, logs := start(t, `handshake_timeout = "300ms"`)
+	// Long enough for a real client's handshake under -race on a loaded
+	// 2-CPU machine: its expiry there would be a false failure.
+	s, logs := start(t, `handshake_timeout = "2s"`)
 	silent, err := dialer(source1).Dial("tcp", s.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -295,47 +347,51 @@ func TestHandshakeTimeout(t *testing.T) {
 	// A real client finishes within the timeout and is served.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := getBundle(ctx, dial(t, s, nil, source1)); err != nil {
+	if err := getBundle(ctx, s.DialFrom(t, source1.String(), nil)); err != nil {
 		t.Fatalf("GetBundle with a short handshake timeout: %v", err)
 	}
 }
 
-// TestIdleTimeout: an unauthenticated connection with no call in flight is
-// closed after the idle timeout; one with an open AttestAgent stream, and
-// one that presented an SVID, are not.
+// TestIdleTimeout: a connection with no call in flight is closed after the
+// idle timeout when it presented no certificate or a workload's SVID; one
+// with an open AttestAgent stream, and one that presented an agent's or an
+// admin_ids SVID, are not.
 func TestIdleTimeout(t *testing.T) {
-	const idle = 300 * time.Millisecond
-	s, _ := start(t, fmt.Sprintf("unauthenticated_idle_timeout = %q", idle))
-	svid := newAgent(t, s)
+	// Long enough that a stream's headers, which the client sends right
+	// after the handshake, reach the server before it expires on a loaded
+	// machine (that expiry would be a false failure); the waits below are
+	// multiples of it.
+	const idle = 2 * time.Second
+	s, logs := start(t, fmt.Sprintf("unauthenticated_idle_timeout = %q", idle), `admin_ids = ["spiffe://example.org/admin"]`)
+	agent := newAgent(t, s)
+	admin := mint(t, s, "/admin")
+	workload := mint(t, s, "/workload")
 
-	unauth := rawTLS(t, s, source1, nil, true)
-	authed := rawTLS(t, s, source1, svid, true)
-	if !closedWithin(unauth, 10*time.Second) {
-		t.Fatal("an idle certificate-less connection is still open")
+	mustClose := map[string]net.Conn{
+		"certificate-less": rawTLS(t, s, source1, nil, true),
+		"workload SVID":    rawTLS(t, s, source1, workload, true),
 	}
-	if closedWithin(authed, 5*idle) {
-		t.Fatal("the server closed an idle connection that presented an SVID")
+	mustStay := map[string]net.Conn{
+		"agent SVID":     rawTLS(t, s, source1, agent, true),
+		"admin_ids SVID": rawTLS(t, s, source1, admin, true),
 	}
-
 	// An attesting agent holds its stream open past the idle timeout (as
 	// while it gathers evidence); the stream must survive to the result.
-	conn := dial(t, s, nil, source2)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	conn := s.DialFrom(t, source2.String(), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	token := s.CreateToken(t)
 	stream, err := agentv1.NewAgentClient(conn).AttestAgent(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The client sends the stream's headers at once, so the call is in
-	// flight on the server while the agent waits here.
-	time.Sleep(5 * idle)
+	time.Sleep(2 * idle)
 	key, csr := servertest.NewCSR(t)
 	if err := stream.Send(&agentv1.AttestAgentRequest{Step: &agentv1.AttestAgentRequest_Params_{Params: &agentv1.AttestAgentRequest_Params{
 		Data:   &types.AttestationData{Type: "join_token", Payload: []byte(token)},
 		Params: &agentv1.AgentX509SVIDParams{Csr: csr},
 	}}}); err != nil {
-		t.Fatalf("send after %v idle: %v", 5*idle, err)
+		t.Fatalf("send after %v idle: %v", 2*idle, err)
 	}
 	resp, err := stream.Recv()
 	if err != nil || resp.GetResult() == nil {
@@ -344,13 +400,78 @@ func TestIdleTimeout(t *testing.T) {
 	if _, err := servertest.ParseSVID(resp.GetResult().Svid.CertChain, key); err != nil {
 		t.Fatal(err)
 	}
+
+	for name, c := range mustClose {
+		if !closedWithin(c, 10*time.Second) {
+			t.Errorf("an idle connection (%s) is still open", name)
+		}
+	}
+	for name, c := range mustStay {
+		if closedWithin(c, 100*time.Millisecond) {
+			t.Errorf("the server closed an idle connection (%s)", name)
+		}
+	}
+	if len(logs.lines("Closed idle connection", "spiffe_id="+workload.ID.String())) == 0 {
+		t.Error("no idle close line names the workload's SPIFFE ID")
+	}
+}
+
+// TestPerIDCap: connections with one workload SVID past
+// max_connections_per_id are refused and logged, from any source, while an
+// agent from the same source still connects and calls, and a closed
+// connection frees its slot.
+func TestPerIDCap(t *testing.T) {
+	const perID, extra = 4, 3
+	s, logs := start(t, fmt.Sprintf("max_connections_per_id = %d\nunauthenticated_idle_timeout = \"5m\"", perID))
+	agent := newAgent(t, s)
+	workload := mint(t, s, "/workload")
+
+	var conns []net.Conn
+	for range perID + extra {
+		if c, err := tryRawTLS(t, s, source1, workload, true); err == nil {
+			conns = append(conns, c)
+		}
+	}
+	open := waitOpen(conns, perID)
+	if open != perID {
+		t.Fatalf("%d of %d connections with one workload SVID held, want the per-ID cap, %d", open, perID+extra, perID)
+	}
+	want := []string{"Refused connection", "pool=verified", "spiffe_id=" + workload.ID.String(), fmt.Sprintf("limit=%d", perID)}
+	if len(logs.lines(want...)) == 0 {
+		t.Fatalf("no refusal line with %q in the log", want)
+	}
+	// The cap is the ID's, not the source's.
+	if c, err := tryRawTLS(t, s, source2, workload, true); err == nil && !closedWithin(c, 10*time.Second) {
+		t.Fatalf("a connection from %v with the capped SVID is held", source2)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := entryv1.NewEntryClient(s.DialFrom(t, source1.String(), agent)).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{}); err != nil {
+		t.Fatalf("agent from the source of the capped workload: %v", err)
+	}
+
+	// Closing the held ones frees their slots.
+	for _, c := range conns {
+		c.Close()
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := tryRawTLS(t, s, source2, workload, true)
+		if err == nil && !closedWithin(c, 250*time.Millisecond) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the workload still cannot connect after closing its connections")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestStreamsPerConnection: one connection, which the caps count once,
 // cannot hold more than MaxConcurrentStreams calls; further ones wait.
 func TestStreamsPerConnection(t *testing.T) {
 	s, _ := start(t, "")
-	conn := dial(t, s, nil, source1)
+	conn := s.DialFrom(t, source1.String(), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// Health.Watch is public and stays open until the client ends it.
@@ -372,7 +493,7 @@ func TestStreamsPerConnection(t *testing.T) {
 		t.Fatalf("stream %d: got %v, want it to wait (DeadlineExceeded)", endpoints.MaxConcurrentStreams+1, err)
 	}
 	// Another connection is not affected.
-	if err := getBundle(ctx, dial(t, s, nil, source2)); err != nil {
+	if err := getBundle(ctx, s.DialFrom(t, source2.String(), nil)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -392,7 +513,7 @@ func TestHandshakeCap(t *testing.T) {
 		defer c.Close()
 		conns = append(conns, c)
 	}
-	if open := countOpen(conns, time.Second); open != perSource {
+	if open := waitOpen(conns, perSource); open != perSource {
 		t.Fatalf("%d of %d silent connections from one source held, want the cap, %d", open, flood, perSource)
 	}
 	if len(logs.lines("Refused connection", "pool=handshake", "source=127.0.0.1", fmt.Sprintf("limit=%d", perSource))) == 0 {
@@ -400,7 +521,7 @@ func TestHandshakeCap(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := getBundle(ctx, dial(t, s, nil, source2)); err != nil {
+	if err := getBundle(ctx, s.DialFrom(t, source2.String(), nil)); err != nil {
 		t.Fatalf("GetBundle from %v with %v's handshakes full: %v", source2, source1, err)
 	}
 }

@@ -19,11 +19,11 @@ func newLimitMetrics(lim *limiter, prefix string) *limitMetrics {
 	return &limitMetrics{
 		lim: lim,
 		open: prometheus.NewDesc(prefix+"_tcp_connections",
-			"Agent listener connections open, by pool: all, handshake (in the TLS handshake), unauthenticated (past it without a client certificate).", []string{"pool"}, nil),
+			"Agent listener connections open, by pool: all, handshake (in the TLS handshake), unauthenticated (past it without a client certificate), verified (past it with a verified X.509-SVID).", []string{"pool"}, nil),
 		refused: prometheus.NewDesc(prefix+"_tcp_connections_refused_total",
-			"Agent listener connections closed because a cap was reached, by pool and cap (total, per_source).", []string{"pool", "cap"}, nil),
+			"Agent listener connections closed because a cap was reached, by pool and cap (total, per_source, per_id).", []string{"pool", "cap"}, nil),
 		closed: prometheus.NewDesc(prefix+"_tcp_connections_closed_total",
-			"Agent listener connections closed by a timeout: handshake_timeout, or idle (unauthenticated, no call in flight).", []string{"reason"}, nil),
+			"Agent listener connections closed by a timeout: handshake_timeout, or idle (no call in flight, and not an agent's or an admin's).", []string{"reason"}, nil),
 	}
 }
 
@@ -36,20 +36,27 @@ func (m *limitMetrics) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (m *limitMetrics) Collect(ch chan<- prometheus.Metric) {
+	type capLabel struct {
+		label  string
+		reason connlimit.Reason
+	}
+	total, perSource := capLabel{"total", connlimit.ReasonTotal}, capLabel{"per_source", connlimit.ReasonPerKey}
 	pools := []struct {
 		name  string
 		slots *connlimit.Slots
-	}{{"all", m.lim.all}, {"handshake", m.lim.handshakes}, {"unauthenticated", m.lim.unauth}}
+		caps  []capLabel
+	}{
+		{"all", m.lim.all, []capLabel{total}},
+		{"handshake", m.lim.handshakes, []capLabel{total, perSource}},
+		{"unauthenticated", m.lim.unauth, []capLabel{total, perSource}},
+		// Verified connections are capped per SPIFFE ID only; in total,
+		// by the all pool.
+		{"verified", m.lim.verified, []capLabel{{"per_id", connlimit.ReasonPerKey}}},
+	}
 	for _, p := range pools {
 		n, _ := p.slots.Count("")
 		ch <- prometheus.MustNewConstMetric(m.open, prometheus.GaugeValue, float64(n), p.name)
-		for _, c := range []struct {
-			label  string
-			reason connlimit.Reason
-		}{{"total", connlimit.ReasonTotal}, {"per_source", connlimit.ReasonPerKey}} {
-			if p.name == "all" && c.reason == connlimit.ReasonPerKey {
-				continue // the total cap has no per-source part
-			}
+		for _, c := range p.caps {
 			var v uint64
 			if n, ok := m.lim.refused.Load(refusalKey{p.name, c.reason}); ok {
 				v = n.(*atomic.Uint64).Load()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // metricValue returns the value of name with the given labels, or -1.
@@ -41,7 +42,7 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 // the listener holds and refuses.
 func TestLimitMetrics(t *testing.T) {
 	const perSource, dials = 2, 5
-	lim := newLimiter(Limits{MaxHandshakesPerSource: perSource}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	lim := newLimiter(Limits{MaxHandshakesPerSource: perSource}, spiffeid.RequireTrustDomainFromString("example.org"), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newLimitMetrics(lim, MetricsPrefix))
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -74,7 +75,7 @@ func TestLimitMetrics(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for pool, want := range map[string]float64{"all": perSource, "handshake": perSource, "unauthenticated": 0} {
+	for pool, want := range map[string]float64{"all": perSource, "handshake": perSource, "unauthenticated": 0, "verified": 0} {
 		if got := metricValue(t, reg, "spire_server_tcp_connections", map[string]string{"pool": pool}); got != want {
 			t.Errorf("connections{pool=%q} = %v, want %v", pool, got, want)
 		}
