@@ -53,6 +53,7 @@ const benchIdleTimeout = `unauthenticated_idle_timeout = "10m"`
 // out of reach) and with the defaults.
 var serverScenarios = []struct{ name, limits string }{
 	{"uncapped", `max_connections = 1000000
+		max_connections_per_id = 1000000
 		max_handshakes = 1000000
 		max_handshakes_per_source = 1000000
 		max_unauthenticated = 1000000
@@ -203,7 +204,9 @@ var http2Preface = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4
 
 // floodConns opens n idle TLS connections from floodSource, with 8 dialers
 // at a time; refused ones (closed by the server after the handshake, or
-// failing it) are counted when classified.
+// failing it) are counted when classified. The connections are raw TLS,
+// which servertest.DialFrom (a gRPC client of an in-process server) does
+// not give.
 func (p *serverProc) floodConns(n int) []net.Conn {
 	cfg := tlsconfig.TLSClientConfig(p.bundle, tlsconfig.AuthorizeAny())
 	cfg.NextProtos = []string{"h2"}
@@ -258,7 +261,11 @@ func countHeld(conns []net.Conn, wait time.Duration) int {
 // timeCalls times n calls of each kind, each on a new connection as the
 // CLI and a bootstrapping agent make them: GetBundle over TCP from
 // legitSource without a certificate, and a health check on the admin
-// socket. Failed calls are counted, not timed.
+// socket. Failed calls are counted, not timed. It dials itself rather
+// than through servertest.DialFrom, which is a method of an in-process
+// server (this one is another process) and fetches the bundle over the
+// admin socket on every dial, which would add an admin call to each timed
+// GetBundle.
 func (p *serverProc) timeCalls(n int) (bundle, admin []time.Duration, failed int) {
 	cfg := tlsconfig.TLSClientConfig(p.bundle, tlsconfig.AuthorizeAny())
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: legitSource}, Timeout: 5 * time.Second}
