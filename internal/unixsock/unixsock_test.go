@@ -2,15 +2,20 @@ package unixsock
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
 )
 
 // shortDir returns a fresh directory with a path short enough for sockets
@@ -321,8 +326,13 @@ func TestNoMomentWiderThanTheMode(t *testing.T) {
 	}{{0, 0o770}, {0, 0o700}, {0o022, 0o777}, {0o077, 0o770}} {
 		withUmask(t, tc.umask)
 		var seen fs.FileMode
-		afterBind = func(p string) { seen = mode(t, p) }
 		sock := filepath.Join(shortDir(t), "api.sock")
+		visible := false
+		afterBind = func(p string) {
+			seen = mode(t, p)
+			_, err := os.Lstat(sock)
+			visible = err == nil
+		}
 		l, err := Listen(sock, tc.perm, 0o700)
 		afterBind = nil
 		if err != nil {
@@ -331,9 +341,172 @@ func TestNoMomentWiderThanTheMode(t *testing.T) {
 		if seen.Type() != fs.ModeSocket || seen.Perm()&^tc.perm != 0 {
 			t.Errorf("umask %04o, mode %v: right after bind the socket was %v", tc.umask, tc.perm, seen)
 		}
+		if visible {
+			t.Errorf("umask %04o: the socket was at its path before it had its mode", tc.umask)
+		}
 		if got := mode(t, sock); got != fs.ModeSocket|tc.perm {
 			t.Errorf("umask %04o: final mode %v, want %v", tc.umask, got, fs.ModeSocket|tc.perm)
 		}
 		l.Close()
 	}
+}
+
+// leftovers lists what Listen may have left in dir besides keep: its
+// private directories are dot-names.
+func leftovers(t *testing.T, dir string, keep ...string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if !slices.Contains(keep, e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// TestRefusesDirectoryOthersCanReplaceSocketIn: the socket's file mode is
+// what authenticates its callers, so a directory (or an ancestor) another
+// user owns or may write to without the sticky bit is refused, with the
+// key, the directory, its owner and mode and the fix; nothing is created
+// in it.
+func TestRefusesDirectoryOthersCanReplaceSocketIn(t *testing.T) {
+	root := os.Geteuid() == 0
+	for _, tc := range []struct {
+		name      string
+		mode      fs.FileMode
+		uid, gid  int // -1: leave as created
+		ancestor  bool
+		needsRoot bool
+		refuse    string // "" accepted
+	}{
+		{"ours 0755", 0o755, -1, -1, false, false, ""},
+		{"ours 0770, our group", 0o770, -1, -1, false, false, ""},
+		{"ours sticky 1777", fs.ModeSticky | 0o777, -1, -1, false, false, ""},
+		{"ours 0777", 0o777, -1, -1, false, false, "chmod go-w"},
+		{"ours 0757", 0o757, -1, -1, false, false, "chmod go-w"},
+		{"ours 0770, another group", 0o770, -1, 65534, false, true, "gid 65534"},
+		{"another user's 0755", 0o755, 65534, -1, false, true, "uid 65534"},
+		{"another user's sticky 1777", fs.ModeSticky | 0o777, 65534, -1, false, true, "uid 65534"},
+		{"ancestor another user's", 0o755, 65534, -1, true, true, "uid 65534"},
+		{"ancestor 0777", 0o777, -1, -1, true, false, "chmod go-w"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.needsRoot && !root {
+				simtest.RequireRoot(t)
+			}
+			d := filepath.Join(shortDir(t), "d")
+			if err := os.Mkdir(d, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(d, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if tc.uid >= 0 || tc.gid >= 0 {
+				if err := os.Chown(d, tc.uid, tc.gid); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dir := d
+			if tc.ancestor {
+				// Ours and private, inside the directory under test.
+				dir = filepath.Join(d, "private")
+				if err := os.Mkdir(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sock := filepath.Join(dir, "api.sock")
+			l, err := Listen(sock, 0o770, 0o770)
+			if tc.refuse == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				roundTrip(t, l, sock)
+				l.Close()
+				return
+			}
+			if err == nil {
+				l.Close()
+				t.Fatalf("Listen in %s accepted", tc.name)
+			}
+			for _, want := range []string{"socket_path", sock, d, tc.refuse, fmt.Sprintf("%04o", uint32(tc.mode.Perm())|sticky(tc.mode))} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+			if left := leftovers(t, dir); len(left) != 0 {
+				t.Errorf("left in the refused directory: %v", left)
+			}
+		})
+	}
+}
+
+func sticky(m fs.FileMode) uint32 {
+	if m&fs.ModeSticky != 0 {
+		return unix.S_ISVTX
+	}
+	return 0
+}
+
+// TestSocketDirectlyInTmp: /tmp, root's and sticky, is a fine directory
+// for a socket.
+func TestSocketDirectlyInTmp(t *testing.T) {
+	sock := filepath.Join(os.TempDir(), fmt.Sprintf("us-%d-%d.sock", os.Getpid(), time.Now().UnixNano()))
+	l, err := Listen(sock, 0o770, 0o770)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	roundTrip(t, l, sock)
+}
+
+// TestFailedStartLeavesWhatItDidNotMake: a file another process puts at the
+// path while Listen is starting is left as it is, and Listen fails and
+// cleans up only its own.
+func TestFailedStartLeavesWhatItDidNotMake(t *testing.T) {
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "api.sock")
+	afterBind = func(string) {
+		// Whatever is at the final path now is another process's.
+		if err := os.RemoveAll(sock); err != nil {
+			t.Error(err)
+		}
+		if err := os.WriteFile(sock, []byte("theirs"), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { afterBind = nil }()
+	l, err := Listen(sock, 0o770, 0o770)
+	if err == nil {
+		l.Close()
+		t.Fatal("Listen succeeded with another file at its path")
+	}
+	if data, err := os.ReadFile(sock); err != nil || string(data) != "theirs" {
+		t.Fatalf("the other process's file after the failed start: %q, %v", data, err)
+	}
+	if left := leftovers(t, dir, "api.sock"); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestLongestPathWorks: a socket path of the full sun_path length binds
+// (the private directory's longer name is never what is bound).
+func TestLongestPathWorks(t *testing.T) {
+	dir := shortDir(t)
+	sock := filepath.Join(dir, strings.Repeat("s", maxPathLen-len(dir)-1))
+	if len(sock) != maxPathLen {
+		t.Fatalf("setup: %d bytes", len(sock))
+	}
+	l, err := Listen(sock, 0o770, 0o770)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got := l.Addr().String(); got != sock {
+		t.Errorf("Addr() = %s, want the socket path", got)
+	}
+	roundTrip(t, l, sock)
 }
