@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -91,4 +92,52 @@ func TestRateLimitExemptsLocalCallers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestWaitNBound: a call waits for its turn only if the turn comes within
+// both its deadline and maxLimitWait; otherwise it is refused at once
+// (without waiting out either) with the rate package's message, which is
+// SPIRE's, whether the caller set no deadline, a distant one or a short
+// one.
+func TestWaitNBound(t *testing.T) {
+	// One unit every 20 s: once the burst of one is spent, the next turn
+	// is beyond maxLimitWait.
+	slow := func() *rate.Limiter {
+		lim := rate.NewLimiter(rate.Every(2*maxLimitWait), 1)
+		lim.Allow()
+		return lim
+	}
+	hour, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	short, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+	}{
+		{"no deadline", context.Background()},
+		{"deadline past the bound", hour},
+		{"deadline before the turn", short},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			err := waitN(tc.ctx, slow(), 1)
+			// Waiting out the bound would take 10 s (and the short
+			// deadline would end in DeadlineExceeded instead).
+			if elapsed := time.Since(start); elapsed >= maxLimitWait/2 {
+				t.Errorf("refused after %v, want at once", elapsed)
+			}
+			st := status.Convert(err)
+			if st.Code() != codes.ResourceExhausted || st.Message() != "rate: Wait(n=1) would exceed context deadline" {
+				t.Errorf("waitN = %v, want ResourceExhausted with the rate package's message", err)
+			}
+		})
+	}
+	t.Run("turn within both", func(t *testing.T) {
+		lim := rate.NewLimiter(rate.Every(50*time.Millisecond), 1)
+		lim.Allow()
+		if err := waitN(hour, lim, 1); err != nil {
+			t.Errorf("waitN with a turn 50 ms away: %v", err)
+		}
+	})
 }
