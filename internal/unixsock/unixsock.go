@@ -48,6 +48,10 @@ import (
 // refused), so this only matters if the peer's backlog is full.
 const probeTimeout = time.Second
 
+// procFD is where the process's descriptors show as paths; a test points
+// it elsewhere to take the path without /proc.
+var procFD = "/proc/self/fd"
+
 // maxPathLen is the room in sockaddr_un.sun_path, less its terminating NUL.
 const maxPathLen = len(unix.RawSockaddrUnix{}.Path) - 1
 
@@ -55,10 +59,6 @@ const maxPathLen = len(unix.RawSockaddrUnix{}.Path) - 1
 // chmod that follows (by a path that names it in its private directory),
 // the moment a umask-wide mode would show.
 var afterBind func(path string)
-
-// beforeRename, when set by a test, runs just before the socket is moved
-// into place.
-var beforeRename func(path string)
 
 // Listener is a listening Unix socket created by Listen. Close stops it and
 // removes the socket file if it is still the one Listen created.
@@ -249,13 +249,16 @@ func describe(m uint32) string {
 // user can put anything, and sets the mode there: on Linux the inode bind
 // creates takes the socket's own mode (set by fchmod before bind) less the
 // umask, so it is never wider than perm, and a chmod by name in the
-// private directory widens it to exactly perm. (Linux has no fchmod for a
-// socket's inode and ignores AT_SYMLINK_NOFOLLOW for fchmodat.) Changing
+// private directory widens it to exactly perm. (A socket's inode cannot be
+// opened for fchmod, fchmod on an O_PATH descriptor is EBADF, and
+// fchmodat's AT_SYMLINK_NOFOLLOW needs fchmodat2, Linux 6.6: it is used
+// where there, the private directory being what makes the plain fchmodat
+// safe elsewhere.) Changing
 // the process umask instead would race with every other goroutine that
 // creates files meanwhile. The socket then moves to its name with
 // RENAME_NOREPLACE, so it replaces nothing, and callers only ever see it
 // listening with its final mode.
-func bind(dfd int, path, name string, perm fs.FileMode) (_ *Listener, err error) {
+func bind(dfd int, path, name string, perm fs.FileMode) (*Listener, error) {
 	tmpName, tfd, err := privateDir(dfd, path)
 	if err != nil {
 		return nil, err
@@ -284,12 +287,12 @@ func bind(dfd int, path, name string, perm fs.FileMode) (_ *Listener, err error)
 	}
 	// Bound through the private directory's descriptor, the name stays
 	// short however long path is; without /proc, by its path.
-	bindPath := fmt.Sprintf("/proc/self/fd/%d/s", tfd)
+	bindPath := fmt.Sprintf("%s/%d/s", procFD, tfd)
 	err = unix.Bind(fd, &unix.SockaddrUnix{Name: bindPath})
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		bindPath = filepath.Join(filepath.Dir(path), tmpName, "s")
 		if len(bindPath) > maxPathLen {
-			return nil, fmt.Errorf("unixsock: socket path %s is too long to create without /proc (at most %d bytes): choose a shorter path", path, maxPathLen-len(tmpName)-3)
+			return nil, fmt.Errorf("unixsock: socket path %s is too long to create without /proc (its directory's path may be at most %d bytes): choose a shorter path", path, maxPathLen-len(tmpName)-3)
 		}
 		err = unix.Bind(fd, &unix.SockaddrUnix{Name: bindPath})
 	}
@@ -304,19 +307,31 @@ func bind(dfd int, path, name string, perm fs.FileMode) (_ *Listener, err error)
 	if err := unix.Fstatat(tfd, "s", &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, fmt.Errorf("unixsock: stat new socket for %s: %w", path, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || fs.FileMode(st.Mode).Perm()&^perm != 0 {
-		// The kernel ignored the fchmod (or something not ours is there):
-		// refuse rather than serve from a socket wider than asked.
-		return nil, fmt.Errorf("unixsock: the socket for %s was created as %s with mode %o, wider than %o", path, describe(st.Mode), st.Mode&0o7777, perm)
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, fmt.Errorf("unixsock: the socket bound for %s is now %s in Listen's private directory; refusing it", path, describe(st.Mode))
 	}
-	if err := unix.Fchmodat(tfd, "s", uint32(perm), 0); err != nil {
+	if fs.FileMode(st.Mode).Perm()&^perm != 0 {
+		// The kernel ignored the fchmod: refuse rather than serve from a
+		// socket that was briefly wider than asked.
+		return nil, fmt.Errorf("unixsock: the socket for %s was created with mode %o, wider than %o", path, st.Mode&0o7777, perm)
+	}
+	err = unix.Fchmodat(tfd, "s", uint32(perm), unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		// No fchmodat2, or "s" has become a symlink: only the former
+		// gets the plain fchmodat.
+		var again unix.Stat_t
+		if err = unix.Fstatat(tfd, "s", &again, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+			if again.Mode&unix.S_IFMT != unix.S_IFSOCK || again.Ino != st.Ino || again.Dev != st.Dev {
+				return nil, fmt.Errorf("unixsock: the socket bound for %s was replaced in Listen's private directory; refusing it", path)
+			}
+			err = unix.Fchmodat(tfd, "s", uint32(perm), 0)
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("unixsock: set mode of %s: %w", path, err)
 	}
 	if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
 		return nil, fmt.Errorf("unixsock: listen on %s: %w", path, err)
-	}
-	if beforeRename != nil {
-		beforeRename(path)
 	}
 	if err := moveNoReplace(tfd, dfd, name); err != nil {
 		if errors.Is(err, unix.EEXIST) {

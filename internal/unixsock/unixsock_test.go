@@ -510,3 +510,33 @@ func TestLongestPathWorks(t *testing.T) {
 	}
 	roundTrip(t, l, sock)
 }
+
+// TestWithoutProc: where /proc is missing the socket is bound by its
+// private directory's path, and a path too long for that is refused with
+// the limit.
+func TestWithoutProc(t *testing.T) {
+	procFD = "/nonexistent-proc/self/fd"
+	defer func() { procFD = "/proc/self/fd" }()
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "api.sock")
+	l, err := Listen(sock, 0o770, 0o770)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mode(t, sock); got != fs.ModeSocket|0o770 {
+		t.Errorf("socket mode %v", got)
+	}
+	roundTrip(t, l, sock)
+	l.Close()
+
+	// A short name in a long directory: the private directory's path
+	// is longer than the socket's.
+	deep := filepath.Join(dir, strings.Repeat("d", maxPathLen-len(dir)-10))
+	long := filepath.Join(deep, "a.sock")
+	if _, err := Listen(long, 0o770, 0o770); err == nil || !strings.Contains(err.Error(), "without /proc") {
+		t.Fatalf("Listen(%d-byte path) without /proc: %v, want a too-long error", len(long), err)
+	}
+	if left := leftovers(t, deep); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
