@@ -540,3 +540,35 @@ func TestWithoutProc(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// TestChmodNeverReachesASwappedInSymlink: were the bound socket replaced by
+// a symlink before its chmod, Listen refuses, the symlink's target keeps
+// its mode, and nothing is left at the path.
+func TestChmodNeverReachesASwappedInSymlink(t *testing.T) {
+	dir := shortDir(t)
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "api.sock")
+	afterBind = func(p string) {
+		if err := os.Remove(p); err != nil {
+			t.Error(err)
+		}
+		if err := os.Symlink(victim, p); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { afterBind = nil }()
+	l, err := Listen(sock, 0o777, 0o755)
+	if err == nil {
+		l.Close()
+		t.Fatal("Listen succeeded with its socket swapped for a symlink")
+	}
+	if got := mode(t, victim); got != 0o600 {
+		t.Errorf("symlink target mode %v, want -rw------- untouched", got)
+	}
+	if left := leftovers(t, dir, "victim"); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
