@@ -228,20 +228,22 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		source := sourceIP(raw.RemoteAddr())
 		releaseAll, refused := l.lim.all.Acquire("")
+		// Refusals are logged before the close, so that the line is
+		// written by the time the caller sees its connection end.
 		if refused != "" {
-			raw.Close()
 			l.lim.refuse("all", source, refused, l.lim.cfg.MaxConnections, "source", source)
+			raw.Close()
 			continue
 		}
 		releaseHS, refused := l.lim.handshakes.Acquire(source)
 		if refused != "" {
-			raw.Close()
-			releaseAll()
 			limit := l.lim.cfg.MaxHandshakes
 			if refused == connlimit.ReasonPerKey {
 				limit = l.lim.cfg.MaxHandshakesPerSource
 			}
 			l.lim.refuse("handshake", source, refused, limit, "source", source)
+			raw.Close()
+			releaseAll()
 			continue
 		}
 		c := &conn{

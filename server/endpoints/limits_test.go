@@ -69,6 +69,18 @@ func (b *logBuffer) lines(parts ...string) []string {
 
 // start runs a server with the given connection_limits body; extra goes
 // into the server block (admin_ids).
+// wait reports whether a line with every one of parts appears within
+// 10 s: a client may see its connection closed before the server has
+// written the line about it.
+func (b *logBuffer) wait(parts ...string) bool {
+	for deadline := time.Now().Add(10 * time.Second); len(b.lines(parts...)) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
 func start(t *testing.T, limits string, extra ...string) (*servertest.Server, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
@@ -246,7 +258,7 @@ func TestFloodFromOneSource(t *testing.T) {
 		t.Fatalf("%d of %d idle certificate-less connections from one source held, want the cap, %d", open, flood, perSource)
 	}
 	want := []string{"Refused connection", "pool=unauthenticated", "source=127.0.0.1", fmt.Sprintf("limit=%d", perSource)}
-	if len(logs.lines(want...)) == 0 {
+	if !logs.wait(want...) {
 		t.Fatalf("no refusal line with %q in the log", want)
 	}
 
@@ -307,7 +319,7 @@ func TestTotalCap(t *testing.T) {
 		c.Close()
 		t.Fatal("a connection past max_connections completed its TLS handshake")
 	}
-	if len(logs.lines("Refused connection", "pool=all", fmt.Sprintf("limit=%d", total))) == 0 {
+	if !logs.wait("Refused connection", "pool=all", fmt.Sprintf("limit=%d", total)) {
 		t.Fatal("no refusal line for the total cap")
 	}
 	if open := countOpen(held, 500*time.Millisecond); open != total {
@@ -340,7 +352,7 @@ func TestHandshakeTimeout(t *testing.T) {
 		t.Fatal("a TLS connection without an HTTP/2 preface is still open")
 	}
 	for _, src := range []string{"source=127.0.0.1", "source=127.0.0.2"} {
-		if len(logs.lines("timed out", src)) == 0 {
+		if !logs.wait("timed out", src) {
 			t.Fatalf("no handshake timeout line for %s", src)
 		}
 	}
@@ -411,7 +423,7 @@ func TestIdleTimeout(t *testing.T) {
 			t.Errorf("the server closed an idle connection (%s)", name)
 		}
 	}
-	if len(logs.lines("Closed idle connection", "spiffe_id="+workload.ID.String())) == 0 {
+	if !logs.wait("Closed idle connection", "spiffe_id="+workload.ID.String()) {
 		t.Error("no idle close line names the workload's SPIFFE ID")
 	}
 }
@@ -437,7 +449,7 @@ func TestPerIDCap(t *testing.T) {
 		t.Fatalf("%d of %d connections with one workload SVID held, want the per-ID cap, %d", open, perID+extra, perID)
 	}
 	want := []string{"Refused connection", "pool=verified", "spiffe_id=" + workload.ID.String(), fmt.Sprintf("limit=%d", perID)}
-	if len(logs.lines(want...)) == 0 {
+	if !logs.wait(want...) {
 		t.Fatalf("no refusal line with %q in the log", want)
 	}
 	// The cap is the ID's, not the source's.
@@ -516,7 +528,7 @@ func TestHandshakeCap(t *testing.T) {
 	if open := waitOpen(conns, perSource); open != perSource {
 		t.Fatalf("%d of %d silent connections from one source held, want the cap, %d", open, flood, perSource)
 	}
-	if len(logs.lines("Refused connection", "pool=handshake", "source=127.0.0.1", fmt.Sprintf("limit=%d", perSource))) == 0 {
+	if !logs.wait("Refused connection", "pool=handshake", "source=127.0.0.1", fmt.Sprintf("limit=%d", perSource)) {
 		t.Fatal("no refusal line for the handshake cap")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
