@@ -145,13 +145,13 @@ func New(cfg Config) (_ *Endpoints, err error) {
 	// Both servers: metrics first, so that every call is counted with
 	// its code, then authorization. The TCP server refuses, in between,
 	// calls on a connection its idle timer is closing (rpcTracker).
-	chains := func(tcp bool) []grpc.ServerOption {
+	chains := func(onTCP bool) []grpc.ServerOption {
 		var unary []grpc.UnaryServerInterceptor
 		var stream []grpc.StreamServerInterceptor
 		if cfg.Metrics != nil {
 			unary, stream = append(unary, cfg.Metrics.Unary), append(stream, cfg.Metrics.Stream)
 		}
-		if tcp {
+		if onTCP {
 			unary, stream = append(unary, tracker.unary), append(stream, tracker.stream)
 		}
 		unary, stream = append(unary, cfg.API.UnaryInterceptor), append(stream, cfg.API.StreamInterceptor)
