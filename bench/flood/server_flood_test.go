@@ -9,12 +9,16 @@ package flood
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,7 +32,9 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/servertest"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -208,7 +214,12 @@ var http2Preface = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4
 // which servertest.DialFrom (a gRPC client of an in-process server) does
 // not give.
 func (p *serverProc) floodConns(n int) []net.Conn {
-	cfg := tlsconfig.TLSClientConfig(p.bundle, tlsconfig.AuthorizeAny())
+	return p.floodConnsWith(n, tlsconfig.TLSClientConfig(p.bundle, tlsconfig.AuthorizeAny()))
+}
+
+// floodConnsWith is floodConns with a TLS configuration of the caller's,
+// such as one that presents an SVID.
+func (p *serverProc) floodConnsWith(n int, cfg *tls.Config) []net.Conn {
 	cfg.NextProtos = []string{"h2"}
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: floodSource}, Timeout: 10 * time.Second}
 	conns := make([]net.Conn, n)
@@ -417,5 +428,68 @@ func TestServerFlood(t *testing.T) {
 		if err := writeServerReport(runs); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// mint has the server process mint an X.509-SVID for path over its admin
+// socket, as `spire-server x509 mint` does.
+func (p *serverProc) mint(t *testing.T, path string) *x509svid.SVID {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &url.URL{Scheme: "spiffe", Host: servertest.TrustDomain.Name(), Path: path}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := p.admin(t)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := svidv1.NewSVIDClient(conn).MintX509SVID(ctx, &svidv1.MintX509SVIDRequest{Csr: csr})
+	if err != nil {
+		t.Fatalf("mint %s: %v", path, err)
+	}
+	svid, err := servertest.ParseSVID(resp.Svid.CertChain, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svid
+}
+
+// TestServerFloodOneSVID floods a server with the default limits from one
+// address with idle connections that all present one workload's SVID (a
+// compromised workload, or anything minted): it holds the per-ID cap, not
+// max_connections, logs the refusals, and the legitimate calls from
+// another address and on the admin socket are served meanwhile.
+func TestServerFloodOneSVID(t *testing.T) {
+	if os.Getenv(serverDirEnv) != "" {
+		t.Skip("in the server process")
+	}
+	flood, calls := size(150, 2000), size(20, 200)
+	// The long idle timeout: a slow flood must not see its first
+	// connections closed as idle before it is counted.
+	p := startServerProc(t, benchIdleTimeout)
+	svid := p.mint(t, "/workload")
+	conns := p.floodConnsWith(flood, tlsconfig.MTLSClientConfig(svid, p.bundle, tlsconfig.AuthorizeAny()))
+	held := countHeld(conns, 2*time.Second)
+	bundle, admin, failed := p.timeCalls(calls)
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	t.Logf("one workload SVID: held %d of %d; GetBundle p99 %v, admin p99 %v during; failed %d of %d",
+		held, flood, Quantile(bundle, .99), Quantile(admin, .99), failed, 2*calls)
+	if held != endpoints.DefaultMaxConnectionsPerID {
+		t.Errorf("one SVID holds %d idle connections, want the per-ID cap %d", held, endpoints.DefaultMaxConnectionsPerID)
+	}
+	if failed != 0 {
+		t.Errorf("%d legitimate calls failed during the flood", failed)
+	}
+	if p.refusalLines(t) == 0 {
+		t.Error("the per-ID cap bit but no refusal line was logged")
 	}
 }
