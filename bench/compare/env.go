@@ -71,9 +71,10 @@ type server struct {
 }
 
 // serverConf is the configuration both servers run with. Rate limits are
-// off because ours has none and SPIRE's (one attestation per second per
-// IP, 500 CSRs per second) would measure the limiter, not the server; the
-// rest is SPIRE's defaults.
+// off on both: SPIRE's per-IP budgets (one attestation per second, 500
+// CSRs per second), which both servers enforce by default, would measure
+// the limiter, not the server, since every simulated agent comes from
+// 127.0.0.1. The rest is SPIRE's defaults.
 const serverConf = `server {
     bind_address = "127.0.0.1"
     bind_port = "%d"
