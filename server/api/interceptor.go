@@ -2,12 +2,11 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net"
 	"strings"
 
+	"github.com/spiffe-hw/spire-hw/internal/uuid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,7 +27,7 @@ func (a *API) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnarySer
 		a.callRefused(ctx, info.FullMethod, err)
 		return nil, err
 	}
-	actx = withRequestID(actx)
+	actx = a.withRequestID(actx)
 	if err = a.rateLimit(actx, info.FullMethod, req); err == nil {
 		var resp any
 		resp, err = handler(actx, req)
@@ -50,7 +49,7 @@ func (a *API) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Stream
 		a.callRefused(ss.Context(), info.FullMethod, err)
 		return err
 	}
-	ctx = withRequestID(ctx)
+	ctx = a.withRequestID(ctx)
 	var first *attestFirst
 	if info.FullMethod == methodAttestAgent {
 		first = &attestFirst{}
@@ -156,16 +155,17 @@ func (a *API) attestRefused(ctx context.Context, req *agentv1.AttestAgentRequest
 type requestIDKey struct{}
 
 // withRequestID tags a call with a random ID, which the lines it causes
-// share (SPIRE's request_id).
-func withRequestID(ctx context.Context) context.Context {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+// share (SPIRE's request_id). Only the audit log reads it, so without
+// audit_log_enabled no call pays for the random read.
+func (a *API) withRequestID(ctx context.Context) context.Context {
+	if !a.cfg.AuditLog {
 		return ctx
 	}
-	b[6] = b[6]&0x0f | 0x40 // a version 4 UUID, as SPIRE's
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return context.WithValue(ctx, requestIDKey{}, h[0:8]+"-"+h[8:12]+"-"+h[12:16]+"-"+h[16:20]+"-"+h[20:32])
+	id, err := uuid.NewV4()
+	if err != nil {
+		return ctx
+	}
+	return context.WithValue(ctx, requestIDKey{}, id)
 }
 
 func requestID(ctx context.Context) string {

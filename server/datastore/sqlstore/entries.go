@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
+	"github.com/spiffe-hw/spire-hw/internal/uuid"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 )
 
@@ -492,14 +492,5 @@ func parseSPIFFEID(s string) *types.SPIFFEID {
 	return &types.SPIFFEID{TrustDomain: td, Path: path}
 }
 
-// newEntryID returns a random RFC 4122 version 4 UUID.
-func newEntryID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	x := hex.EncodeToString(b[:])
-	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:], nil
-}
+// newEntryID returns a random RFC 4122 version 4 UUID, as SPIRE's entry IDs.
+func newEntryID() (string, error) { return uuid.NewV4() }
