@@ -186,15 +186,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.rpc != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(a.rpc.Unary), grpc.ChainStreamInterceptor(a.rpc.Stream))
 	}
-	wl := a.cfg.Agent.WorkloadAPI
 	serve := workloadapi.ServeConfig{
 		SocketPath: a.cfg.Agent.SocketPath,
-		Limits: workloadapi.Limits{
-			MaxConnections:       wl.MaxConnections,
-			MaxConnectionsPerUID: wl.MaxConnectionsPerUID,
-			HandshakeTimeout:     wl.HandshakeTimeout,
-			IdleTimeout:          wl.IdleTimeout,
-		},
+		// The config block's fields are the listener's, in the same
+		// order, so a field added to one and not the other fails here.
+		Limits: workloadapi.Limits(a.cfg.Agent.WorkloadAPI),
 	}
 	if a.reg != nil {
 		// Not a nil *Registry in the interface: Serve would use it.

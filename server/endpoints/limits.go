@@ -184,7 +184,12 @@ func newLimiter(cfg Limits, td spiffeid.TrustDomain, adminIDs []spiffeid.ID, log
 // does not become a log flood. A total cap is logged once per pool
 // whatever the source: the line names the first.
 func (l *limiter) refuse(pool, key string, reason connlimit.Reason, limit int, args ...any) {
-	n, _ := l.refused.LoadOrStore(refusalKey{pool, reason}, new(atomic.Uint64))
+	// Load first: a flood refuses on this path, and LoadOrStore would
+	// allocate a counter for every refusal only to drop it.
+	n, ok := l.refused.Load(refusalKey{pool, reason})
+	if !ok {
+		n, _ = l.refused.LoadOrStore(refusalKey{pool, reason}, new(atomic.Uint64))
+	}
 	n.(*atomic.Uint64).Add(1)
 	logKey := pool + "/" + key
 	if reason == connlimit.ReasonTotal {
