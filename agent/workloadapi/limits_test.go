@@ -9,40 +9,23 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
-	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
-	"github.com/spiffe-hw/spire-hw/internal/connlimit"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
+	"github.com/spiffe-hw/spire-hw/internal/connlimit"
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 )
-
-// logBuf is a log sink safe for the server's goroutines and the test.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // limitedEnv is a Workload API server as Serve builds it: the listener
 // wrapped by LimitListener and the gRPC options of ServerOptions.
@@ -52,14 +35,14 @@ type limitedEnv struct {
 	dir    string
 	socket string
 	ln     *connlimit.Listener
-	logs   *logBuf
+	logs   *syncbuf.Buffer
 }
 
 func newLimitedEnv(t *testing.T, lim Limits) *limitedEnv {
 	t.Helper()
 	ca := wltest.NewCA(t, td)
 	mgr := wltest.NewManager(t, ca)
-	logs := &logBuf{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	h := New(Config{
 		Manager:     mgr,

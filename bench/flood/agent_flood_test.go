@@ -18,13 +18,15 @@ import (
 	"testing"
 	"time"
 
-	agentapi "github.com/spiffe-hw/spire-hw/agent/workloadapi"
-	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
-	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
-	"github.com/spiffe-hw/spire-hw/sim/simtest"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	agentapi "github.com/spiffe-hw/spire-hw/agent/workloadapi"
+	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
 )
 
 // fullSize is set by BENCH_REPORT=1: the agent bench then runs at the size
@@ -207,24 +209,7 @@ type proc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stdout *bufio.Reader
-	stderr *syncBuf
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stderr *syncbuf.Buffer
 }
 
 func start(t *testing.T, exe string, uid int, args []string, env ...string) *proc {
@@ -243,7 +228,7 @@ func start(t *testing.T, exe string, uid int, args []string, env ...string) *pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, stdin: stdin, stdout: bufio.NewReader(out), stderr: &syncBuf{}}
+	p := &proc{cmd: cmd, stdin: stdin, stdout: bufio.NewReader(out), stderr: &syncbuf.Buffer{}}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

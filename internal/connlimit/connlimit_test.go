@@ -1,7 +1,6 @@
 package connlimit
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 )
 
 func TestSlotsCaps(t *testing.T) {
@@ -46,24 +47,6 @@ func TestSlotsCaps(t *testing.T) {
 	}
 }
 
-// syncBuf is a log sink safe for the listener's goroutine and the test.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestListenerPerUID floods a Unix socket from one key and checks the
 // listener closes what is over the cap, logs it once, keeps serving
 // another key, and frees slots on close.
@@ -73,7 +56,7 @@ func TestListenerPerUID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	nextKey := "flood"
 	var keyMu sync.Mutex
 	l := Wrap(inner, Config{
@@ -183,7 +166,7 @@ func isTimeout(err error) bool {
 }
 
 func TestRefusalLogInterval(t *testing.T) {
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	r := NewRefusalLog(slog.New(slog.NewTextHandler(&logs, nil)), 50*time.Millisecond)
 	for i := 0; i < 5; i++ {
 		r.Refused("k", "Refused")
@@ -208,7 +191,7 @@ func TestListenerStatsAndUnidentified(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	var calls atomic.Int32
 	l := Wrap(inner, Config{
 		Name: "test", PerKey: 1, Log: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -279,7 +262,7 @@ func TestListenerStatsAndUnidentified(t *testing.T) {
 // refuse than it keeps, and that the keys past the bound still get a line,
 // marked as shared.
 func TestRefusalLogManyKeys(t *testing.T) {
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	r := NewRefusalLog(slog.New(slog.NewTextHandler(&logs, nil)), time.Hour)
 	for i := 0; i < maxRefusalKeys+100; i++ {
 		r.Refused(strconv.Itoa(i), "Refused")

@@ -1,7 +1,6 @@
 package endpoints_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -17,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/server/endpoints"
-	"github.com/spiffe-hw/spire-hw/server/servertest"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
@@ -30,6 +27,10 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
+	"github.com/spiffe-hw/spire-hw/server/endpoints"
+	"github.com/spiffe-hw/spire-hw/server/servertest"
 )
 
 var (
@@ -39,23 +40,12 @@ var (
 )
 
 // logBuffer collects the server's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ syncbuf.Buffer }
 
 // lines returns the lines that contain every one of parts.
 func (b *logBuffer) lines(parts ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []string
-	for line := range strings.SplitSeq(b.buf.String(), "\n") {
+	for line := range strings.SplitSeq(b.String(), "\n") {
 		ok := true
 		for _, p := range parts {
 			ok = ok && strings.Contains(line, p)
