@@ -9,7 +9,6 @@ import (
 
 	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/internal/connlimit"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 )
@@ -66,11 +65,7 @@ type Limits struct {
 // the admin socket. So the cap is a quarter of the limit, clamped to
 // [64, 8192].
 func DefaultMaxConnections() int {
-	var r unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil || r.Cur == unix.RLIM_INFINITY {
-		return maxDefaultTotal
-	}
-	return int(min(max(r.Cur/4, minDefaultTotal), maxDefaultTotal))
+	return int(min(max(connlimit.OpenFiles()/4, minDefaultTotal), maxDefaultTotal))
 }
 
 // Effective returns l with its defaults filled in; a cap of 0 in the

@@ -295,3 +295,15 @@ func (r *RefusalLog) Refused(key, msg string, args ...any) {
 	}
 	r.log.Warn(msg, args...)
 }
+
+// OpenFiles returns the process's soft RLIMIT_NOFILE, which the Go runtime
+// raises to the hard limit at start: the budget both daemons derive their
+// default connection caps from. An unreadable or unlimited limit counts as
+// 2^20, the kernel's default nr_open ceiling.
+func OpenFiles() int64 {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<30 {
+		return 1 << 20
+	}
+	return int64(r.Cur)
+}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/internal/connlimit"
@@ -89,13 +88,7 @@ const (
 // soft RLIMIT_NOFILE (which the Go runtime raises to the hard limit at
 // start) less a reserve of a tenth of it, at least 256 descriptors.
 func DefaultMaxConnections() int {
-	var r syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<30 {
-		// Unreadable or unlimited (RLIM_INFINITY): the kernel's
-		// nr_open ceiling is 2^20 by default.
-		return maxConnectionsFor(1 << 20)
-	}
-	return maxConnectionsFor(int64(r.Cur))
+	return maxConnectionsFor(connlimit.OpenFiles())
 }
 
 func maxConnectionsFor(nofile int64) int {
