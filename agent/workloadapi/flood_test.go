@@ -3,22 +3,20 @@ package workloadapi
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/sim/simtest"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
 )
 
 // floodEnv makes the test binary a flooder: it opens WLAPI_FLOOD_N
@@ -43,74 +41,19 @@ func init() {
 	}
 }
 
-// flood opens n connections, sends nothing on them, and prints "HELD h
-// REFUSED r": a connection the agent refused ends at once (EOF or reset);
-// one it kept gets the server's HTTP/2 settings, or nothing, until the
-// probe's deadline.
+// flood opens n connections that never send a preface, prints "HELD h
+// REFUSED r", and holds the kept ones until stdin closes.
 func flood(sock string, n int) error {
-	conns := make([]net.Conn, 0, n)
-	for range n {
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			return err
-		}
-		conns = append(conns, c)
+	conns, refused, err := wltest.Flood(sock, n, nil, 2*time.Second)
+	if err != nil {
+		return err
 	}
-	var (
-		mu      sync.Mutex
-		refused int
-		wg      sync.WaitGroup
-	)
-	for _, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			_, err := c.Read(make([]byte, 1))
-			var ne net.Error
-			if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
-				mu.Lock()
-				refused++
-				mu.Unlock()
-			}
-			c.SetReadDeadline(time.Time{})
-		}()
-	}
-	wg.Wait()
 	fmt.Printf("HELD %d REFUSED %d\n", n-refused, refused)
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range conns {
 		c.Close()
 	}
 	return nil
-}
-
-// copyForOthers copies the test binary where uid nobody can run it (the
-// go test work directory is 0700).
-func copyForOthers(t *testing.T, dir string) string {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.Open(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst := filepath.Join(dir, "flooder")
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, src); err != nil {
-		out.Close()
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 // TestFloodFromOneUIDLeavesOthersServed: uid nobody opens connections up
@@ -128,7 +71,7 @@ func TestFloodFromOneUIDLeavesOthersServed(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, copyForOthers(t, e.dir), "-test.run=^$")
+	cmd := exec.CommandContext(ctx, wltest.CopyForOthers(t, e.dir), "-test.run=^$")
 	cmd.Env = append(os.Environ(), floodEnv+"="+strconv.Itoa(flooders), "WLAPI_SOCKET="+e.socket)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: nobody, Gid: nobody},

@@ -3,17 +3,14 @@ package flood
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -84,67 +81,22 @@ func init() {
 	}
 }
 
-// http2Hello is a client's HTTP/2 connection preface and an empty SETTINGS
-// frame: after it, the server holds an established gRPC connection that
-// carries no RPC, which is what an idle client looks like.
-var http2Hello = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4, 0, 0, 0, 0, 0)
-
 // floodIdle opens n connections to sock, completes the HTTP/2 preface on
-// each, and prints "HELD h REFUSED r": a connection the agent refused ends
-// at once (EOF or reset); one it kept gets the server's SETTINGS. It holds
-// them, sending nothing more, until stdin closes.
+// each, prints "HELD h REFUSED r", and holds the kept ones, sending
+// nothing more, until stdin closes.
 func floodIdle(sock string, n int) error {
-	conns := make([]net.Conn, 0, n)
+	conns, refused, err := wltest.Flood(sock, n, wltest.HTTP2Hello, 5*time.Second)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
-	for range n {
-		c, err := dialBacklogged(sock)
-		if err != nil {
-			return fmt.Errorf("dial %d: %w", len(conns), err)
-		}
-		conns = append(conns, c)
-		// A refused connection may already be closed; that is counted below.
-		_, _ = c.Write(http2Hello)
-	}
-	var (
-		mu      sync.Mutex
-		refused int
-		wg      sync.WaitGroup
-	)
-	for _, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			_, err := c.Read(make([]byte, 64))
-			var ne net.Error
-			if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
-				mu.Lock()
-				refused++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
 	fmt.Printf("HELD %d REFUSED %d\n", n-refused, refused)
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return nil
-}
-
-// dialBacklogged dials sock, waiting while the listen backlog is full
-// (EAGAIN on a Unix socket) for the agent's accept loop to catch up.
-func dialBacklogged(sock string) (net.Conn, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.Dial("unix", sock)
-		if err == nil || !errors.Is(err, syscall.EAGAIN) || time.Now().After(deadline) {
-			return c, err
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // TestAgentProcess is the agent when TestAgentFlood re-executes the test
@@ -248,34 +200,6 @@ func (p *proc) stop() {
 		_ = p.cmd.Process.Kill()
 		<-done
 	}
-}
-
-// copyForOthers copies the test binary where uid nobody can run it (go
-// test's work directory is 0700).
-func copyForOthers(t *testing.T, dir string) string {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.Open(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst := filepath.Join(dir, "flood.test")
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, src); err != nil {
-		out.Close()
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 // fetches times n new-connection X509-SVID fetches through go-spiffe, as
@@ -404,7 +328,7 @@ func TestAgentFlood(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	exe := copyForOthers(t, dir)
+	exe := wltest.CopyForOthers(t, dir)
 
 	var runs []agentRun
 	for _, mode := range []string{agentBefore, agentAfter} {
