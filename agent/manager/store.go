@@ -79,13 +79,8 @@ func openStore(dir string, log *slog.Logger) (*store, error) {
 		return nil, fmt.Errorf("manager: data dir: %w", err)
 	}
 	path := filepath.Join(dir, CacheFile)
-	fi, statErr := os.Lstat(path)
-	if statErr == nil && fi.Mode().Perm()&0o077 != 0 {
-		// An older release's file, or the operator's choice: not ours to
-		// change, but worth saying.
-		log.Warn("The SVID cache is accessible to other users, and it holds SVID private keys",
-			"path", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()), "fix", "chmod 600 "+path)
-	}
+	_, statErr := os.Lstat(path)
+	daemondir.WarnShared(log, path, false, "The SVID cache is accessible to other users, and it holds SVID private keys")
 	// A second agent on the same data dir would corrupt it: fail fast on
 	// the lock instead of waiting forever.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})

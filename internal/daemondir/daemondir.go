@@ -149,6 +149,23 @@ func Shared(dir string) (perm fs.FileMode, shared bool, err error) {
 	return perm, perm&0o077 != 0, nil
 }
 
+// WarnShared writes msg at WARN, with args, when path (a file, or with dir
+// a directory, that holds the daemon's secrets) grants its group or other
+// users any access; the line adds the path, its mode and the chmod that
+// fixes it. A path that does not exist is no warning. The mode is not
+// changed: the file is the operator's, or an older release's.
+func WarnShared(log *slog.Logger, path string, dir bool, msg string, args ...any) {
+	perm, shared, err := Shared(path)
+	if err != nil || !shared {
+		return
+	}
+	fix := "chmod 600 "
+	if dir {
+		fix = "chmod 700 "
+	}
+	log.Warn(msg, append(args, "path", path, "mode", fmt.Sprintf("%04o", perm), "fix", fix+path)...)
+}
+
 // EnsureData makes dir a daemon's data directory: created 0700 when
 // missing; when it exists and grants other users access, it is left as it
 // is (the operator may share it on purpose) and a warning names key (the

@@ -215,14 +215,7 @@ func (s *Store) createPrivate(path string) error {
 		return fmt.Errorf("sqlstore: sqlite: create %s: %w", path, err)
 	}
 	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
-		fi, err := os.Stat(p)
-		if err != nil {
-			continue
-		}
-		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-			s.log.Warn("SQLite file is accessible to other users, and it holds join tokens and node records",
-				"path", p, "mode", fmt.Sprintf("%04o", perm), "fix", "chmod 600 "+p)
-		}
+		daemondir.WarnShared(s.log, p, false, "SQLite file is accessible to other users, and it holds join tokens and node records")
 	}
 	return nil
 }
