@@ -25,7 +25,27 @@ type moduleGroup struct {
 var modules = struct {
 	sync.Mutex
 	byPath map[string]*moduleGroup
-}{byPath: make(map[string]*moduleGroup)}
+	// reopen serialises the recoveries of the Tokens on one module (by
+	// path; entries are never removed, one per module the process ever
+	// loaded). SoftHSM rebuilds its slot list in C_GetSlotList, which a
+	// reopening Token calls, and a concurrent C_OpenSession by another
+	// Token's recovery then reads freed slot state and crashes the
+	// process; after a module reset every Token on it recovers at once.
+	reopen map[string]*sync.Mutex
+}{byPath: make(map[string]*moduleGroup), reopen: make(map[string]*sync.Mutex)}
+
+// lockReopen takes the module's reopen lock and returns its release.
+func (t *Token) lockReopen() func() {
+	modules.Lock()
+	mu := modules.reopen[t.cfg.ModulePath]
+	if mu == nil {
+		mu = new(sync.Mutex)
+		modules.reopen[t.cfg.ModulePath] = mu
+	}
+	modules.Unlock()
+	mu.Lock()
+	return mu.Unlock
+}
 
 func (t *Token) register() {
 	modules.Lock()

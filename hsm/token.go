@@ -255,7 +255,9 @@ func (t *Token) recover(old *crypto11.Context) {
 	}
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		unlock := t.lockReopen()
 		err := t.reopen()
+		unlock()
 		if err == nil {
 			t.log.Info("hsm: token recovered", "token", t.cfg.tokenName(), "attempts", attempt)
 			return
