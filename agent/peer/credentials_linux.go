@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/spiffe-hw/spire-hw/internal/peercred"
 )
 
 // method is how the handshake obtains the caller's pidfd.
@@ -106,28 +108,7 @@ func Ucred(c net.Conn) (*unix.Ucred, error) {
 	return u, nil
 }
 
-func ucred(c net.Conn) (*unix.Ucred, error) {
-	rc, err := syscallConn(c)
-	if err != nil {
-		return nil, err
-	}
-	var (
-		u      *unix.Ucred
-		optErr error
-	)
-	if err := rc.Control(func(fd uintptr) {
-		u, optErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, fmt.Errorf("SO_PEERCRED: %w", err)
-	}
-	if optErr != nil {
-		return nil, fmt.Errorf("SO_PEERCRED: %w", optErr)
-	}
-	if u == nil {
-		return nil, errors.New("SO_PEERCRED: no credentials")
-	}
-	return u, nil
-}
+func ucred(c net.Conn) (*unix.Ucred, error) { return peercred.Read(c) }
 
 func syscallConn(c net.Conn) (syscall.RawConn, error) {
 	sc, ok := c.(syscall.Conn)
