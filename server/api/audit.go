@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"os"
 	"strings"
 
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
@@ -11,6 +13,7 @@ import (
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -39,6 +42,7 @@ func (a *API) audit(ctx context.Context, fullMethod string, err error, req, resp
 	if c, ok := CallerFromContext(ctx); ok && !c.ID.IsZero() {
 		args = append(args, "caller_id", c.ID.String())
 	}
+	args = append(args, localCallerFields(ctx)...)
 	if err == nil {
 		if items := batchItems(req, resp); items != nil {
 			for _, it := range items {
@@ -199,4 +203,24 @@ func statusFields(st *types.Status) []any {
 		return []any{"status", "success"}
 	}
 	return []any{"status", "error", "status_code", codes.Code(st.Code).String(), "status_message", st.Message}
+}
+
+// localCallerFields are SPIRE's caller_uid, caller_gid and caller_path for
+// a caller on the admin socket. The path is the binary the caller's pid
+// runs now (as SPIRE reads it), left out when it cannot be read: the
+// process has exited, or /proc hides it.
+func localCallerFields(ctx context.Context) []any {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	li, ok := p.AuthInfo.(LocalAuthInfo)
+	if !ok || li.PID == 0 {
+		return nil
+	}
+	fields := []any{"caller_uid", li.UID, "caller_gid", li.GID}
+	if path, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", li.PID)); err == nil {
+		fields = append(fields, "caller_path", path)
+	}
+	return fields
 }

@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +33,17 @@ func TestAuditLog(t *testing.T) {
 	if strings.Contains(l, "caller_addr=") {
 		t.Errorf("local call with caller_addr: %s", l)
 	}
+	// A local caller is named by its kernel credentials, as SPIRE's are:
+	// this test process is the caller.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{fmt.Sprintf("caller_uid=%d", os.Getuid()), fmt.Sprintf("caller_gid=%d", os.Getgid()), "caller_path=" + exe} {
+		if !strings.Contains(l, want) {
+			t.Errorf("local call's audit line lacks %s: %s", want, l)
+		}
+	}
 
 	// Health checks succeed unaudited, as in SPIRE (an orchestrator
 	// probes them every few seconds).
@@ -38,7 +51,7 @@ func TestAuditLog(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err := agentv1.NewAgentClient(admin).GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid("/spire/agent/join_token/none")})
+	_, err = agentv1.NewAgentClient(admin).GetAgent(ctx, &agentv1.GetAgentRequest{Id: pid("/spire/agent/join_token/none")})
 	wantCode(t, err, codes.NotFound)
 	logs.waitLine(t, "API accessed", "method=GetAgent", "status=error", "status_code=NotFound", "status_message=", "spiffe_id=spiffe://example.org/spire/agent/join_token/none")
 
@@ -52,7 +65,9 @@ func TestAuditLog(t *testing.T) {
 	if _, err := entryv1.NewEntryClient(agent.Conn).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	logs.waitLine(t, "API accessed", "method=GetAuthorizedEntries", "status=success", "caller_id="+agent.ID.String(), "caller_addr=127.0.0.1:")
+	if l := logs.waitLine(t, "API accessed", "method=GetAuthorizedEntries", "status=success", "caller_id="+agent.ID.String(), "caller_addr=127.0.0.1:"); strings.Contains(l, "caller_uid=") {
+		t.Errorf("a TCP caller with local credentials: %s", l)
+	}
 
 	// A batch gives one line per item, with the item's own status.
 	resp, err := entryv1.NewEntryClient(admin).BatchCreateEntry(ctx, &entryv1.BatchCreateEntryRequest{Entries: []*types.Entry{

@@ -184,8 +184,9 @@ func New(cfg Config) (_ *Endpoints, err error) {
 	)...)
 	// The admin socket: no transport security (file permissions are its
 	// authentication; the api package sees a Unix peer and treats it as
-	// local admin), the same services, interceptors and metrics.
-	e.admin = grpc.NewServer(append(common, chains(false)...)...)
+	// local admin), the same services, interceptors and metrics; its
+	// credentials only record who connected, for the audit log.
+	e.admin = grpc.NewServer(append(append(common, grpc.Creds(localCreds{})), chains(false)...)...)
 	for _, s := range []*grpc.Server{e.tcpSrv, e.admin} {
 		cfg.API.Register(s)
 		healthpb.RegisterHealthServer(s, e.health)
