@@ -27,6 +27,9 @@ const maxResponse = 1 << 16
 type TPM struct {
 	mu sync.Mutex
 	tr transport.TPMCloser
+
+	keysMu sync.Mutex
+	keys   map[string]*ResidentKey // by PKIX DER of the public key
 }
 
 // Open opens the TPM at path: a device file such as /dev/tpmrm0,
@@ -66,6 +69,51 @@ func Open(path string) (*TPM, error) {
 		tr = &deviceTransport{f: f}
 	}
 	return &TPM{tr: tr}, nil
+}
+
+// shared holds the connections handed out by Shared, by path.
+var shared = struct {
+	sync.Mutex
+	m map[string]*sharedTPM
+}{m: map[string]*sharedTPM{}}
+
+type sharedTPM struct {
+	t    *TPM
+	refs int
+}
+
+// Shared returns this process's one connection to the TPM at path, opening
+// it on first use; release gives it back, and the last release closes it.
+// The agent's key manager and node attestor share it: a swtpm serves one
+// connection at a time, and the key manager's resident keys must be found
+// by the attestor that certifies them.
+func Shared(path string) (t *TPM, release func(), err error) {
+	if path == "" {
+		path = DefaultPath
+	}
+	shared.Lock()
+	defer shared.Unlock()
+	s, ok := shared.m[path]
+	if !ok {
+		tp, err := Open(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		s = &sharedTPM{t: tp}
+		shared.m[path] = s
+	}
+	s.refs++
+	var once sync.Once
+	return s.t, func() {
+		once.Do(func() {
+			shared.Lock()
+			defer shared.Unlock()
+			if s.refs--; s.refs == 0 {
+				delete(shared.m, path)
+				_ = s.t.Close()
+			}
+		})
+	}, nil
 }
 
 // Close closes the connection. Objects the caller did not flush stay

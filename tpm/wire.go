@@ -29,6 +29,7 @@ const (
 	algECDSA  = 0x0018
 	algECC    = 0x0023
 
+	stAttestCertify  = 0x8017
 	stAttestQuote    = 0x8018
 	stAttestCreation = 0x801a
 
@@ -237,8 +238,10 @@ type attestation struct {
 	pcrDigest []byte
 
 	// Creation: the object's name and the digest of its creation data.
+	// Certify: the object's name and qualified name.
 	objectName   []byte
 	creationHash []byte
+	qualified    []byte
 }
 
 type pcrBank struct {
@@ -263,11 +266,13 @@ func parseAttestation(b []byte) (*attestation, error) {
 		a.pcrDigest = r.sized()
 	case stAttestCreation:
 		a.objectName, a.creationHash = r.sized(), r.sized()
+	case stAttestCertify:
+		a.objectName, a.qualified = r.sized(), r.sized()
 	default:
 		if r.err != nil {
 			return nil, r.err
 		}
-		return nil, fmt.Errorf("attestation type %#x is neither a quote nor a creation", a.typ)
+		return nil, fmt.Errorf("attestation type %#x is not a quote, creation or certification", a.typ)
 	}
 	if err := r.done(); err != nil {
 		return nil, err

@@ -63,8 +63,13 @@ func FuzzParseAttestation(f *testing.F) {
 	creation := tpm2.TPMSAttest{Magic: tpm2.TPMGeneratedValue, Type: tpm2.TPMSTAttestCreation,
 		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestCreation, &tpm2.TPMSCreationInfo{
 			ObjectName: tpm2.TPM2BName{Buffer: []byte{0, 0x0b, 1}}, CreationHash: tpm2.TPM2BDigest{Buffer: make([]byte, 32)}})}
+	certify := tpm2.TPMSAttest{Magic: tpm2.TPMGeneratedValue, Type: tpm2.TPMSTAttestCertify,
+		ExtraData: tpm2.TPM2BData{Buffer: make([]byte, 32)},
+		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestCertify, &tpm2.TPMSCertifyInfo{
+			Name: tpm2.TPM2BName{Buffer: []byte{0, 0x0b, 2}}, QualifiedName: tpm2.TPM2BName{Buffer: []byte{0, 0x0b, 3}}})}
 	f.Add(tpm2.Marshal(quote))
 	f.Add(tpm2.Marshal(creation))
+	f.Add(tpm2.Marshal(certify))
 	f.Add([]byte{0xff, 0x54, 0x43, 0x47, 0x80, 0x18})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := parseAttestation(b)
@@ -94,6 +99,11 @@ func FuzzParseAttestation(f *testing.F) {
 			c, err := ref.Attested.Creation()
 			if err != nil || !bytes.Equal(c.ObjectName.Buffer, a.objectName) || !bytes.Equal(c.CreationHash.Buffer, a.creationHash) {
 				t.Fatalf("creation info differs from go-tpm's (%v)", err)
+			}
+		case stAttestCertify:
+			c, err := ref.Attested.Certify()
+			if err != nil || !bytes.Equal(c.Name.Buffer, a.objectName) || !bytes.Equal(c.QualifiedName.Buffer, a.qualified) {
+				t.Fatalf("certify info differs from go-tpm's (%v)", err)
 			}
 		}
 	})
