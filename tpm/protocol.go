@@ -52,6 +52,10 @@ type ChallengeResponse struct {
 	Quote Quote  `json:"quote"`
 	// EventLog is the TCG event log, when the machine has one.
 	EventLog []byte `json:"event_log,omitempty"`
+	// AgentKey, when the CSR's key is resident in the TPM, is the AK's
+	// TPM2_Certify of it over AgentKeyQualifyingData(nonce, CSR key): the
+	// proof that the agent's SVID key can never leave this TPM.
+	AgentKey *Certification `json:"agent_key,omitempty"`
 }
 
 // QualifyingData binds a quote to the server's nonce and to the key of
