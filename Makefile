@@ -9,10 +9,11 @@ PKGS      := ./...
 REQUIRE_SIM ?= 1
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 # postgresql: the SQL engine tests; softhsm2: PKCS#11 key manager tests;
-# swtpm, swtpm-tools: TPM attestation tests.
-DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools
+# swtpm, swtpm-tools: TPM attestation tests; systemd: systemd-analyze
+# verify of the packaged units.
+DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools systemd
 
-.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest bench-peer
+.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest bench-peer dist
 
 all: build
 
@@ -104,6 +105,11 @@ bench-peer: build
 	BENCH_REPORT=1 BENCH_PEER_BIN=$$peer BENCH_OURS_BIN=$(CURDIR)/$(BIN) \
 		$(GO) test -p 1 -count=1 -v -timeout 120m -run '^TestPeer$$' ./bench/compare
 	$(GO) run ./bench/results bench
+
+# dist writes the release tarball (laid out as SPIRE's, with the systemd
+# units) and a Debian package to dist/; VERSION= overrides git describe.
+dist:
+	./scripts/dist.sh dist
 
 demo-tpm: build
 	./scripts/demo-tpm.sh
