@@ -175,7 +175,7 @@ func TestReport(t *testing.T) {
 		inTPM += c.total
 	}
 	fmt.Fprintf(&b, "| all commands | | | %s |\n", round(inTPM/time.Duration(nTrace)))
-	fmt.Fprintf(&b, "\nCPU per signature without the proxy (%d signatures, %s each): swtpm process %s, this process %s; the rest of the wall time is socket round trips and scheduling.\n", nCPU, round(directWall), cpuOrUnknown(swCPU, swPid), round(goCPU))
+	fmt.Fprintf(&b, "\nCPU per signature without the proxy (%d signatures, %s of wall time each), user and kernel time: swtpm process %s, this process (go-tpm, socket I/O, ASN.1) %s. The two mostly run in turn, so their sum is close to the wall time; what it exceeds them by is waiting on the socket and the scheduler.\n", nCPU, round(directWall), cpuOrUnknown(swCPU, swPid), round(goCPU))
 
 	agentRows := agentStart(t, full)
 	b.WriteString(agentRows)
@@ -255,12 +255,12 @@ const reportNotes = `
   ECDSA signature; the handshake's other work (the server's signature, both verifications,
   ECDHE) is the same for both keys.
 - pprof (` + "`go test -run XXX -bench 'Sign/key=tpm' -cpuprofile cpu.out ./bench/tpmkey/`" + `):
-  the agent process is on CPU for a fifth to a third of a resident signature's wall time (the
-  CPU line above), the rest is waiting for swtpm. Of the process's own CPU, about a third is
-  go-tpm's reflection-driven command marshalling (tpm2.marshalStruct, struct tags read through
-  reflect) and a fifth the socket writes and reads (Syscall6); by command, Sign.Execute takes
-  about 55%, ContextLoad.Execute about 40% (its context blob is the largest command sent) and
-  FlushContext the rest. Nothing there is worth tuning before the TPM itself: on hardware a
-  discrete TPM's ECDSA signature takes tens of milliseconds, so there the per-command times,
-  not this process's CPU, are what to read.
+  this process's share of a resident signature is its CPU line above; the rest is swtpm's and
+  the socket's. Of the process's own CPU, about a third is go-tpm's reflection-driven command
+  marshalling (tpm2.marshalStruct, struct tags read through reflect) and a fifth the socket
+  writes and reads (Syscall6); by command, Sign.Execute takes about 55%, ContextLoad.Execute
+  about 40% (its context blob is the largest command sent) and FlushContext the rest. On
+  hardware the balance moves to the TPM, whose ECDSA signature is commonly quoted at tens of
+  milliseconds on discrete parts (not measured here), so there the per-command times, not
+  this process's CPU, are what to read.
 `
