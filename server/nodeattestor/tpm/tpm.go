@@ -57,6 +57,9 @@ type PluginData struct {
 	EKHashPath      string `hcl:"ek_hash_path"`
 	PCRs            []int  `hcl:"pcrs"`
 	RequireEventLog bool   `hcl:"require_event_log"`
+	// RequireResidentAgentKey refuses agents that do not prove their SVID
+	// key TPM-resident (agent KeyManager "tpm").
+	RequireResidentAgentKey bool `hcl:"require_resident_agent_key"`
 }
 
 // NodeLookup is the part of the datastore the attestor needs to pin an
@@ -75,6 +78,9 @@ type Config struct {
 	// PCRs to quote; nil means DefaultPCRs.
 	PCRs            []int
 	RequireEventLog bool
+	// RequireResidentAgentKey refuses an attestation whose response does
+	// not carry the AK's certification of the CSR key.
+	RequireResidentAgentKey bool
 	// Nodes pins agent IDs to AKs and counters; nil disables pinning.
 	Nodes    NodeLookup
 	NonceTTL time.Duration
@@ -129,7 +135,7 @@ func New(cfg Config) (*Attestor, error) {
 
 // NewFromPluginData builds an Attestor from its plugin_data.
 func NewFromPluginData(td spiffeid.TrustDomain, d PluginData, nodes NodeLookup) (*Attestor, error) {
-	cfg := Config{TrustDomain: td, PCRs: d.PCRs, RequireEventLog: d.RequireEventLog, Nodes: nodes}
+	cfg := Config{TrustDomain: td, PCRs: d.PCRs, RequireEventLog: d.RequireEventLog, RequireResidentAgentKey: d.RequireResidentAgentKey, Nodes: nodes}
 	if d.EKCAPath != "" {
 		r, err := tpm.LoadEKRoots(d.EKCAPath)
 		if err != nil {
@@ -280,9 +286,24 @@ func (a *Attestor) Attest(ctx context.Context, payload []byte, csr *x509.Certifi
 	case a.cfg.RequireEventLog:
 		return nil, deny("an event log is required")
 	}
+	// The AK is now proven to live in this TPM, so its certification of
+	// the CSR key proves the key lives there too. A proof that is present
+	// but false is an attack (a copied key, a duplicable one, another
+	// TPM's AK), so it refuses the agent rather than admitting it without
+	// the selector.
+	resident := false
+	switch {
+	case resp.AgentKey != nil:
+		if err := tpm.VerifyResidentKey(ak, resp.AgentKey, tpm.AgentKeyQualifyingData(nonce, certifiedKey), csr.PublicKey); err != nil {
+			return nil, deny("agent key: %s", strings.TrimPrefix(err.Error(), "tpm: "))
+		}
+		resident = true
+	case a.cfg.RequireResidentAgentKey:
+		return nil, deny("a TPM-resident agent key is required (require_resident_agent_key) and the agent sent no certification of its CSR key: configure the agent with KeyManager \"tpm\"")
+	}
 	return &nodeattestor.Result{
 		AgentID:     id,
-		Selectors:   selectors(ek, ak, info, boot),
+		Selectors:   selectors(ek, ak, info, boot, resident),
 		CanReattest: true,
 	}, nil
 }
@@ -382,9 +403,15 @@ const (
 	selClock        = "clock:"
 )
 
+// AgentKeyResident is the value of the selector (type PluginName) of an
+// agent that proved its SVID key resident in its TPM: entries can require
+// it, and the API refuses such an agent a renewal, which would certify a
+// new key without the proof.
+const AgentKeyResident = "agent_key:resident"
+
 func sel(v string) *types.Selector { return &types.Selector{Type: PluginName, Value: v} }
 
-func selectors(ek *verifiedEK, ak *tpm.AKPublic, q *tpm.QuoteInfo, boot *tpm.BootState) []*types.Selector {
+func selectors(ek *verifiedEK, ak *tpm.AKPublic, q *tpm.QuoteInfo, boot *tpm.BootState, resident bool) []*types.Selector {
 	out := []*types.Selector{sel(selEKHash + ek.hash), sel(selAKHash + ak.Hash)}
 	if c := ek.cert; c != nil {
 		out = append(out, sel("manufacturer:"+c.Manufacturer), sel("model:"+c.Model), sel("version:"+c.Version))
@@ -403,6 +430,9 @@ func selectors(ek *verifiedEK, ak *tpm.AKPublic, q *tpm.QuoteInfo, boot *tpm.Boo
 		} else {
 			out = append(out, sel("secureboot:disabled"))
 		}
+	}
+	if resident {
+		out = append(out, sel(AgentKeyResident))
 	}
 	out = append(out,
 		sel(selResetCount+strconv.FormatUint(uint64(q.ResetCount), 10)),
