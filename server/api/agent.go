@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/tpm"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -418,6 +419,15 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if node.CertSerial != c.Cert.SerialNumber.String() {
 		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %q is no longer attested with this SVID", c.ID)
 	}
+	// A node that proved its key TPM-resident must prove each new key the
+	// same way, which only attestation does: a renewal would certify a key
+	// that may live anywhere (a copied data_dir's memory key) under an
+	// identity whose selector says it never leaves the TPM. This holds
+	// whatever CanReattest says, and the node is the one just read.
+	if residentAgentKey(node) {
+		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_MUST_REATTEST,
+			"agent %q proved its key resident in its TPM (selector tpm:%s): it must re-attest to prove its new key, not renew", c.ID, tpm.AgentKeyResident)
+	}
 	// A node that can re-attest must, as in SPIRE: renewing would keep the
 	// identity alive on the SVID key alone, without fresh evidence from
 	// the hardware, and freeze selectors that name the machine's state.
@@ -440,6 +450,17 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 		return nil, dsError("update attested node", err)
 	}
 	return &agentv1.RenewAgentResponse{Svid: x509SVIDToProto(c.ID, svid)}, nil
+}
+
+// residentAgentKey reports whether n carries the selector the tpm attestor
+// gives an agent that proved its SVID key resident in its TPM.
+func residentAgentKey(n *datastore.AttestedNode) bool {
+	for _, s := range n.Selectors {
+		if s.GetType() == tpm.PluginName && s.GetValue() == tpm.AgentKeyResident {
+			return true
+		}
+	}
+	return false
 }
 
 func x509SVIDToProto(id spiffeid.ID, svid *ca.X509SVID) *types.X509SVID {
