@@ -280,6 +280,30 @@ func (s *softTPM) answer(c *tpm.Challenge) (*tpm.ChallengeResponse, error) {
 	return &tpm.ChallengeResponse{Secret: secret, Nonce: c.Nonce, Quote: q}, nil
 }
 
+// certify is the AK's TPM2_Certify of the CSR key as a resident key (the
+// template the agent's TPM uses) for the challenge nonce: the proof an
+// agent with KeyManager "tpm" adds to its answer.
+func (s *softTPM) certify(nonce []byte) *tpm.Certification {
+	pt, err := s.csrReq.PublicKey.(*ecdsa.PublicKey).Bytes() // 0x04 || X || Y
+	if err != nil {
+		panic(err) // a parsed P-256 key always encodes
+	}
+	pub := tpm.ResidentKeyTemplate
+	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+		X: tpm2.TPM2BECCParameter{Buffer: pt[1:33]}, Y: tpm2.TPM2BECCParameter{Buffer: pt[33:]}})
+	public := tpm2.Marshal(pub)
+	sum := sha256.Sum256(public)
+	name := append([]byte{0x00, 0x0b}, sum[:]...)
+	attest := tpm2.Marshal(tpm2.TPMSAttest{
+		Magic: tpm2.TPMGeneratedValue, Type: tpm2.TPMSTAttestCertify,
+		ExtraData: tpm2.TPM2BData{Buffer: tpm.AgentKeyQualifyingData(nonce, s.csrKey)},
+		ClockInfo: tpm2.TPMSClockInfo{Clock: 1000, ResetCount: 1, Safe: true},
+		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestCertify, &tpm2.TPMSCertifyInfo{
+			Name: tpm2.TPM2BName{Buffer: name}, QualifiedName: tpm2.TPM2BName{Buffer: name}}),
+	})
+	return &tpm.Certification{Public: public, Attest: attest, Signature: s.sign(attest)}
+}
+
 // Fix-ups the response fuzz target applies to a response before sending
 // it, chosen by the bits of its second input: without them a mutated
 // response could never get past the fresh nonce, the secret only the EK
@@ -290,7 +314,8 @@ const (
 	fixSecret                // send the activated secret
 	fixExtraData             // set the quote's qualifying data to the nonce and CSR key
 	fixSignature             // sign the quote's attestation again with the AK
-	fixAll       = fixNonce | fixSecret | fixExtraData | fixSignature
+	fixAgentKey              // bind agent_key's certification to the nonce and CSR key, and sign it again
+	fixAll       = fixNonce | fixSecret | fixExtraData | fixSignature | fixAgentKey
 )
 
 // fixResponse applies fix to raw, when raw decodes as a response; other
@@ -316,6 +341,13 @@ func (s *softTPM) fixResponse(raw []byte, fix uint8, c *tpm.Challenge) []byte {
 	}
 	if fix&fixSignature != 0 {
 		r.Quote.Signature = s.sign(r.Quote.Attest)
+	}
+	if k := r.AgentKey; fix&fixAgentKey != 0 && k != nil {
+		if a, err := tpm2.Unmarshal[tpm2.TPMSAttest](k.Attest); err == nil {
+			a.ExtraData = tpm2.TPM2BData{Buffer: tpm.AgentKeyQualifyingData(c.Nonce, s.csrKey)}
+			k.Attest = tpm2.Marshal(*a)
+		}
+		k.Signature = s.sign(k.Attest)
 	}
 	b, err := json.Marshal(r)
 	if err != nil {

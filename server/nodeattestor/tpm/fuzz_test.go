@@ -143,9 +143,20 @@ func FuzzAttestChallengeResponse(f *testing.F) {
 	}); err != nil {
 		f.Fatalf("honest attestation refused: %v", err)
 	}
+	// The same with the AK's certification of the CSR key (agent_key),
+	// stale too.
+	var r tpm.ChallengeResponse
+	if err := json.Unmarshal(stale, &r); err != nil {
+		f.Fatal(err)
+	}
+	r.AgentKey = s.certify(r.Nonce)
+	staleResident := mustJSON(f, r)
 	for _, fix := range []uint8{fixAll, 0, fixNonce, fixNonce | fixSecret, fixNonce | fixSecret | fixExtraData} {
 		f.Add(stale, fix)
+		f.Add(staleResident, fix)
 	}
+	f.Add(staleResident, uint8(fixAll&^fixAgentKey))
+	f.Add([]byte(`{"secret":"AQ==","nonce":"AQ==","quote":{"attest":"/1RDR4AYAAA=","signature":"","pcrs":{"0":"AA=="}},"agent_key":{"public":"ACM=","attest":"/1RDR4AXAAA=","signature":""}}`), uint8(fixAll))
 	f.Add([]byte(`{"secret":"AQ==","nonce":"AQ==","quote":{"attest":"/1RDR4AYAAA=","signature":"","pcrs":{"0":"AA=="}}}`), uint8(fixAll))
 	f.Add([]byte(`[]`), uint8(fixAll))
 	f.Fuzz(func(t *testing.T, raw []byte, fix uint8) {
@@ -186,6 +197,20 @@ func FuzzAttestChallengeResponse(f *testing.F) {
 			t.Fatal("accepted a quote that does not bind this nonce and the CSR's key")
 		}
 		sels := selectorSet(res.Selectors)
+		// The selector says the CSR key was certified for this
+		// challenge; without it the response carried no proof.
+		switch resident := sels["tpm:agent_key:resident"]; {
+		case resident != (r.AgentKey != nil):
+			t.Fatalf("tpm:agent_key:resident is %v with agent_key %v", resident, r.AgentKey != nil)
+		case r.AgentKey != nil:
+			ca, err := tpm2.Unmarshal[tpm2.TPMSAttest](r.AgentKey.Attest)
+			if err != nil {
+				t.Fatalf("accepted a certification go-tpm cannot decode: %v", err)
+			}
+			if !bytes.Equal(ca.ExtraData.Buffer, tpm.AgentKeyQualifyingData(chal.Nonce, s.csrKey)) {
+				t.Fatal("accepted a certification that does not bind this nonce and the CSR's key")
+			}
+		}
 		for _, i := range fuzzPCRs {
 			if want := fmt.Sprintf("tpm:pcr:sha256:%d:%s", i, hexs(r.Quote.PCRs[i])); !sels[want] {
 				t.Fatalf("PCR %d selector is not the quoted value: %v", i, sels)
@@ -255,6 +280,35 @@ func TestSoftTPMAttests(t *testing.T) {
 	// Without the new signature the repaired qualifying data is forged.
 	if err := answer(fixAll &^ fixSignature); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("repaired quote without a signature: err = %v, want PermissionDenied", err)
+	}
+	// With the certification of the CSR key the agent is admitted as
+	// resident; a stale certification is refused.
+	attestResident := func(stale bool) (*nodeattestor.Result, error) {
+		return a.Attest(context.Background(), honestPayload(t, s, nil), s.csrReq, func(_ context.Context, raw []byte) ([]byte, error) {
+			c, err := tpm.ParseChallenge(raw)
+			if err != nil {
+				return nil, err
+			}
+			r, err := s.answer(c)
+			if err != nil {
+				return nil, err
+			}
+			r.AgentKey = s.certify(c.Nonce)
+			if stale {
+				r.AgentKey = s.certify([]byte("another nonce"))
+			}
+			return json.Marshal(r)
+		})
+	}
+	res, err := attestResident(false)
+	if err != nil {
+		t.Fatalf("soft TPM with a certified agent key: %v", err)
+	}
+	if !selectorSet(res.Selectors)["tpm:agent_key:resident"] {
+		t.Fatalf("certified agent key without tpm:agent_key:resident: %v", res.Selectors)
+	}
+	if _, err := attestResident(true); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("certification for another nonce: err = %v, want PermissionDenied", err)
 	}
 	if _, err := s.activate(tpm.Credential{IDObject: []byte{0, 1, 2}, EncryptedSecret: []byte{1}}); !errors.Is(err, errActivation) {
 		t.Fatalf("activated garbage: %v", err)

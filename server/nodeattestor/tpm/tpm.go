@@ -2,7 +2,9 @@
 // on a specific, genuine TPM (EK certificate chaining to a manufacturer
 // root, or an allow-listed EK) with an attestation key resident in that
 // TPM (credential activation), and reports the machine's state in a quote
-// over a fresh server nonce bound to its CSR key.
+// over a fresh server nonce bound to its CSR key. An agent whose CSR key
+// is resident in that TPM proves it with the AK's certification of the
+// key and gets selector tpm:agent_key:resident.
 //
 // Agents are named by their EK, so a machine keeps its ID across
 // re-installs; the server pins the AK and the TPM's reset/restart counters
