@@ -167,6 +167,13 @@ type DataStore interface {
 	// ExpiresAt are before expiresBefore, never the last X.509 authority, and
 	// reports whether anything changed.
 	PruneBundle(ctx context.Context, trustDomain string, expiresBefore time.Time) (bool, error)
+	// ModifyBundle reads the trust domain's bundle, lets fn change it and
+	// stores the result with the sequence number bumped, in one
+	// transaction, so a change computed from the bundle (tainting or
+	// revoking an authority) cannot lose a concurrent append. An error
+	// from fn leaves the bundle untouched and is returned wrapped;
+	// ErrNotFound when there is no bundle.
+	ModifyBundle(ctx context.Context, trustDomain string, fn func(b *types.Bundle) error) (*types.Bundle, error)
 	DeleteBundle(ctx context.Context, trustDomain string) error
 
 	// FetchCAJournal returns the CA journal blob stored under name, or

@@ -232,6 +232,29 @@ func (s *Store) PruneBundle(ctx context.Context, trustDomain string, expiresBefo
 	return changed, nil
 }
 
+// ModifyBundle implements datastore.DataStore.
+func (s *Store) ModifyBundle(ctx context.Context, trustDomain string, fn func(b *types.Bundle) error) (*types.Bundle, error) {
+	var out *types.Bundle
+	err := s.write(ctx, func(t txn) error {
+		cur, err := loadBundle(ctx, t, trustDomainName(trustDomain), true)
+		if err != nil {
+			return err
+		}
+		if err := fn(cur); err != nil {
+			return err
+		}
+		// fn must not move the bundle to another trust domain's row.
+		cur.TrustDomain = trustDomainName(trustDomain)
+		cur.SequenceNumber++
+		out = cur
+		return storeBundle(ctx, t, cur)
+	})
+	if err != nil {
+		return nil, mapErr("modify bundle", err)
+	}
+	return out, nil
+}
+
 // DeleteBundle implements datastore.DataStore.
 func (s *Store) DeleteBundle(ctx context.Context, trustDomain string) error {
 	err := s.write(ctx, func(t txn) error {

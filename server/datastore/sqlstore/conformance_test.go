@@ -45,6 +45,7 @@ func testDataStore(t *testing.T, open func(t *testing.T) datastore.DataStore) {
 		{"Bundles", testBundles},
 		{"BundleAppendPrune", testBundleAppendPrune},
 		{"BundleConcurrentAppend", testBundleConcurrentAppend},
+		{"BundleModify", testBundleModify},
 		{"CAJournal", testCAJournal},
 	}
 	for _, tt := range tests {
@@ -823,6 +824,37 @@ func testBundleAppendPrune(t *testing.T, ds datastore.DataStore) {
 		t.Fatal("prune removed every X.509 authority")
 	}
 	_, err = ds.PruneBundle(ctx, "missing.org", now)
+	wantErr(t, err, datastore.ErrNotFound)
+}
+
+func testBundleModify(t *testing.T, ds datastore.DataStore) {
+	now := time.Now()
+	a, b := testCert(t, now.Add(time.Hour)), testCert(t, now.Add(2*time.Hour))
+	if _, err := ds.AppendBundle(ctx, &types.Bundle{TrustDomain: "mod.org", SequenceNumber: 4,
+		X509Authorities: []*types.X509Certificate{{Asn1: a}, {Asn1: b}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ds.ModifyBundle(ctx, "spiffe://mod.org", func(bd *types.Bundle) error {
+		bd.X509Authorities[0].Tainted = true
+		return nil
+	})
+	if err != nil || got.SequenceNumber != 5 || !got.X509Authorities[0].Tainted || got.X509Authorities[1].Tainted {
+		t.Fatalf("ModifyBundle = %v, %v", got, err)
+	}
+	fetched, _ := ds.FetchBundle(ctx, "mod.org")
+	wantEqual(t, fetched, got)
+
+	// A refusal by fn changes nothing and comes back to the caller.
+	refused := errors.New("refused")
+	_, err = ds.ModifyBundle(ctx, "mod.org", func(bd *types.Bundle) error {
+		bd.X509Authorities = nil
+		return refused
+	})
+	wantErr(t, err, refused)
+	fetched, _ = ds.FetchBundle(ctx, "mod.org")
+	wantEqual(t, fetched, got)
+
+	_, err = ds.ModifyBundle(ctx, "missing.org", func(*types.Bundle) error { return nil })
 	wantErr(t, err, datastore.ErrNotFound)
 }
 
