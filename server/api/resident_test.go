@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe-hw/spire-hw/server/servertest"
 )
@@ -23,7 +24,8 @@ import (
 // so the refusal is this rule's and not the one of reattestable nodes; the
 // same agent renews before the selector is added.
 func TestResidentKeyAgentCannotRenew(t *testing.T) {
-	s := servertest.Start(t, servertest.Options{})
+	log := &syncbuf.Buffer{}
+	s := servertest.Start(t, servertest.Options{Log: log})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	a := s.NewAgent(t)
@@ -61,4 +63,21 @@ func TestResidentKeyAgentCannotRenew(t *testing.T) {
 	if !strings.Contains(err.Error(), "must re-attest to prove its new key") {
 		t.Fatalf("refusal does not say why: %v", err)
 	}
+	// The refusal is in the security log with its reason; the
+	// interceptor writes it after the handler returns, so wait for it.
+	for !logged(log.String()) {
+		if ctx.Err() != nil {
+			t.Fatalf("refusal not logged with its reason:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func logged(out string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "API call refused") && strings.Contains(line, "RenewAgent") && strings.Contains(line, "must re-attest to prove its new key") {
+			return true
+		}
+	}
+	return false
 }
