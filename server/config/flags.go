@@ -13,7 +13,14 @@ import (
 // override it, as SPIRE does. Flag usage goes to stderr; -h returns an error
 // wrapping flag.ErrHelp.
 func FromRunArgs(args []string, stderr io.Writer) (*Config, error) {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	return FromArgs("run", args, stderr)
+}
+
+// FromArgs is FromRunArgs for the command called name: `spire-server validate`
+// loads and checks the configuration exactly as run does, and its flag
+// usage is headed with its own name, as SPIRE's is.
+func FromArgs(name string, args []string, stderr io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", DefaultConfigPath, "Path to a SPIRE config file")
 	expandEnv := fs.Bool("expandEnv", false, "Expand environment $VARIABLES in the config file")
@@ -29,7 +36,7 @@ func FromRunArgs(args []string, stderr io.Writer) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("config: unexpected argument %q (run takes only flags)", fs.Arg(0))
+		return nil, fmt.Errorf("config: unexpected argument %q (%s takes only flags)", fs.Arg(0), name)
 	}
 	given := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
