@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,7 +57,21 @@ const (
 	DefaultServerPort   = 8081
 	DefaultSocketPath   = "/tmp/spire-agent/public/api.sock"
 	DefaultSyncInterval = 5 * time.Second
+	// DefaultRebootstrapDelay is SPIRE's rebootstrap_delay.
+	DefaultRebootstrapDelay = 10 * time.Minute
 )
+
+// Values of rebootstrap_mode, as SPIRE's.
+const (
+	RebootstrapNever  = "never"
+	RebootstrapAuto   = "auto"
+	RebootstrapAlways = "always"
+)
+
+// featureFlags are the experimental.feature_flags SPIRE v1.13.3 knows
+// (pkg/common/fflag): only its test flag, which changes nothing. SPIRE
+// refuses any other name, and so do we.
+var featureFlags = map[string]bool{"i_am_a_test_flag": true}
 
 // Config is a validated spire-agent configuration.
 type Config struct {
@@ -85,7 +100,27 @@ type Agent struct {
 	TrustBundleFormat string // TrustBundlePEM or TrustBundleSPIFFE
 	InsecureBootstrap bool
 
-	JoinToken string
+	// TrustBundleUnixSocket, with an http:// TrustBundleURL, fetches the
+	// bundle through this Unix socket (trust_bundle_unix_socket), from a
+	// local service that knows how to get it.
+	TrustBundleUnixSocket string
+
+	// JoinToken is join_token, or the contents of JoinTokenFile
+	// (join_token_file, -joinTokenFile), which validate reads.
+	JoinToken     string
+	JoinTokenFile string
+	// RetryBootstrap is retry_bootstrap (-retryBootstrap); nil when not
+	// set, which retries, as SPIRE's default does.
+	RetryBootstrap *bool
+	// RebootstrapMode is rebootstrap_mode: RebootstrapNever (the default),
+	// RebootstrapAuto or RebootstrapAlways.
+	RebootstrapMode string
+	// RebootstrapDelay is rebootstrap_delay: how long the server must stay
+	// untrusted by the agent's bundle before the agent bootstraps again.
+	RebootstrapDelay time.Duration
+	// FeatureFlags are experimental.feature_flags, all known to SPIRE.
+	FeatureFlags []string
+
 	LogLevel  slog.Level
 	LogFormat string // hclconf.LogFormatText or hclconf.LogFormatJSON
 	LogFile   string
@@ -157,7 +192,6 @@ func Parse(filename string, data []byte, expandEnv bool) (*Config, error) {
 // a value present but invalid is not also reported as missing.
 type present struct {
 	trustDomain, dataDir, serverAddress bool
-	trustBundleUnixSocket               bool
 }
 
 func defaults() *Config {
@@ -166,6 +200,8 @@ func defaults() *Config {
 			ServerPort:        DefaultServerPort,
 			SocketPath:        DefaultSocketPath,
 			TrustBundleFormat: TrustBundlePEM,
+			RebootstrapMode:   RebootstrapNever,
+			RebootstrapDelay:  DefaultRebootstrapDelay,
 			LogLevel:          slog.LevelInfo,
 			LogFormat:         hclconf.LogFormatText,
 			SyncInterval:      DefaultSyncInterval,
@@ -208,7 +244,15 @@ func (a *Agent) parse(s *hclconf.Section) present {
 	s.String("trust_bundle_url", &a.TrustBundleURL)
 	s.Parse("trust_bundle_format", func(v string) (err error) { a.TrustBundleFormat, err = parseBundleFormat(v); return })
 	s.Bool("insecure_bootstrap", &a.InsecureBootstrap)
+	s.String("trust_bundle_unix_socket", &a.TrustBundleUnixSocket)
 	s.String("join_token", &a.JoinToken)
+	s.String("join_token_file", &a.JoinTokenFile)
+	var retry bool
+	if s.Bool("retry_bootstrap", &retry) {
+		a.RetryBootstrap = &retry
+	}
+	s.Parse("rebootstrap_mode", func(v string) (err error) { a.RebootstrapMode, err = parseRebootstrapMode(v); return })
+	s.Duration("rebootstrap_delay", &a.RebootstrapDelay)
 	s.Parse("log_level", func(v string) (err error) { a.LogLevel, err = hclconf.ParseLogLevel(v); return })
 	s.Parse("log_format", func(v string) (err error) { a.LogFormat, err = hclconf.ParseLogFormat(v); return })
 	s.String("log_file", &a.LogFile)
@@ -225,6 +269,21 @@ func (a *Agent) parse(s *hclconf.Section) present {
 				a.SyncInterval = v
 			}
 		}
+		var flags []string
+		if exp.Strings("feature_flags", &flags) {
+			var bad []string
+			for _, f := range flags {
+				if !featureFlags[f] {
+					bad = append(bad, f)
+				}
+			}
+			if len(bad) > 0 {
+				slices.Sort(bad)
+				exp.Errorf("feature_flags", "unknown feature flag(s): %v (SPIRE v1.13.3 knows only i_am_a_test_flag)", bad)
+			} else {
+				a.FeatureFlags = flags
+			}
+		}
 		for _, key := range []string{
 			"named_pipe_name", "admin_named_pipe_name", "use_sync_authorized_entries",
 			"require_pq_kem", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
@@ -236,12 +295,10 @@ func (a *Agent) parse(s *hclconf.Section) present {
 	}
 
 	a.ProfilingPort = hclconf.ParseProfiling(s)
-	set.trustBundleUnixSocket = s.Has("trust_bundle_unix_socket")
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
 		"sds", "allowed_foreign_jwt_claims", "authorized_delegates",
-		"retry_bootstrap", "rebootstrap_mode", "rebootstrap_delay",
-		"trust_bundle_unix_socket", "workload_x509_svid_key_type",
+		"workload_x509_svid_key_type",
 		"availability_target", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
 		"log_source_location", "allow_unauthenticated_verifiers",
 	} {
@@ -263,6 +320,16 @@ func (w *WorkloadAPILimits) parse(b *hclconf.Section) {
 			w.MaxConnectionsPerUID, w.MaxConnections)
 	}
 	b.Finish()
+}
+
+func parseRebootstrapMode(v string) (string, error) {
+	switch m := strings.ToLower(strings.TrimSpace(v)); m {
+	case RebootstrapNever, RebootstrapAuto, RebootstrapAlways:
+		return m, nil
+	case "":
+		return RebootstrapNever, nil
+	}
+	return "", fmt.Errorf("unknown rebootstrap mode %q (use never, auto or always)", v)
 }
 
 func parseServerPort(v string) (int, error) {
@@ -319,15 +386,9 @@ func (c *Config) validate(d *hclconf.Diagnostics, set present) {
 	case ways > 1:
 		d.Errorf(0, "agent.trust_bundle_path", "trust_bundle_path, trust_bundle_url and insecure_bootstrap are exclusive (keep only one)")
 	}
-	if a.TrustBundleURL != "" {
-		u, err := url.Parse(a.TrustBundleURL)
-		switch {
-		case err != nil || u.Host == "":
-			d.Errorf(0, "agent.trust_bundle_url", "invalid URL %q (use an https:// URL)", a.TrustBundleURL)
-		case u.Scheme != "https" && !(u.Scheme == "http" && set.trustBundleUnixSocket):
-			d.Errorf(0, "agent.trust_bundle_url", "%q must use https (the bundle anchors all trust in the server)", a.TrustBundleURL)
-		}
-	}
+	c.validateTrustBundleURL(d)
+	c.validateBootstrap(d)
+	c.readJoinTokenFile(d)
 	if a.AdminSocketPath != "" && a.SocketPath != "" {
 		wl := filepath.Dir(filepath.Clean(a.SocketPath))
 		adm := filepath.Dir(filepath.Clean(a.AdminSocketPath))
@@ -336,4 +397,73 @@ func (c *Config) validate(d *hclconf.Diagnostics, set present) {
 				a.AdminSocketPath, wl)
 		}
 	}
+}
+
+// validateTrustBundleURL applies SPIRE's rules: https, unless the request
+// goes through trust_bundle_unix_socket, where it is http and its query
+// must leave the spire- and spiffe- parameters to the agent.
+func (c *Config) validateTrustBundleURL(d *hclconf.Diagnostics) {
+	a := &c.Agent
+	if a.TrustBundleUnixSocket != "" && a.TrustBundleURL == "" {
+		d.Errorf(0, "agent.trust_bundle_unix_socket", "set without trust_bundle_url (set the http:// URL to request through the socket, or remove it)")
+	}
+	if a.TrustBundleURL == "" {
+		return
+	}
+	u, err := url.Parse(a.TrustBundleURL)
+	switch {
+	case err != nil || u.Host == "":
+		d.Errorf(0, "agent.trust_bundle_url", "invalid URL %q (use an https:// URL)", a.TrustBundleURL)
+	case a.TrustBundleUnixSocket != "" && u.Scheme != "http":
+		d.Errorf(0, "agent.trust_bundle_url", "%q must start with http:// when used with trust_bundle_unix_socket", a.TrustBundleURL)
+	case a.TrustBundleUnixSocket == "" && u.Scheme != "https":
+		d.Errorf(0, "agent.trust_bundle_url", "%q must use https (the bundle anchors all trust in the server)", a.TrustBundleURL)
+	case a.TrustBundleUnixSocket != "":
+		for key := range u.Query() {
+			if strings.HasPrefix(key, "spiffe-") || strings.HasPrefix(key, "spire-") {
+				d.Errorf(0, "agent.trust_bundle_url", "query parameter %q must not start with spiffe- or spire- (the agent sets those)", key)
+			}
+		}
+	}
+}
+
+// validateBootstrap applies SPIRE's rules on retry_bootstrap and
+// rebootstrapping.
+func (c *Config) validateBootstrap(d *hclconf.Diagnostics) {
+	a := &c.Agent
+	if a.RebootstrapMode != RebootstrapNever {
+		if a.InsecureBootstrap {
+			d.Errorf(0, "agent.rebootstrap_mode", "%q cannot be used with insecure_bootstrap (set trust_bundle_path or trust_bundle_url)", a.RebootstrapMode)
+		}
+		if a.RetryBootstrap != nil {
+			d.Errorf(0, "agent.retry_bootstrap", "cannot be set when rebootstrap_mode is %q (remove retry_bootstrap)", a.RebootstrapMode)
+		}
+	}
+	if a.RetryBootstrap != nil {
+		d.Warnf(0, "agent.retry_bootstrap", "deprecated; SPIRE removes it in 1.14 (test without it before upgrading)")
+	}
+}
+
+// readJoinTokenFile reads join_token_file as SPIRE does, when the agent's
+// configuration is built: its trimmed contents are the join token.
+func (c *Config) readJoinTokenFile(d *hclconf.Diagnostics) {
+	a := &c.Agent
+	if a.JoinTokenFile == "" {
+		return
+	}
+	if a.JoinToken != "" {
+		d.Errorf(0, "agent.join_token_file", "set together with join_token (keep only one)")
+		return
+	}
+	data, err := os.ReadFile(a.JoinTokenFile)
+	if err != nil {
+		d.Errorf(0, "agent.join_token_file", "unable to read join token file: %v (fix the path or its permissions)", err)
+		return
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" {
+		d.Errorf(0, "agent.join_token_file", "%s is empty (write the token that `spire-server token generate` printed)", a.JoinTokenFile)
+		return
+	}
+	a.JoinToken = tok
 }
