@@ -61,6 +61,20 @@ type Config struct {
 	TrustBundle []*x509.Certificate
 	// InsecureBootstrap skips server verification on the first attestation.
 	InsecureBootstrap bool
+	// BootstrapBundle, when set, is asked for the bootstrap bundle when the
+	// agent has none (the first attestation; trust_bundle_url), and again
+	// when it rebootstraps. TrustBundle is then not used.
+	BootstrapBundle BootstrapFunc
+	// BootstrapOnce makes Run give up when its first round fails (no
+	// attestation or sync has succeeded yet), as SPIRE does with
+	// retry_bootstrap = false; otherwise it retries with backoff.
+	BootstrapOnce bool
+	// RebootstrapMode is RebootstrapNever (the default, also for ""),
+	// RebootstrapAuto or RebootstrapAlways; see maybeRebootstrap.
+	RebootstrapMode string
+	// RebootstrapDelay is how long the server must stay untrusted before
+	// the agent rebootstraps; zero means DefaultRebootstrapDelay.
+	RebootstrapDelay time.Duration
 	// NodeAttestor provides the node's evidence.
 	NodeAttestor nodeattestor.Attestor
 	// KeyManager holds the agent key; use the disk one to survive restarts
@@ -96,6 +110,17 @@ type Manager struct {
 	agentSVID    *x509svid.SVID
 	reattestable bool
 	bundles      map[string]*types.Bundle // own and federated, as received
+	// bundleSet says the client has a bundle to verify the server with.
+	bundleSet bool
+	// lastContact is when a round with the server last succeeded (at
+	// first, when the manager was made), for Ready.
+	lastContact time.Time
+
+	// rebootstrap is the mode in force (auto may turn it off), and
+	// untrustedSince when the server was first seen untrusted; both
+	// belong to the run loop.
+	rebootstrap    string
+	untrustedSince time.Time
 
 	jwtMu sync.Mutex
 	jwts  map[string]*cache.JWTSVID
@@ -123,6 +148,12 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.RebootstrapMode == "" {
+		cfg.RebootstrapMode = RebootstrapNever
+	}
+	if cfg.RebootstrapDelay <= 0 {
+		cfg.RebootstrapDelay = DefaultRebootstrapDelay
 	}
 	log := cfg.Log
 	if log == nil {
@@ -153,6 +184,12 @@ func New(cfg Config) (*Manager, error) {
 		bundles: map[string]*types.Bundle{},
 		jwts:    map[string]*cache.JWTSVID{},
 		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+
+		lastContact: cfg.Clock(),
+		rebootstrap: cfg.RebootstrapMode,
+	}
+	if cfg.BootstrapBundle == nil && len(cfg.TrustBundle) > 0 {
+		m.bundleSet = true // the client verifies first contact with it
 	}
 	m.loadState()
 	return m, nil
@@ -181,7 +218,7 @@ func (m *Manager) loadState() {
 			m.log.Warn("Ignoring stored bundle", "error", err)
 		} else {
 			m.cache.SetBundle(sb)
-			m.client.SetBundle(sb.X509Bundle())
+			m.setClientBundle(sb.X509Bundle())
 		}
 	}
 	fed := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
@@ -222,7 +259,7 @@ func (m *Manager) loadState() {
 		return
 	}
 	if m.cache.Bundle() == nil && len(authorities) > 0 {
-		m.client.SetBundle(x509bundle.FromX509Authorities(m.cfg.TrustDomain, authorities))
+		m.setClientBundle(x509bundle.FromX509Authorities(m.cfg.TrustDomain, authorities))
 	}
 	key, err := agentKeyFor(context.Background(), m.cfg.KeyManager, chain[0].PublicKey)
 	if err != nil {
@@ -325,21 +362,40 @@ func (m *Manager) Run(ctx context.Context) error {
 		cancel()
 		<-pusherDone
 	}()
+	if err := m.checkRebootstrapSupport(); err != nil {
+		return err
+	}
 	failures := 0
 	renewAt := time.Time{}
+	// bootstrapped is set by the first round that succeeds.
+	bootstrapped := false
 	for {
 		wait, err := m.step(ctx, &renewAt)
+		if err != nil && ctx.Err() == nil {
+			err = m.maybeRebootstrap(ctx, err)
+			if err == nil {
+				renewAt = time.Time{}
+				continue
+			}
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil && isFatal(err):
 			return err
+		case err != nil && !bootstrapped && m.cfg.BootstrapOnce:
+			return fmt.Errorf("manager: bootstrap failed and retry_bootstrap is false: %w", err)
 		case err != nil:
 			failures++
 			wait = backoff(failures, m.jitter())
 			m.log.Warn("Server unreachable or call failed; retrying", "error", err, "retry_in", wait)
 		default:
 			failures = 0
+			bootstrapped = true
+			m.untrustedSince = time.Time{}
+			m.mu.Lock()
+			m.lastContact = m.clock()
+			m.mu.Unlock()
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -352,7 +408,8 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 func isFatal(err error) bool {
-	return errors.Is(err, ErrAgentEvicted) || errors.Is(err, ErrAgentSVIDExpired) || errors.Is(err, ErrAttestationRejected)
+	return errors.Is(err, ErrAgentEvicted) || errors.Is(err, ErrAgentSVIDExpired) || errors.Is(err, ErrAttestationRejected) ||
+		errors.Is(err, ErrRebootstrapUnsupported)
 }
 
 // step does one round of work and returns how long to wait before the
@@ -435,6 +492,9 @@ func (m *Manager) attest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := m.ensureBootstrapBundle(ctx); err != nil {
+		return err
+	}
 	res, err := m.client.Attest(ctx, m.cfg.NodeAttestor, csr)
 	if err != nil {
 		// Transport trouble is retried; a refusal by the server, or an
@@ -452,7 +512,7 @@ func (m *Manager) attest(ctx context.Context) error {
 		return fmt.Errorf("manager: attest: bundle: %w", err)
 	}
 	m.cache.SetBundle(sb)
-	m.client.SetBundle(sb.X509Bundle())
+	m.setClientBundle(sb.X509Bundle())
 	svid, err := m.checkAgentSVID(res.SVID, key, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrAttestationRejected, err)
@@ -465,7 +525,10 @@ func (m *Manager) attest(ctx context.Context) error {
 	m.bundles[m.cfg.TrustDomain.Name()] = res.Bundle
 	m.mu.Unlock()
 	m.log.Info("Node attestation succeeded", "spiffe_id", svid.ID.String(), "reattestable", res.Reattestable, "expires_at", svid.Certificates[0].NotAfter)
-	return m.persist()
+	if err := m.persist(); err != nil {
+		return err
+	}
+	return m.checkRebootstrapSupport()
 }
 
 // renew gets a new agent SVID for a new key.
