@@ -6,17 +6,18 @@ package agent
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
 	"github.com/spiffe-hw/spire-hw/agent/catalog"
 	"github.com/spiffe-hw/spire-hw/agent/config"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
@@ -32,10 +33,6 @@ import (
 	"github.com/spiffe-hw/spire-hw/plugin"
 	pcatalog "github.com/spiffe-hw/spire-hw/plugin/catalog"
 	"github.com/spiffe-hw/spire-hw/telemetry"
-	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 )
 
 // Agent is a configured, not yet running agent.
@@ -68,9 +65,15 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err := daemondir.EnsureData(ac.DataDir, "agent.data_dir", log); err != nil {
 		return nil, fmt.Errorf("agent: data_dir: %w", err)
 	}
+	// A trust_bundle_path that cannot be read stops start-up, as before;
+	// trust_bundle_url is fetched only when the agent needs it.
 	trust, err := loadTrustBundle(ac)
 	if err != nil {
 		return nil, err
+	}
+	var bootstrap manager.BootstrapFunc
+	if !ac.InsecureBootstrap {
+		bootstrap = newBootstrapBundle(ac, log.With("subsystem", "trust_bundle_sources")).fetch
 	}
 	// Building a plugin may take a while (an external one is a process
 	// to start), but New has no caller context to bound it yet.
@@ -145,7 +148,11 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		ServerAddress:     net.JoinHostPort(ac.ServerAddress, strconv.Itoa(ac.ServerPort)),
 		DataDir:           ac.DataDir,
 		TrustBundle:       trust,
+		BootstrapBundle:   bootstrap,
 		InsecureBootstrap: ac.InsecureBootstrap,
+		BootstrapOnce:     ac.RetryBootstrap != nil && !*ac.RetryBootstrap,
+		RebootstrapMode:   ac.RebootstrapMode,
+		RebootstrapDelay:  ac.RebootstrapDelay,
 		NodeAttestor:      na,
 		KeyManager:        km,
 		SyncInterval:      ac.SyncInterval,
@@ -161,9 +168,10 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		Attestors:   attestors,
 		TrustDomain: ac.TrustDomain,
 		Log:         log.With("subsystem", "workload_api"),
+		Ready:       m.Ready,
 	})
 	if hc := cfg.HealthChecks; hc.ListenerEnabled {
-		a.health = healthz.New(hc, func(context.Context) error { return nil })
+		a.health = healthz.New(hc, func(context.Context) error { return m.Ready() })
 	}
 	if ac.ProfilingPort != 0 {
 		a.profiling = telemetry.ProfilingServer(ac.ProfilingPort)
@@ -212,41 +220,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
-}
-
-func loadTrustBundle(ac config.Agent) ([]*x509.Certificate, error) {
-	if ac.TrustBundlePath == "" {
-		if ac.TrustBundleURL != "" {
-			return nil, errors.New("agent: trust_bundle_url is not supported yet; download the bundle and set trust_bundle_path")
-		}
-		return nil, nil // insecure_bootstrap, checked by config
-	}
-	data, err := os.ReadFile(ac.TrustBundlePath)
-	if err != nil {
-		return nil, fmt.Errorf("agent: read trust_bundle_path: %w", err)
-	}
-	if ac.TrustBundleFormat == config.TrustBundleSPIFFE {
-		b, err := spiffebundle.Parse(ac.TrustDomain, data)
-		if err != nil {
-			return nil, fmt.Errorf("agent: trust_bundle_path %s: %w", ac.TrustBundlePath, err)
-		}
-		return b.X509Authorities(), nil
-	}
-	var certs []*x509.Certificate
-	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("agent: trust_bundle_path %s: %w", ac.TrustBundlePath, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("agent: trust_bundle_path %s holds no PEM certificate (trust_bundle_format is %q)", ac.TrustBundlePath, ac.TrustBundleFormat)
-	}
-	return certs, nil
 }
 
 // closePlugins closes what the catalog built, the last built first.

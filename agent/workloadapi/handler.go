@@ -40,6 +40,10 @@ type Config struct {
 	// as SPIRE does.
 	TrustDomain spiffeid.TrustDomain
 	Log         *slog.Logger
+	// Ready, if set, answers the gRPC health service on the socket
+	// (what `spire-agent healthcheck` asks): NOT_SERVING while it returns
+	// an error. Without it the service always answers SERVING.
+	Ready func() error
 }
 
 // Handler implements workload.SpiffeWorkloadAPIServer.

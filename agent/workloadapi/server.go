@@ -3,6 +3,7 @@ package workloadapi
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,8 +12,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // Listen creates the Workload API socket, mode 0777 like SPIRE's public
@@ -39,8 +42,32 @@ func NewServer(h *Handler, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	}
 	s := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, opts...)...)
 	workload.RegisterSpiffeWorkloadAPIServer(s, h)
-	healthpb.RegisterHealthServer(s, health.NewServer())
+	if h.c.Ready != nil {
+		healthpb.RegisterHealthServer(s, readyHealth{ready: h.c.Ready, log: h.c.Log})
+	} else {
+		healthpb.RegisterHealthServer(s, health.NewServer())
+	}
 	return s, nil
+}
+
+// readyHealth is the gRPC health service answered from the agent's
+// readiness, as SPIRE's agent answers it from its own check: the whole
+// server only, no per-service status and no Watch.
+type readyHealth struct {
+	healthpb.UnimplementedHealthServer
+	ready func() error
+	log   *slog.Logger
+}
+
+func (r readyHealth) Check(_ context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if req.GetService() != "" {
+		return nil, status.Error(codes.InvalidArgument, "per-service health is not supported")
+	}
+	if err := r.ready(); err != nil {
+		r.log.Warn("Health check failed", "reason", err)
+		return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_NOT_SERVING}, nil
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 }
 
 // ServeConfig is what Serve needs besides the handler.
