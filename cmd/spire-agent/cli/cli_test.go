@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -259,5 +260,33 @@ func waitFor(t *testing.T, f func() bool) {
 			t.Fatal("condition not reached")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestHealthcheckNotReady: an agent that says it is not ready (not
+// attested, SVID expired, server away too long) is unhealthy, with
+// SPIRE's message, even though its Workload API answers.
+func TestHealthcheckNotReady(t *testing.T) {
+	ca := wltest.NewCA(t, td)
+	h := workloadapi.New(workloadapi.Config{
+		Manager:     wltest.NewManager(t, ca),
+		Attestors:   []workloadapi.Attestor{unix.New(unix.Config{})},
+		TrustDomain: td,
+		Ready:       func() error { return errors.New("agent is not attested yet") },
+	})
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := workloadapi.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := workloadapi.NewServer(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(s.Stop)
+	code, out, errs := runCLI(t, "healthcheck", "-socketPath", sock)
+	if code == 0 || errs != "Agent is unhealthy: agent returned status \"NOT_SERVING\"\n" || out != "" {
+		t.Fatalf("not ready: exit %d, out %q, err %q", code, out, errs)
 	}
 }

@@ -1,16 +1,20 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
-// healthcheck asks the Workload API for an X.509-SVID, as SPIRE's agent
-// healthcheck did. PermissionDenied means the agent attested us and has no
+// healthcheck asks the agent's gRPC health service, as SPIRE's agent
+// healthcheck does, then the Workload API for an X.509-SVID, as it did. PermissionDenied means the agent attested us and has no
 // entry for us: it is up and answering, so it counts as healthy. -shallow
 // only checks that the socket accepts connections.
 func (e *env) healthcheck(args []string) error {
@@ -40,13 +44,21 @@ func (e *env) healthcheck(args []string) error {
 		return nil
 	}
 
+	ctx, cancel := e.withTimeout(&c)
+	defer cancel()
+	// The agent's readiness first, through the gRPC health service as
+	// SPIRE's healthcheck asks it: NOT_SERVING until the agent has
+	// attested, and while its SVID has expired or the server has been
+	// away longer than the SVID has left. An agent without the service
+	// is judged by the Workload API alone.
+	if err := e.checkHealthService(ctx, &c); err != nil {
+		return unhealthy(err)
+	}
 	cl, err := e.client(&c)
 	if err != nil {
 		return unhealthy(err)
 	}
 	defer cl.Close()
-	ctx, cancel := e.withTimeout(&c)
-	defer cancel()
 	_, err = cl.FetchX509SVID(ctx)
 	switch {
 	case err == nil:
@@ -63,5 +75,24 @@ func (e *env) healthcheck(args []string) error {
 		return unhealthy(err)
 	}
 	e.printf("Agent is healthy.\n")
+	return nil
+}
+
+// checkHealthService asks the socket's grpc.health.v1 service.
+func (e *env) checkHealthService(ctx context.Context, c *common) error {
+	conn, err := grpc.NewClient("unix://"+c.socketPath, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("unable to connect to the Workload API at %s: %w", c.socketPath, err)
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		return nil
+	case err != nil:
+		return fmt.Errorf("unable to determine health: %w", err)
+	case resp.Status != healthpb.HealthCheckResponse_SERVING:
+		return fmt.Errorf("agent returned status %q", resp.Status)
+	}
 	return nil
 }
