@@ -162,6 +162,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		RateLimit:   api.RateLimits{Attestation: sc.RateLimit.Attestation, Signing: sc.RateLimit.Signing},
 		AuditLog:    sc.AuditLogEnabled,
 		Log:         log.With("subsystem", "api"),
+
+		MaxAttestedNodeInfoStaleness: sc.MaxAttestedNodeInfoStaleness,
 	})
 	var rpcMetrics *telemetry.RPC
 	if p := cfg.Telemetry.Prometheus; p != nil {
@@ -204,6 +206,10 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.svid.run(ctx) })
 	g.Go(func() error { return s.endpoints.Serve(ctx) })
 	g.Go(func() error { return pruneJoinTokens(ctx, s.ds, s.log) })
+	if d := s.cfg.Server.PruneAttestedNodesExpiredFor; d != 0 {
+		p := newNodePruner(s.ds, d, s.cfg.Server.PruneTOFUNodes, s.log.With("subsystem", "node_manager"))
+		g.Go(func() error { return p.run(ctx) })
+	}
 	g.Go(func() error { return s.bundles.Run(ctx) })
 	if s.health != nil {
 		g.Go(func() error { return healthz.Serve(ctx, s.health, s.log, "health checks") })

@@ -69,6 +69,11 @@ type Config struct {
 	// AuditLog writes SPIRE's audit line for every authorized call
 	// (audit_log_enabled).
 	AuditLog bool
+	// MaxAttestedNodeInfoStaleness, when set, is how long a node read to
+	// authenticate an agent is trusted before the database is asked again
+	// (max_attested_node_info_staleness; 0 asks it on every call, as
+	// SPIRE's default). Nil keeps nodeTTL.
+	MaxAttestedNodeInfoStaleness *time.Duration
 	// AttestMessageTimeout overrides DefaultAttestMessageTimeout (tests).
 	AttestMessageTimeout time.Duration
 	Clock                func() time.Time
@@ -97,7 +102,11 @@ func New(cfg Config) *API {
 	if cfg.AttestMessageTimeout <= 0 {
 		cfg.AttestMessageTimeout = DefaultAttestMessageTimeout
 	}
-	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), nodes: newNodeCache(cfg.DataStore, cfg.Clock),
+	ttl := nodeTTL
+	if cfg.MaxAttestedNodeInfoStaleness != nil {
+		ttl = *cfg.MaxAttestedNodeInfoStaleness
+	}
+	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), nodes: newNodeCache(cfg.DataStore, cfg.Clock, ttl),
 		bundle: &bundleCache{ds: cfg.DataStore, td: cfg.TrustDomain.Name()}, started: cfg.Clock(),
 		limits: newMethodLimits(cfg.RateLimit, cfg.Clock), sec: newSecLog(cfg.Log, 0)}
 }

@@ -26,6 +26,9 @@ const maxCachedNodes = 1 << 17
 type nodeCache struct {
 	ds    datastore.DataStore
 	clock func() time.Time
+	// ttl is nodeTTL, or max_attested_node_info_staleness when set (0:
+	// every call reads the database, SPIRE's default).
+	ttl time.Duration
 
 	mu sync.Mutex
 	m  map[string]cachedNode
@@ -40,12 +43,12 @@ type cachedNode struct {
 	at   time.Time
 }
 
-func newNodeCache(ds datastore.DataStore, clock func() time.Time) *nodeCache {
-	return &nodeCache{ds: ds, clock: clock, m: make(map[string]cachedNode)}
+func newNodeCache(ds datastore.DataStore, clock func() time.Time, ttl time.Duration) *nodeCache {
+	return &nodeCache{ds: ds, clock: clock, ttl: ttl, m: make(map[string]cachedNode)}
 }
 
 // fetch returns a copy of the node, from the cache unless fresh is set or
-// the cached copy is older than nodeTTL. Callers may modify the copy; its
+// the cached copy is older than the cache's ttl. Callers may modify the copy; its
 // Selectors slice is shared and read-only.
 func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastore.AttestedNode, error) {
 	now := c.clock()
@@ -53,7 +56,7 @@ func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastor
 		c.mu.Lock()
 		e, ok := c.m[id]
 		c.mu.Unlock()
-		if ok && now.Sub(e.at) < nodeTTL && !e.at.After(now) {
+		if ok && now.Sub(e.at) < c.ttl && !e.at.After(now) {
 			n := *e.node
 			return &n, nil
 		}

@@ -114,6 +114,17 @@ type Server struct {
 	// AuditLogEnabled writes an audit line for every authorized API call
 	// (audit_log_enabled).
 	AuditLogEnabled bool
+
+	// PruneAttestedNodesExpiredFor, when not 0, removes about hourly the
+	// nodes whose agent SVID expired longer ago than this
+	// (prune_attested_nodes_expired_for); banned nodes are kept, and so are
+	// nodes that cannot re-attest unless PruneTOFUNodes (prune_tofu_nodes).
+	PruneAttestedNodesExpiredFor time.Duration
+	PruneTOFUNodes               bool
+	// MaxAttestedNodeInfoStaleness is max_attested_node_info_staleness:
+	// how long a node read to authenticate an agent is trusted; nil when
+	// not set, which keeps the server's own cache window (30 s).
+	MaxAttestedNodeInfoStaleness *time.Duration
 }
 
 // RateLimit is SPIRE's server { ratelimit {} } block: per source IP,
@@ -313,6 +324,15 @@ func (srv *Server) parse(s *hclconf.Section) present {
 		rl.Finish()
 	}
 	s.Bool("audit_log_enabled", &srv.AuditLogEnabled)
+	s.Duration("prune_attested_nodes_expired_for", &srv.PruneAttestedNodesExpiredFor)
+	if s.Bool("prune_tofu_nodes", &srv.PruneTOFUNodes) && srv.PruneTOFUNodes && srv.PruneAttestedNodesExpiredFor == 0 {
+		s.Diagnostics().Warnf(s.LineOf("prune_tofu_nodes"), s.Key("prune_tofu_nodes"),
+			"has no effect without prune_attested_nodes_expired_for (set it to prune expired nodes)")
+	}
+	var staleness time.Duration
+	if s.Duration("max_attested_node_info_staleness", &staleness) {
+		srv.MaxAttestedNodeInfoStaleness = &staleness
+	}
 
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
