@@ -138,3 +138,20 @@ func TestJoinTokenFile(t *testing.T) {
 		}
 	}
 }
+
+// TestUnimplementedSVIDStore: SPIRE's built-in SVIDStores warn and load
+// nothing; an external one stays enabled.
+func TestUnimplementedSVIDStore(t *testing.T) {
+	text := strings.Replace(withAgent(base+"    trust_bundle_path = \"b.pem\""), "plugins {\n",
+		"plugins {\n    SVIDStore \"aws_secretsmanager\" { plugin_data {} }\n    SVIDStore \"vault\" { plugin_cmd = \"/usr/bin/vault-store\" }\n", 1)
+	c, err := Parse("agent.conf", []byte(text), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(c.Warnings, "\n"); !strings.Contains(w, `agent.conf:9: SVIDStore "aws_secretsmanager": SPIRE's built-in SVIDStore plugin "aws_secretsmanager" is not compiled into spire-hw; the block is skipped`) {
+		t.Errorf("warnings: %q", w)
+	}
+	if ss := c.EnabledPlugins(TypeSVIDStore); len(ss) != 1 || ss[0].Name != "vault" {
+		t.Errorf("enabled SVIDStores %+v, want only the external one", ss)
+	}
+}

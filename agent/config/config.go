@@ -45,6 +45,13 @@ var pluginRules = []hclconf.PluginRule{
 	{Type: TypeSVIDStore, Min: 0, Max: -1},
 }
 
+// unimplementedBuiltins are SPIRE v1.13.3's built-in SVIDStores: external
+// SVIDStores run here, these are not compiled in, so their blocks are
+// skipped with a warning (hclconf.SkipUnimplemented).
+var unimplementedBuiltins = map[string][]string{
+	TypeSVIDStore: {"aws_secretsmanager", "gcp_secretmanager"},
+}
+
 // Formats of the initial trust bundle (trust_bundle_format).
 const (
 	TrustBundlePEM    = "pem"
@@ -224,6 +231,7 @@ func parse(d *hclconf.Diagnostics, data []byte, expandEnv bool) (c *Config, set 
 	}
 	c.HealthChecks = hclconf.ParseHealthChecks(root)
 	c.Plugins = hclconf.ParsePlugins(root, pluginRules)
+	hclconf.SkipUnimplemented(d, c.Plugins, unimplementedBuiltins)
 	c.Telemetry = hclconf.ParseTelemetry(root)
 	root.Finish()
 	return c, set, true

@@ -49,6 +49,15 @@ var pluginRules = []hclconf.PluginRule{
 	{Type: TypeBundlePublisher, Min: 0, Max: -1},
 }
 
+// unimplementedBuiltins are SPIRE v1.13.3's built-in plugins of the types
+// whose external plugins run here but whose built-ins are not compiled in:
+// their blocks are skipped with a warning (hclconf.SkipUnimplemented).
+var unimplementedBuiltins = map[string][]string{
+	TypeNotifier:           {"gcs_bundle", "k8sbundle"},
+	TypeBundlePublisher:    {"aws_s3", "gcp_cloudstorage", "aws_rolesanywhere_trustanchor", "k8s_configmap"},
+	TypeCredentialComposer: {"uniqueid"},
+}
+
 // KeyType is an algorithm for CA and JWT signing keys, named as in SPIRE.
 type KeyType string
 
@@ -239,6 +248,7 @@ func parse(d *hclconf.Diagnostics, data []byte, expandEnv bool) (c *Config, set 
 	}
 	c.HealthChecks = hclconf.ParseHealthChecks(root)
 	c.Plugins = hclconf.ParsePlugins(root, pluginRules)
+	hclconf.SkipUnimplemented(d, c.Plugins, unimplementedBuiltins)
 	c.Telemetry = hclconf.ParseTelemetry(root)
 	root.Finish()
 	return c, set, true

@@ -52,3 +52,34 @@ func TestNodeKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestUnimplementedBuiltins: SPIRE's built-in Notifier, BundlePublisher
+// and CredentialComposer plugins are not compiled in; their blocks warn
+// and load nothing, while external ones of the same types stay enabled.
+func TestUnimplementedBuiltins(t *testing.T) {
+	c, err := Parse("server.conf", []byte(withPlugins(`    trust_domain = "example.org"
+    data_dir = "d"`, `    Notifier "k8sbundle" { plugin_data {} }
+    BundlePublisher "aws_s3" { plugin_data {} }
+    CredentialComposer "uniqueid" {}
+    Notifier "mine" { plugin_cmd = "/usr/bin/notifier" }
+`)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings, "\n")
+	for _, want := range []string{
+		`server.conf:7: Notifier "k8sbundle": SPIRE's built-in Notifier plugin "k8sbundle" is not compiled into spire-hw; the block is skipped`,
+		`server.conf:8: BundlePublisher "aws_s3": SPIRE's built-in BundlePublisher plugin "aws_s3"`,
+		`server.conf:9: CredentialComposer "uniqueid": SPIRE's built-in CredentialComposer plugin "uniqueid"`,
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings:\n%s\nlack:\n%s", w, want)
+		}
+	}
+	if ns := c.EnabledPlugins(TypeNotifier); len(ns) != 1 || ns[0].Name != "mine" {
+		t.Errorf("enabled notifiers %+v, want only the external one", ns)
+	}
+	if len(c.EnabledPlugins(TypeBundlePublisher))+len(c.EnabledPlugins(TypeCredentialComposer)) != 0 {
+		t.Error("a skipped built-in is still enabled")
+	}
+}
