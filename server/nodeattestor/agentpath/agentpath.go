@@ -1,5 +1,8 @@
 // Package agentpath renders SPIRE's agent_path_template: a Go text/template
-// that attestors offering it use to name the agent ID under /spire/agent.
+// that attestors offering it use to name the agent ID under /spire/agent,
+// with the functions SPIRE's templates have (see funcs). Every attestor
+// that offers the key parses it here, so that one template means the same
+// in each.
 package agentpath
 
 import (
@@ -14,29 +17,11 @@ import (
 // Default is SPIRE's default agent_path_template.
 const Default = "/{{ .PluginName }}/{{ .Fingerprint }}"
 
-// templateFuncs are string helpers of the names SPIRE's templates use,
-// in SPIRE's (pipeline-friendly) argument order.
-var templateFuncs = template.FuncMap{
-	"upper":      strings.ToUpper,
-	"lower":      strings.ToLower,
-	"trim":       strings.TrimSpace,
-	"trimAll":    func(cut, s string) string { return strings.Trim(s, cut) },
-	"trimPrefix": func(p, s string) string { return strings.TrimPrefix(s, p) },
-	"trimSuffix": func(p, s string) string { return strings.TrimSuffix(s, p) },
-	"nospace":    func(s string) string { return strings.Join(strings.Fields(s), "") },
-	"trunc": func(n int, s string) string {
-		if n >= 0 && len(s) > n {
-			return s[:n]
-		}
-		return s
-	},
-}
-
 // Parse parses an agent_path_template; plugin prefixes errors. A missing
 // key is an error, not "<no value>", so a typo cannot name every agent
 // alike.
 func Parse(plugin, text string) (*template.Template, error) {
-	t, err := template.New("agent_path_template").Option("missingkey=error").Funcs(templateFuncs).Parse(text)
+	t, err := template.New("agent_path_template").Option("missingkey=error").Funcs(funcs).Parse(text)
 	if err != nil {
 		return nil, fmt.Errorf("%s: agent_path_template: %w", plugin, err)
 	}
