@@ -28,11 +28,13 @@ import (
 	"time"
 
 	"github.com/digitorus/pkcs7"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/agentpath"
 )
 
 // PluginName is the attestation type, the plugin name and the selector
@@ -116,9 +118,10 @@ func New(cfg Config) (*Attestor, error) {
 	if cfg.AgentPathTemplate == "" {
 		cfg.AgentPathTemplate = DefaultAgentPathTemplate
 	}
-	tmpl, err := template.New("agent_path_template").Option("missingkey=error").Parse(cfg.AgentPathTemplate)
+	// The shared parser, so that SPIRE's template functions work here too.
+	tmpl, err := agentpath.Parse("awsiid", cfg.AgentPathTemplate)
 	if err != nil {
-		return nil, fmt.Errorf("awsiid: agent_path_template: %w", err)
+		return nil, err
 	}
 	if cfg.IAMEndpoint == "" {
 		cfg.IAMEndpoint = DefaultIAMEndpoint

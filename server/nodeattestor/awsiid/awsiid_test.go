@@ -237,6 +237,17 @@ func TestAgentPathTemplate(t *testing.T) {
 			t.Fatalf("iamrole selector with disable_instance_profile_selectors: %s", sel.Value)
 		}
 	}
+	// SPIRE's template functions (agentpath) work here too.
+	fa := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) {
+		c.AgentPathTemplate = `/{{ .PluginName }}/{{ .Region | upper }}/{{ .InstanceID | trimPrefix "i-" | trunc 6 }}`
+	})
+	res, err = fa.Attest(context.Background(), collect(t, s), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "/spire/agent/aws_iid/US-EAST-1/0b22a2"; res.AgentID.Path() != want {
+		t.Fatalf("agent ID %s, want path %s", res.AgentID, want)
+	}
 	// A tag value that would escape its path segment is refused.
 	bad := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) { c.AgentPathTemplate = "/{{ .Tags.Name }}/../x" })
 	_, err = bad.Attest(context.Background(), collect(t, s), nil, nil)

@@ -28,11 +28,13 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/agentpath"
 )
 
 // PluginName is the attestation type, the plugin name and the selector
@@ -134,9 +136,10 @@ func New(cfg Config) (*Attestor, error) {
 	if cfg.AgentPathTemplate == "" {
 		cfg.AgentPathTemplate = DefaultAgentPathTemplate
 	}
-	tmpl, err := template.New("agent_path_template").Option("missingkey=error").Parse(cfg.AgentPathTemplate)
+	// The shared parser, so that SPIRE's template functions work here too.
+	tmpl, err := agentpath.Parse("azuremsi", cfg.AgentPathTemplate)
 	if err != nil {
-		return nil, fmt.Errorf("azuremsi: agent_path_template: %w", err)
+		return nil, err
 	}
 	for p, d := range map[*string]string{&cfg.DiscoveryURL: DefaultDiscoveryURL, &cfg.LoginEndpoint: DefaultLoginEndpoint, &cfg.ARMEndpoint: DefaultARMEndpoint} {
 		if *p == "" {

@@ -156,6 +156,18 @@ func TestWithoutARM(t *testing.T) {
 	if res.AgentID.Path() != "/spire/agent/azure_msi/"+s.VM().PrincipalID {
 		t.Fatalf("agent ID %s", res.AgentID)
 	}
+	// SPIRE's template functions (agentpath) work here too.
+	fa := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) {
+		c.Tenants = map[string]TenantConfig{s.VM().TenantID: {ResourceID: resource}}
+		c.AgentPathTemplate = `/{{ .PluginName | replace "_" "-" }}/{{ .PrincipalID | upper | trunc 8 }}`
+	})
+	res, err = fa.Attest(context.Background(), collect(t, s), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "/spire/agent/azure-msi/" + strings.ToUpper(s.VM().PrincipalID)[:8]; res.AgentID.Path() != want {
+		t.Fatalf("agent ID %s, want path %s", res.AgentID, want)
+	}
 	if len(res.Selectors) != 2 || res.Selectors[1].Value != "vm-name:frontend:blog" {
 		t.Fatalf("selectors %v", res.Selectors)
 	}

@@ -166,6 +166,17 @@ func TestAgentPathTemplate(t *testing.T) {
 	if res.AgentID.Path() != "/spire/agent/gcp_iit/us-central1-a/blog-1" {
 		t.Fatalf("agent ID %s", res.AgentID)
 	}
+	// SPIRE's template functions (agentpath) work here too.
+	fa := newAttestor(t, s, sqlitetest.Open(t), func(c *Config) {
+		c.AgentPathTemplate = `/{{ .Zone | splitList "-" | first }}/{{ .InstanceName | regexFind "[0-9]+$" | printf "n%s" }}`
+	})
+	res, err = fa.Attest(context.Background(), collect(t, s), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.AgentID.Path() != "/spire/agent/us/n1" {
+		t.Fatalf("agent ID %s", res.AgentID)
+	}
 }
 
 // TestCertsCache: keys are reused until the Expires time of the certs

@@ -232,6 +232,20 @@ func TestPluginDataAndTemplate(t *testing.T) {
 	if want := "spiffe://example.org/spire/agent/static/web-01/web-01.example.com"; !slices.Equal(ids, []string{want, want}) {
 		t.Fatalf("agent IDs %q, want both %s", ids, want)
 	}
+	// SPIRE's template functions (agentpath).
+	fa, err := parse(`cert_authorities = ["` + inline + `"] canonical_domain = "example.com"
+		agent_path_template = "{{ .PluginName }}/{{ index .ValidPrincipals 0 | splitList \".\" | first | upper }}/{{ .Fingerprint | sha256sum | trunc 6 }}"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := issue(t, ca1, host.PublicKey(), certOpts{})
+	res, err := fa.Attest(context.Background(), data(t, cert), nil, func(_ context.Context, c []byte) ([]byte, error) { return honest(host)(t, c), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := strings.Split(res.AgentID.Path(), "/"); len(p) != 6 || p[3] != "sshpop" || p[4] != "WEB-01" || len(p[5]) != 6 {
+		t.Fatalf("agent ID %s, want /spire/agent/sshpop/WEB-01/<6 hex digits>", res.AgentID)
+	}
 	for _, body := range []string{``, `cert_authorities = ["not a key"]`, `cert_authorities_path = "/nonexistent"`,
 		`cert_authorities = ["` + inline + `"] agent_path_template = "{{ .Nope"`, `cert_authorities = ["` + inline + `"] verify = true`} {
 		if _, err := parse(body); err == nil {

@@ -273,6 +273,8 @@ func TestPluginDataAndTemplate(t *testing.T) {
 		`ca_bundle_paths = ["` + bundle + `"] agent_path_template = "/cn/{{ .Subject.CommonName }}"`:     "spiffe://example.org/spire/agent/cn/web-01",
 		`ca_bundle_path = "` + bundle + `" agent_path_template = "x/{{ .SerialNumberHex | upper }}"`:     "spiffe://example.org/spire/agent/x/" + strings.ToUpper(x509pop.SerialNumberHex(leaf.SerialNumber)),
 		`ca_bundle_path = "` + bundle + `" agent_path_template = "{{ .PluginName }}/{{ .TrustDomain }}"`: "spiffe://example.org/spire/agent/x509pop/example.org",
+		// SPIRE's template functions (agentpath), as its docs use them.
+		`ca_bundle_path = "` + bundle + `" agent_path_template = "/{{ .Subject.CommonName | upper | replace \"-\" \"_\" }}/{{ .Fingerprint | trunc 8 }}"`: "spiffe://example.org/spire/agent/WEB_01/" + x509pop.Fingerprint(leaf)[:8],
 	} {
 		a, err := parse(body)
 		if err != nil {
