@@ -62,6 +62,8 @@ type Store interface {
 	AppendBundle(ctx context.Context, b *types.Bundle) (*types.Bundle, error)
 	PruneBundle(ctx context.Context, trustDomain string, expiresBefore time.Time) (bool, error)
 	FetchBundle(ctx context.Context, trustDomain string) (*types.Bundle, error)
+	// ModifyBundle changes the bundle in one transaction (taint, revoke).
+	ModifyBundle(ctx context.Context, trustDomain string, fn func(b *types.Bundle) error) (*types.Bundle, error)
 }
 
 // Config configures a Manager. Zero durations and key types take SPIRE's
@@ -111,6 +113,9 @@ type Manager struct {
 	// jwtUnsupportedOnce keeps the warning about an upstream that cannot
 	// publish JWT keys to one per process, as SPIRE does.
 	jwtUnsupportedOnce sync.Once
+
+	// taintedCh signals X509AuthorityTainted's reader.
+	taintedCh chan struct{}
 }
 
 // New loads the journal, checks that the recorded keys are still the ones in
@@ -158,7 +163,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 			"ca_ttl", cfg.CATTL, "x509_svid_ttl", cfg.X509SVIDTTL, "jwt_svid_ttl", cfg.JWTSVIDTTL)
 	}
 
-	m := &Manager{cfg: cfg}
+	m := &Manager{cfg: cfg, taintedCh: make(chan struct{}, 1)}
 	if err := m.load(ctx); err != nil {
 		return nil, err
 	}

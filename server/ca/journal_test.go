@@ -36,6 +36,9 @@ func (s *journalStore) PruneBundle(context.Context, string, time.Time) (bool, er
 func (s *journalStore) FetchBundle(context.Context, string) (*types.Bundle, error) {
 	return nil, datastore.ErrNotFound
 }
+func (s *journalStore) ModifyBundle(context.Context, string, func(*types.Bundle) error) (*types.Bundle, error) {
+	return nil, datastore.ErrNotFound
+}
 
 // sampleJournal is a real journal with an active and a prepared slot.
 func sampleJournal(t testing.TB) []byte {

@@ -135,6 +135,22 @@ func (s *memStore) PruneBundle(_ context.Context, td string, expiresBefore time.
 	return changed, nil
 }
 
+func (s *memStore) ModifyBundle(_ context.Context, td string, fn func(*types.Bundle) error) (*types.Bundle, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.bundles[td]
+	if !ok {
+		return nil, fmt.Errorf("memstore: bundle %q: %w", td, datastore.ErrNotFound)
+	}
+	c := proto.Clone(cur).(*types.Bundle)
+	if err := fn(c); err != nil {
+		return nil, err
+	}
+	c.SequenceNumber++
+	s.bundles[td] = c
+	return proto.Clone(c).(*types.Bundle), nil
+}
+
 func (s *memStore) FetchBundle(_ context.Context, td string) (*types.Bundle, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
