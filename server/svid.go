@@ -73,7 +73,8 @@ func (r *svidRotator) chain() []*x509.Certificate {
 	return out
 }
 
-// run renews at half of the SVID's lifetime, and retries failures every few
+// run renews at half of the SVID's lifetime, and at once when an X.509
+// authority is tainted, and retries failures every few
 // seconds while the current SVID is still valid.
 func (r *svidRotator) run(ctx context.Context) error {
 	for {
@@ -86,6 +87,10 @@ func (r *svidRotator) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
+		case <-r.ca.X509AuthorityTainted():
+			// The active CA is never the tainted one, so a new SVID no
+			// longer chains to it; agents do the same with theirs.
+			r.log.Info("X.509 authority tainted; rotating the server SVID")
 		}
 		if err := r.rotate(ctx); err != nil {
 			r.log.Error("Failed to rotate server SVID", "error", err)

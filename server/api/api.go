@@ -1,6 +1,6 @@
 // Package api implements SPIRE's server API (agent/v1, entry/v1, svid/v1,
-// bundle/v1, debug/v1) over the datastore and the CA, together with the
-// authorization that decides which caller may call what.
+// bundle/v1, debug/v1, localauthority/v1) over the datastore and the CA,
+// together with the authorization that decides which caller may call what.
 //
 // The services speak the wire contract of github.com/spiffe/spire-api-sdk so
 // that SPIRE's agents and CLIs work against this server unchanged.

@@ -104,7 +104,7 @@ func requestFields(req any) []any {
 	case *svidv1.NewJWTSVIDRequest:
 		return []any{"entry_id", r.EntryId, "audience", strings.Join(r.Audience, ",")}
 	}
-	return nil
+	return localAuthorityAuditFields(req)
 }
 
 // hashBytes is SPIRE's api.HashByte: hex SHA-256, so a CSR can be matched

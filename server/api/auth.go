@@ -106,6 +106,19 @@ var methodAccess = map[string]access{
 	"/spire.api.server.bundle.v1.Bundle/BatchDeleteFederatedBundle": accessAdmin,
 
 	"/spire.api.server.debug.v1.Debug/GetInfo": accessAdmin,
+
+	"/spire.api.server.localauthority.v1.LocalAuthority/GetJWTAuthorityState":        accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareJWTAuthority":         accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/ActivateJWTAuthority":        accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/TaintJWTAuthority":           accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/RevokeJWTAuthority":          accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/GetX509AuthorityState":       accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareX509Authority":        accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/ActivateX509Authority":       accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/TaintX509Authority":          accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/TaintX509UpstreamAuthority":  accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/RevokeX509Authority":         accessAdmin,
+	"/spire.api.server.localauthority.v1.LocalAuthority/RevokeX509UpstreamAuthority": accessAdmin,
 }
 
 // authenticate works out who is calling. The TLS layer has already verified

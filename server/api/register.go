@@ -5,6 +5,7 @@ import (
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	debugv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/debug/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"google.golang.org/grpc"
 )
@@ -18,4 +19,5 @@ func (a *API) Register(s grpc.ServiceRegistrar) {
 	svidv1.RegisterSVIDServer(s, &SVIDService{api: a})
 	bundlev1.RegisterBundleServer(s, &BundleService{api: a})
 	debugv1.RegisterDebugServer(s, &DebugService{api: a})
+	localauthorityv1.RegisterLocalAuthorityServer(s, &LocalAuthorityService{api: a})
 }
