@@ -46,7 +46,8 @@ func (m *Manager) FetchJWTSVID(ctx context.Context, entry *types.Entry, audience
 	m.jwtMu.Lock()
 	cached, ok := m.jwts[key]
 	m.jwtMu.Unlock()
-	if ok && !pastHalfLife(cached.IssuedAt, cached.ExpiresAt, now) {
+	// A token signed by a key the bundle marks tainted is minted again.
+	if ok && !pastHalfLife(cached.IssuedAt, cached.ExpiresAt, now) && !m.tainted().jwtTainted(cached.Token) {
 		return cached, nil
 	}
 

@@ -127,6 +127,10 @@ type Manager struct {
 
 	randMu sync.Mutex
 	rnd    *rand.Rand
+
+	// taintRenewedAt is when the run loop last renewed the agent SVID
+	// because it chained to a tainted authority; only Run uses it.
+	taintRenewedAt time.Time
 }
 
 // New loads the persisted state from DataDir and returns a Manager that
@@ -450,6 +454,17 @@ func (m *Manager) step(ctx context.Context, renewAt *time.Time) (time.Duration, 
 	}
 	if err := m.sync(ctx); err != nil {
 		return 0, m.classify(ctx, err)
+	}
+	if svid := m.AgentSVID(); svid != nil && m.clock().Sub(m.taintRenewedAt) >= m.cfg.SyncInterval && m.tainted().chainTainted(svid.Certificates) {
+		// The agent's own SVID is replaced at once too, as SPIRE's
+		// rotator does; the server still trusts the tainted authority
+		// until it is revoked, so renewing with it works.
+		m.log.Info("Agent SVID chains to a tainted X.509 authority; renewing it now")
+		// At most once a sync interval: a server that kept signing
+		// with the tainted authority must not put the agent in a loop.
+		m.taintRenewedAt = m.clock()
+		*renewAt = m.taintRenewedAt
+		return 0, nil
 	}
 	wait := m.cfg.SyncInterval
 	if !renewAt.IsZero() {

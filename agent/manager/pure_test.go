@@ -106,7 +106,7 @@ func TestSVIDsToRenew(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := svidsToRenew([]*types.Entry{tt.entry}, svids, now)
+			got := svidsToRenew([]*types.Entry{tt.entry}, svids, now, nil)
 			if (len(got) == 1) != tt.want {
 				t.Fatalf("needs new SVID = %v, want %v", len(got) == 1, tt.want)
 			}

@@ -50,7 +50,16 @@ func (m *Manager) sync(ctx context.Context) error {
 	m.stored.setEntries(stored)
 
 	var mintErr error
-	need := svidsToRenew(entries, m.cache.SVIDs(), m.clock())
+	// A tainted authority in the bundle makes every SVID chaining to it
+	// due now, not at half-life.
+	taint := taintedIn(ownProto)
+	svids := m.cache.SVIDs()
+	if !taint.empty() {
+		if n := countTainted(svids, taint); n > 0 {
+			m.log.Info("Tainted X.509 SVIDs", "tainted_x509_svids", n)
+		}
+	}
+	need := svidsToRenew(entries, svids, m.clock(), taint)
 	if len(need) > 0 {
 		issued, err := m.mintSVIDs(ctx, need, own)
 		if len(issued) > 0 {
@@ -60,7 +69,7 @@ func (m *Manager) sync(ctx context.Context) error {
 		mintErr = err
 	}
 	if mintErr == nil {
-		if need := m.stored.storable(svidsToRenew(stored, m.stored.svids(), m.clock())); len(need) > 0 {
+		if need := m.stored.storable(svidsToRenew(stored, m.stored.svids(), m.clock(), taint)); len(need) > 0 {
 			issued, err := m.mintSVIDs(ctx, need, own)
 			m.stored.setSVIDs(issued)
 			mintErr = err
@@ -184,24 +193,39 @@ func federatedDomains(entries []*types.Entry, own spiffeid.TrustDomain) []spiffe
 }
 
 // svidsToRenew decides which entries need a new X509-SVID at now: those
-// without one, whose SVID is past half its lifetime, was issued for an
+// without one, whose SVID is past half its lifetime, chains to an
+// authority the bundle marks tainted (taint may be nil), was issued for an
 // older revision of the entry (its SPIFFE ID, DNS names or TTL may have
 // changed), or does not carry the entry's SPIFFE ID.
-func svidsToRenew(entries []*types.Entry, svids map[string]cache.Identity, now time.Time) []*types.Entry {
+func svidsToRenew(entries []*types.Entry, svids map[string]cache.Identity, now time.Time, taint *taintSet) []*types.Entry {
 	var out []*types.Entry
 	for _, e := range entries {
-		if needsSVID(e, svids[e.Id], now) {
+		if needsSVID(e, svids[e.Id], now, taint) {
 			out = append(out, e)
 		}
 	}
 	return out
 }
 
-func needsSVID(e *types.Entry, s cache.Identity, now time.Time) bool {
+// countTainted counts the SVIDs that chain to a tainted authority.
+func countTainted(svids map[string]cache.Identity, taint *taintSet) int {
+	n := 0
+	for _, s := range svids {
+		if taint.chainTainted(s.SVID) {
+			n++
+		}
+	}
+	return n
+}
+
+func needsSVID(e *types.Entry, s cache.Identity, now time.Time, taint *taintSet) bool {
 	if len(s.SVID) == 0 || s.PrivateKey == nil {
 		return true
 	}
 	if s.Entry != nil && s.Entry.RevisionNumber != e.RevisionNumber {
+		return true
+	}
+	if taint.chainTainted(s.SVID) {
 		return true
 	}
 	leaf := s.SVID[0]
