@@ -11,6 +11,11 @@
 // Expired authorities are pruned from the bundle. The slots are recorded in
 // a journal in the datastore so that a restarted server keeps using the CA
 // whose key is still in the key manager.
+//
+// An operator can also force a rotation (authority.go, behind
+// localauthority/v1): prepare and activate a successor at once, then taint
+// the old authority in the bundle, which makes agents re-sign what chains
+// to it, and revoke it, which removes it from the bundle.
 package ca
 
 import (
