@@ -38,7 +38,7 @@ func tables() []table {
 // wantNames are the built-ins in the order the "supported" lists showed
 // them before the catalog existed.
 var wantNames = map[string][]string{
-	config.TypeKeyManager:       {"memory", "disk"},
+	config.TypeKeyManager:       {"memory", "disk", "tpm"},
 	config.TypeNodeAttestor:     {"join_token", "tpm", "aws_iid", "azure_msi", "gcp_iit", "k8s_psat", "x509pop", "sshpop"},
 	config.TypeWorkloadAttestor: {"unix", "lineage"},
 	// SPIRE's built-in SVID stores are cloud secret managers; only

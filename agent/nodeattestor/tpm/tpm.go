@@ -7,12 +7,15 @@
 //
 // The AK is a primary key, which the TPM derives again identically from
 // its owner seed; each call creates and flushes it, so nothing stays
-// loaded in the TPM between the attestation steps.
+// loaded in the TPM between the attestation steps. The TPM connection is
+// shared (tpm.Shared) with KeyManager "tpm": when the CSR's key is one it
+// holds, the AK certifies it (TPM2_Certify) in the challenge response.
 package tpm
 
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,11 +91,11 @@ func (a *Attestor) AttestationData(_ context.Context, csr []byte) ([]byte, error
 		return nil, err
 	}
 	csr = bytes.Clone(csr)
-	t, err := tpm.Open(a.cfg.TPMPath)
+	t, release, err := tpm.Shared(a.cfg.TPMPath)
 	if err != nil {
 		return nil, err
 	}
-	defer t.Close()
+	defer release()
 	ek, err := t.EK(a.ekOpts()...)
 	if err != nil {
 		return nil, err
@@ -125,11 +128,11 @@ func (a *Attestor) Respond(ctx context.Context, challenge []byte) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	t, err := tpm.Open(a.cfg.TPMPath)
+	t, release, err := tpm.Shared(a.cfg.TPMPath)
 	if err != nil {
 		return nil, err
 	}
-	defer t.Close()
+	defer release()
 	ek, err := t.EK(a.ekOpts()...)
 	if err != nil {
 		return nil, err
@@ -156,5 +159,16 @@ func (a *Attestor) Respond(ctx context.Context, challenge []byte) ([]byte, error
 			return nil, err
 		}
 	}
-	return json.Marshal(tpm.ChallengeResponse{Secret: secret, Nonce: c.Nonce, Quote: *q, EventLog: log})
+	resp := tpm.ChallengeResponse{Secret: secret, Nonce: c.Nonce, Quote: *q, EventLog: log}
+	// A CSR key that KeyManager "tpm" holds in this TPM is certified by
+	// the AK the server has just tied to the TPM, proving that the agent's
+	// key can never leave it. Other keys go without the proof.
+	if pub, err := x509.ParsePKIXPublicKey(keyDER); err == nil {
+		if key, ok := t.ResidentKeyFor(pub); ok {
+			if resp.AgentKey, err = t.Certify(ak, key, tpm.AgentKeyQualifyingData(c.Nonce, keyDER)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return json.Marshal(resp)
 }
