@@ -164,6 +164,8 @@ type agentConfig struct {
 	nodeAttestor     string // the NodeAttestor block
 	workloadAttestor string // the WorkloadAttestor block
 	telemetry        bool   // pprof, Prometheus on fresh ports and InMem
+	// keyManager replaces the disk KeyManager block when set.
+	keyManager string
 }
 
 // unixAttestor is the unix WorkloadAttestor block with the given
@@ -197,6 +199,14 @@ func newAgent(t *testing.T, s *serverEnv, c agentConfig) *agentEnv {
 }
 `, a.metricsPort)
 	}
+	keyManager := c.keyManager
+	if keyManager == "" {
+		keyManager = fmt.Sprintf(`KeyManager "disk" {
+        plugin_data {
+            directory = %q
+        }
+    }`, filepath.Join(dir, "data"))
+	}
 	conf := fmt.Sprintf(`agent {
     data_dir = %q
     log_level = "DEBUG"
@@ -211,14 +221,10 @@ func newAgent(t *testing.T, s *serverEnv, c agentConfig) *agentEnv {
 }
 plugins {
     %s
-    KeyManager "disk" {
-        plugin_data {
-            directory = %q
-        }
-    }
+    %s
     %s
 }
-%s`, filepath.Join(dir, "data"), s.port, a.socket, bundle, agentExtra, c.nodeAttestor, filepath.Join(dir, "data"), c.workloadAttestor, telemetry)
+%s`, filepath.Join(dir, "data"), s.port, a.socket, bundle, agentExtra, c.nodeAttestor, keyManager, c.workloadAttestor, telemetry)
 	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
