@@ -105,6 +105,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, err
 	}
 	plugins = append(plugins, na)
+	warnUnprovenTPMKey(km, na, log)
 	var (
 		metrics *telemetry.Endpoint
 		rpc     *telemetry.RPC
@@ -261,4 +262,20 @@ func (a *Agent) MetricsAddr() net.Addr {
 		return nil
 	}
 	return a.metrics.Addr()
+}
+
+// warnUnprovenTPMKey warns when KeyManager "tpm" keeps the agent key in a
+// TPM that the node attestor does not attest: the key is still resident,
+// but the server gets no proof of it, so no tpm:agent_key:resident.
+func warnUnprovenTPMKey(km keymanager.KeyManager, na nodeattestor.Attestor, log *slog.Logger) {
+	type tpmPath interface{ TPMPath() string }
+	k, ok := km.(tpmPath)
+	if !ok {
+		return
+	}
+	if n, ok := na.(tpmPath); ok && n.TPMPath() == k.TPMPath() {
+		return
+	}
+	log.Warn("KeyManager \"tpm\" keeps the agent key in a TPM that the node attestor does not attest; the server gets no proof that the key is resident (use NodeAttestor \"tpm\" with the same tpm_path)",
+		"key_manager_tpm_path", k.TPMPath(), "node_attestor", na.Type())
 }

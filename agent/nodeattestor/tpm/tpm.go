@@ -68,6 +68,10 @@ func New(d PluginData) (*Attestor, error) {
 	return &Attestor{cfg: d}, nil
 }
 
+// TPMPath is the TPM the attestor proves; KeyManager "tpm" keys are
+// certified only when they live in the same one.
+func (a *Attestor) TPMPath() string { return a.cfg.TPMPath }
+
 // Type returns "tpm".
 func (*Attestor) Type() string { return Type }
 
