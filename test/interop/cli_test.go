@@ -91,6 +91,23 @@ func TestUpstreamCLI(t *testing.T) {
 		{name: "entry count", args: []string{"entry", "count"}},
 		{name: "agent list empty", args: []string{"agent", "list"}},
 		{name: "bundle show", args: []string{"bundle", "show", "-output", "json"}},
+		// Forced rotation: the state and each refusal of localauthority/v1
+		// in SPIRE's words (authority IDs and times masked).
+		{name: "localauthority x509 show", args: []string{"localauthority", "x509", "show"}},
+		{name: "localauthority x509 show json", args: []string{"localauthority", "x509", "show", "-output", "json"}},
+		{name: "localauthority x509 activate no id", args: []string{"localauthority", "x509", "activate"}, fail: true},
+		{name: "localauthority x509 activate unknown", args: []string{"localauthority", "x509", "activate", "-authorityID", "deadbeef"}, fail: true},
+		{name: "localauthority x509 taint unknown", args: []string{"localauthority", "x509", "taint", "-authorityID", "deadbeef"}, fail: true},
+		{name: "localauthority x509 revoke unknown", args: []string{"localauthority", "x509", "revoke", "-authorityID", "deadbeef"}, fail: true},
+		{name: "upstreamauthority taint without upstream", args: []string{"upstreamauthority", "taint", "-subjectKeyID", "deadbeef"}, fail: true},
+		{name: "upstreamauthority revoke no id", args: []string{"upstreamauthority", "revoke"}, fail: true},
+		{name: "localauthority x509 prepare", args: []string{"localauthority", "x509", "prepare"}},
+		{name: "localauthority x509 show prepared", args: []string{"localauthority", "x509", "show", "-output", "json"}},
+		{name: "localauthority x509 taint prepared unknown", args: []string{"localauthority", "x509", "taint", "-authorityID", "deadbeef"}, fail: true},
+		{name: "localauthority jwt show", args: []string{"localauthority", "jwt", "show"}},
+		{name: "localauthority jwt revoke unknown", args: []string{"localauthority", "jwt", "revoke", "-authorityID", "nope"}, fail: true},
+		{name: "localauthority jwt prepare json", args: []string{"localauthority", "jwt", "prepare", "-output", "json"}},
+		{name: "localauthority jwt show prepared", args: []string{"localauthority", "jwt", "show"}},
 	}
 
 	type combo struct{ cli, server impl }
@@ -127,9 +144,11 @@ var (
 	tokenRE = regexp.MustCompile(`(join_token/|Token: )[A-Za-z0-9_-]+`)
 	timeRE  = regexp.MustCompile(`\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[^\n]*`)
 	sockRE  = regexp.MustCompile(`/tmp/iop[^/\s"]+/`)
+	// An authority ID is a key ID (hex SKID, or a random JWT kid).
+	authorityRE = regexp.MustCompile(`(Authority ID: )\S+`)
 	// Fields whose values are random or time-dependent in both servers.
 	maskedKeys = map[string]bool{"id": true, "created_at": true, "expires_at": true,
-		"x509_authorities": true, "jwt_authorities": true, "sequence_number": true}
+		"x509_authorities": true, "jwt_authorities": true, "sequence_number": true, "authority_id": true}
 )
 
 // normalize masks random values of a CLI result so that the outputs of two
@@ -148,6 +167,7 @@ func normalize(r result) string {
 	s = uuidRE.ReplaceAllString(s, "<uuid>")
 	s = timeRE.ReplaceAllString(s, "<time>")
 	s = sockRE.ReplaceAllString(s, "/tmp/<dir>/")
+	s = authorityRE.ReplaceAllString(s, "${1}<id>")
 	return s
 }
 
