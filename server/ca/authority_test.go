@@ -74,6 +74,15 @@ func TestForcedX509Rotation(t *testing.T) {
 		t.Fatal("SVID not signed by the activated CA")
 	}
 
+	// A restarted server keeps the forced rotation (the journal has it).
+	m2 := mustNew(t, e.config())
+	sameSlot := func(a, b ca.Slot) bool {
+		return a.AuthorityID == b.AuthorityID && a.Status == b.Status && a.NotAfter.Equal(b.NotAfter)
+	}
+	if c2, o2 := m2.X509Slots(); !sameSlot(c2, cur) || !sameSlot(o2, old) {
+		t.Fatalf("after restart: current %+v old %+v, want %+v %+v", c2, o2, cur, old)
+	}
+
 	// Revoking before tainting is refused, as SPIRE refuses it.
 	var aerr *ca.AuthorityError
 	if err := m.RevokeX509Authority(ctx, old.AuthorityID); !errors.As(err, &aerr) || aerr.Msg != "it is not possible to revoke an untainted root CA" {
