@@ -286,9 +286,12 @@ telemetry {
 	if p := c.Telemetry.Prometheus; p == nil || p.Host != "localhost" || p.Port != 9988 {
 		t.Errorf("telemetry Prometheus = %+v, want localhost:9988", p)
 	}
+	if s := c.Telemetry.Statsd; len(s) != 1 || s[0].Address != "localhost:8125" {
+		t.Errorf("telemetry Statsd = %+v, want localhost:8125", s)
+	}
 	all := strings.Join(c.Warnings, "\n")
 	for _, key := range []string{"server.cache_reload_interval", "server.profiling_freq",
-		"server.experimental", "server.federation", "telemetry.Statsd", "server.default_svid_ttl: deprecated"} {
+		"server.experimental", "server.federation", "server.default_svid_ttl: deprecated"} {
 		if !strings.Contains(all, key) {
 			t.Errorf("no warning for %s in:\n%s", key, all)
 		}
