@@ -39,7 +39,7 @@ func tables() []table {
 // them before the catalog existed.
 var wantNames = map[string][]string{
 	config.TypeKeyManager:       {"memory", "disk", "tpm"},
-	config.TypeNodeAttestor:     {"join_token", "tpm", "aws_iid", "azure_msi", "gcp_iit", "k8s_psat", "x509pop", "sshpop"},
+	config.TypeNodeAttestor:     {"join_token", "tpm", "aws_iid", "azure_msi", "gcp_iit", "k8s_psat", "x509pop", "sshpop", "tpm_devid"},
 	config.TypeWorkloadAttestor: {"unix", "lineage"},
 	// SPIRE's built-in SVID stores are cloud secret managers; only
 	// external ones load here.

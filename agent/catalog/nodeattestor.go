@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/k8spsat"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/sshpop"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/tpm"
+	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/tpmdevid"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/x509pop"
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/plugin/catalog"
@@ -30,6 +31,7 @@ var NodeAttestors = catalog.Table[Deps, nodeattestor.Attestor]{
 		collector(k8spsat.Type, k8spsat.New),
 		collector(x509pop.Type, x509pop.New),
 		collector(sshpop.Type, sshpop.New),
+		collector(tpmdevid.Type, tpmdevid.New),
 	},
 }
 

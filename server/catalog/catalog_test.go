@@ -50,7 +50,7 @@ var wantNames = map[string][]string{
 	config.TypeDataStore:         {"sql"},
 	config.TypeKeyManager:        {"memory", "disk", "pkcs11"},
 	config.TypeUpstreamAuthority: {"disk", "pkcs11"},
-	config.TypeNodeAttestor:      {"join_token", "tpm", "aws_iid", "azure_msi", "gcp_iit", "k8s_psat", "x509pop", "sshpop"},
+	config.TypeNodeAttestor:      {"join_token", "tpm", "aws_iid", "azure_msi", "gcp_iit", "k8s_psat", "x509pop", "sshpop", "tpm_devid"},
 	// SPIRE's built-in notifiers and bundle publishers talk to clouds and
 	// Kubernetes, and its one built-in credential composer (uniqueid) is
 	// not compiled in; only external ones load here.

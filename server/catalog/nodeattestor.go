@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/k8spsat"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/sshpop"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/tpm"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/tpmdevid"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/x509pop"
 )
 
@@ -42,6 +43,9 @@ var NodeAttestors = catalog.Table[Deps, nodeattestor.Attestor]{
 		}),
 		verifier(sshpop.PluginName, func(d sshpop.PluginData, deps Deps) (*sshpop.Attestor, error) {
 			return sshpop.NewFromPluginData(deps.Config.Server.TrustDomain, d)
+		}),
+		verifier(tpmdevid.PluginName, func(d tpmdevid.PluginData, deps Deps) (*tpmdevid.Attestor, error) {
+			return tpmdevid.NewFromPluginData(deps.Config.Server.TrustDomain, d)
 		}),
 	},
 }
