@@ -14,10 +14,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
+	agentnodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"
+	servernodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
+	"golang.org/x/crypto/ssh"
+
 	agentexternal "github.com/spiffe-hw/spire-hw/agent/nodeattestor/external"
 	agentjointoken "github.com/spiffe-hw/spire-hw/agent/nodeattestor/jointoken"
 	agentsshpop "github.com/spiffe-hw/spire-hw/agent/nodeattestor/sshpop"
 	agenttpm "github.com/spiffe-hw/spire-hw/agent/nodeattestor/tpm"
+	agenttpmdevid "github.com/spiffe-hw/spire-hw/agent/nodeattestor/tpmdevid"
 	agentx509pop "github.com/spiffe-hw/spire-hw/agent/nodeattestor/x509pop"
 	"github.com/spiffe-hw/spire-hw/plugin"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
@@ -28,16 +35,12 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor/nodeattestortest"
 	serversshpop "github.com/spiffe-hw/spire-hw/server/nodeattestor/sshpop"
 	servertpm "github.com/spiffe-hw/spire-hw/server/nodeattestor/tpm"
+	servertpmdevid "github.com/spiffe-hw/spire-hw/server/nodeattestor/tpmdevid"
 	serverx509pop "github.com/spiffe-hw/spire-hw/server/nodeattestor/x509pop"
 	"github.com/spiffe-hw/spire-hw/sim/swtpm"
 	"github.com/spiffe-hw/spire-hw/sim/x509/testpki"
 	"github.com/spiffe-hw/spire-hw/test/plugins/pluginbuild"
 	"github.com/spiffe-hw/spire-hw/tpm"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
-	agentnodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"
-	servernodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
-	"golang.org/x/crypto/ssh"
 )
 
 // The conformance tests pair each verifier with the agent collector of the
@@ -165,6 +168,48 @@ func TestTPMConformance(t *testing.T) {
 					t.Fatal(err)
 				}
 				return nodeattestortest.Pair{Server: server, Agent: agent, TrustDomain: td, BindsCSR: true}
+			})
+		})
+	}
+}
+
+// TestTPMDevIDConformance runs the suite on a swtpm TPM holding a DevID
+// of each key type, issued under an intermediate of a test root.
+func TestTPMDevIDConformance(t *testing.T) {
+	fleet := swtpm.StartT(t, 1)
+	root, err := testpki.NewRoot("devid root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := root.Intermediate("devid issuing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	devIDRoots := x509.NewCertPool()
+	devIDRoots.AddCert(root.Cert)
+	ekRoots, err := tpm.LoadEKRoots(fleet.CABundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kt := range []string{"rsa", "ecc"} {
+		t.Run(kt, func(t *testing.T) {
+			d, err := fleet.ProvisionDevID(fleet.TPMs[0], swtpm.DevIDOptions{CA: inter, Intermediates: []*x509.Certificate{inter.Cert},
+				KeyType: kt, Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodeattestortest.Run(t, func(t *testing.T) nodeattestortest.Pair {
+				server, err := servertpmdevid.New(servertpmdevid.Config{TrustDomain: td, DevIDRoots: devIDRoots, EKRoots: ekRoots})
+				if err != nil {
+					t.Fatal(err)
+				}
+				agent, err := agenttpmdevid.New(agenttpmdevid.PluginData{DevIDCertPath: d.CertPath, DevIDPrivPath: d.PrivPath,
+					DevIDPubPath: d.PubPath, TPMDevicePath: fleet.TPMs[0].Path})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return nodeattestortest.Pair{Server: server, Agent: agent, TrustDomain: td,
+					WantAgentIDPrefix: "spiffe://example.org/spire/agent/tpm_devid/" + servertpmdevid.Fingerprint(d.Cert)}
 			})
 		})
 	}
