@@ -58,8 +58,8 @@ func TestNewErrors(t *testing.T) {
 		plugins []string
 		err     string
 	}{
-		{"unknown KeyManager", []string{`KeyManager "tpm" {}`, `NodeAttestor "join_token" {}`, `WorkloadAttestor "unix" {}`},
-			`agent.conf:10: KeyManager "tpm": unknown KeyManager plugin "tpm" (supported: memory, disk)`},
+		{"unknown KeyManager", []string{`KeyManager "vault" {}`, `NodeAttestor "join_token" {}`, `WorkloadAttestor "unix" {}`},
+			`agent.conf:10: KeyManager "vault": unknown KeyManager plugin "vault" (supported: memory, disk, tpm)`},
 		{"unknown NodeAttestor", []string{`KeyManager "memory" {}`, `NodeAttestor "k8s_sat" {}`, `WorkloadAttestor "unix" {}`},
 			`agent.conf:11: NodeAttestor "k8s_sat": unknown NodeAttestor plugin "k8s_sat" (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop)`},
 		{"unknown second WorkloadAttestor", []string{`KeyManager "memory" {}`, `NodeAttestor "join_token" {}`,
