@@ -18,6 +18,13 @@ import (
 // ErrNoAgentKey is returned by AgentKey when no agent key has been stored.
 var ErrNoAgentKey = errors.New("keymanager: no agent key")
 
+// ErrAgentKeyNotHere is wrapped by AgentKey when an agent key is stored but
+// cannot be used on this node: KeyManager "tpm"'s blob was made by another
+// TPM (a copied data_dir, a cloned disk image) or by this one before its
+// owner hierarchy was cleared. This node cannot prove that it is the agent
+// the stored SVID names, so nothing cached under that SVID is its to serve.
+var ErrAgentKeyNotHere = errors.New("keymanager: the stored agent key cannot be used on this node")
+
 // KeyManager holds the agent's own key. Workload keys are not its business
 // (as in SPIRE): they leave the agent, so the agent makes them in memory with
 // GenerateECKey.

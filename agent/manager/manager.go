@@ -266,6 +266,15 @@ func (m *Manager) loadState() {
 		m.setClientBundle(x509bundle.FromX509Authorities(m.cfg.TrustDomain, authorities))
 	}
 	key, err := agentKeyFor(context.Background(), m.cfg.KeyManager, chain[0].PublicKey)
+	if errors.Is(err, keymanager.ErrAgentKeyNotHere) {
+		// A copied data_dir or a cloned image on another TPM: this node is
+		// not the agent that cached these SVIDs (their keys were copied
+		// with them), so its workloads must not get them. It attests as
+		// the node it is, and syncs what that node is entitled to.
+		m.log.Warn("Stored agent key cannot be used on this node; dropping the stored agent SVID and the workload SVIDs cached under it, the agent will attest", "error", err)
+		m.cache.SetEntries(nil)
+		return
+	}
 	if err != nil {
 		m.log.Info("Stored agent SVID has no key; the agent will attest", "error", err)
 		return

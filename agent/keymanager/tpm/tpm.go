@@ -124,8 +124,9 @@ func (m *KeyManager) SetAgentKey(_ context.Context, key crypto.Signer) error {
 }
 
 // AgentKey returns the agent key, loading its blob into the TPM on first
-// use. A blob the TPM refuses (another machine's, or a cleared TPM) is an
-// error: the agent cannot act with that identity here.
+// use. A blob the TPM refuses (another machine's, or a cleared TPM) is
+// keymanager.ErrAgentKeyNotHere: the agent cannot act with that identity
+// here.
 func (m *KeyManager) AgentKey(context.Context) (crypto.Signer, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -141,10 +142,23 @@ func (m *KeyManager) AgentKey(context.Context) (crypto.Signer, error) {
 	}
 	k, err := m.t.LoadResidentKey(blob)
 	if err != nil {
+		if refusedByTPM(err) {
+			return nil, fmt.Errorf("%w: %w", keymanager.ErrAgentKeyNotHere, err)
+		}
 		return nil, err
 	}
 	m.key = k
 	return k, nil
+}
+
+// refusedByTPM tells a TPM that answered "no" to loading the blob (a
+// response code: the blob's integrity does not check out under this TPM's
+// storage root key) from one that could not be reached, which says nothing
+// about whose blob it is. go-tpm's response codes are the errors with
+// IsWarning; a warning (TPM busy, out of memory) is not a refusal either.
+func refusedByTPM(err error) bool {
+	var rc interface{ IsWarning() bool }
+	return errors.As(err, &rc) && !rc.IsWarning()
 }
 
 // Close gives the TPM connection back.

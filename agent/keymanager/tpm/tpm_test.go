@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,8 +77,15 @@ func TestBlobOnlyAndBoundToItsTPM(t *testing.T) {
 	}
 
 	other := newKM(t, fleet.TPMs[1].Path, dir)
-	if _, err := other.AgentKey(ctx); err == nil || !strings.Contains(err.Error(), "not made by this TPM") {
-		t.Fatalf("another TPM used the copied key: %v", err)
+	if _, err := other.AgentKey(ctx); !errors.Is(err, keymanager.ErrAgentKeyNotHere) || !strings.Contains(err.Error(), "not made by this TPM") {
+		t.Fatalf("another TPM used the copied key, or did not say that it is not its own: %v", err)
+	}
+	// A damaged blob is no proof of another TPM: a plain error.
+	if err := os.WriteFile(filepath.Join(dir, kmtpm.BlobFileName), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newKM(t, fleet.TPMs[0].Path, dir).AgentKey(ctx); err == nil || errors.Is(err, keymanager.ErrAgentKeyNotHere) {
+		t.Fatalf("damaged blob: err = %v, want an error other than ErrAgentKeyNotHere", err)
 	}
 }
 
