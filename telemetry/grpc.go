@@ -2,50 +2,81 @@ package telemetry
 
 import (
 	"context"
-	"time"
+	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 )
 
-// RPC counts gRPC calls by method and status code and observes their
-// duration. Streams are counted when they end, with their whole lifetime.
+// RPC counts gRPC calls as SPIRE's metrics middleware does: a call counter
+// per method under RPCKey (spire_server_rpc_agent_v1_agent_attest_agent
+// and ..._elapsed_time in Prometheus, labelled status). A stream is one
+// call, counted when it ends. On the agent it also keeps SPIRE's
+// per-service connection metrics (workload_api.connection and
+// workload_api.connections, the same for sds_api and
+// delegated_identity_api), where SPIRE counts every call as a connection.
 type RPC struct {
-	calls *prometheus.CounterVec
-	dur   *prometheus.HistogramVec
+	m     *Metrics
+	conns map[string]*atomic.Int32
 }
 
-// NewRPC registers the RPC metrics as <prefix>_rpc_calls_total and
-// <prefix>_rpc_duration_seconds in reg.
-func NewRPC(reg prometheus.Registerer, prefix string) *RPC {
-	r := &RPC{
-		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: prefix + "_rpc_calls_total",
-			Help: "gRPC calls handled, by full method name and status code.",
-		}, []string{"method", "code"}),
-		dur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    prefix + "_rpc_duration_seconds",
-			Help:    "Time from a gRPC call's arrival to its answer (unary calls only).",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
-		}, []string{"method"}),
+// connectionServices maps a gRPC service to SPIRE's metric key for its
+// connections.
+var connectionServices = map[string]string{
+	"SpiffeWorkloadAPI": "workload_api",
+	"envoy.service.secret.v3.SecretDiscoveryService":         "sds_api",
+	"spire.api.agent.delegatedidentity.v1.DelegatedIdentity": "delegated_identity_api",
+}
+
+// NewRPC returns the interceptors for m; with a nil m they pass calls
+// through.
+func NewRPC(m *Metrics) *RPC {
+	r := &RPC{m: m, conns: make(map[string]*atomic.Int32)}
+	for _, k := range connectionServices {
+		r.conns[k] = new(atomic.Int32)
 	}
-	reg.MustRegister(r.calls, r.dur)
 	return r
 }
 
+func (r *RPC) begin(fullMethod string) (*Call, func()) {
+	c := r.m.StartCall(RPCKey(fullMethod)...)
+	service := fullMethod
+	if len(service) > 0 && service[0] == '/' {
+		service = service[1:]
+	}
+	for i := range service {
+		if service[i] == '/' {
+			service = service[:i]
+			break
+		}
+	}
+	key, ok := connectionServices[service]
+	if !ok {
+		return c, func() {}
+	}
+	n := r.conns[key]
+	r.m.IncrCounter([]string{key, "connection"}, 1)
+	r.m.SetGauge([]string{key, "connections"}, float32(n.Add(1)))
+	return c, func() { r.m.SetGauge([]string{key, "connections"}, float32(n.Add(-1))) }
+}
+
 // Unary is a unary server interceptor.
-func (r *RPC) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	r.dur.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())
-	r.calls.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
-	return resp, err
+func (r *RPC) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	if r == nil || r.m == nil {
+		return handler(ctx, req)
+	}
+	c, end := r.begin(info.FullMethod)
+	defer end()
+	defer c.Done(&err)
+	return handler(ctx, req)
 }
 
 // Stream is a stream server interceptor.
-func (r *RPC) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	err := handler(srv, ss)
-	r.calls.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
-	return err
+func (r *RPC) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	if r == nil || r.m == nil {
+		return handler(srv, ss)
+	}
+	c, end := r.begin(info.FullMethod)
+	defer end()
+	defer c.Done(&err)
+	return handler(srv, ss)
 }
