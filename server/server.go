@@ -47,6 +47,8 @@ type Server struct {
 	endpoints *endpoints.Endpoints
 	health    *http.Server
 	metrics   *telemetry.Endpoint
+	// sinks emits SPIRE's metrics (nil without a telemetry sink).
+	sinks     *telemetry.Metrics
 	profiling *http.Server
 	// identity serves the server's SVID to external plugins.
 	identity *hostservice.IdentityProvider
@@ -80,6 +82,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	if cfg.Telemetry.Prometheus != nil {
 		reg = telemetry.NewRegistry()
 	}
+	// SPIRE's metrics go to every sink of the telemetry block; a nil sink
+	// set drops them.
+	if s.sinks, err = telemetry.New(cfg.Telemetry, telemetry.Options{Service: telemetry.ServerService,
+		TrustDomain: sc.TrustDomain.Name(), Registry: reg, Log: log.With("subsystem", "telemetry")}); err != nil {
+		return nil, err
+	}
+	s.ds = datastore.WithMetrics(s.ds, s.sinks)
 	// External plugins load before the server has an SVID; the identity
 	// provider answers once it has one.
 	s.identity = hostservice.NewIdentityProvider(sc.TrustDomain, s.ds)
@@ -134,11 +143,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		JWTIssuer:   sc.JWTIssuer,
 		Composers:   composers,
 		Log:         log.With("subsystem", "ca"),
+		Metrics:     s.sinks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: CA: %w", err)
 	}
-	s.svid, err = newSVIDRotator(ctx, sc.TrustDomain, s.ca, log.With("subsystem", "svid"))
+	s.svid, err = newSVIDRotator(ctx, sc.TrustDomain, s.ca, s.sinks, log.With("subsystem", "svid"))
 	if err != nil {
 		return nil, err
 	}
@@ -165,9 +175,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 
 		MaxAttestedNodeInfoStaleness: sc.MaxAttestedNodeInfoStaleness,
 	})
-	var rpcMetrics *telemetry.RPC
+	rpcMetrics := telemetry.NewRPC(s.sinks)
 	if p := cfg.Telemetry.Prometheus; p != nil {
-		rpcMetrics = telemetry.NewRPC(reg, "spire_server")
 		if s.metrics, err = telemetry.Listen(*p, reg, log.With("subsystem", "telemetry")); err != nil {
 			return nil, err
 		}
@@ -217,6 +226,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.metrics != nil {
 		g.Go(func() error { return s.metrics.Serve(ctx) })
 	}
+	g.Go(func() error { return s.sinks.Run(ctx) })
 	if s.profiling != nil {
 		g.Go(func() error { return healthz.Serve(ctx, s.profiling, s.log, "pprof profiles (profiling_enabled)") })
 	}

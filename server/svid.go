@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/ca"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -22,20 +23,23 @@ type svidRotator struct {
 	id  spiffeid.ID
 	ca  *ca.Manager
 	log *slog.Logger
+	// metrics gets SPIRE's svid.rotate call counter (nil drops it).
+	metrics *telemetry.Metrics
 
 	mu   sync.RWMutex
 	cert *tls.Certificate
 }
 
-func newSVIDRotator(ctx context.Context, td spiffeid.TrustDomain, m *ca.Manager, log *slog.Logger) (*svidRotator, error) {
-	r := &svidRotator{id: spiffeid.RequireFromPath(td, "/spire/server"), ca: m, log: log}
+func newSVIDRotator(ctx context.Context, td spiffeid.TrustDomain, m *ca.Manager, metrics *telemetry.Metrics, log *slog.Logger) (*svidRotator, error) {
+	r := &svidRotator{id: spiffeid.RequireFromPath(td, "/spire/server"), ca: m, metrics: metrics, log: log}
 	if err := r.rotate(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-func (r *svidRotator) rotate(ctx context.Context) error {
+func (r *svidRotator) rotate(ctx context.Context) (err error) {
+	defer r.metrics.StartCall("svid", "rotate").Done(&err)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("server: generate SVID key: %w", err)

@@ -167,6 +167,7 @@ func (m *Manager) ActivateX509CA(ctx context.Context, authorityID string) (Slot,
 	m.mu.Lock()
 	m.x509 = slots
 	m.mu.Unlock()
+	m.x509Activated(act.notAfter)
 	info := x509SlotInfo(&act)
 	m.cfg.Log.Info("ca: activated X.509 CA on request", "slot", slotNames[act.index], "local_authority_id", info.AuthorityID,
 		"upstream_authority_id", info.UpstreamAuthorityID, "not_after", act.notAfter)
@@ -232,6 +233,7 @@ func (m *Manager) ActivateJWTKey(ctx context.Context, authorityID string) (Slot,
 	m.mu.Lock()
 	m.jwt = slots
 	m.mu.Unlock()
+	m.jwtActivated()
 	m.cfg.Log.Info("ca: activated JWT key on request", "slot", slotNames[act.index], "local_authority_id", act.kid, "not_after", act.notAfter)
 	return jwtSlotInfo(&act), nil
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
 	"github.com/spiffe-hw/spire-hw/server/credentialcomposer"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 )
 
 // Defaults, as in SPIRE (ca_ttl, default_x509_svid_ttl, default_jwt_svid_ttl).
@@ -101,6 +102,8 @@ type Config struct {
 
 	Clock func() time.Time // nil means time.Now
 	Log   *slog.Logger     // nil discards
+	// Metrics receives SPIRE's ca.manager and server_ca metrics (nil drops).
+	Metrics *telemetry.Metrics
 }
 
 // Manager owns the CA slots. Its methods are safe for concurrent use.

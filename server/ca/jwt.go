@@ -22,7 +22,12 @@ type JWTSVIDParams struct {
 // SignJWTSVID signs a JWT-SVID with the active JWT key. The header carries
 // the key's kid as published in the bundle and typ JWT; the claims are sub,
 // aud, exp, iat and, when configured, iss.
-func (m *Manager) SignJWTSVID(ctx context.Context, p JWTSVIDParams) (string, error) {
+func (m *Manager) SignJWTSVID(ctx context.Context, p JWTSVIDParams) (_ string, err error) {
+	defer func() {
+		if err == nil {
+			m.signed("jwt_svid")
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("ca: sign JWT-SVID: %w", err)
 	}

@@ -114,9 +114,13 @@ func (m *Manager) Rotate(ctx context.Context) error {
 	if err := m.rotateJWT(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
-	if changed, err := m.cfg.Store.PruneBundle(ctx, m.cfg.TrustDomain.Name(), now); err != nil {
+	prune := m.cfg.Metrics.StartCall("ca", "manager", "bundle", "prune")
+	changed, err := m.cfg.Store.PruneBundle(ctx, m.cfg.TrustDomain.Name(), now)
+	prune.Done(&err)
+	if err != nil {
 		errs = append(errs, fmt.Errorf("ca: prune bundle: %w", err))
 	} else if changed {
+		m.cfg.Metrics.IncrCounter([]string{"ca", "manager", "bundle", "pruned"}, 1)
 		m.cfg.Log.Info("ca: pruned expired authorities from the bundle")
 	}
 	return errors.Join(errs...)
@@ -173,6 +177,9 @@ func (m *Manager) rotateX509(ctx context.Context, now time.Time) error {
 	m.mu.Lock()
 	m.x509 = next
 	m.mu.Unlock()
+	if act := activeOf(next[:]); act != nil && act != activeOf(slots[:]) {
+		m.x509Activated(act.notAfter)
+	}
 	return nil
 }
 
@@ -197,6 +204,9 @@ func (m *Manager) rotateJWT(ctx context.Context, now time.Time) error {
 	m.mu.Lock()
 	m.jwt = next
 	m.mu.Unlock()
+	if act := activeOf(next[:]); act != nil && act != activeOf(slots[:]) {
+		m.jwtActivated()
+	}
 	return nil
 }
 
@@ -311,7 +321,8 @@ func (m *Manager) persist(ctx context.Context, x [2]*x509Slot, j [2]*jwtSlot) er
 
 // prepareX509 creates a key in slot idx (replacing the old one), has it
 // certified, and publishes the trust anchor. The slot comes back prepared.
-func (m *Manager) prepareX509(ctx context.Context, idx int, now time.Time) (*x509Slot, error) {
+func (m *Manager) prepareX509(ctx context.Context, idx int, now time.Time) (_ *x509Slot, err error) {
+	defer m.cfg.Metrics.StartCall("ca", "manager", "x509_ca", "prepare").Done(&err)
 	key, err := m.cfg.KeyManager.GenerateKey(ctx, x509KeyIDs[idx], m.cfg.CAKeyType)
 	if err != nil {
 		return nil, fmt.Errorf("ca: prepare X.509 CA: %w", err)
@@ -332,7 +343,8 @@ func (m *Manager) prepareX509(ctx context.Context, idx int, now time.Time) (*x50
 	return s, nil
 }
 
-func (m *Manager) prepareJWT(ctx context.Context, idx int, now time.Time) (*jwtSlot, error) {
+func (m *Manager) prepareJWT(ctx context.Context, idx int, now time.Time) (_ *jwtSlot, err error) {
+	defer m.cfg.Metrics.StartCall("ca", "manager", "jwt_key", "prepare").Done(&err)
 	key, err := m.cfg.KeyManager.GenerateKey(ctx, jwtKeyIDs[idx], m.cfg.JWTKeyType)
 	if err != nil {
 		return nil, fmt.Errorf("ca: prepare JWT key: %w", err)

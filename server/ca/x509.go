@@ -62,7 +62,12 @@ func (m *Manager) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.C
 }
 
 // IssueX509SVID signs an X.509-SVID with the active CA.
-func (m *Manager) IssueX509SVID(ctx context.Context, p X509SVIDParams) (*X509SVID, error) {
+func (m *Manager) IssueX509SVID(ctx context.Context, p X509SVIDParams) (_ *X509SVID, err error) {
+	defer func() {
+		if err == nil {
+			m.signed("x509_svid")
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
 	}

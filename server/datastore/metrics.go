@@ -1,0 +1,235 @@
+package datastore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/telemetry"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// WithMetrics wraps ds so that every call is a call counter under SPIRE's
+// datastore keys (datastore.registration_entry.create, datastore.node.fetch,
+// ...), labelled with the gRPC code SPIRE's SQL store would have returned.
+// With a nil m it returns ds.
+func WithMetrics(ds DataStore, m *telemetry.Metrics) DataStore {
+	if m == nil {
+		return ds
+	}
+	return metricsStore{ds: ds, m: m}
+}
+
+type metricsStore struct {
+	ds DataStore
+	m  *telemetry.Metrics
+}
+
+// call starts a call counter under datastore.<key...>; the returned func
+// ends it with the error, mapped to the code SPIRE's store uses for it.
+func (w metricsStore) call(key ...string) func(error) {
+	c := w.m.StartCall(append([]string{"datastore"}, key...)...)
+	return func(err error) {
+		err = codeOf(err)
+		c.Done(&err)
+	}
+}
+
+func codeOf(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrAlreadyExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, ErrConflict):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, ErrExpired):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return err
+}
+
+func (w metricsStore) CreateEntry(ctx context.Context, e *types.Entry) (_ *types.Entry, err error) {
+	done := w.call("registration_entry", "create")
+	defer func() { done(err) }()
+	return w.ds.CreateEntry(ctx, e)
+}
+
+func (w metricsStore) FetchEntry(ctx context.Context, id string) (_ *types.Entry, err error) {
+	done := w.call("registration_entry", "fetch")
+	defer func() { done(err) }()
+	return w.ds.FetchEntry(ctx, id)
+}
+
+func (w metricsStore) ListEntries(ctx context.Context, req *ListEntriesRequest) (_ []*types.Entry, _ string, err error) {
+	done := w.call("registration_entry", "list")
+	defer func() { done(err) }()
+	return w.ds.ListEntries(ctx, req)
+}
+
+func (w metricsStore) CountEntries(ctx context.Context, req *ListEntriesRequest) (_ int32, err error) {
+	done := w.call("registration_entry", "count")
+	defer func() { done(err) }()
+	return w.ds.CountEntries(ctx, req)
+}
+
+func (w metricsStore) UpdateEntry(ctx context.Context, e *types.Entry, mask *types.EntryMask) (_ *types.Entry, err error) {
+	done := w.call("registration_entry", "update")
+	defer func() { done(err) }()
+	return w.ds.UpdateEntry(ctx, e, mask)
+}
+
+func (w metricsStore) DeleteEntry(ctx context.Context, id string) (_ *types.Entry, err error) {
+	done := w.call("registration_entry", "delete")
+	defer func() { done(err) }()
+	return w.ds.DeleteEntry(ctx, id)
+}
+
+// EntriesRevision is not a call SPIRE counts; it passes through.
+func (w metricsStore) EntriesRevision(ctx context.Context) (int64, error) {
+	return w.ds.EntriesRevision(ctx)
+}
+
+func (w metricsStore) CreateAttestedNode(ctx context.Context, n *AttestedNode) (err error) {
+	done := w.call("node", "create")
+	defer func() { done(err) }()
+	return w.ds.CreateAttestedNode(ctx, n)
+}
+
+func (w metricsStore) FetchAttestedNode(ctx context.Context, spiffeID string) (_ *AttestedNode, err error) {
+	done := w.call("node", "fetch")
+	defer func() { done(err) }()
+	return w.ds.FetchAttestedNode(ctx, spiffeID)
+}
+
+func (w metricsStore) ListAttestedNodes(ctx context.Context, req *ListAttestedNodesRequest) (_ []*AttestedNode, _ string, err error) {
+	done := w.call("node", "list")
+	defer func() { done(err) }()
+	return w.ds.ListAttestedNodes(ctx, req)
+}
+
+func (w metricsStore) CountAttestedNodes(ctx context.Context, req *ListAttestedNodesRequest) (_ int32, err error) {
+	done := w.call("node", "count")
+	defer func() { done(err) }()
+	return w.ds.CountAttestedNodes(ctx, req)
+}
+
+func (w metricsStore) UpdateAttestedNode(ctx context.Context, n *AttestedNode) (err error) {
+	done := w.call("node", "update")
+	defer func() { done(err) }()
+	return w.ds.UpdateAttestedNode(ctx, n)
+}
+
+func (w metricsStore) DeleteAttestedNode(ctx context.Context, spiffeID string) (_ *AttestedNode, err error) {
+	done := w.call("node", "delete")
+	defer func() { done(err) }()
+	return w.ds.DeleteAttestedNode(ctx, spiffeID)
+}
+
+func (w metricsStore) SetNodeSelectors(ctx context.Context, spiffeID string, selectors []*types.Selector) (err error) {
+	done := w.call("node", "selectors", "set")
+	defer func() { done(err) }()
+	return w.ds.SetNodeSelectors(ctx, spiffeID, selectors)
+}
+
+func (w metricsStore) GetNodeSelectors(ctx context.Context, spiffeID string) (_ []*types.Selector, err error) {
+	done := w.call("node", "selectors", "fetch")
+	defer func() { done(err) }()
+	return w.ds.GetNodeSelectors(ctx, spiffeID)
+}
+
+func (w metricsStore) CreateJoinToken(ctx context.Context, t *JoinToken) (err error) {
+	done := w.call("join_token", "create")
+	defer func() { done(err) }()
+	return w.ds.CreateJoinToken(ctx, t)
+}
+
+func (w metricsStore) PruneJoinTokens(ctx context.Context, expiredBefore time.Time) (err error) {
+	done := w.call("join_token", "prune")
+	defer func() { done(err) }()
+	return w.ds.PruneJoinTokens(ctx, expiredBefore)
+}
+
+func (w metricsStore) CreateBundle(ctx context.Context, b *types.Bundle) (_ *types.Bundle, err error) {
+	done := w.call("bundle", "create")
+	defer func() { done(err) }()
+	return w.ds.CreateBundle(ctx, b)
+}
+
+func (w metricsStore) FetchBundle(ctx context.Context, trustDomain string) (_ *types.Bundle, err error) {
+	done := w.call("bundle", "fetch")
+	defer func() { done(err) }()
+	return w.ds.FetchBundle(ctx, trustDomain)
+}
+
+func (w metricsStore) ListBundles(ctx context.Context, p *Pagination) (_ []*types.Bundle, _ string, err error) {
+	done := w.call("bundle", "list")
+	defer func() { done(err) }()
+	return w.ds.ListBundles(ctx, p)
+}
+
+func (w metricsStore) UpdateBundle(ctx context.Context, b *types.Bundle, mask *types.BundleMask) (_ *types.Bundle, err error) {
+	done := w.call("bundle", "update")
+	defer func() { done(err) }()
+	return w.ds.UpdateBundle(ctx, b, mask)
+}
+
+func (w metricsStore) SetBundle(ctx context.Context, b *types.Bundle) (_ *types.Bundle, err error) {
+	done := w.call("bundle", "set")
+	defer func() { done(err) }()
+	return w.ds.SetBundle(ctx, b)
+}
+
+func (w metricsStore) AppendBundle(ctx context.Context, b *types.Bundle) (_ *types.Bundle, err error) {
+	done := w.call("bundle", "append")
+	defer func() { done(err) }()
+	return w.ds.AppendBundle(ctx, b)
+}
+
+func (w metricsStore) PruneBundle(ctx context.Context, trustDomain string, expiresBefore time.Time) (_ bool, err error) {
+	done := w.call("bundle", "prune")
+	defer func() { done(err) }()
+	return w.ds.PruneBundle(ctx, trustDomain, expiresBefore)
+}
+
+func (w metricsStore) ModifyBundle(ctx context.Context, trustDomain string, fn func(b *types.Bundle) error) (_ *types.Bundle, err error) {
+	done := w.call("bundle", "update")
+	defer func() { done(err) }()
+	return w.ds.ModifyBundle(ctx, trustDomain, fn)
+}
+
+func (w metricsStore) DeleteBundle(ctx context.Context, trustDomain string) (err error) {
+	done := w.call("bundle", "delete")
+	defer func() { done(err) }()
+	return w.ds.DeleteBundle(ctx, trustDomain)
+}
+
+func (w metricsStore) FetchCAJournal(ctx context.Context, name string) (_ []byte, err error) {
+	done := w.call("ca_journal", "fetch")
+	defer func() { done(err) }()
+	return w.ds.FetchCAJournal(ctx, name)
+}
+
+func (w metricsStore) SetCAJournal(ctx context.Context, name string, data []byte) (err error) {
+	done := w.call("ca_journal", "set")
+	defer func() { done(err) }()
+	return w.ds.SetCAJournal(ctx, name, data)
+}
+
+// ConsumeJoinToken is SPIRE's fetch and delete of a join token in one
+// call, so it counts as both.
+func (w metricsStore) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (_ *JoinToken, err error) {
+	fetched, deleted := w.call("join_token", "fetch"), w.call("join_token", "delete")
+	defer func() {
+		fetched(err)
+		deleted(err)
+	}()
+	return w.ds.ConsumeJoinToken(ctx, token, now)
+}
+
+// Close closes the wrapped store.
+func (w metricsStore) Close() error { return w.ds.Close() }
