@@ -44,6 +44,8 @@ type Agent struct {
 	health  *http.Server
 	metrics *telemetry.Endpoint
 	rpc     *telemetry.RPC
+	// sinks emits SPIRE's metrics (nil without a telemetry sink).
+	sinks *telemetry.Metrics
 	// reg is the Prometheus registry, or nil without telemetry.
 	reg *prometheus.Registry
 	// profiling serves pprof (profiling_enabled), or is nil.
@@ -106,12 +108,16 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	}
 	plugins = append(plugins, na)
 	warnUnprovenTPMKey(km, na, log)
-	var (
-		metrics *telemetry.Endpoint
-		rpc     *telemetry.RPC
-	)
+	var metrics *telemetry.Endpoint
+	// SPIRE's metrics go to every sink of the telemetry block; a nil sink
+	// set drops them.
+	sinks, err := telemetry.New(cfg.Telemetry, telemetry.Options{Service: telemetry.AgentService,
+		TrustDomain: ac.TrustDomain.Name(), Registry: reg, Log: log.With("subsystem", "telemetry")})
+	if err != nil {
+		return nil, err
+	}
+	rpc := telemetry.NewRPC(sinks)
 	if p := cfg.Telemetry.Prometheus; p != nil {
-		rpc = telemetry.NewRPC(reg, "spire_agent_workload_api")
 		if metrics, err = telemetry.Listen(*p, reg, log.With("subsystem", "telemetry")); err != nil {
 			return nil, err
 		}
@@ -163,13 +169,14 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a = &Agent{cfg: cfg, log: log, manager: m, plugins: plugins, metrics: metrics, rpc: rpc, reg: reg}
+	a = &Agent{cfg: cfg, log: log, manager: m, plugins: plugins, metrics: metrics, rpc: rpc, reg: reg, sinks: sinks}
 	a.handler = workloadapi.New(workloadapi.Config{
 		Manager:     m,
 		Attestors:   attestors,
 		TrustDomain: ac.TrustDomain,
 		Log:         log.With("subsystem", "workload_api"),
 		Ready:       m.Ready,
+		Metrics:     sinks,
 	})
 	if hc := cfg.HealthChecks; hc.ListenerEnabled {
 		a.health = healthz.New(hc, func(context.Context) error { return m.Ready() })
@@ -192,8 +199,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.manager.Run(ctx) })
 	var opts []grpc.ServerOption
-	if a.rpc != nil {
+	if a.sinks != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(a.rpc.Unary), grpc.ChainStreamInterceptor(a.rpc.Stream))
+		g.Go(func() error { return a.sinks.Run(ctx) })
 	}
 	serve := workloadapi.ServeConfig{
 		SocketPath: a.cfg.Agent.SocketPath,

@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/spiffe-hw/spire-hw/agent/cache"
 	"github.com/spiffe-hw/spire-hw/agent/peer"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -44,6 +46,8 @@ type Config struct {
 	// (what `spire-agent healthcheck` asks): NOT_SERVING while it returns
 	// an error. Without it the service always answers SERVING.
 	Ready func() error
+	// Metrics gets SPIRE's workload attestation metrics (nil drops them).
+	Metrics *telemetry.Metrics
 }
 
 // Handler implements workload.SpiffeWorkloadAPIServer.
@@ -261,7 +265,9 @@ func validateJWT(token, audience string, set *jwtbundle.Set, td spiffeid.TrustDo
 // attestor. It fails with Unauthenticated when the caller died during
 // attestation: its PID may already name a different process, whose
 // selectors we might just have collected.
-func (h *Handler) attest(ctx context.Context, method string) ([]*types.Selector, *slog.Logger, error) {
+func (h *Handler) attest(ctx context.Context, method string) (_ []*types.Selector, _ *slog.Logger, err error) {
+	// SPIRE's workload_api.workload_attestation call counter.
+	defer h.c.Metrics.StartCall("workload_api", "workload_attestation").Done(&err)
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok || len(md["workload.spiffe.io"]) != 1 || md["workload.spiffe.io"][0] != "true" {
 		return nil, nil, status.Error(codes.InvalidArgument, "security header missing from request")
@@ -285,7 +291,10 @@ func (h *Handler) attest(ctx context.Context, method string) ([]*types.Selector,
 		selectors []*types.Selector
 	)
 	attest := func(a Attestor) {
+		call := h.c.Metrics.StartCall("workload_api", "workload_attestor")
+		call.AddLabel("attestor", attestorMetricName(a))
 		s, err := a.Attest(ctx, info.PID, pidfd)
+		call.Done(&err)
 		if err != nil {
 			// As SPIRE: a failing attestor contributes nothing; fewer
 			// selectors can only mean fewer identities.
@@ -313,7 +322,21 @@ func (h *Handler) attest(ctx context.Context, method string) ([]*types.Selector,
 		log.Warn("workloadapi: caller exited during attestation; refusing (its PID may be reused)", "err", err)
 		return nil, nil, status.Error(codes.Unauthenticated, "caller exited during attestation")
 	}
-	return dedupSelectors(selectors), log, nil
+	selectors = dedupSelectors(selectors)
+	h.c.Metrics.AddSample([]string{"workload_api", "discovered_selectors"}, float32(len(selectors)))
+	return selectors, log, nil
+}
+
+// attestorMetricName is the attestor label: the plugin's name, as SPIRE
+// labels it ("unix", "docker"); a built-in without a Name is named by its
+// package.
+func attestorMetricName(a Attestor) string {
+	if n, ok := a.(interface{ Name() string }); ok {
+		return n.Name()
+	}
+	t := strings.TrimLeft(fmt.Sprintf("%T", a), "*")
+	pkg, _, _ := strings.Cut(t, ".")
+	return pkg
 }
 
 // attestorName names a for logs: external plugins by their configured

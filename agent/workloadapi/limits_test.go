@@ -350,10 +350,10 @@ func TestServeMetrics(t *testing.T) {
 	waitFor(t, 10*time.Second, "refusals not counted", func() bool {
 		return value("spire_agent_workload_api_connections_refused_total", "per_uid") == 3
 	})
-	if got := value("spire_agent_workload_api_connections", ""); got != 2 {
+	if got := value("spire_agent_workload_api_socket_connections", ""); got != 2 {
 		t.Errorf("open connections %v, want 2", got)
 	}
-	if got := value("spire_agent_workload_api_connection", ""); got != 2 {
+	if got := value("spire_agent_workload_api_socket_connections_accepted_total", ""); got != 2 {
 		t.Errorf("accepted connections %v, want 2", got)
 	}
 	if got := value("spire_agent_workload_api_connections_refused_total", "total"); got != 0 {

@@ -5,9 +5,10 @@ import (
 	"github.com/spiffe-hw/spire-hw/internal/connlimit"
 )
 
-// connMetrics exports a limited listener's counters under SPIRE's names
-// for the Workload API's connections (workload_api.connection and
-// workload_api.connections), plus the refusals, which SPIRE does not have.
+// connMetrics exports a limited listener's socket connections: accepted,
+// open and refused. SPIRE has none of these (its workload_api.connection
+// and workload_api.connections count calls, and are emitted by
+// telemetry.RPC), so they carry our names, with "socket" to keep them apart.
 type connMetrics struct {
 	l                       *connlimit.Listener
 	accepted, open, refused *prometheus.Desc
@@ -18,8 +19,8 @@ type connMetrics struct {
 func newConnMetrics(l *connlimit.Listener, prefix string) *connMetrics {
 	return &connMetrics{
 		l:        l,
-		accepted: prometheus.NewDesc(prefix+"_connection", "Workload API connections accepted.", nil, nil),
-		open:     prometheus.NewDesc(prefix+"_connections", "Workload API connections open.", nil, nil),
+		accepted: prometheus.NewDesc(prefix+"_socket_connections_accepted_total", "Workload API socket connections accepted.", nil, nil),
+		open:     prometheus.NewDesc(prefix+"_socket_connections", "Workload API socket connections open.", nil, nil),
 		refused: prometheus.NewDesc(prefix+"_connections_refused_total",
 			"Workload API connections closed at accept, by the cap that refused them.", []string{"reason"}, nil),
 	}

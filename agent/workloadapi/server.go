@@ -77,8 +77,8 @@ type ServeConfig struct {
 	// Limits are the connection caps and timeouts (zero: defaults).
 	Limits Limits
 	// Metrics, if set, gets the connection metrics:
-	// spire_agent_workload_api_connection (accepted),
-	// spire_agent_workload_api_connections (open) and
+	// spire_agent_workload_api_socket_connections_accepted_total,
+	// spire_agent_workload_api_socket_connections (open) and
 	// spire_agent_workload_api_connections_refused_total{reason}.
 	Metrics prometheus.Registerer
 }
