@@ -61,7 +61,7 @@ func TestNewErrors(t *testing.T) {
 		{"unknown KeyManager", []string{`KeyManager "vault" {}`, `NodeAttestor "join_token" {}`, `WorkloadAttestor "unix" {}`},
 			`agent.conf:10: KeyManager "vault": unknown KeyManager plugin "vault" (supported: memory, disk, tpm)`},
 		{"unknown NodeAttestor", []string{`KeyManager "memory" {}`, `NodeAttestor "k8s_sat" {}`, `WorkloadAttestor "unix" {}`},
-			`agent.conf:11: NodeAttestor "k8s_sat": unknown NodeAttestor plugin "k8s_sat" (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop)`},
+			`agent.conf:11: NodeAttestor "k8s_sat": unknown NodeAttestor plugin "k8s_sat" (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop, tpm_devid)`},
 		{"unknown second WorkloadAttestor", []string{`KeyManager "memory" {}`, `NodeAttestor "join_token" {}`,
 			`WorkloadAttestor "lineage" { plugin_data { disable_ebpf = true } }`, `WorkloadAttestor "docker" {}`},
 			`agent.conf:13: WorkloadAttestor "docker": unknown WorkloadAttestor plugin "docker" (supported: unix, lineage)`},

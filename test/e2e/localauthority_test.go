@@ -199,7 +199,7 @@ func TestForcedX509Rotation(t *testing.T) {
 // jwtKeyID returns the kid a JWT-SVID was signed with.
 func jwtKeyID(t *testing.T, token string) string {
 	t.Helper()
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.RS256, jose.PS256})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.RS256, jose.PS256})
 	if err != nil {
 		t.Fatal(err)
 	}
