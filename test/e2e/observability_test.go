@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -13,7 +14,8 @@ func TestServerObservability(t *testing.T) {
 	s := startServer(t, "")
 	s.token(t, "")
 	m := scrape(t, s.metricsPort)
-	if v := metric(m, `spire_server_rpc_calls_total{code="OK",method="/spire.api.server.agent.v1.Agent/CreateJoinToken"}`); v != 1 {
+	host, _ := os.Hostname()
+	if v := metric(m, `spire_server_rpc_agent_v1_agent_create_join_token{host="`+host+`",status="OK"}`); v != 1 {
 		t.Errorf("CreateJoinToken counted %v times, want 1", v)
 	}
 	if v := metric(m, "go_goroutines"); v <= 0 {
