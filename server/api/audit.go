@@ -23,8 +23,8 @@ import (
 // caller_id for SVID holders), request_id, service and method, and a few
 // request fields under SPIRE's names. A successful entry or X.509-SVID
 // batch gives one line per item with that item's status, as in SPIRE
-// (federated-bundle batches still give one line per call). Unlike SPIRE
-// there is no caller_uid, caller_gid or caller_path for local callers.
+// (federated-bundle batches still give one line per call). Callers on the
+// admin socket get caller_uid, caller_gid and caller_path.
 func (a *API) audit(ctx context.Context, fullMethod string, err error, req, resp any) {
 	if !a.cfg.AuditLog {
 		return
@@ -53,6 +53,7 @@ func (a *API) audit(ctx context.Context, fullMethod string, err error, req, resp
 		}
 	}
 	args = append(args, requestFields(req)...)
+	args = append(args, a.serviceAuditFields(req)...)
 	if err == nil {
 		args = append(args, "status", "success")
 	} else {
