@@ -68,7 +68,8 @@ type Config struct {
 	Log      *slog.Logger
 }
 
-// MetricsPrefix names the server's metrics, as telemetry.NewRPC's prefix.
+// MetricsPrefix begins the TCP listener's metric names: the server's service
+// name, telemetry.ServerService, as SPIRE's metrics begin.
 const MetricsPrefix = "spire_server"
 
 // Endpoints owns the listeners and their gRPC servers: one for TCP and one

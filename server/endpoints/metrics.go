@@ -9,7 +9,7 @@ import (
 
 // limitMetrics exports the TCP listener's pools, refusals and closes, so
 // that an operator sees a cap biting without reading logs. SPIRE has no
-// such metrics; the names follow ours (<prefix>_rpc_calls_total).
+// such metrics; they keep our names, under the server's prefix.
 type limitMetrics struct {
 	lim                   *limiter
 	open, refused, closed *prometheus.Desc
