@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-metrics"
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 )
 

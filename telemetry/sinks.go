@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-metrics"
 	"github.com/hashicorp/go-metrics/datadog"
 	prommetrics "github.com/hashicorp/go-metrics/prometheus"
+
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 )
 

@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-hw/spire-hw/config/hclconf"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -7,10 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/server/servertest"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	"github.com/spiffe-hw/spire-hw/server/servertest"
 )
 
 // TestAuditServiceFields: the bundle and entry calls' audit lines carry

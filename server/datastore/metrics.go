@@ -5,10 +5,11 @@ import (
 	"errors"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-hw/spire-hw/telemetry"
 )
 
 // WithMetrics wraps ds so that every call is a call counter under SPIRE's
