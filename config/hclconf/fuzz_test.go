@@ -42,3 +42,36 @@ func FuzzPluginData(f *testing.F) {
 		_ = d.Err()
 	})
 }
+
+// FuzzTelemetry parses arbitrary text as a telemetry block: the lists of
+// sink blocks (DogStatsd = [{ ... }], repeated blocks, JSON) must never
+// panic, and a result without errors names an address for every sink.
+func FuzzTelemetry(f *testing.F) {
+	f.Add(`telemetry { Prometheus { port = 9988 } DogStatsd = [{ address = "localhost:8125" }] InMem {} }`)
+	f.Add(`telemetry { Statsd = [{ address = "a:1" }, { address = "b:2" }] M3 = [{ address = "m:9000" env = "prod" }] }`)
+	f.Add(`telemetry { Statsd { address = "a:1" } Statsd { address = "b:2" } AllowedLabels = ["x"] BlockedPrefixes = "y" }`)
+	f.Add(`{"telemetry": {"DogStatsd": [{"address": "h:1"}], "M3": [{"address": "m:1", "env": "e"}], "InMem": {}}}`)
+	f.Add(`telemetry { DogStatsd = ["x", 1] M3 = 3 InMem = [] Statsd "label" { address = "a:1" } }`)
+	f.Fuzz(func(t *testing.T, text string) {
+		d := NewDiagnostics("fuzz.conf")
+		root := Parse(d, []byte(text), false)
+		if root == nil {
+			return
+		}
+		tm := ParseTelemetry(root)
+		root.Finish()
+		if d.HasErrors() {
+			return
+		}
+		for _, a := range append(append([]Address(nil), tm.DogStatsd...), tm.Statsd...) {
+			if a.Address == "" {
+				t.Fatalf("a sink without an address and no error: %+v", tm)
+			}
+		}
+		for _, m := range tm.M3 {
+			if m.Address == "" || m.Env == "" {
+				t.Fatalf("an M3 sink without address or env and no error: %+v", tm)
+			}
+		}
+	})
+}

@@ -83,7 +83,8 @@ func ParseTelemetry(root *Section) Telemetry {
 	}
 	for _, b := range s.blockList("M3") {
 		m := M3{Address: parseAddress(b, "localhost:9052")}
-		if !b.String("env", &m.Env) {
+		// M3 needs an environment; tally's reporter refuses an empty one.
+		if ok := b.String("env", &m.Env); (ok && m.Env == "") || (!ok && !b.Has("env")) {
 			b.Errorf("env", `missing (set M3's environment, e.g. env = "prod")`)
 		}
 		t.M3 = append(t.M3, m)
