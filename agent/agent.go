@@ -165,6 +165,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		SyncInterval:      ac.SyncInterval,
 		SVIDStores:        storesByName,
 		Log:               log.With("subsystem", "manager"),
+		Metrics:           sinks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)

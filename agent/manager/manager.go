@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/agent/svidstore"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -90,6 +91,9 @@ type Config struct {
 	Clock func() time.Time
 	// Log receives the manager's events; nil discards them.
 	Log *slog.Logger
+	// Metrics gets SPIRE's node.attestor.new_svid, agent_svid.rotate and
+	// manager.sync call counters; nil drops them.
+	Metrics *telemetry.Metrics
 }
 
 // Manager runs the agent's core loop and answers the Workload API.
@@ -507,7 +511,8 @@ func (m *Manager) classify(ctx context.Context, err error) error {
 }
 
 // attest runs node attestation and installs the new agent SVID.
-func (m *Manager) attest(ctx context.Context) error {
+func (m *Manager) attest(ctx context.Context) (err error) {
+	defer m.cfg.Metrics.StartCall("node", "attestor", "new_svid").Done(&err)
 	key, err := m.cfg.KeyManager.GenerateKey(ctx)
 	if err != nil {
 		return fmt.Errorf("manager: attest: %w", err)
@@ -556,7 +561,8 @@ func (m *Manager) attest(ctx context.Context) error {
 }
 
 // renew gets a new agent SVID for a new key.
-func (m *Manager) renew(ctx context.Context) error {
+func (m *Manager) renew(ctx context.Context) (err error) {
+	defer m.cfg.Metrics.StartCall("agent_svid", "rotate").Done(&err)
 	key, err := m.cfg.KeyManager.GenerateKey(ctx)
 	if err != nil {
 		return fmt.Errorf("manager: renew: %w", err)

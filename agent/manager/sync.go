@@ -32,7 +32,9 @@ func (m *Manager) sync(ctx context.Context) error {
 	for _, e := range m.stored.entries() {
 		known[e.Id] = e
 	}
+	fetch := m.cfg.Metrics.StartCall("manager", "sync", "fetch_entries_updates")
 	entries, err := m.client.SyncEntries(ctx, known)
+	fetch.Done(&err)
 	if err != nil {
 		return err
 	}
@@ -271,7 +273,9 @@ func (m *Manager) mintSVIDs(ctx context.Context, entries []*types.Entry, bundle 
 	for _, e := range entries {
 		byID[e.Id] = e
 	}
+	fetch := m.cfg.Metrics.StartCall("manager", "sync", "fetch_svids_updates")
 	results, err := m.client.NewX509SVIDs(ctx, params)
+	fetch.Done(&err)
 	out := map[string]cache.Identity{}
 	failed := 0
 	for i, r := range results {

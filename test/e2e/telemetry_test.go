@@ -140,6 +140,9 @@ func TestSPIREMetricNames(t *testing.T) {
 		}},
 		{"agent", a.metricsPort, []string{
 			"spire_agent_rpc_workload_api_fetch_x509svid",
+			"spire_agent_node_attestor_new_svid",
+			"spire_agent_manager_sync_fetch_entries_updates",
+			"spire_agent_manager_sync_fetch_svids_updates",
 			"spire_agent_workload_api_connection",
 			"spire_agent_workload_api_connections",
 			"spire_agent_workload_api_workload_attestation",
