@@ -69,7 +69,7 @@ func TestNewErrors(t *testing.T) {
 		}, `server.conf:11: UpstreamAuthority "vault": unknown UpstreamAuthority plugin "vault" (supported: disk, pkcs11)`},
 		{"unknown second NodeAttestor", func(t *testing.T) []string {
 			return []string{sqlite(t), `KeyManager "memory" {}`, `NodeAttestor "join_token" {}`, `NodeAttestor "k8s_sat" {}`}
-		}, `server.conf:12: NodeAttestor "k8s_sat": unknown NodeAttestor plugin "k8s_sat" (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop)`},
+		}, `server.conf:12: NodeAttestor "k8s_sat": unknown NodeAttestor plugin "k8s_sat" (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop, tpm_devid)`},
 		{"disk KeyManager without keys_path", func(t *testing.T) []string {
 			return []string{sqlite(t), `KeyManager "disk" { plugin_data {} }`, `NodeAttestor "join_token" {}`}
 		}, `server.conf:10: KeyManager "disk".plugin_data.keys_path: is required`},
