@@ -12,6 +12,11 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 # swtpm, swtpm-tools: TPM attestation tests; systemd: systemd-analyze
 # verify of the packaged units.
 DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools systemd
+# VERSION is what -version prints (a leading "v" is dropped, as SPIRE's
+# release numbers have none). Outside a git checkout it is empty and the
+# binaries fall back to the Go build information (internal/version).
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS   := -X github.com/spiffe-hw/spire-hw/internal/version.stamp=$(VERSION)
 
 .PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest bench-peer dist
 
@@ -19,8 +24,8 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/spire-server ./cmd/spire-server
-	$(GO) build -o $(BIN)/spire-agent ./cmd/spire-agent
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/spire-server ./cmd/spire-server
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/spire-agent ./cmd/spire-agent
 
 # deps installs the Debian packages the tests need, once.
 deps:
