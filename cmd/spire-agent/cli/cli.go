@@ -1,5 +1,5 @@
 // Package cli is the spire-agent command line: `run` (delegated to the
-// caller), and the workload-facing commands `api fetch x509|jwt`,
+// caller), `validate`, and the workload-facing commands `api fetch x509|jwt`,
 // `api validate jwt`, `api watch` and `healthcheck`, with SPIRE's command
 // names, flags and output so that scripts written for SPIRE keep working.
 // The workload commands talk to the agent through the go-spiffe Workload API
@@ -14,7 +14,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -23,21 +22,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/spiffe-hw/spire-hw/internal/clitree"
+	"github.com/spiffe-hw/spire-hw/internal/version"
 )
 
 // DefaultSocketPath is SPIRE's default Workload API socket.
 const DefaultSocketPath = "/tmp/spire-agent/public/api.sock"
-
-const usage = `Usage: spire-agent <command> [flags]
-
-Commands:
-    run                 Runs the agent
-    api fetch [x509]    Fetches X509 SVIDs from the Workload API
-    api fetch jwt       Fetches a JWT SVID from the Workload API
-    api validate jwt    Validates a JWT SVID
-    api watch           Attaches to the Workload API and prints updates as they're received
-    healthcheck         Determines agent health status
-`
 
 // Main runs the command in args (without the program name) and returns the
 // process exit code. run is called for `spire-agent run ...`.
@@ -47,60 +38,65 @@ func Main(args []string, run func(args []string) int, stdout, stderr io.Writer) 
 	return mainContext(ctx, args, run, stdout, stderr)
 }
 
-// mainContext is Main with the context that `api watch` stops on.
+// mainContext is Main with the context that `api watch` stops on. It
+// dispatches as SPIRE's CLI (mitchellh/cli) does: help, usage and version
+// on stderr, 127 for an unknown command, "api" and "api validate" made up
+// as parents that list their subcommands.
 func mainContext(ctx context.Context, args []string, run func([]string) int, stdout, stderr io.Writer) int {
 	e := &env{ctx: ctx, stdout: stdout, stderr: stderr}
-	name, rest := splitCommand(args)
-	var cmd func([]string) error
-	switch name {
-	case "run":
-		if run == nil {
-			fmt.Fprintln(stderr, "run: not available in this build")
-			return 1
+	leaf := func(synopsis string, run func([]string) error, help bool) clitree.Factory {
+		return func() clitree.Command {
+			return &leafCommand{synopsis: synopsis, run: run, helpText: help, stderr: stderr}
 		}
-		return run(rest)
-	case "api fetch", "api fetch x509":
-		cmd = e.fetchX509
-	case "api fetch jwt":
-		cmd = e.fetchJWT
-	case "api validate jwt":
-		cmd = e.validateJWT
-	case "api watch":
-		cmd = e.watch
-	case "healthcheck":
-		cmd = e.healthcheck
-	case "", "help", "-h", "--help", "-help":
-		fmt.Fprint(stderr, usage)
-		if name == "" {
-			return 1
-		}
-		return 0
-	default:
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", strings.Join(args, " "), usage)
-		return 1
 	}
-	if err := cmd(rest); err != nil {
+	fetchX509 := leaf("Fetches X509 SVIDs from the Workload API", e.fetchX509, false)
+	cmds := map[string]clitree.Factory{
+		"api fetch":        fetchX509,
+		"api fetch x509":   fetchX509,
+		"api fetch jwt":    leaf("Fetches a JWT SVID from the Workload API", e.fetchJWT, false),
+		"api validate jwt": leaf("Validates a JWT SVID", e.validateJWT, false),
+		// SPIRE's watch (alone among the api commands) returns the flag
+		// error as its help text.
+		"api watch":   leaf("Attaches to the Workload API and prints updates as they're received", e.watch, true),
+		"healthcheck": leaf("Determines agent health status", e.healthcheck, false),
+		"run": func() clitree.Command {
+			return &daemonCommand{name: "run", synopsis: "Runs the agent", run: run, stderr: stderr}
+		},
+		"validate": func() clitree.Command { return &validateCommand{e: e} },
+	}
+	c := clitree.CLI{Name: "spire-agent", Version: version.Version(), Commands: cmds, Stderr: stderr}
+	return c.Run(args)
+}
+
+// leafCommand is a workload-facing command of the tree.
+type leafCommand struct {
+	synopsis string
+	run      func(args []string) error
+	// helpText: Help returns "flag: help requested" rather than "".
+	helpText bool
+	stderr   io.Writer
+}
+
+func (l *leafCommand) Synopsis() string { return l.synopsis }
+
+// Help prints the flag usage; SPIRE's agent commands return no text of
+// their own after it.
+func (l *leafCommand) Help() string {
+	err := l.run([]string{"-h"})
+	if l.helpText && err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+func (l *leafCommand) Run(args []string) int {
+	if err := l.run(args); err != nil {
 		if !errors.Is(err, flag.ErrHelp) && !errors.Is(err, errReported) {
-			fmt.Fprintln(stderr, err)
+			fmt.Fprintln(l.stderr, err)
 		}
 		return 1
 	}
 	return 0
-}
-
-// splitCommand takes the longest known command name from the front of args.
-func splitCommand(args []string) (string, []string) {
-	known := []string{"api fetch x509", "api fetch jwt", "api validate jwt", "api fetch", "api watch", "healthcheck", "run"}
-	for _, k := range known {
-		words := strings.Fields(k)
-		if len(args) >= len(words) && strings.Join(args[:len(words)], " ") == k {
-			return k, args[len(words):]
-		}
-	}
-	if len(args) == 0 {
-		return "", nil
-	}
-	return strings.Join(args, " "), nil
 }
 
 // errReported marks an error whose message has already been printed.

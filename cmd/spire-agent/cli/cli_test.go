@@ -15,14 +15,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
-	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
-	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
-	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
+	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -244,7 +245,7 @@ func TestRunAndUnknown(t *testing.T) {
 	if code, _, _ := runCLI(t, "run", "-config", "x"); code != 42 {
 		t.Fatalf("run not delegated: %d", code)
 	}
-	if code, _, errs := runCLI(t, "frobnicate"); code == 0 || !strings.Contains(errs, "unknown command") {
+	if code, _, errs := runCLI(t, "frobnicate"); code != 127 || !strings.Contains(errs, "Available commands are:") {
 		t.Fatalf("unknown command: %d %q", code, errs)
 	}
 	if code, _, _ := runCLI(t, "api", "fetch", "x509", "-output", "yaml", "-socketPath", "/nonexistent"); code == 0 {

@@ -46,6 +46,33 @@ func validateFormat(format string) (string, error) {
 	return "", fmt.Errorf("invalid format: %q", format)
 }
 
+// bundleCountCommand is "bundle count": the server's own bundle and every
+// federated one.
+type bundleCountCommand struct {
+	out outputFormat
+}
+
+func (*bundleCountCommand) synopsis() string { return "Count bundles" }
+
+func (c *bundleCountCommand) appendFlags(fs *flag.FlagSet) { addOutputFlag(fs, &c.out) }
+
+func (c *bundleCountCommand) run(ctx context.Context, e *env, cl *clients) error {
+	resp, err := cl.bundle().CountBundles(ctx, &bundlev1.CountBundlesRequest{})
+	if err != nil {
+		return err
+	}
+	return printBundleCount(e, c.out, resp)
+}
+
+func printBundleCount(e *env, out outputFormat, resp *bundlev1.CountBundlesResponse) error {
+	if out == outputJSON {
+		return printProtoJSON(e.stdout, resp)
+	}
+	n := int(resp.Count)
+	e.printf("%d %s\n", n, pluralize(n, "bundle", "bundles"))
+	return nil
+}
+
 // bundleShowCommand is "bundle show": the server's own trust bundle.
 type bundleShowCommand struct {
 	format string

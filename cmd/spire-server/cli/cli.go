@@ -17,8 +17,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
@@ -27,6 +25,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/spiffe-hw/spire-hw/internal/clitree"
+	"github.com/spiffe-hw/spire-hw/internal/version"
 )
 
 // DefaultSocketPath is where SPIRE's server listens for admin API calls.
@@ -89,7 +90,9 @@ var commandFactories = map[string]func() command{
 	"agent count":   func() command { return &agentCountCommand{} },
 	"agent evict":   func() command { return &agentEvictCommand{} },
 	"agent list":    func() command { return &agentListCommand{} },
+	"agent purge":   func() command { return &agentPurgeCommand{} },
 	"agent show":    func() command { return &agentShowCommand{} },
+	"bundle count":  func() command { return &bundleCountCommand{} },
 	"bundle delete": func() command { return &bundleDeleteCommand{} },
 	"bundle list":   func() command { return &bundleListCommand{} },
 	"bundle set":    func() command { return &bundleSetCommand{} },
@@ -107,16 +110,6 @@ var commandFactories = map[string]func() command{
 	"x509 mint": func() command { return &x509MintCommand{} },
 }
 
-// groupSynopses describe the parent commands that only hold subcommands.
-var groupSynopses = map[string]string{
-	"agent":  "Manage attested agents",
-	"bundle": "Manage trust bundles",
-	"entry":  "Manage registration entries",
-	"jwt":    "Mint JWT-SVIDs",
-	"token":  "Manage join tokens",
-	"x509":   "Mint X509-SVIDs",
-}
-
 // Main runs the spire-server command line with args (without the program
 // name) and returns the process exit code. The "run" command is handed to run
 // so the CLI does not depend on the server itself.
@@ -125,45 +118,38 @@ func Main(args []string, run func(args []string) int, stdout, stderr io.Writer) 
 	return mainWithEnv(args, run, e)
 }
 
+// mainWithEnv dispatches as SPIRE's CLI (mitchellh/cli) does: help, usage
+// and version on stderr, 127 for an unknown command.
 func mainWithEnv(args []string, run func(args []string) int, e *env) int {
-	if len(args) == 0 {
-		printUsage(e.stderr)
-		return 1
+	cmds := map[string]clitree.Factory{
+		"run": func() clitree.Command {
+			return &daemonCommand{name: "run", synopsis: "Runs the server", run: run, stderr: e.stderr}
+		},
+		"validate": func() clitree.Command { return &validateCommand{e: e} },
 	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		printUsage(e.stderr)
-		return 0
-	case "run":
-		if run == nil {
-			e.errPrintf("Error: the run command is not available\n")
-			return 1
-		}
-		return run(args[1:])
+	for name, factory := range commandFactories {
+		cmds[name] = func() clitree.Command { return &adapter{name: name, cmd: factory(), e: e} }
 	}
-	if factory, ok := commandFactories[args[0]]; ok {
-		return runCommand(args[0], factory(), args[1:], e)
-	}
-	if _, ok := groupSynopses[args[0]]; ok {
-		if len(args) > 1 {
-			name := args[0] + " " + args[1]
-			if factory, ok := commandFactories[name]; ok {
-				return runCommand(name, factory(), args[2:], e)
-			}
-		}
-		printGroupUsage(e.stderr, args[0])
-		if len(args) > 1 && isHelpArg(args[1]) {
-			return 0
-		}
-		return 1
-	}
-	e.errPrintf("Unknown command %q\n\n", args[0])
-	printUsage(e.stderr)
-	return 1
+	c := clitree.CLI{Name: "spire-server", Version: version.Version(), Commands: cmds, Stderr: e.stderr}
+	return c.Run(args)
 }
 
-func isHelpArg(s string) bool {
-	return s == "-h" || s == "-help" || s == "--help"
+// adapter makes a command a node of the command tree, as SPIRE's
+// util.AdaptCommand does.
+type adapter struct {
+	name string
+	cmd  command
+	e    *env
+}
+
+func (a *adapter) Synopsis() string      { return a.cmd.synopsis() }
+func (a *adapter) Run(args []string) int { return runCommand(a.name, a.cmd, args, a.e) }
+
+// Help prints the flag usage and returns "flag: help requested", which the
+// tree prints after it, as SPIRE's adapter does.
+func (a *adapter) Help() string {
+	_, err := parseFlags(a.name, a.cmd, []string{"-h"}, a.e.stderr)
+	return err.Error()
 }
 
 // parseFlags builds the flag set of the named command, parses args into cmd
@@ -212,43 +198,4 @@ func runCommand(name string, cmd command, args []string, e *env) int {
 		return 1
 	}
 	return 0
-}
-
-func printUsage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: spire-server [--help] <command> [<args>]\n\nAvailable commands are:\n")
-	names := []string{"run"}
-	for n := range groupSynopses {
-		names = append(names, n)
-	}
-	for n := range commandFactories {
-		if !strings.Contains(n, " ") {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		syn := groupSynopses[n]
-		switch {
-		case n == "run":
-			syn = "Runs the server"
-		case syn == "":
-			syn = commandFactories[n]().synopsis()
-		}
-		fmt.Fprintf(w, "    %-15s%s\n", n, syn)
-	}
-}
-
-func printGroupUsage(w io.Writer, group string) {
-	fmt.Fprintf(w, "Usage: spire-server %s <subcommand> [options]\n\n", group)
-	fmt.Fprintf(w, "This command is accessed by using one of the subcommands below.\n\nSubcommands:\n")
-	var names []string
-	for n := range commandFactories {
-		if strings.HasPrefix(n, group+" ") {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "    %-10s%s\n", strings.TrimPrefix(n, group+" "), commandFactories[n]().synopsis())
-	}
 }
