@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/healthz"
 	"github.com/spiffe-hw/spire-hw/internal/daemondir"
+	"github.com/spiffe-hw/spire-hw/logging"
 	"github.com/spiffe-hw/spire-hw/plugin"
 	pcatalog "github.com/spiffe-hw/spire-hw/plugin/catalog"
 	"github.com/spiffe-hw/spire-hw/server/api"
@@ -171,6 +172,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		ServerSVID:  s.svid.chain,
 		RateLimit:   api.RateLimits{Attestation: sc.RateLimit.Attestation, Signing: sc.RateLimit.Signing},
 		AuditLog:    sc.AuditLogEnabled,
+		LogLevel:    logging.LevelOf(log),
 		Log:         log.With("subsystem", "api"),
 
 		MaxAttestedNodeInfoStaleness: sc.MaxAttestedNodeInfoStaleness,

@@ -1,5 +1,5 @@
 // Package api implements SPIRE's server API (agent/v1, entry/v1, svid/v1,
-// bundle/v1, debug/v1, localauthority/v1) over the datastore and the CA,
+// bundle/v1, debug/v1, localauthority/v1, logger/v1) over the datastore and the CA,
 // together with the authorization that decides which caller may call what.
 //
 // The services speak the wire contract of github.com/spiffe/spire-api-sdk so
@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/logging"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
@@ -74,6 +75,10 @@ type Config struct {
 	// (max_attested_node_info_staleness; 0 asks it on every call, as
 	// SPIRE's default). Nil keeps nodeTTL.
 	MaxAttestedNodeInfoStaleness *time.Duration
+	// LogLevel is the server's live log level, which logger/v1 reads and
+	// changes; nil when the server's logger cannot change level (the
+	// logger service then answers FailedPrecondition).
+	LogLevel *logging.Level
 	// AttestMessageTimeout overrides DefaultAttestMessageTimeout (tests).
 	AttestMessageTimeout time.Duration
 	Clock                func() time.Time

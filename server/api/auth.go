@@ -60,6 +60,9 @@ const (
 	accessAgent
 	accessAdmin
 	accessAgentOrAdmin
+	// accessLocal: the admin socket only, not admin SVIDs over TCP
+	// (SPIRE's allow_local): the logger API changes the daemon itself.
+	accessLocal
 )
 
 // methodAccess lists every method the server serves; anything absent is
@@ -106,6 +109,10 @@ var methodAccess = map[string]access{
 	"/spire.api.server.bundle.v1.Bundle/BatchDeleteFederatedBundle": accessAdmin,
 
 	"/spire.api.server.debug.v1.Debug/GetInfo": accessAdmin,
+
+	"/spire.api.server.logger.v1.Logger/GetLogger":     accessLocal,
+	"/spire.api.server.logger.v1.Logger/SetLogLevel":   accessLocal,
+	"/spire.api.server.logger.v1.Logger/ResetLogLevel": accessLocal,
 
 	"/spire.api.server.localauthority.v1.LocalAuthority/GetJWTAuthorityState":        accessAdmin,
 	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareJWTAuthority":         accessAdmin,
@@ -240,6 +247,8 @@ func (a *API) authorize(ctx context.Context, method string) (context.Context, er
 		allowed = c.Role == RoleAdmin
 	case accessAgentOrAdmin:
 		allowed = c.Role == RoleAgent || c.Role == RoleAdmin
+	case accessLocal:
+		allowed = c.Local
 	}
 	if !allowed {
 		return nil, status.Errorf(codes.PermissionDenied, "caller is not authorized for %s", method)

@@ -6,6 +6,7 @@ import (
 	debugv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/debug/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
+	loggerv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/logger/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"google.golang.org/grpc"
 )
@@ -19,5 +20,6 @@ func (a *API) Register(s grpc.ServiceRegistrar) {
 	svidv1.RegisterSVIDServer(s, &SVIDService{api: a})
 	bundlev1.RegisterBundleServer(s, &BundleService{api: a})
 	debugv1.RegisterDebugServer(s, &DebugService{api: a})
+	loggerv1.RegisterLoggerServer(s, &LoggerService{api: a})
 	localauthorityv1.RegisterLocalAuthorityServer(s, &LocalAuthorityService{api: a})
 }

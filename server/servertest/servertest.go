@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/logging"
 	"github.com/spiffe-hw/spire-hw/server"
 	"github.com/spiffe-hw/spire-hw/server/config"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -49,6 +50,9 @@ type Options struct {
 	Plugins string
 	// Log receives server logs; nil discards them.
 	Log io.Writer
+	// LogLevel is the server's live log level (logger/v1); nil means one
+	// launched at debug.
+	LogLevel *logging.Level
 	// RateLimits keeps SPIRE's default rate limits (one attestation per
 	// second per IP). Off by default: every test client comes from
 	// 127.0.0.1, so tests attesting several agents would wait a second
@@ -116,7 +120,14 @@ plugins {
 	if w == nil {
 		w = io.Discard
 	}
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := opts.LogLevel
+	if level == nil {
+		level = logging.NewLevel(slog.LevelDebug)
+	}
+	log, err := logging.NewWriter(w, level, "text")
+	if err != nil {
+		tb.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
