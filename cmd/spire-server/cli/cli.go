@@ -1,6 +1,7 @@
 // Package cli implements the spire-server command line except "run": the
-// admin commands (entry, agent, token, bundle, x509 mint, jwt mint,
-// healthcheck) that speak SPIRE's server API over the admin Unix socket.
+// admin commands (entry, agent, token, bundle, logger, x509 mint, jwt mint,
+// healthcheck) that speak SPIRE's server API over the admin Unix socket, and
+// validate, which checks a configuration with run's own loader.
 //
 // Commands, flag names (single dash, camelCase), human output and
 // "-output json" follow SPIRE's CLI so that existing scripts and tutorials work
@@ -21,6 +22,7 @@ import (
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	loggerv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/logger/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -56,6 +58,7 @@ type clients struct {
 func (c *clients) agent() agentv1.AgentClient    { return agentv1.NewAgentClient(c.conn) }
 func (c *clients) bundle() bundlev1.BundleClient { return bundlev1.NewBundleClient(c.conn) }
 func (c *clients) entry() entryv1.EntryClient    { return entryv1.NewEntryClient(c.conn) }
+func (c *clients) logger() loggerv1.LoggerClient { return loggerv1.NewLoggerClient(c.conn) }
 func (c *clients) svid() svidv1.SVIDClient       { return svidv1.NewSVIDClient(c.conn) }
 func (c *clients) health() grpc_health_v1.HealthClient {
 	return grpc_health_v1.NewHealthClient(c.conn)
@@ -104,6 +107,9 @@ var commandFactories = map[string]func() command{
 	"entry update":  func() command { return &entryUpdateCommand{} },
 	"healthcheck":   func() command { return &healthcheckCommand{} },
 	"jwt mint":      func() command { return &jwtMintCommand{} },
+	"logger get":    func() command { return &loggerGetCommand{} },
+	"logger reset":  func() command { return &loggerResetCommand{} },
+	"logger set":    func() command { return &loggerSetCommand{} },
 	"token generate": func() command {
 		return &tokenGenerateCommand{}
 	},

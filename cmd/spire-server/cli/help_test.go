@@ -47,7 +47,7 @@ func TestHelpLayout(t *testing.T) {
 			t.Fatalf("%s: synopsis %q, want %q", m[1], m[2], want)
 		}
 	}
-	for _, n := range []string{"agent", "bundle", "entry", "healthcheck", "jwt", "run", "token", "validate", "x509"} {
+	for _, n := range []string{"agent", "bundle", "entry", "healthcheck", "jwt", "logger", "run", "token", "validate", "x509"} {
 		if !strings.Contains(" "+strings.Join(names, " ")+" ", " "+n+" ") {
 			t.Fatalf("%s missing from %v", n, names)
 		}
@@ -63,6 +63,14 @@ func TestHelpLayout(t *testing.T) {
 		"    show     Shows the details of an attested agent given its SPIFFE ID\n"
 	if code, out, errs := runMain("agent", "-h"); code != 0 || out != "" || errs != agentHelp {
 		t.Fatalf("agent -h: exit %d\n%s\nwant:\n%s", code, errs, agentHelp)
+	}
+	const loggerHelp = "This command is accessed by using one of the subcommands below.\n\n" +
+		"Subcommands:\n" +
+		"    get      Gets the logger details\n" +
+		"    reset    Reset the logger details to launch level\n" +
+		"    set      Sets the logger details\n"
+	if code, _, errs := runMain("logger"); code != 1 || errs != loggerHelp {
+		t.Fatalf("logger: exit %d\n%s", code, errs)
 	}
 	if code, _, errs := runMain("bundle", "count", "-h"); code != 0 ||
 		errs != "Usage of bundle count:\n  -output value\n    \tDesired output format (pretty, json); default: pretty.\n"+
