@@ -73,7 +73,21 @@ func TestDist(t *testing.T) {
 				t.Errorf("%s: mode %o present %v, want %o", name, got, ok, mode)
 			}
 		}
-		run(t, "tar", "-tzf", tarball)
+		dir := t.TempDir()
+		run(t, "tar", "-C", dir, "-xzf", tarball)
+		top := filepath.Join(dir, "spire-hw-1.0.0")
+		// The shipped configurations are valid as they are: the daemons'
+		// own validation, run from the release directory as SPIRE's is.
+		for _, c := range [][]string{
+			{"bin/spire-server", "validate", "-config", "conf/server/server.conf"},
+			{"bin/spire-agent", "validate", "-config", "conf/agent/agent.conf"},
+		} {
+			cmd := exec.Command(filepath.Join(top, c[0]), c[1:]...)
+			cmd.Dir = top
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s: %v\n%s", strings.Join(c, " "), err, b)
+			}
+		}
 	})
 
 	root := t.TempDir()
@@ -109,6 +123,10 @@ func TestDist(t *testing.T) {
 		if err != nil || fi.Mode().Perm() != mode {
 			t.Errorf("%s: %v %v, want mode %o", name, fi.Mode(), err, mode)
 		}
+	}
+	// -version prints to stderr, as SPIRE's does; run folds it in.
+	if v := run(t, filepath.Join(root, "usr/bin/spire-server"), "-version"); strings.TrimSpace(v) != "1.0.0" {
+		t.Errorf("packaged spire-server -version = %q, want 1.0.0 (make dist stamps VERSION)", v)
 	}
 	conf := readFile(t, filepath.Join(root, "etc/spire/server/server.conf"))
 	for _, want := range []string{`data_dir = "/var/lib/spire-server"`, `socket_path = "/run/spire-server/private/api.sock"`} {
