@@ -137,14 +137,11 @@ func (d *DevID) PublicKey() crypto.PublicKey { return d.pub.key }
 
 // createSRK derives the storage root key of tmpl in the owner hierarchy.
 func (d *DevID) createSRK(tmpl tpm2.TPMTPublic) (tpm2.TPMHandle, tpm2.TPM2BName, error) {
-	rsp, err := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth([]byte(d.pw.OwnerHierarchy))},
-		InPublic:      tpm2.New2B(tmpl),
-	}.Execute(d.t)
+	h, name, err := d.t.createSRK(tmpl, []byte(d.pw.OwnerHierarchy))
 	if err != nil {
-		return 0, tpm2.TPM2BName{}, fmt.Errorf("tpm: devid: create SRK: %w", err)
+		return 0, tpm2.TPM2BName{}, fmt.Errorf("tpm: devid: %w", err)
 	}
-	return rsp.ObjectHandle, rsp.Name, nil
+	return h, name, nil
 }
 
 // loadUnder loads a key's blobs under the SRK of tmpl and flushes the SRK.

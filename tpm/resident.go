@@ -149,12 +149,19 @@ func (t *TPM) newResidentKey(public, private []byte) (*ResidentKey, error) {
 	return k, nil
 }
 
-// loadSRK creates the storage root key: a primary key, which the TPM
-// derives again identically from its owner seed, so it need not be kept.
+// loadSRK creates the storage root key of resident keys.
 func (t *TPM) loadSRK() (tpm2.TPMHandle, tpm2.TPM2BName, error) {
+	return t.createSRK(tpm2.ECCSRKTemplate, nil)
+}
+
+// createSRK creates the storage root key of tmpl in the owner hierarchy
+// (ownerAuth is its password, usually empty): a primary key, which the
+// TPM derives again identically from its owner seed, so it need not be
+// kept loaded or persisted.
+func (t *TPM) createSRK(tmpl tpm2.TPMTPublic, ownerAuth []byte) (tpm2.TPMHandle, tpm2.TPM2BName, error) {
 	rsp, err := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.TPMRHOwner,
-		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(ownerAuth)},
+		InPublic:      tpm2.New2B(tmpl),
 	}.Execute(t)
 	if err != nil {
 		return 0, tpm2.TPM2BName{}, fmt.Errorf("tpm: create SRK: %w", err)
