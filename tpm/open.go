@@ -91,6 +91,11 @@ func Shared(path string) (t *TPM, release func(), err error) {
 	if path == "" {
 		path = DefaultPath
 	}
+	// One socket, two spellings ("/run/swtpm.sock", "unix:///run/swtpm.sock")
+	// must not become two connections: a swtpm serves one at a time.
+	if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		path = "unix://" + path
+	}
 	shared.Lock()
 	defer shared.Unlock()
 	s, ok := shared.m[path]

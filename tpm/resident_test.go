@@ -205,6 +205,16 @@ func TestShared(t *testing.T) {
 	if t1 != t2 {
 		t.Fatal("two connections for one path")
 	}
+	if p, ok := strings.CutPrefix(fleet.TPMs[0].Path, "unix://"); ok {
+		t3, rel, err := tpm.Shared(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if t3 != t1 {
+			t.Error("the socket's bare path opened a second connection")
+		}
+		rel()
+	}
 	rel1()
 	rel1() // a second release of the same reference is a no-op
 	if _, err := t2.Handles(); err != nil {
