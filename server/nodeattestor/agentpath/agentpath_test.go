@@ -68,7 +68,7 @@ func TestRender(t *testing.T) {
 		{`/{{ "/a/b/c.pem" | base }}/{{ "/a/b/c.pem" | ext }}/{{ "/a//b/../c" | clean | trimPrefix "/" }}`, "/c.pem/.pem/a/c"},
 		{`/{{ (urlParse "https://host.example:8443/p").hostname }}`, "/host.example"},
 		{`/{{ list 3 1 2 | reverse | toStrings | join "" }}/{{ seq 3 | nospace }}`, "/213/123"},
-		{`/{{ dict "a" "x" "b" "y" | values | toStrings | join "" }}`, "/xy"},
+		{`/{{ dict "a" "x" "b" "y" | values | toStrings | sortAlpha | join "" }}`, "/xy"},
 		{`/{{ plural "node" "nodes" (len .SANs) }}/{{ repeat 2 "ab" }}`, "/nodes/abab"},
 		{`/{{ dig "zone" "none" .Labels }}/{{ dig "nope" "none" .Labels }}`, "/eu-1/none"},
 	} {
