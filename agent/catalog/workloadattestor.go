@@ -19,6 +19,9 @@ var WorkloadAttestors = catalog.Table[Deps, workloadapi.Attestor]{
 	Builtins: []catalog.Builtin[Deps, workloadapi.Attestor]{
 		{Name: unix.SelectorType, New: newUnix},
 		{Name: lineage.SelectorType, New: newLineage},
+		{Name: "docker", New: newDocker},
+		{Name: "k8s", New: newK8s},
+		{Name: "systemd", New: newSystemd},
 	},
 }
 
