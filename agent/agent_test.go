@@ -63,8 +63,8 @@ func TestNewErrors(t *testing.T) {
 		{"unknown NodeAttestor", []string{`KeyManager "memory" {}`, `NodeAttestor "k8s_sat" {}`, `WorkloadAttestor "unix" {}`},
 			`agent.conf:11: NodeAttestor "k8s_sat": unknown NodeAttestor plugin "k8s_sat" (supported: join_token, tpm, aws_iid, azure_msi, gcp_iit, k8s_psat, x509pop, sshpop, tpm_devid)`},
 		{"unknown second WorkloadAttestor", []string{`KeyManager "memory" {}`, `NodeAttestor "join_token" {}`,
-			`WorkloadAttestor "lineage" { plugin_data { disable_ebpf = true } }`, `WorkloadAttestor "docker" {}`},
-			`agent.conf:13: WorkloadAttestor "docker": unknown WorkloadAttestor plugin "docker" (supported: unix, lineage)`},
+			`WorkloadAttestor "lineage" { plugin_data { disable_ebpf = true } }`, `WorkloadAttestor "windows" {}`},
+			`agent.conf:13: WorkloadAttestor "windows": unknown WorkloadAttestor plugin "windows" (supported: unix, lineage, docker, k8s, systemd)`},
 		{"disk KeyManager without directory", []string{`KeyManager "disk" { plugin_data {} }`, `NodeAttestor "join_token" {}`, `WorkloadAttestor "unix" {}`},
 			`agent.conf:10: KeyManager "disk".plugin_data.directory: is required`},
 	} {

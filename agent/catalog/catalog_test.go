@@ -40,7 +40,7 @@ func tables() []table {
 var wantNames = map[string][]string{
 	config.TypeKeyManager:       {"memory", "disk", "tpm"},
 	config.TypeNodeAttestor:     {"join_token", "tpm", "aws_iid", "azure_msi", "gcp_iit", "k8s_psat", "x509pop", "sshpop", "tpm_devid"},
-	config.TypeWorkloadAttestor: {"unix", "lineage"},
+	config.TypeWorkloadAttestor: {"unix", "lineage", "docker", "k8s", "systemd"},
 	// SPIRE's built-in SVID stores are cloud secret managers; only
 	// external ones load here.
 	config.TypeSVIDStore: {},

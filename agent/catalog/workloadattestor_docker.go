@@ -11,6 +11,9 @@ import (
 // newDocker builds the "docker" workload attestor. It is being written
 // (issue 13); until then a configuration that names it fails at start-up
 // rather than running without the selectors its entries need.
-func newDocker(context.Context, hclconf.Plugin, Deps) (workloadapi.Attestor, error) {
+func newDocker(_ context.Context, p hclconf.Plugin, _ Deps) (workloadapi.Attestor, error) {
+	if err := p.DecodeData(&struct{}{}); err != nil {
+		return nil, err
+	}
 	return nil, errors.New("WorkloadAttestor \"docker\" is not built into this agent yet")
 }

@@ -11,6 +11,9 @@ import (
 // newK8s builds the "k8s" workload attestor. It is being written
 // (issue 13); until then a configuration that names it fails at start-up
 // rather than running without the selectors its entries need.
-func newK8s(context.Context, hclconf.Plugin, Deps) (workloadapi.Attestor, error) {
+func newK8s(_ context.Context, p hclconf.Plugin, _ Deps) (workloadapi.Attestor, error) {
+	if err := p.DecodeData(&struct{}{}); err != nil {
+		return nil, err
+	}
 	return nil, errors.New("WorkloadAttestor \"k8s\" is not built into this agent yet")
 }
