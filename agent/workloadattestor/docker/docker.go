@@ -1,0 +1,316 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	dockerclient "github.com/docker/docker/client"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+)
+
+// SelectorType is the type of every selector this attestor emits.
+const SelectorType = "docker"
+
+// DefaultSocketPath is where SPIRE looks for the engine when
+// docker_socket_path is not set.
+const DefaultSocketPath = "unix:///var/run/docker.sock"
+
+// Defaults of the bounds that SPIRE leaves open.
+const (
+	// DefaultInspectTimeout bounds one attestation's calls to the engine,
+	// SPIRE's retries included: an engine that hangs fails the call rather
+	// than the caller's whole Workload API request.
+	DefaultInspectTimeout = 5 * time.Second
+	// DefaultCacheSize bounds how many containers' inspect results are kept.
+	DefaultCacheSize = 1024
+)
+
+// SPIRE retries a failed inspect three times, waiting 100 ms, 200 ms and
+// 400 ms.
+const (
+	retries        = 3
+	initialBackoff = 100 * time.Millisecond
+)
+
+// Config mirrors the plugin_data of SPIRE's docker attestor, plus the
+// bounds SPIRE does not have.
+type Config struct {
+	// SocketPath is the engine's address (docker_socket_path), a
+	// unix:// or tcp:// URL; empty means DefaultSocketPath.
+	SocketPath string
+	// Version pins the engine API version (docker_version); empty
+	// negotiates it with the engine.
+	Version string
+	// ContainerIDCgroupMatchers are the legacy locator's patterns
+	// (container_id_cgroup_matchers); they need UseNewContainerLocator set
+	// to false.
+	ContainerIDCgroupMatchers []string
+	// UseNewContainerLocator (use_new_container_locator) defaults to true,
+	// as in SPIRE v1.13.
+	UseNewContainerLocator *bool
+	// VerboseContainerLocatorLogs logs, at debug level, every cgroup mount
+	// root and cgroup path the locator looked at
+	// (verbose_container_locator_logs).
+	VerboseContainerLocatorLogs bool
+	// Sigstore reports that experimental.sigstore was configured. It is
+	// accepted, so SPIRE configurations load, and logged as not acted on.
+	Sigstore bool
+	// InspectTimeout overrides DefaultInspectTimeout.
+	InspectTimeout time.Duration
+	// CacheSize overrides DefaultCacheSize.
+	CacheSize int
+	// Log receives the attestor's log lines; nil discards them.
+	Log *slog.Logger
+}
+
+// ConfigError is a configuration New refuses, with the plugin_data key at
+// fault.
+type ConfigError struct {
+	Key string
+	Err error
+}
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Attestor is the docker workload attestor. Close it to stop its
+// subscription to the engine's events.
+type Attestor struct {
+	log      *slog.Logger
+	host     string
+	client   *dockerclient.Client
+	matchers *Matchers // nil: the new locator
+	verbose  bool
+	timeout  time.Duration
+	procDir  string
+	cache    *cache
+
+	ctx    context.Context // ended by Close; bounds every engine call
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the event watcher has returned
+}
+
+// New checks cfg as SPIRE does, creates the engine client (it connects on
+// first use, so the engine may start after the agent) and starts watching
+// the engine's container events.
+func New(cfg Config) (*Attestor, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	useNew := cfg.UseNewContainerLocator == nil || *cfg.UseNewContainerLocator
+	var matchers *Matchers
+	if len(cfg.ContainerIDCgroupMatchers) > 0 {
+		if useNew {
+			return nil, &ConfigError{Key: "container_id_cgroup_matchers", Err: errors.New("the new container locator and custom cgroup matchers cannot both be used; please open an issue if the new container locator fails to locate workload containers in your environment; to continue using custom matchers set use_new_container_locator=false")}
+		}
+		m, err := NewMatchers(cfg.ContainerIDCgroupMatchers)
+		if err != nil {
+			return nil, &ConfigError{Key: "container_id_cgroup_matchers", Err: err}
+		}
+		matchers = m
+		log.Warn("Using the legacy container locator with custom cgroup matchers. This feature will be removed in a future release.")
+	}
+	if cfg.Sigstore {
+		log.Warn("experimental.sigstore is accepted but not acted on: image signatures are not verified and no sigstore selectors are emitted")
+	}
+	host := cfg.SocketPath
+	if host == "" {
+		host = DefaultSocketPath
+	}
+	opts := []dockerclient.Opt{dockerclient.WithHost(host)}
+	if cfg.Version == "" {
+		opts = append(opts, dockerclient.WithAPIVersionNegotiation())
+	} else {
+		opts = append(opts, dockerclient.WithVersion(cfg.Version))
+	}
+	cl, err := dockerclient.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, &ConfigError{Key: "docker_socket_path", Err: fmt.Errorf("client for %s: %w", host, err)}
+	}
+	a := &Attestor{
+		log:      log,
+		host:     host,
+		client:   cl,
+		matchers: matchers,
+		verbose:  cfg.VerboseContainerLocatorLogs,
+		timeout:  cmp(cfg.InspectTimeout, DefaultInspectTimeout),
+		procDir:  "/proc",
+		cache:    newCache(cmp(cfg.CacheSize, DefaultCacheSize)),
+		done:     make(chan struct{}),
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	go a.watch()
+	return a, nil
+}
+
+// cmp returns v, or def where v is not positive.
+func cmp[T int | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// Close stops the event watcher and the client. Calls still waiting on the
+// engine fail.
+func (a *Attestor) Close() error {
+	a.cancel()
+	<-a.done
+	return a.client.Close()
+}
+
+// Attest returns the docker selectors of the container pid runs in, none if
+// it runs in none. pidfd must refer to the same process (-1 only where no
+// pidfd exists; the PID-reuse check is then skipped).
+func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.Selector, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	if pid <= 0 {
+		return nil, fmt.Errorf("docker: invalid pid %d", pid)
+	}
+	proc, err := containerinfo.ReadProc(a.procDir, pid, pidfd)
+	if err != nil {
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	id, err := a.containerID(pid, proc)
+	if err != nil {
+		return nil, fmt.Errorf("docker: caller pid %d: %w", pid, err)
+	}
+	if id == "" {
+		// Not a container: nothing to add, as in SPIRE.
+		return nil, nil
+	}
+	vals, err := a.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	sel := make([]*types.Selector, len(vals))
+	for i, v := range vals {
+		sel[i] = &types.Selector{Type: SelectorType, Value: v}
+	}
+	return sel, nil
+}
+
+// containerID locates the caller's container with the configured locator.
+func (a *Attestor) containerID(pid int32, proc containerinfo.Proc) (string, error) {
+	if a.verbose {
+		for i, root := range proc.MountRoots {
+			a.log.Debug("PID mount enumerated", "pid", pid, "index", i+1, "total", len(proc.MountRoots), "root", root)
+		}
+		for i, cg := range proc.Cgroups {
+			a.log.Debug("PID cgroup enumerated", "pid", pid, "index", i+1, "total", len(proc.Cgroups), "path", cg.Path)
+		}
+	}
+	if a.matchers != nil {
+		paths := make([]string, len(proc.Cgroups))
+		for i, cg := range proc.Cgroups {
+			paths[i] = cg.Path
+		}
+		return a.matchers.containerID(paths)
+	}
+	info, err := proc.Locate(false)
+	if err != nil {
+		return "", err
+	}
+	return info.ContainerID, nil
+}
+
+// lookup returns the selector values of container id: from the cache, else
+// from one inspect shared by every caller that asks meanwhile. The caller's
+// ctx ends its own wait, not the shared inspect, which has its own bound.
+func (a *Attestor) lookup(ctx context.Context, id string) ([]string, error) {
+	vals, hit, f, start := a.cache.get(id)
+	if hit {
+		return vals, nil
+	}
+	if start {
+		go a.fetch(id, f)
+	}
+	select {
+	case <-f.done:
+		return f.vals, f.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("docker: inspect container %s: %w", id, ctx.Err())
+	}
+}
+
+// fetch inspects container id for flight f and caches the answer when it
+// may be.
+func (a *Attestor) fetch(id string, f *flight) {
+	ctx, cancel := context.WithTimeout(a.ctx, a.timeout)
+	defer cancel()
+	resp, err := a.inspect(ctx, id)
+	var vals []string
+	running := false
+	if err == nil {
+		vals, err = selectorValues(resp)
+		running = resp.ContainerJSONBase != nil && resp.State != nil && resp.State.Running
+	}
+	if err != nil {
+		switch {
+		case a.ctx.Err() != nil:
+			err = fmt.Errorf("docker: inspect container %s: attestor closed", id)
+		case ctx.Err() != nil:
+			err = fmt.Errorf("docker: inspect container %s: the engine at %s did not answer within %v: %w", id, a.host, a.timeout, err)
+		default:
+			err = fmt.Errorf("docker: inspect container %s at %s: %w", id, a.host, err)
+		}
+		a.log.Warn("Docker inspect failed", "container_id", id, "error", err)
+	}
+	a.cache.finish(id, f, vals, err, running)
+}
+
+// inspect calls the engine with SPIRE's retries, within ctx.
+func (a *Attestor) inspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	backoff := initialBackoff
+	for i := 0; ; i++ {
+		resp, err := a.client.ContainerInspect(ctx, id)
+		if err == nil || i == retries || ctx.Err() != nil {
+			return resp, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return resp, err
+		case <-t.C:
+		}
+		backoff *= 2
+	}
+}
+
+// selectorValues turns an inspect answer into SPIRE's selector values:
+// every label, every environment entry, and the image the container was
+// created from (Config.Image, which SPIRE calls image_id). Labels are
+// sorted, since they come from a map.
+func selectorValues(resp container.InspectResponse) ([]string, error) {
+	cfg := resp.Config
+	if cfg == nil {
+		return nil, errors.New("engine answer has no container Config")
+	}
+	keys := make([]string, 0, len(cfg.Labels))
+	for k := range cfg.Labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	vals := make([]string, 0, len(keys)+len(cfg.Env)+1)
+	for _, k := range keys {
+		vals = append(vals, "label:"+k+":"+cfg.Labels[k])
+	}
+	for _, e := range cfg.Env {
+		vals = append(vals, "env:"+e)
+	}
+	if cfg.Image != "" {
+		vals = append(vals, "image_id:"+cfg.Image)
+	}
+	return vals, nil
+}
