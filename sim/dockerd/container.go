@@ -55,7 +55,7 @@ func (d *Daemon) Run(tb testing.TB, o RunOptions) *Container {
 }
 
 // RunToExit runs a container to its end (bounded by a minute) and returns
-// its exit code and output (stdout then stderr). The container is removed.
+// its exit code and output (stdout then stderr), and removes it.
 func (d *Daemon) RunToExit(tb testing.TB, o RunOptions) (code int, output string) {
 	tb.Helper()
 	id := d.create(tb, o)
@@ -75,7 +75,13 @@ func (d *Daemon) RunToExit(tb testing.TB, o RunOptions) (code int, output string
 	case err := <-errC:
 		tb.Fatalf("dockerd: wait for container %.12s: %v; output:\n%s", id, err, d.logs(id))
 	}
-	return code, d.logs(id)
+	output = d.logs(id)
+	// Now rather than at cleanup, so a test that polls with containers
+	// does not pile them up.
+	if err := d.Client.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil {
+		tb.Errorf("dockerd: remove container %.12s: %v", id, err)
+	}
+	return code, output
 }
 
 // create creates a container from o and schedules its removal.
