@@ -1,0 +1,17 @@
+// Package containerinfo tells which container (and Kubernetes pod) a process
+// runs in, from its cgroups: the parsing and locating that the docker and
+// k8s workload attestors share.
+//
+// ParseCgroups reads /proc/<pid>/cgroup (cgroup v1, v2 and hybrid hosts);
+// Extract applies SPIRE's "new container locator" rules to cgroup paths or
+// cgroup mount roots; ReadProc reads a live caller's files through a
+// /proc/<pid> directory handle confirmed with the caller's pidfd, so that a
+// caller that exited, and whose PID another process took, is refused rather
+// than described as its successor. Proc.Locate puts these together.
+//
+// Locate trusts the cgroup file first and mountinfo only when the cgroup
+// paths name no container, as SPIRE does since it learned that a workload
+// can bind-mount another container's cgroup into its own mount namespace
+// (mountinfo is the workload's to shape; /proc/<pid>/cgroup is the
+// kernel's).
+package containerinfo
