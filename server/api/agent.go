@@ -350,6 +350,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 		}
 		return status.Errorf(codes.PermissionDenied, "failed to attest: %v", err)
 	}
+	noteAttestAgentID(ctx, res.AgentID.String())
 	if !res.AgentID.MemberOf(s.api.cfg.TrustDomain) {
 		return status.Errorf(codes.Internal, "attestor returned agent ID %q outside the trust domain", res.AgentID)
 	}

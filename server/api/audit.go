@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
+	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -21,10 +22,11 @@ import (
 // authorized call when audit_log_enabled is set: the outcome (status,
 // status_code, status_message), the caller (caller_addr for TCP callers,
 // caller_id for SVID holders), request_id, service and method, and a few
-// request fields under SPIRE's names. A successful entry or X.509-SVID
-// batch gives one line per item with that item's status, as in SPIRE
-// (federated-bundle batches still give one line per call). Callers on the
-// admin socket get caller_uid, caller_gid and caller_path.
+// request fields under SPIRE's names. A successful entry, X.509-SVID or
+// federated-bundle batch gives one line per item with that item's status,
+// as in SPIRE. Callers on the admin socket get caller_uid, caller_gid and
+// caller_path; AttestAgent's line gets agent_id once the attestor has
+// named the agent.
 func (a *API) audit(ctx context.Context, fullMethod string, err error, req, resp any) {
 	if !a.cfg.AuditLog {
 		return
@@ -43,6 +45,9 @@ func (a *API) audit(ctx context.Context, fullMethod string, err error, req, resp
 		args = append(args, "caller_id", c.ID.String())
 	}
 	args = append(args, localCallerFields(ctx)...)
+	if f, ok := ctx.Value(attestFirstKey{}).(*attestFirst); ok && f.agentID != "" {
+		args = append(args, "agent_id", f.agentID)
+	}
 	if err == nil {
 		if items := batchItems(req, resp); items != nil {
 			for _, it := range items {
@@ -153,6 +158,26 @@ func batchItems(req, resp any) []auditItem {
 		q, _ := req.(*entryv1.BatchDeleteEntryRequest)
 		for i, res := range r.Results {
 			items = append(items, auditItem{[]any{"entry_id", item(q.GetIds(), i)}, res.Status})
+		}
+	case *bundlev1.BatchCreateFederatedBundleResponse:
+		q, _ := req.(*bundlev1.BatchCreateFederatedBundleRequest)
+		for i, res := range r.Results {
+			items = append(items, auditItem{bundleFields(item(q.GetBundle(), i), nil), res.Status})
+		}
+	case *bundlev1.BatchUpdateFederatedBundleResponse:
+		q, _ := req.(*bundlev1.BatchUpdateFederatedBundleRequest)
+		for i, res := range r.Results {
+			items = append(items, auditItem{bundleFields(item(q.GetBundle(), i), q.GetInputMask()), res.Status})
+		}
+	case *bundlev1.BatchSetFederatedBundleResponse:
+		q, _ := req.(*bundlev1.BatchSetFederatedBundleRequest)
+		for i, res := range r.Results {
+			items = append(items, auditItem{bundleFields(item(q.GetBundle(), i), nil), res.Status})
+		}
+	case *bundlev1.BatchDeleteFederatedBundleResponse:
+		q, _ := req.(*bundlev1.BatchDeleteFederatedBundleRequest)
+		for i, res := range r.Results {
+			items = append(items, auditItem{[]any{"trust_domain_id", item(q.GetTrustDomains(), i), "mode", q.GetMode().String()}, res.Status})
 		}
 	default:
 		return nil

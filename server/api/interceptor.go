@@ -89,6 +89,9 @@ func (w *wrappedStream) Context() context.Context { return w.ctx }
 // and must not write anything the interceptor reads.
 type attestFirst struct {
 	req *agentv1.AttestAgentRequest
+	// agentID is the agent the attestor named, for the audit line (as
+	// SPIRE adds agent_id once it is known, success or not).
+	agentID string
 }
 
 type attestFirstKey struct{}
@@ -98,6 +101,14 @@ type attestFirstKey struct{}
 func noteAttestFirst(ctx context.Context, req *agentv1.AttestAgentRequest) {
 	if f, ok := ctx.Value(attestFirstKey{}).(*attestFirst); ok && f.req == nil && req.GetParams() != nil {
 		f.req = req
+	}
+}
+
+// noteAttestAgentID records the agent the attestor named, for the audit
+// line of the call that came through StreamInterceptor.
+func noteAttestAgentID(ctx context.Context, id string) {
+	if f, ok := ctx.Value(attestFirstKey{}).(*attestFirst); ok {
+		f.agentID = id
 	}
 }
 
