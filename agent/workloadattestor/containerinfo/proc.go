@@ -36,6 +36,17 @@ type Proc struct {
 // exited and whose PID was reused is refused, never read as the new holder.
 // Pass pidfd -1 only where no pidfd exists; the check is then skipped.
 func ReadProc(procDir string, pid int32, pidfd int) (Proc, error) {
+	return readProc(procDir, pid, pidfd, true)
+}
+
+// ReadCgroups is ReadProc for a caller that needs only /proc/<pid>/cgroup
+// (the systemd attestor): it never reads mountinfo.
+func ReadCgroups(procDir string, pid int32, pidfd int) ([]Cgroup, error) {
+	p, err := readProc(procDir, pid, pidfd, false)
+	return p.Cgroups, err
+}
+
+func readProc(procDir string, pid int32, pidfd int, mounts bool) (Proc, error) {
 	if pid <= 0 {
 		return Proc{}, fmt.Errorf("containerinfo: invalid pid %d", pid)
 	}
@@ -58,7 +69,7 @@ func ReadProc(procDir string, pid int32, pidfd int) (Proc, error) {
 		}
 		return Proc{}, fmt.Errorf("containerinfo: /proc/%d/cgroup: %w", pid, err)
 	}
-	if !hasContainerID(p.CgroupPaths()) {
+	if mounts && !hasContainerID(p.CgroupPaths()) {
 		b, err := readAt(dirfd, "mountinfo", maxMountInfoBytes)
 		if err != nil {
 			return Proc{}, fmt.Errorf("containerinfo: read /proc/%d/mountinfo: %w", pid, err)

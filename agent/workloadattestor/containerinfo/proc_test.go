@@ -206,6 +206,9 @@ func TestReadProcUnparsable(t *testing.T) {
 	if _, err := containerinfo.ReadProc(proc, 77, -1); err == nil || !strings.Contains(err.Error(), "mountinfo") {
 		t.Fatalf("ReadProc with a garbage mountinfo = %v, want a parse error", err)
 	}
+	if cgs, err := containerinfo.ReadCgroups(proc, 77, -1); err != nil || len(cgs) != 1 {
+		t.Fatalf("ReadCgroups, which has no use for mountinfo, = %+v, %v", cgs, err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "mountinfo"), []byte("30 1 0:26 /../../docker-"+strings.Repeat("ab", 32)+".scope /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
