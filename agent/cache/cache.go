@@ -15,6 +15,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/spiffe-hw/spire-hw/telemetry"
 )
 
 // EntryID returns the SPIFFE ID an entry issues.
@@ -47,13 +50,19 @@ type Cache struct {
 	bundle    *spiffebundle.Bundle
 	federated map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	subs      map[*subscription]struct{}
+	// fedChanged holds the trust domains whose federated bundle changed
+	// since the last SetEntries, which counts their entries as updated.
+	fedChanged map[spiffeid.TrustDomain]struct{}
+
+	metrics *telemetry.Metrics
 }
 
 type selectorKey struct{ typ, value string }
 
 // New returns an empty cache for trust domain td. clock decides which SVIDs
-// have expired; nil means time.Now.
-func New(td spiffeid.TrustDomain, clock func() time.Time) *Cache {
+// have expired; nil means time.Now. metrics receives SPIRE's LRU cache
+// metrics (see SetEntries and SetSVIDs); nil drops them.
+func New(td spiffeid.TrustDomain, clock func() time.Time, metrics *telemetry.Metrics) *Cache {
 	if clock == nil {
 		clock = time.Now
 	}
@@ -65,14 +74,62 @@ func New(td spiffeid.TrustDomain, clock func() time.Time) *Cache {
 		svids:     map[string]Identity{},
 		federated: map[spiffeid.TrustDomain]*spiffebundle.Bundle{},
 		subs:      map[*subscription]struct{}{},
+		metrics:   metrics,
 	}
 }
 
-// SetEntries replaces the set of authorized entries. SVIDs of entries that
-// are gone are dropped.
-func (c *Cache) SetEntries(entries []*types.Entry) {
+// SetEntries replaces the set of authorized entries and reports whether it
+// differs from the one held. SVIDs of entries that are gone are dropped.
+//
+// Call it on every sync, changed or not: as SPIRE's LRU cache does on each
+// of its updates, it emits lru_cache_entry_add, lru_cache_entry_remove and
+// lru_cache_entry_update (zero included), and the lru_cache_record_map_size
+// and lru_cache_svid_map_size gauges. An update is SPIRE's: a known entry
+// whose selectors or federates_with changed, or one of whose federated
+// bundles changed since the last call; a change of its other fields (a
+// TTL, DNS names) is not counted, though it is a change.
+func (c *Cache) SetEntries(entries []*types.Entry) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	added, updated, changed := 0, 0, false
+	seen := make(map[string]struct{}, len(entries))
+	for _, e := range entries {
+		seen[e.Id] = struct{}{}
+		old, ok := c.entries[e.Id]
+		if !ok {
+			added++
+			changed = true
+			continue
+		}
+		differs := old != e && !proto.Equal(old, e)
+		changed = changed || differs
+		if differs && (!sameSelectors(old.Selectors, e.Selectors) || !sameStrings(old.FederatesWith, e.FederatesWith)) ||
+			c.federatedChangedLocked(e) {
+			updated++
+		}
+	}
+	removed := 0
+	for id := range c.entries {
+		if _, ok := seen[id]; !ok {
+			removed++
+		}
+	}
+	changed = changed || removed > 0 || len(seen) != len(entries)
+	c.fedChanged = nil
+	if changed {
+		c.replaceEntriesLocked(entries)
+	}
+	records, svids := len(c.entries), len(c.svids)
+	c.mu.Unlock()
+
+	c.metrics.IncrCounter([]string{"lru_cache_entry_add"}, float32(added))
+	c.metrics.IncrCounter([]string{"lru_cache_entry_update"}, float32(updated))
+	c.metrics.IncrCounter([]string{"lru_cache_entry_remove"}, float32(removed))
+	c.metrics.SetGauge([]string{"lru_cache_record_map_size"}, float32(records))
+	c.metrics.SetGauge([]string{"lru_cache_svid_map_size"}, float32(svids))
+	return changed
+}
+
+func (c *Cache) replaceEntriesLocked(entries []*types.Entry) {
 	c.entries = make(map[string]*types.Entry, len(entries))
 	c.index = map[selectorKey]map[string]struct{}{}
 	for _, e := range entries {
@@ -93,13 +150,62 @@ func (c *Cache) SetEntries(entries []*types.Entry) {
 	c.notifyLocked()
 }
 
+// federatedChangedLocked reports whether a bundle e federates with changed
+// since the last SetEntries.
+func (c *Cache) federatedChangedLocked(e *types.Entry) bool {
+	if len(c.fedChanged) == 0 {
+		return false
+	}
+	for _, name := range e.FederatesWith {
+		if td, err := spiffeid.TrustDomainFromString(name); err == nil {
+			if _, ok := c.fedChanged[td]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sameSelectors compares two selector lists as sets.
+func sameSelectors(a, b []*types.Selector) bool {
+	as := newSelectorSet(a)
+	bs := newSelectorSet(b)
+	if len(as) != len(bs) {
+		return false
+	}
+	for k := range as {
+		if _, ok := bs[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// sameStrings compares two string lists as sets.
+func sameStrings(a, b []string) bool {
+	as := make(map[string]struct{}, len(a))
+	for _, s := range a {
+		as[s] = struct{}{}
+	}
+	bs := make(map[string]struct{}, len(b))
+	for _, s := range b {
+		if _, ok := as[s]; !ok {
+			return false
+		}
+		bs[s] = struct{}{}
+	}
+	return len(as) == len(bs)
+}
+
 // SetSVIDs stores SVIDs by entry ID; SVIDs for unknown entries are ignored.
 // An SVID's Entry is the entry as it was when the SVID was issued (its
 // revision tells the manager whether to re-issue); nil means the current
 // one. Workloads always see the current entry.
+//
+// It sets lru_cache_svid_map_size, as SPIRE's cache does when it stores
+// SVIDs.
 func (c *Cache) SetSVIDs(svids map[string]Identity) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for id, s := range svids {
 		e, ok := c.entries[id]
 		if !ok || len(s.SVID) == 0 || s.PrivateKey == nil {
@@ -111,6 +217,9 @@ func (c *Cache) SetSVIDs(svids map[string]Identity) {
 		c.svids[id] = s
 	}
 	c.notifyLocked()
+	n := len(c.svids)
+	c.mu.Unlock()
+	c.metrics.SetGauge([]string{"lru_cache_svid_map_size"}, float32(n))
 }
 
 // SetBundle replaces the trust domain's bundle.
@@ -125,11 +234,27 @@ func (c *Cache) SetBundle(b *spiffebundle.Bundle) {
 func (c *Cache) SetFederatedBundles(bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.federated = make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(bundles))
+	next := make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(bundles))
 	for td, b := range bundles {
-		c.federated[td] = b
+		if old, ok := c.federated[td]; !ok || !old.Equal(b) {
+			c.markFederatedChangedLocked(td)
+		}
+		next[td] = b
 	}
+	for td := range c.federated {
+		if _, ok := next[td]; !ok {
+			c.markFederatedChangedLocked(td)
+		}
+	}
+	c.federated = next
 	c.notifyLocked()
+}
+
+func (c *Cache) markFederatedChangedLocked(td spiffeid.TrustDomain) {
+	if c.fedChanged == nil {
+		c.fedChanged = map[spiffeid.TrustDomain]struct{}{}
+	}
+	c.fedChanged[td] = struct{}{}
 }
 
 // Refresh re-evaluates every subscription, so that readers stop seeing

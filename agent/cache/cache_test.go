@@ -14,6 +14,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/spiffe-hw/spire-hw/telemetry"
+	"github.com/spiffe-hw/spire-hw/telemetry/telemetrytest"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -51,7 +55,7 @@ func ids(u *WorkloadUpdate) []string {
 }
 
 func TestMatching(t *testing.T) {
-	c := New(td, nil)
+	c := New(td, nil, nil)
 	entries := []*types.Entry{
 		entry("a", "/a", sel("unix", "uid:1000")),
 		entry("b", "/b", sel("unix", "uid:1000"), sel("unix", "gid:1000")),
@@ -90,7 +94,7 @@ func TestMatching(t *testing.T) {
 
 func TestWorkloadUpdateFiltersUnusableSVIDs(t *testing.T) {
 	now := time.Now()
-	c := New(td, func() time.Time { return now })
+	c := New(td, func() time.Time { return now }, nil)
 	good := entry("good", "/good", sel("t", "1"))
 	expired := entry("expired", "/expired", sel("t", "1"))
 	renamed := entry("renamed", "/new-name", sel("t", "1"))
@@ -114,7 +118,7 @@ func TestWorkloadUpdateFiltersUnusableSVIDs(t *testing.T) {
 }
 
 func TestFederatedBundles(t *testing.T) {
-	c := New(td, nil)
+	c := New(td, nil, nil)
 	fedTD := spiffeid.RequireTrustDomainFromString("other.org")
 	unusedTD := spiffeid.RequireTrustDomainFromString("unused.org")
 	e := entry("a", "/a", sel("t", "1"))
@@ -155,7 +159,7 @@ func noUpdate(t *testing.T, s Subscription) {
 }
 
 func TestSubscriptions(t *testing.T) {
-	c := New(td, nil)
+	c := New(td, nil, nil)
 	a := entry("a", "/a", sel("t", "1"))
 	b := entry("b", "/b", sel("t", "2"))
 	c.SetEntries([]*types.Entry{a, b})
@@ -186,7 +190,7 @@ func TestSubscriptions(t *testing.T) {
 }
 
 func TestSlowReaderSeesLatest(t *testing.T) {
-	c := New(td, nil)
+	c := New(td, nil, nil)
 	a := entry("a", "/a", sel("t", "1"))
 	c.SetEntries([]*types.Entry{a})
 	s := c.Subscribe(context.Background(), []*types.Selector{sel("t", "1")})
@@ -204,7 +208,7 @@ func TestSlowReaderSeesLatest(t *testing.T) {
 }
 
 func TestFinish(t *testing.T) {
-	c := New(td, nil)
+	c := New(td, nil, nil)
 	s := c.Subscribe(context.Background(), []*types.Selector{sel("t", "1")})
 	s.Finish()
 	s.Finish() // idempotent
@@ -233,4 +237,82 @@ func TestFinish(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d subscriptions left registered", n)
 	}
+}
+
+// TestLRUMetrics: SetEntries counts SPIRE's added, updated and removed
+// entries on every call (an update being a change of selectors,
+// federates_with or a federated bundle, not of other fields) and reports
+// the map sizes; SetSVIDs reports the SVID map's.
+func TestLRUMetrics(t *testing.T) {
+	r := telemetrytest.New(t, telemetry.AgentService)
+	c := New(td, nil, r.Metrics)
+	check := func(step string, add, update, remove, records, svids float64) {
+		t.Helper()
+		for name, want := range map[string]float64{
+			"spire_agent_lru_cache_entry_add":    add,
+			"spire_agent_lru_cache_entry_update": update,
+			"spire_agent_lru_cache_entry_remove": remove,
+		} {
+			if got := r.Counter(name); got != want {
+				t.Errorf("%s: %s = %v, want %v", step, name, got, want)
+			}
+		}
+		if got := r.Gauge("spire_agent_lru_cache_record_map_size"); got != records {
+			t.Errorf("%s: record map size %v, want %v", step, got, records)
+		}
+		if got := r.Gauge("spire_agent_lru_cache_svid_map_size"); got != svids {
+			t.Errorf("%s: SVID map size %v, want %v", step, got, svids)
+		}
+	}
+	a := entry("a", "/a", sel("t", "1"))
+	b := entry("b", "/b", sel("t", "2"))
+	if !c.SetEntries([]*types.Entry{a, b}) {
+		t.Fatal("first SetEntries reported no change")
+	}
+	check("first", 2, 0, 0, 2, 0)
+
+	// The same entries, or equal copies, change nothing; zero is still
+	// emitted, as SPIRE emits on every sync.
+	if c.SetEntries([]*types.Entry{a, proto.Clone(b).(*types.Entry)}) {
+		t.Fatal("equal entries reported as a change")
+	}
+	check("unchanged", 2, 0, 0, 2, 0)
+
+	// A new revision with the same selectors is a change, not an update.
+	a2 := proto.Clone(a).(*types.Entry)
+	a2.RevisionNumber, a2.X509SvidTtl = 1, 60
+	if !c.SetEntries([]*types.Entry{a2, b}) {
+		t.Fatal("a new revision reported no change")
+	}
+	check("revision", 2, 0, 0, 2, 0)
+
+	// New selectors, or a new federates_with, are updates.
+	b2 := entry("b", "/b", sel("t", "2"), sel("t", "3"))
+	a3 := proto.Clone(a2).(*types.Entry)
+	a3.FederatesWith = []string{"other.org"}
+	c.SetEntries([]*types.Entry{a3, b2})
+	check("selectors and federates_with", 2, 2, 0, 2, 0)
+
+	// Selectors reordered are the same set.
+	b3 := entry("b", "/b", sel("t", "3"), sel("t", "2"))
+	c.SetEntries([]*types.Entry{a3, b3})
+	check("reordered", 2, 2, 0, 2, 0)
+
+	// A federated bundle that changed updates the entries federating with
+	// it, once.
+	other := spiffeid.RequireTrustDomainFromString("other.org")
+	c.SetFederatedBundles(map[spiffeid.TrustDomain]*spiffebundle.Bundle{other: spiffebundle.New(other)})
+	if c.SetEntries([]*types.Entry{a3, b3}) {
+		t.Fatal("a bundle change reported as an entry change")
+	}
+	check("federated bundle", 2, 3, 0, 2, 0)
+	c.SetEntries([]*types.Entry{a3, b3})
+	check("federated bundle again", 2, 3, 0, 2, 0)
+
+	c.SetSVIDs(map[string]Identity{"a": svidFor(t, a3, time.Now().Add(time.Hour)), "unknown": svidFor(t, a3, time.Now().Add(time.Hour))})
+	check("SVID", 2, 3, 0, 2, 1)
+
+	// Removing an entry drops its SVID.
+	c.SetEntries([]*types.Entry{b3})
+	check("removed", 2, 3, 1, 1, 0)
 }

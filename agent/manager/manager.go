@@ -91,8 +91,10 @@ type Config struct {
 	Clock func() time.Time
 	// Log receives the manager's events; nil discards them.
 	Log *slog.Logger
-	// Metrics gets SPIRE's node.attestor.new_svid, agent_svid.rotate and
-	// manager.sync call counters; nil drops them.
+	// Metrics gets SPIRE's agent metrics: node.attestor.new_svid,
+	// agent_svid.rotate, manager.sync, agent_key_manager (KeyManager is
+	// wrapped with keymanager.WithMetrics), the cache_manager ones and the
+	// cache's lru_cache ones; nil drops them.
 	Metrics *telemetry.Metrics
 }
 
@@ -135,6 +137,11 @@ type Manager struct {
 	// taintRenewedAt is when the run loop last renewed the agent SVID
 	// because it chained to a tainted authority; only Run uses it.
 	taintRenewedAt time.Time
+	// taintedX509Seen (by DER) and taintedJWTSeen (by key ID) are the
+	// tainted authorities processTainted has handled; only the run loop
+	// uses them.
+	taintedX509Seen map[string]struct{}
+	taintedJWTSeen  map[string]struct{}
 }
 
 // New loads the persisted state from DataDir and returns a Manager that
@@ -167,6 +174,7 @@ func New(cfg Config) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.KeyManager = keymanager.WithMetrics(cfg.KeyManager, cfg.Metrics)
 	cl, err := client.New(client.Config{
 		ServerAddress:     cfg.ServerAddress,
 		TrustDomain:       cfg.TrustDomain,
@@ -186,7 +194,7 @@ func New(cfg Config) (*Manager, error) {
 		log:     log,
 		clock:   cfg.Clock,
 		client:  cl,
-		cache:   cache.New(cfg.TrustDomain, cfg.Clock),
+		cache:   cache.New(cfg.TrustDomain, cfg.Clock, cfg.Metrics),
 		store:   st,
 		stored:  newStoredSVIDs(cfg.SVIDStores, cfg.TrustDomain, log),
 		bundles: map[string]*types.Bundle{},

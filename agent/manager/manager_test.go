@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/keymanager/disk"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor/jointoken"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -44,6 +45,8 @@ type agentSetup struct {
 	addr  string
 	token string
 	ca    *testCA
+	// metrics, if set, receives the manager's metrics.
+	metrics *telemetry.Metrics
 }
 
 func newManager(t *testing.T, a agentSetup, insecure bool) *Manager {
@@ -55,7 +58,7 @@ func newManager(t *testing.T, a agentSetup, insecure bool) *Manager {
 	cfg := Config{
 		TrustDomain: testTD, ServerAddress: a.addr, DataDir: a.dir,
 		NodeAttestor: jointoken.New(a.token), KeyManager: km, SyncInterval: 100 * time.Millisecond,
-		InsecureBootstrap: insecure,
+		InsecureBootstrap: insecure, Metrics: a.metrics,
 	}
 	if !insecure {
 		cfg.TrustBundle = []*x509.Certificate{a.ca.cert}

@@ -127,6 +127,9 @@ type fakeServer struct {
 	jwtCalls         int
 	federatedAsked   []string
 	federatedBundles map[string]*types.Bundle
+	// tainted marks the CA's X.509 authority and JWT key tainted in the
+	// bundle, as localauthority taint does (the CA goes on signing).
+	tainted bool
 }
 
 func (s *fakeServer) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
@@ -359,7 +362,13 @@ func (s *fakeServer) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDReque
 }
 
 func (s *fakeServer) GetBundle(context.Context, *bundlev1.GetBundleRequest) (*types.Bundle, error) {
-	return s.ca.bundle(), nil
+	b := s.ca.bundle()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tainted {
+		b.X509Authorities[0].Tainted, b.JwtAuthorities[0].Tainted = true, true
+	}
+	return b, nil
 }
 
 func (s *fakeServer) GetFederatedBundle(ctx context.Context, req *bundlev1.GetFederatedBundleRequest) (*types.Bundle, error) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -17,18 +16,16 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // sync brings entries, bundles and SVIDs up to date with the server.
 // Entries marked store_svid never reach the cache the Workload API reads:
 // their SVIDs go to SVIDStores (see storedSVIDs).
 func (m *Manager) sync(ctx context.Context) error {
-	cached := map[string]*types.Entry{}
+	known := map[string]*types.Entry{}
 	for _, e := range m.cache.Entries() {
-		cached[e.Id] = e
+		known[e.Id] = e
 	}
-	known := maps.Clone(cached)
 	for _, e := range m.stored.entries() {
 		known[e.Id] = e
 	}
@@ -44,9 +41,9 @@ func (m *Manager) sync(ctx context.Context) error {
 	}
 	changed := m.setBundles(ctx, entries, own, ownProto)
 	entries, stored := splitStored(entries)
-	if entriesChanged(cached, entries) {
+	// Called on every sync, changed or not, for SPIRE's LRU cache metrics.
+	if m.cache.SetEntries(entries) {
 		changed = true
-		m.cache.SetEntries(entries)
 		m.pruneJWTs(entries)
 	}
 	m.stored.setEntries(stored)
@@ -56,12 +53,10 @@ func (m *Manager) sync(ctx context.Context) error {
 	// due now, not at half-life.
 	taint := taintedIn(ownProto)
 	svids := m.cache.SVIDs()
-	if !taint.empty() {
-		if n := countTainted(svids, taint); n > 0 {
-			m.log.Info("Tainted X.509 SVIDs", "tainted_x509_svids", n)
-		}
-	}
-	need := svidsToRenew(entries, svids, m.clock(), taint)
+	m.processTainted(taint, svids)
+	now := m.clock()
+	m.reportStale("", entries, svids, now)
+	need := svidsToRenew(entries, svids, now, taint)
 	if len(need) > 0 {
 		issued, err := m.mintSVIDs(ctx, need, own)
 		if len(issued) > 0 {
@@ -71,7 +66,9 @@ func (m *Manager) sync(ctx context.Context) error {
 		mintErr = err
 	}
 	if mintErr == nil {
-		if need := m.stored.storable(svidsToRenew(stored, m.stored.svids(), m.clock(), taint)); len(need) > 0 {
+		held := m.stored.svids()
+		m.reportStale(cacheTypeSVIDStore, stored, held, now)
+		if need := m.stored.storable(svidsToRenew(stored, held, m.clock(), taint)); len(need) > 0 {
 			issued, err := m.mintSVIDs(ctx, need, own)
 			m.stored.setSVIDs(issued)
 			mintErr = err
@@ -97,20 +94,6 @@ func (m *Manager) persistIf(changed bool) error {
 		return nil
 	}
 	return m.persist()
-}
-
-// entriesChanged compares the synced entries with the cached ones.
-func entriesChanged(cached map[string]*types.Entry, entries []*types.Entry) bool {
-	if len(cached) != len(entries) {
-		return true
-	}
-	for _, e := range entries {
-		old, ok := cached[e.Id]
-		if !ok || old != e && !proto.Equal(old, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // setBundles installs the trust domain's bundle and fetches the federated
