@@ -12,12 +12,14 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/spiffe-hw/spire-hw/agent/admin"
 	"github.com/spiffe-hw/spire-hw/agent/catalog"
 	"github.com/spiffe-hw/spire-hw/agent/config"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
@@ -30,6 +32,7 @@ import (
 	tracer "github.com/spiffe-hw/spire-hw/ebpf/lineage"
 	"github.com/spiffe-hw/spire-hw/healthz"
 	"github.com/spiffe-hw/spire-hw/internal/daemondir"
+	"github.com/spiffe-hw/spire-hw/logging"
 	"github.com/spiffe-hw/spire-hw/plugin"
 	pcatalog "github.com/spiffe-hw/spire-hw/plugin/catalog"
 	"github.com/spiffe-hw/spire-hw/telemetry"
@@ -41,6 +44,8 @@ type Agent struct {
 	log     *slog.Logger
 	manager *manager.Manager
 	handler *workloadapi.Handler
+	// admin serves admin_socket_path, or is nil without one.
+	admin   *admin.Config
 	health  *http.Server
 	metrics *telemetry.Endpoint
 	rpc     *telemetry.RPC
@@ -60,6 +65,7 @@ type Agent struct {
 // Workload API can serve them as soon as Run starts, before the server is
 // reached.
 func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
+	started := time.Now()
 	ac := cfg.Agent
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
@@ -179,6 +185,16 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		Ready:       m.Ready,
 		Metrics:     sinks,
 	})
+	if ac.AdminSocketPath != "" {
+		a.admin = &admin.Config{
+			SocketPath:  ac.AdminSocketPath,
+			TrustDomain: ac.TrustDomain,
+			Manager:     m,
+			Uptime:      func() time.Duration { return time.Since(started) },
+			LogLevel:    logging.LevelOf(log),
+			Log:         log.With("subsystem", "admin_api"),
+		}
+	}
 	if hc := cfg.HealthChecks; hc.ListenerEnabled {
 		a.health = healthz.New(hc, func(context.Context) error { return m.Ready() })
 	}
@@ -215,6 +231,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		serve.Metrics = a.reg
 	}
 	g.Go(func() error { return workloadapi.Serve(ctx, serve, a.handler, opts...) })
+	if a.admin != nil {
+		g.Go(func() error { return admin.Serve(ctx, *a.admin, opts...) })
+	}
 	if a.health != nil {
 		g.Go(func() error { return healthz.Serve(ctx, a.health, a.log, "health checks") })
 	}
