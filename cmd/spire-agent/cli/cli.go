@@ -1,9 +1,10 @@
 // Package cli is the spire-agent command line: `run` (delegated to the
-// caller), `validate`, and the workload-facing commands `api fetch x509|jwt`,
-// `api validate jwt`, `api watch` and `healthcheck`, with SPIRE's command
-// names, flags and output so that scripts written for SPIRE keep working.
-// The workload commands talk to the agent through the go-spiffe Workload API
-// client, exactly as a workload would.
+// caller), `validate`, the workload-facing commands `api fetch x509|jwt`,
+// `api validate jwt`, `api watch` and `healthcheck`, and `logger
+// get|set|reset` on the admin socket, with SPIRE's command names, flags and
+// output so that scripts written for SPIRE keep working. The workload
+// commands talk to the agent through the go-spiffe Workload API client,
+// exactly as a workload would.
 package cli
 
 import (
@@ -63,6 +64,11 @@ func mainContext(ctx context.Context, args []string, run func([]string) int, std
 			return &daemonCommand{name: "run", synopsis: "Runs the agent", run: run, stderr: stderr}
 		},
 		"validate": func() clitree.Command { return &validateCommand{e: e} },
+	}
+	for name, lc := range loggerCommands {
+		// As spire-server's admin commands, help ends with the flag
+		// package's "flag: help requested".
+		cmds[name] = leaf(lc.synopsis, e.logger(name, lc), true)
 	}
 	c := clitree.CLI{Name: "spire-agent", Version: version.Version(), Commands: cmds, Stderr: stderr}
 	return c.Run(args)

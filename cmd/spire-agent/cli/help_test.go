@@ -11,12 +11,13 @@ import (
 
 // TestHelpLayout checks the command list and the "api" parent against the
 // text SPIRE v1.13.3's spire-agent prints (mitchellh/cli's layout), byte
-// for byte.
+// for byte, with our "logger" (SPIRE's agent has none) laid out the same.
 func TestHelpLayout(t *testing.T) {
 	const top = "Usage: spire-agent [--version] [--help] <command> [<args>]\n\n" +
 		"Available commands are:\n" +
 		"    api            \n" +
 		"    healthcheck    Determines agent health status\n" +
+		"    logger         \n" +
 		"    run            Runs the agent\n" +
 		"    validate       Validates a SPIRE agent configuration file\n\n"
 	const api = "This command is accessed by using one of the subcommands below.\n\n" +
@@ -32,7 +33,12 @@ func TestHelpLayout(t *testing.T) {
 		{nil, 127, top},
 		{[]string{"-h"}, 0, top},
 		{[]string{"--help"}, 0, top},
-		{[]string{"logger"}, 127, top},
+		{[]string{"logger"}, 1, "This command is accessed by using one of the subcommands below.\n\n" +
+			"Subcommands:\n" +
+			"    get      Gets the logger details\n" +
+			"    reset    Reset the logger details to launch level\n" +
+			"    set      Sets the logger details\n"},
+		{[]string{"bogus"}, 127, top},
 		{[]string{"api"}, 1, api},
 		{[]string{"api", "-h"}, 0, api},
 		{[]string{"api", "bogus"}, 1, api},
