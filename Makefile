@@ -18,7 +18,7 @@ DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools systemd docker.io
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 LDFLAGS   := -X github.com/spiffe-hw/spire-hw/internal/version.stamp=$(VERSION)
 
-.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest bench-peer dist
+.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest demo-docker bench-peer dist
 
 all: build
 
@@ -118,6 +118,11 @@ dist:
 
 demo-tpm: build
 	./scripts/demo-tpm.sh
+
+# demo-docker runs a workload in a container of a private dockerd and shows
+# the SVID its label earns it (root and docker.io; make deps installs it).
+demo-docker: deps build
+	./scripts/demo-docker.sh
 
 # make demo-attest PROVIDER=aws|azure|gcp|k8s|x509pop|sshpop runs an agent
 # "on" a local simulator of that platform.
