@@ -121,6 +121,9 @@ type Manager struct {
 	// lastContact is when a round with the server last succeeded (at
 	// first, when the manager was made), for Ready.
 	lastContact time.Time
+	// lastSync is when a round with the server last succeeded, zero
+	// before the first (debug/v1's last_sync_success).
+	lastSync time.Time
 
 	// rebootstrap is the mode in force (auto may turn it off), and
 	// untrustedSince when the server was first seen untrusted; both
@@ -420,6 +423,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.untrustedSince = time.Time{}
 			m.mu.Lock()
 			m.lastContact = m.clock()
+			m.lastSync = m.lastContact
 			m.mu.Unlock()
 		}
 		t := time.NewTimer(wait)
