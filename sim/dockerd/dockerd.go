@@ -138,7 +138,8 @@ func (d *Daemon) Log() string {
 	return string(b)
 }
 
-func startDaemon() (*Daemon, error) {
+// startDaemon starts dockerd with the package's flags and extra ones.
+func startDaemon(extra ...string) (*Daemon, error) {
 	// Short, because containerd's sockets live under the exec root and a
 	// Unix socket path has at most 107 bytes.
 	dir, err := os.MkdirTemp("/tmp", "dk")
@@ -157,21 +158,22 @@ func startDaemon() (*Daemon, error) {
 	defer logf.Close()
 	sock := filepath.Join(dir, "docker.sock")
 	ns := filepath.Base(dir)
-	cmd := exec.Command("dockerd",
+	args := []string{
 		// An own config file, so /etc/docker/daemon.json of the host
 		// cannot change what the tests run on.
 		"--config-file", filepath.Join(dir, "daemon.json"),
 		"--data-root", filepath.Join(dir, "data"),
 		"--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "dockerd.pid"),
-		"-H", "unix://"+sock,
+		"-H", "unix://" + sock,
 		"--iptables=false", "--ip6tables=false", "--bridge=none",
 		"--storage-driver=vfs",
 		// dockerd uses a system containerd when one runs; own namespaces
 		// keep this daemon's containers apart from other daemons' there.
-		"--containerd-namespace", "moby-"+ns,
-		"--containerd-plugins-namespace", "plugins-"+ns,
-	)
+		"--containerd-namespace", "moby-" + ns,
+		"--containerd-plugins-namespace", "plugins-" + ns,
+	}
+	cmd := exec.Command("dockerd", append(args, extra...)...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A process group of its own (a terminal's Ctrl-C reaches only the
@@ -222,7 +224,7 @@ func (d *Daemon) waitReady() error {
 	for {
 		select {
 		case <-d.done:
-			return fmt.Errorf("dockerd exited during start-up: %v", d.cmd.ProcessState)
+			return fmt.Errorf("dockerd exited during start-up (%v)", d.cmd.ProcessState)
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

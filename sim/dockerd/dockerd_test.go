@@ -133,3 +133,13 @@ func cmdline(pid int) string {
 	b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 	return string(b)
 }
+
+// TestStartFailureShowsLog: a daemon that cannot start is reported with
+// its own words.
+func TestStartFailureShowsLog(t *testing.T) {
+	requireDockerd(t)
+	_, err := startDaemon("--no-such-flag")
+	if err == nil || !strings.Contains(err.Error(), "dockerd log") || !strings.Contains(err.Error(), "no-such-flag") {
+		t.Fatalf("err = %v, want the start failure with dockerd's log", err)
+	}
+}
