@@ -148,6 +148,23 @@ func TestAttest(t *testing.T) {
 		}
 	})
 
+	t.Run("ControllerManagerEntry", func(t *testing.T) {
+		// spire-controller-manager's ClusterSPIFFEID entries always carry
+		// k8s:pod-uid:<uid> (renderPodEntry) and, from
+		// workloadSelectorTemplates, usually k8s:ns, k8s:sa or
+		// k8s:pod-label; an entry matches when all are among the
+		// workload's selectors.
+		got, err := attest(t, newAttestor(t, f.secure()), f.pidA, f.pidfdA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"pod-uid:" + f.podA.UID, "ns:shop", "sa:web", "pod-label:app:web", "container-name:workload"} {
+			if !slices.Contains(got, want) {
+				t.Errorf("k8s:%s missing from %q", want, got)
+			}
+		}
+	})
+
 	t.Run("NodeNameVerified", func(t *testing.T) {
 		// With node_name the kubelet is dialled by name and its
 		// certificate checked for that name too.
