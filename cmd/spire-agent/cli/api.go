@@ -47,6 +47,11 @@ func (e *env) fetchX509(args []string) error {
 	x, err := cl.FetchX509Context(ctx)
 	elapsed := time.Since(start)
 	if err != nil {
+		// A gRPC status already reads "rpc error: code = ...", as SPIRE
+		// prints it; only other failures (a malformed answer) get the prefix.
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
 		return fmt.Errorf("rpc error: %w", err)
 	}
 	if c.output == "json" {
