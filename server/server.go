@@ -173,6 +173,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		RateLimit:   api.RateLimits{Attestation: sc.RateLimit.Attestation, Signing: sc.RateLimit.Signing},
 		AuditLog:    sc.AuditLogEnabled,
 		LogLevel:    logging.LevelOf(log),
+		Metrics:     s.sinks,
 		Log:         log.With("subsystem", "api"),
 
 		MaxAttestedNodeInfoStaleness: sc.MaxAttestedNodeInfoStaleness,
@@ -217,6 +218,8 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.svid.run(ctx) })
 	g.Go(func() error { return s.endpoints.Serve(ctx) })
 	g.Go(func() error { return pruneJoinTokens(ctx, s.ds, s.log) })
+	entries := newEntryPruner(s.ds, s.sinks, s.log.With("subsystem", "registration_manager"))
+	g.Go(func() error { return entries.run(ctx) })
 	if d := s.cfg.Server.PruneAttestedNodesExpiredFor; d != 0 {
 		p := newNodePruner(s.ds, d, s.cfg.Server.PruneTOFUNodes, s.log.With("subsystem", "node_manager"))
 		g.Go(func() error { return p.run(ctx) })

@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
@@ -82,7 +83,10 @@ type Config struct {
 	// AttestMessageTimeout overrides DefaultAttestMessageTimeout (tests).
 	AttestMessageTimeout time.Duration
 	Clock                func() time.Time
-	Log                  *slog.Logger
+	// Metrics receives SPIRE's API-side metrics (entry.cache.reload); nil
+	// drops them.
+	Metrics *telemetry.Metrics
+	Log     *slog.Logger
 }
 
 // API holds the services; register them with Register.
@@ -111,7 +115,7 @@ func New(cfg Config) *API {
 	if cfg.MaxAttestedNodeInfoStaleness != nil {
 		ttl = *cfg.MaxAttestedNodeInfoStaleness
 	}
-	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore), nodes: newNodeCache(cfg.DataStore, cfg.Clock, ttl),
+	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore, cfg.Metrics), nodes: newNodeCache(cfg.DataStore, cfg.Clock, ttl),
 		bundle: &bundleCache{ds: cfg.DataStore, td: cfg.TrustDomain.Name()}, started: cfg.Clock(),
 		limits: newMethodLimits(cfg.RateLimit, cfg.Clock), sec: newSecLog(cfg.Log, 0)}
 }

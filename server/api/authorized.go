@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
@@ -31,6 +32,9 @@ import (
 // the very next request, as before.
 type entryCache struct {
 	ds datastore.DataStore
+	// metrics gets SPIRE's entry.cache.reload call for every reload (a
+	// nil one drops it).
+	metrics *telemetry.Metrics
 
 	mu sync.Mutex
 	// checked is when the revision was last read: within revCheckEvery
@@ -108,7 +112,9 @@ func (m *authorizedMemo) matches(serverID string, sels []*types.Selector) bool {
 	return true
 }
 
-func newEntryCache(ds datastore.DataStore) *entryCache { return &entryCache{ds: ds} }
+func newEntryCache(ds datastore.DataStore, m *telemetry.Metrics) *entryCache {
+	return &entryCache{ds: ds, metrics: m}
+}
 
 // invalidate makes the next request read the revision.
 func (c *entryCache) invalidate() {
@@ -196,7 +202,11 @@ func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
 	}
 }
 
-func (c *entryCache) load(ctx context.Context) (*entrySnapshot, error) {
+// load reads every entry into a new snapshot; SPIRE counts its full cache
+// rebuild, the counterpart of this, as entry.cache.reload.
+func (c *entryCache) load(ctx context.Context) (_ *entrySnapshot, err error) {
+	call := c.metrics.StartCall("entry", "cache", "reload")
+	defer call.Done(&err)
 	entries, _, err := c.ds.ListEntries(ctx, &datastore.ListEntriesRequest{})
 	if err != nil {
 		return nil, err

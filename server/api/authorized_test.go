@@ -39,7 +39,7 @@ func TestEntryCacheServesPreviousSnapshotDuringReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := &slowList{DataStore: st, release: make(chan struct{}), started: make(chan struct{}, 1)}
-	c := newEntryCache(slow)
+	c := newEntryCache(slow, nil)
 
 	close(slow.release) // the first load goes through
 	first, err := c.snapshot(ctx)
@@ -105,7 +105,7 @@ func TestEntryCachePacesCostlyReloads(t *testing.T) {
 	ctx := context.Background()
 	st := sqlitetest.Open(t)
 	slow := &sleepyList{DataStore: st, cost: 2 * paceAbove}
-	c := newEntryCache(slow)
+	c := newEntryCache(slow, nil)
 	if _, err := c.snapshot(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestEntryCachePacesCostlyReloads(t *testing.T) {
 
 	// Cheap reloads are not paced: the next request sees a change at once.
 	slow.cost = 0
-	c = newEntryCache(slow)
+	c = newEntryCache(slow, nil)
 	if _, err := c.snapshot(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestEntryCacheSeesOtherServersWrites(t *testing.T) {
 	ctx := context.Background()
 	st := sqlitetest.Open(t)
 	revs := &revisionCounter{DataStore: st}
-	c := newEntryCache(revs)
+	c := newEntryCache(revs, nil)
 	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 0 {
 		t.Fatalf("empty store: %v, %v", s, err)
 	}

@@ -51,11 +51,11 @@ func (s *BundleService) GetBundle(ctx context.Context, req *bundlev1.GetBundleRe
 
 // CountBundles implements bundle/v1.
 func (s *BundleService) CountBundles(ctx context.Context, _ *bundlev1.CountBundlesRequest) (*bundlev1.CountBundlesResponse, error) {
-	bundles, _, err := s.api.cfg.DataStore.ListBundles(ctx, nil)
+	n, err := s.api.cfg.DataStore.CountBundles(ctx)
 	if err != nil {
-		return nil, dsError("list bundles", err)
+		return nil, dsError("count bundles", err)
 	}
-	return &bundlev1.CountBundlesResponse{Count: int32(len(bundles))}, nil
+	return &bundlev1.CountBundlesResponse{Count: n}, nil
 }
 
 // validateAuthorities checks X.509 authorities parse and JWT keys are

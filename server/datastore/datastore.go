@@ -125,6 +125,9 @@ type DataStore interface {
 	// duplicate another entry yields ErrAlreadyExists.
 	UpdateEntry(ctx context.Context, e *types.Entry, mask *types.EntryMask) (*types.Entry, error)
 	DeleteEntry(ctx context.Context, id string) (*types.Entry, error)
+	// PruneEntries deletes, in one transaction, the entries whose
+	// ExpiresAt is set and before expiresBefore, and returns them.
+	PruneEntries(ctx context.Context, expiresBefore time.Time) ([]*types.Entry, error)
 	// EntriesRevision changes whenever any entry is created, updated or
 	// deleted, so caches can tell cheaply whether to reload.
 	EntriesRevision(ctx context.Context) (int64, error)
@@ -155,6 +158,8 @@ type DataStore interface {
 	CreateBundle(ctx context.Context, b *types.Bundle) (*types.Bundle, error)
 	FetchBundle(ctx context.Context, trustDomain string) (*types.Bundle, error)
 	ListBundles(ctx context.Context, p *Pagination) (bundles []*types.Bundle, nextToken string, err error)
+	// CountBundles counts every bundle, the server's own included.
+	CountBundles(ctx context.Context) (int32, error)
 	// UpdateBundle replaces the fields mask selects (all when nil).
 	UpdateBundle(ctx context.Context, b *types.Bundle, mask *types.BundleMask) (*types.Bundle, error)
 	// SetBundle creates or replaces the bundle.

@@ -95,6 +95,12 @@ func (w metricsStore) EntriesRevision(ctx context.Context) (int64, error) {
 	return w.ds.EntriesRevision(ctx)
 }
 
+func (w metricsStore) PruneEntries(ctx context.Context, expiresBefore time.Time) (_ []*types.Entry, err error) {
+	done := w.call("registration_entry", "prune")
+	defer func() { done(err) }()
+	return w.ds.PruneEntries(ctx, expiresBefore)
+}
+
 func (w metricsStore) CreateAttestedNode(ctx context.Context, n *AttestedNode) (err error) {
 	done := w.call("node", "create")
 	defer func() { done(err) }()
@@ -171,6 +177,12 @@ func (w metricsStore) ListBundles(ctx context.Context, p *Pagination) (_ []*type
 	done := w.call("bundle", "list")
 	defer func() { done(err) }()
 	return w.ds.ListBundles(ctx, p)
+}
+
+func (w metricsStore) CountBundles(ctx context.Context) (_ int32, err error) {
+	done := w.call("bundle", "count")
+	defer func() { done(err) }()
+	return w.ds.CountBundles(ctx)
 }
 
 func (w metricsStore) UpdateBundle(ctx context.Context, b *types.Bundle, mask *types.BundleMask) (_ *types.Bundle, err error) {

@@ -48,6 +48,18 @@ func (s *Store) FetchBundle(ctx context.Context, trustDomain string) (*types.Bun
 	return b, nil
 }
 
+// CountBundles implements datastore.DataStore.
+func (s *Store) CountBundles(ctx context.Context) (int32, error) {
+	var n int32
+	err := s.read(ctx, func(t txn) error {
+		return t.queryRow(ctx, `SELECT COUNT(*) FROM bundles`).Scan(&n)
+	})
+	if err != nil {
+		return 0, mapErr("count bundles", err)
+	}
+	return n, nil
+}
+
 // ListBundles implements datastore.DataStore. Bundles come in trust domain
 // order.
 func (s *Store) ListBundles(ctx context.Context, p *datastore.Pagination) ([]*types.Bundle, string, error) {

@@ -38,6 +38,7 @@ func testDataStore(t *testing.T, open func(t *testing.T) datastore.DataStore) {
 		{"EntriesRevision", testEntriesRevision},
 		{"EntryFilters", testEntryFilters},
 		{"EntryPaging", testEntryPaging},
+		{"EntryPrune", testEntryPrune},
 		{"NodeCRUD", testNodeCRUD},
 		{"NodeFilters", testNodeFilters},
 		{"JoinTokens", testJoinTokens},
@@ -46,6 +47,7 @@ func testDataStore(t *testing.T, open func(t *testing.T) datastore.DataStore) {
 		{"BundleAppendPrune", testBundleAppendPrune},
 		{"BundleConcurrentAppend", testBundleConcurrentAppend},
 		{"BundleModify", testBundleModify},
+		{"BundleCount", testBundleCount},
 		{"CAJournal", testCAJournal},
 	}
 	for _, tt := range tests {
@@ -317,6 +319,71 @@ func testEntriesRevision(t *testing.T, ds datastore.DataStore) {
 	if rev() == r2 {
 		t.Fatal("revision unchanged by delete")
 	}
+}
+
+// testEntryPrune: PruneEntries deletes exactly the entries whose expiry
+// is set and past, with their children, returns them, and moves the
+// revision only when it deleted something.
+func testEntryPrune(t *testing.T, ds datastore.DataStore) {
+	now := time.Unix(1_700_000_000, 0)
+	expired := mustCreate(t, ds, &types.Entry{SpiffeId: sid("td", "/old"), ParentId: sid("td", "/p"), Selectors: sel("a", "1"),
+		ExpiresAt: now.Unix() - 1, FederatesWith: []string{"other.org"}, DnsNames: []string{"old.example"}})
+	edge := mustCreate(t, ds, &types.Entry{SpiffeId: sid("td", "/edge"), ParentId: sid("td", "/p"), Selectors: sel("a", "2"), ExpiresAt: now.Unix()})
+	never := mustCreate(t, ds, &types.Entry{SpiffeId: sid("td", "/never"), ParentId: sid("td", "/p"), Selectors: sel("a", "3")})
+	r0, err := ds.EntriesRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pruned, err := ds.PruneEntries(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pruned) != 1 || pruned[0].Id != expired.Id || protoIDString(pruned[0].SpiffeId) != "spiffe://td/old" {
+		t.Fatalf("pruned %v, want only %s", pruned, expired.Id)
+	}
+	if _, err := ds.FetchEntry(ctx, expired.Id); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("pruned entry still fetched: %v", err)
+	}
+	for _, e := range []*types.Entry{edge, never} {
+		if _, err := ds.FetchEntry(ctx, e.Id); err != nil {
+			t.Errorf("entry %s pruned too early: %v", e.Id, err)
+		}
+	}
+	r1, err := ds.EntriesRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1 == r0 {
+		t.Error("revision unchanged by a prune that deleted an entry")
+	}
+	// The same selectors again: the pruned entry's children went with it.
+	mustCreate(t, ds, &types.Entry{SpiffeId: sid("td", "/old"), ParentId: sid("td", "/p"), Selectors: sel("a", "1")})
+	r2, _ := ds.EntriesRevision(ctx)
+	if pruned, err := ds.PruneEntries(ctx, now); err != nil || len(pruned) != 0 {
+		t.Fatalf("second prune: %v %v", pruned, err)
+	}
+	if r3, _ := ds.EntriesRevision(ctx); r3 != r2 {
+		t.Error("revision moved by a prune that deleted nothing")
+	}
+}
+
+// testBundleCount: CountBundles counts every bundle.
+func testBundleCount(t *testing.T, ds datastore.DataStore) {
+	for i, td := range []string{"", "a.org", "b.org"} {
+		if td != "" {
+			if _, err := ds.CreateBundle(ctx, &types.Bundle{TrustDomain: td}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := ds.CountBundles(ctx)
+		if err != nil || n != int32(i) {
+			t.Fatalf("count after %d bundles: %d %v", i, n, err)
+		}
+	}
+}
+
+func protoIDString(id *types.SPIFFEID) string {
+	return "spiffe://" + id.GetTrustDomain() + id.GetPath()
 }
 
 func ids(entries []*types.Entry) []string {

@@ -222,6 +222,46 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (*types.Entry, error
 	return out, nil
 }
 
+// PruneEntries implements datastore.DataStore: one transaction deletes
+// every entry with an expiry before expiresBefore (0 never expires).
+func (s *Store) PruneEntries(ctx context.Context, expiresBefore time.Time) ([]*types.Entry, error) {
+	var out []*types.Entry
+	err := s.write(ctx, func(t txn) error {
+		out = nil // a retried transaction starts over
+		var ids []string
+		err := eachRow(ctx, t, `SELECT id FROM registered_entries WHERE expires_at != 0 AND expires_at < ? ORDER BY id`,
+			[]any{expiresBefore.Unix()}, func(scan func(...any) error) error {
+				var id string
+				if err := scan(&id); err != nil {
+					return err
+				}
+				ids = append(ids, id)
+				return nil
+			})
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		if err := bumpEntriesRevision(ctx, t); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			e, err := fetchEntry(ctx, t, id)
+			if err != nil {
+				return err
+			}
+			if _, err := t.exec(ctx, `DELETE FROM registered_entries WHERE id = ?`, id); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr("prune entries", err)
+	}
+	return out, nil
+}
+
 // EntriesRevision implements datastore.DataStore.
 func (s *Store) EntriesRevision(ctx context.Context) (int64, error) {
 	var rev int64
