@@ -69,7 +69,13 @@ func families(exposition string) (types map[string]string, labels map[string]map
 			continue
 		}
 		if m := sample.FindStringSubmatch(line); m != nil {
-			name := strings.TrimSuffix(strings.TrimSuffix(m[1], "_sum"), "_count")
+			// A summary's _sum and _count samples belong to it; a family
+			// whose own name ends in _count (datastore_bundle_count) does
+			// not lose its suffix, as its # TYPE line names it.
+			name := m[1]
+			if _, ok := types[name]; !ok {
+				name = strings.TrimSuffix(strings.TrimSuffix(name, "_sum"), "_count")
+			}
 			if labels[name] == nil {
 				labels[name] = make(map[string]bool)
 			}
@@ -115,6 +121,7 @@ func TestSPIREMetricNames(t *testing.T) {
 		return nil
 	})
 
+	s.cli(t, "bundle", "count") // CountBundles counts in the datastore
 	table := loadSPIREMetrics(t)
 	for _, side := range []struct {
 		name     string
@@ -137,6 +144,10 @@ func TestSPIREMetricNames(t *testing.T) {
 			"spire_server_svid_rotate",
 			"spire_server_started",
 			"spire_server_uptime_in_ms",
+			"spire_server_entry_cache_reload",
+			"spire_server_registration_entry_manager_prune",
+			"spire_server_datastore_registration_entry_prune",
+			"spire_server_datastore_bundle_count",
 		}},
 		{"agent", a.metricsPort, []string{
 			"spire_agent_rpc_workload_api_fetch_x509svid",
