@@ -5,10 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"strings"
 
 	loggerv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/logger/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	"github.com/spiffe-hw/spire-hw/logging/loggerapi"
 )
 
 // loggerGetCommand is "logger get".
@@ -40,18 +41,11 @@ func (c *loggerSetCommand) appendFlags(fs *flag.FlagSet) {
 	addOutputFlag(fs, &c.out)
 }
 
-// logLevels are the names SPIRE's -level accepts (logrus.ParseLevel).
-var logLevels = map[string]types.LogLevel{
-	"panic": types.LogLevel_PANIC, "fatal": types.LogLevel_FATAL, "error": types.LogLevel_ERROR,
-	"warn": types.LogLevel_WARN, "warning": types.LogLevel_WARN, "info": types.LogLevel_INFO,
-	"debug": types.LogLevel_DEBUG, "trace": types.LogLevel_TRACE,
-}
-
 func (c *loggerSetCommand) buildRequest() (*loggerv1.SetLogLevelRequest, error) {
 	if c.level == "" {
 		return nil, errors.New("a value (-level) must be set")
 	}
-	level, ok := logLevels[strings.ToLower(c.level)]
+	level, ok := loggerapi.ParseName(c.level)
 	if !ok {
 		return nil, fmt.Errorf("the value %q is not a valid setting", c.level)
 	}
@@ -86,22 +80,15 @@ func (c *loggerResetCommand) run(ctx context.Context, e *env, cl *clients) error
 	return printLogger(e, c.out, l)
 }
 
-// levelNames are logrus's names, which SPIRE prints ("warning", not "warn").
-var levelNames = map[types.LogLevel]string{
-	types.LogLevel_PANIC: "panic", types.LogLevel_FATAL: "fatal", types.LogLevel_ERROR: "error",
-	types.LogLevel_WARN: "warning", types.LogLevel_INFO: "info", types.LogLevel_DEBUG: "debug",
-	types.LogLevel_TRACE: "trace",
-}
-
 func printLogger(e *env, out outputFormat, l *types.Logger) error {
 	if out == outputJSON {
 		return printProtoJSON(e.stdout, l)
 	}
-	current, ok := levelNames[l.CurrentLevel]
+	current, ok := loggerapi.Name(l.CurrentLevel)
 	if !ok {
 		return errors.New("internal error: returned current log level is undefined; please report this as a bug")
 	}
-	launch, ok := levelNames[l.LaunchLevel]
+	launch, ok := loggerapi.Name(l.LaunchLevel)
 	if !ok {
 		return errors.New("internal error: returned launch log level is undefined; please report this as a bug")
 	}
