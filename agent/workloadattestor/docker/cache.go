@@ -3,9 +3,11 @@ package docker
 import (
 	"container/list"
 	"sync"
+
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
-// cache holds selector values per container ID, least recently used
+// cache holds selectors per container ID, least recently used
 // evicted first. An entry is only ever added while the attestor is
 // subscribed to the engine's die and destroy events, for a container the
 // engine said was running, and only if no such event for it (and no loss of
@@ -20,19 +22,22 @@ type cache struct {
 	// live: the event subscription is established, so a die event for a
 	// cached container will reach evict.
 	live bool
+	// liveCh is closed when live turns true, and replaced when it turns
+	// false again.
+	liveCh chan struct{}
 	// onEvict, set by tests before use, hears of every eviction by event.
 	onEvict func(id string)
 }
 
 type entry struct {
-	id   string
-	vals []string
+	id  string
+	sel []*types.Selector
 }
 
 // flight is one inspect in progress, shared by the callers that wait on it.
 type flight struct {
 	done chan struct{}
-	vals []string
+	sel  []*types.Selector
 	err  error
 	// cacheable stays true only while nothing happened that could make
 	// the answer stale: subscribed when it started, and no die, destroy or
@@ -41,17 +46,17 @@ type flight struct {
 }
 
 func newCache(max int) *cache {
-	return &cache{max: max, lru: list.New(), entries: map[string]*list.Element{}, flights: map[string]*flight{}}
+	return &cache{max: max, lru: list.New(), entries: map[string]*list.Element{}, flights: map[string]*flight{}, liveCh: make(chan struct{})}
 }
 
-// get returns the cached values of id (hit), or the flight to wait on;
+// get returns the cached selectors of id (hit), or the flight to wait on;
 // start says the caller created it and must run it.
-func (c *cache) get(id string) (vals []string, hit bool, f *flight, start bool) {
+func (c *cache) get(id string) (sel []*types.Selector, hit bool, f *flight, start bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.entries[id]; ok {
 		c.lru.MoveToFront(el)
-		return el.Value.(*entry).vals, true, nil, false
+		return el.Value.(*entry).sel, true, nil, false
 	}
 	if f, ok := c.flights[id]; ok {
 		return nil, false, f, false
@@ -62,12 +67,12 @@ func (c *cache) get(id string) (vals []string, hit bool, f *flight, start bool) 
 }
 
 // finish publishes a flight's answer and caches it if it may be.
-func (c *cache) finish(id string, f *flight, vals []string, err error, running bool) {
+func (c *cache) finish(id string, f *flight, sel []*types.Selector, err error, running bool) {
 	c.mu.Lock()
 	delete(c.flights, id)
-	f.vals, f.err = vals, err
-	if err == nil && running && f.cacheable && c.live {
-		c.entries[id] = c.lru.PushFront(&entry{id: id, vals: vals})
+	f.sel, f.err = sel, err
+	if err == nil && running && f.cacheable && c.live && c.max > 0 {
+		c.entries[id] = c.lru.PushFront(&entry{id: id, sel: sel})
 		for c.lru.Len() > c.max {
 			old := c.lru.Remove(c.lru.Back()).(*entry)
 			delete(c.entries, old.id)
@@ -100,15 +105,27 @@ func (c *cache) evict(id string) {
 func (c *cache) setLive(live bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.live = live
-	if live {
+	if live == c.live {
 		return
 	}
+	c.live = live
+	if live {
+		close(c.liveCh)
+		return
+	}
+	c.liveCh = make(chan struct{})
 	c.lru.Init()
 	clear(c.entries)
 	for _, f := range c.flights {
 		f.cacheable = false
 	}
+}
+
+// subscribed returns a channel closed while the subscription is live.
+func (c *cache) subscribed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.liveCh
 }
 
 // has reports whether id is cached (for tests).

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	dockerclient "github.com/docker/docker/client"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
@@ -63,7 +62,8 @@ type Config struct {
 	Sigstore bool
 	// InspectTimeout overrides DefaultInspectTimeout.
 	InspectTimeout time.Duration
-	// CacheSize overrides DefaultCacheSize.
+	// CacheSize overrides DefaultCacheSize; negative turns the cache off
+	// (every call inspects).
 	CacheSize int
 	// Log receives the attestor's log lines; nil discards them.
 	Log *slog.Logger
@@ -85,7 +85,7 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 type Attestor struct {
 	log      *slog.Logger
 	host     string
-	client   *dockerclient.Client
+	engine   *engine
 	matchers *Matchers // nil: the new locator
 	verbose  bool
 	timeout  time.Duration
@@ -125,30 +125,31 @@ func New(cfg Config) (*Attestor, error) {
 	if host == "" {
 		host = DefaultSocketPath
 	}
-	opts := []dockerclient.Opt{dockerclient.WithHost(host)}
-	if cfg.Version == "" {
-		opts = append(opts, dockerclient.WithAPIVersionNegotiation())
-	} else {
-		opts = append(opts, dockerclient.WithVersion(cfg.Version))
-	}
-	cl, err := dockerclient.NewClientWithOpts(opts...)
+	eng, err := newEngine(host, cfg.Version)
 	if err != nil {
-		return nil, &ConfigError{Key: "docker_socket_path", Err: fmt.Errorf("client for %s: %w", host, err)}
+		return nil, &ConfigError{Key: "docker_socket_path", Err: err}
 	}
 	a := &Attestor{
 		log:      log,
 		host:     host,
-		client:   cl,
+		engine:   eng,
 		matchers: matchers,
 		verbose:  cfg.VerboseContainerLocatorLogs,
 		timeout:  cmp(cfg.InspectTimeout, DefaultInspectTimeout),
 		procDir:  "/proc",
-		cache:    newCache(cmp(cfg.CacheSize, DefaultCacheSize)),
+		cache:    newCache(cacheSize(cfg.CacheSize)),
 		done:     make(chan struct{}),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	go a.watch()
 	return a, nil
+}
+
+func cacheSize(n int) int {
+	if n == 0 {
+		return DefaultCacheSize
+	}
+	return max(n, 0)
 }
 
 // cmp returns v, or def where v is not positive.
@@ -164,7 +165,19 @@ func cmp[T int | time.Duration](v, def T) T {
 func (a *Attestor) Close() error {
 	a.cancel()
 	<-a.done
-	return a.client.Close()
+	return a.engine.close()
+}
+
+// WaitSubscribed waits until the attestor is subscribed to the engine's
+// container events, from which point inspect results are cached, or until
+// ctx ends.
+func (a *Attestor) WaitSubscribed(ctx context.Context) error {
+	select {
+	case <-a.cache.subscribed():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("docker: not subscribed to the events of %s: %w", a.host, ctx.Err())
+	}
 }
 
 // Attest returns the docker selectors of the container pid runs in, none if
@@ -189,15 +202,9 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 		// Not a container: nothing to add, as in SPIRE.
 		return nil, nil
 	}
-	vals, err := a.lookup(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	sel := make([]*types.Selector, len(vals))
-	for i, v := range vals {
-		sel[i] = &types.Selector{Type: SelectorType, Value: v}
-	}
-	return sel, nil
+	// The selectors are shared with other calls, which the Attestor
+	// interface allows: callers never modify them.
+	return a.lookup(ctx, id)
 }
 
 // containerID locates the caller's container with the configured locator.
@@ -224,20 +231,20 @@ func (a *Attestor) containerID(pid int32, proc containerinfo.Proc) (string, erro
 	return info.ContainerID, nil
 }
 
-// lookup returns the selector values of container id: from the cache, else
-// from one inspect shared by every caller that asks meanwhile. The caller's
-// ctx ends its own wait, not the shared inspect, which has its own bound.
-func (a *Attestor) lookup(ctx context.Context, id string) ([]string, error) {
-	vals, hit, f, start := a.cache.get(id)
+// lookup returns the selectors of container id: from the cache, else from
+// one inspect shared by every caller that asks meanwhile. The caller's ctx
+// ends its own wait, not the shared inspect, which has its own bound.
+func (a *Attestor) lookup(ctx context.Context, id string) ([]*types.Selector, error) {
+	sel, hit, f, start := a.cache.get(id)
 	if hit {
-		return vals, nil
+		return sel, nil
 	}
 	if start {
 		go a.fetch(id, f)
 	}
 	select {
 	case <-f.done:
-		return f.vals, f.err
+		return f.sel, f.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("docker: inspect container %s: %w", id, ctx.Err())
 	}
@@ -249,31 +256,36 @@ func (a *Attestor) fetch(id string, f *flight) {
 	ctx, cancel := context.WithTimeout(a.ctx, a.timeout)
 	defer cancel()
 	resp, err := a.inspect(ctx, id)
-	var vals []string
+	var sel []*types.Selector
 	running := false
 	if err == nil {
+		var vals []string
 		vals, err = selectorValues(resp)
+		sel = make([]*types.Selector, len(vals))
+		for i, v := range vals {
+			sel[i] = &types.Selector{Type: SelectorType, Value: v}
+		}
 		running = resp.ContainerJSONBase != nil && resp.State != nil && resp.State.Running
 	}
 	if err != nil {
 		switch {
 		case a.ctx.Err() != nil:
 			err = fmt.Errorf("docker: inspect container %s: attestor closed", id)
-		case ctx.Err() != nil:
+		case errors.Is(err, context.DeadlineExceeded):
 			err = fmt.Errorf("docker: inspect container %s: the engine at %s did not answer within %v: %w", id, a.host, a.timeout, err)
 		default:
 			err = fmt.Errorf("docker: inspect container %s at %s: %w", id, a.host, err)
 		}
 		a.log.Warn("Docker inspect failed", "container_id", id, "error", err)
 	}
-	a.cache.finish(id, f, vals, err, running)
+	a.cache.finish(id, f, sel, err, running)
 }
 
 // inspect calls the engine with SPIRE's retries, within ctx.
 func (a *Attestor) inspect(ctx context.Context, id string) (container.InspectResponse, error) {
 	backoff := initialBackoff
 	for i := 0; ; i++ {
-		resp, err := a.client.ContainerInspect(ctx, id)
+		resp, err := a.inspectOnce(ctx, id)
 		if err == nil || i == retries || ctx.Err() != nil {
 			return resp, err
 		}
@@ -286,6 +298,14 @@ func (a *Attestor) inspect(ctx context.Context, id string) (container.InspectRes
 		}
 		backoff *= 2
 	}
+}
+
+func (a *Attestor) inspectOnce(ctx context.Context, id string) (container.InspectResponse, error) {
+	cl, err := a.engine.client(ctx)
+	if err != nil {
+		return container.InspectResponse{}, err
+	}
+	return cl.ContainerInspect(ctx, id)
 }
 
 // selectorValues turns an inspect answer into SPIRE's selector values:

@@ -53,13 +53,19 @@ func (a *Attestor) watch() {
 // watchOnce subscribes once and handles events until the subscription
 // ends, and says why it ended.
 func (a *Attestor) watchOnce() error {
+	nctx, ncancel := context.WithTimeout(a.ctx, a.timeout)
+	cl, err := a.engine.client(nctx)
+	ncancel()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(a.ctx)
 	defer cancel()
 	// The engine subscribes a moment after it answers; asking for events
 	// since just before the request closes that gap (the engine replays
 	// them from its buffer).
 	since := time.Now().Add(-time.Second)
-	msgs, errs := a.client.Events(ctx, events.ListOptions{
+	msgs, errs := cl.Events(ctx, events.ListOptions{
 		Since: fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
 		Filters: filters.NewArgs(
 			filters.Arg("type", string(events.ContainerEventType)),
