@@ -6,14 +6,18 @@ package workloadattestor_test
 import (
 	"context"
 	"log/slog"
+	"os"
 	"testing"
 
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/docker"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/docker/dockertest"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/external"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/workloadattestortest"
 	"github.com/spiffe-hw/spire-hw/plugin"
+	"github.com/spiffe-hw/spire-hw/sim/dockerd"
 	"github.com/spiffe-hw/spire-hw/test/plugins/pluginbuild"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	workloadattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/workloadattestor/v1"
@@ -63,5 +67,25 @@ func TestExternal(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = p.Close() })
 		return external.New(p.Conn(), name)
+	})
+}
+
+// TestDocker runs the suite with the test process moved into a real
+// container's cgroups (those of its hierarchies it sits at the root of),
+// so that the docker attestor sees it as a process of that container and
+// inspects the container on a private dockerd. The process moves back
+// before the container is removed.
+func TestDocker(t *testing.T) {
+	d := dockerd.Start(t)
+	img := d.Image(t, map[string]string{"/svid-client": "github.com/spiffe-hw/spire-hw/sim/dockerd/cmd/svid-client"})
+	c := d.Run(t, dockerd.RunOptions{Image: img, Cmd: []string{"/svid-client", "-sleep"}, Labels: map[string]string{"app": "conformance"}})
+	t.Cleanup(dockertest.JoinCgroupsOf(t, os.Getpid(), c.PID))
+	workloadattestortest.Run(t, docker.SelectorType, func(t *testing.T) workloadapi.Attestor {
+		a, err := docker.New(docker.Config{SocketPath: d.Host, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close() })
+		return a
 	})
 }
