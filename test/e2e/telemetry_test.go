@@ -51,6 +51,10 @@ var ours = regexp.MustCompile(`^spire_(server|agent)_(` +
 	`runtime_.*|` +
 	// SPIRE's datastore wrapper emits these; its document omits them.
 	`datastore_ca_journal_.*|` +
+	// SPIRE's KeyManager wrapper emits these; its document lists the
+	// names of an older interface (generate_key_pair, ...), which the
+	// agent emits too.
+	`agent_key_manager_(generate_key|get_keys?)(_elapsed_time)?|` +
 	// Ours: listener caps, the Workload API socket, the eBPF lineage
 	// tracer, metrics of external plugins.
 	`tcp_connections.*|workload_api_socket_.*|workload_api_connections_refused_total|lineage_.*)$`)
@@ -102,27 +106,95 @@ func inTable(table map[string]spireMetric, name string) (spireMetric, bool) {
 	return spireMetric{}, false
 }
 
-// TestSPIREMetricNames: after an agent attests and a workload fetches an
-// X.509-SVID, both daemons' /metrics carry SPIRE's families under the
-// names, types and labels SPIRE's telemetry document gives (its table is
+// TestSPIREMetricNames: after an agent attests, a workload fetches its
+// X.509-SVIDs (one of them short-lived), an entry gets a new revision and
+// both local authorities are rotated and the old ones tainted, both
+// daemons' /metrics carry SPIRE's families under the names, types and
+// labels SPIRE's telemetry document gives (its table is
 // testdata/spire-metrics.txt), and every spire_server_/spire_agent_ family
-// either is SPIRE's or is one of ours.
+// either is SPIRE's or is one of ours. Restarted on its stored SVID, the
+// agent fetches its key.
 func TestSPIREMetricNames(t *testing.T) {
 	s := startServer(t, "")
 	token := s.token(t, "spiffe://example.org/node")
-	s.createEntry(t, "-parentID", "spiffe://example.org/node", "-spiffeID", "spiffe://example.org/workload",
-		"-selector", fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	selector := fmt.Sprintf("unix:uid:%d", os.Getuid())
+	workload := s.createEntry(t, "-parentID", "spiffe://example.org/node", "-spiffeID", "spiffe://example.org/workload",
+		"-selector", selector)
+	// The CA backdates NotBefore by 10 s, so a 12 s TTL is a 22 s life
+	// whose half is 1 s after issue: the agent's syncs find it expiring.
+	s.createEntry(t, "-parentID", "spiffe://example.org/node", "-spiffeID", "spiffe://example.org/short",
+		"-selector", selector, "-x509SVIDTTL", "12")
 	a := newAgent(t, s, agentConfig{nodeAttestor: joinTokenAttestor, telemetry: true, workloadAttestor: unixAttestor("")})
 	a.start(t, token)
-	eventually(t, 30*time.Second, "an SVID for the workload", func() error {
-		if r := cli(t, a.dir, "spire-agent", "api", "fetch", "x509", "-socketPath", a.socket); r.code != 0 {
+	eventually(t, 30*time.Second, "both SVIDs for the workload", func() error {
+		r := cli(t, a.dir, "spire-agent", "api", "fetch", "x509", "-socketPath", a.socket)
+		if r.code != 0 || !strings.Contains(r.stdout, "spiffe://example.org/short") || !strings.Contains(r.stdout, "spiffe://example.org/workload") {
 			return errString(r.stdout + r.stderr)
 		}
 		return nil
 	})
+	// A new revision of the entry makes its SVID outdated.
+	s.cli(t, "entry", "update", "-entryID", workload, "-parentID", "spiffe://example.org/node",
+		"-spiffeID", "spiffe://example.org/workload", "-selector", selector, "-dns", "workload.example.org")
+	// A forced rotation: the agent processes the tainted authorities.
+	for _, kind := range []string{"x509", "jwt"} {
+		old, _, _ := authorityIDs(t, s.cli(t, "localauthority", kind, "show"))
+		s.cli(t, "localauthority", kind, "activate", "-authorityID", oneID(t, s.cli(t, "localauthority", kind, "prepare")))
+		s.cli(t, "localauthority", kind, "taint", "-authorityID", old)
+	}
 
 	s.cli(t, "bundle", "count") // CountBundles counts in the datastore
 	table := loadSPIREMetrics(t)
+	check := func(side string, port int, required []string) {
+		t.Helper()
+		var types map[string]string
+		var labels map[string]map[string]bool
+		// A sync may land between scrapes; what is asserted only grows.
+		eventually(t, 20*time.Second, side+" metrics", func() error {
+			types, labels = families(scrape(t, port))
+			for _, r := range required {
+				if _, ok := types[r]; !ok {
+					return errString("no " + r)
+				}
+			}
+			return nil
+		})
+		for _, r := range required {
+			row, ok := inTable(table, r)
+			if !ok {
+				t.Errorf("%s: %s is not in SPIRE's table", side, r)
+				continue
+			}
+			want := map[string]string{"call": "counter", "counter": "counter", "gauge": "gauge", "sample": "summary"}[row.kind]
+			if types[r] != want {
+				t.Errorf("%s: %s is a %s, SPIRE's is a %s (%s)", side, r, types[r], want, row.kind)
+			}
+			wantLabels := append([]string{"host"}, row.labels...)
+			if row.kind == "call" {
+				wantLabels = append(wantLabels, "status")
+				if types[r+"_elapsed_time"] != "summary" {
+					t.Errorf("%s: call counter %s has no %s_elapsed_time summary", side, r, r)
+				}
+			}
+			for _, l := range wantLabels {
+				if !labels[r][l] {
+					t.Errorf("%s: %s lacks label %s (has %v)", side, r, l, labels[r])
+				}
+			}
+		}
+		for name := range types {
+			if !strings.HasPrefix(name, "spire_server_") && !strings.HasPrefix(name, "spire_agent_") {
+				continue
+			}
+			base := strings.TrimSuffix(name, "_elapsed_time")
+			if row, ok := inTable(table, base); ok && (base == name || row.kind == "call" || row.kind == "latency") {
+				continue
+			}
+			if !ours.MatchString(name) {
+				t.Errorf("%s: %s is neither SPIRE's (testdata/spire-metrics.txt) nor one of ours", side, name)
+			}
+		}
+	}
 	for _, side := range []struct {
 		name     string
 		port     int
@@ -161,55 +233,23 @@ func TestSPIREMetricNames(t *testing.T) {
 			"spire_agent_workload_api_discovered_selectors",
 			"spire_agent_started",
 			"spire_agent_uptime_in_ms",
+			"spire_agent_agent_key_manager_generate_key_pair",
+			"spire_agent_agent_key_manager_store_private_key",
+			"spire_agent_lru_cache_entry_add",
+			"spire_agent_lru_cache_entry_update",
+			"spire_agent_lru_cache_entry_remove",
+			"spire_agent_lru_cache_record_map_size",
+			"spire_agent_lru_cache_svid_map_size",
+			"spire_agent_cache_manager_expiring_svids",
+			"spire_agent_cache_manager_outdated_svids",
+			"spire_agent_cache_manager_workload_process_tainted_x509_svids",
+			"spire_agent_cache_manager_svid_store_process_tainted_x509_svids",
+			"spire_agent_cache_manager_workload_process_tainted_jwt_svids",
+			"spire_agent_cache_manager_tainted_x509_svids_workload",
+			"spire_agent_cache_manager_tainted_jwt_svids_workload",
 		}},
 	} {
-		var types map[string]string
-		var labels map[string]map[string]bool
-		// A sync may land between scrapes; what is asserted only grows.
-		eventually(t, 20*time.Second, side.name+" metrics", func() error {
-			types, labels = families(scrape(t, side.port))
-			for _, r := range side.required {
-				if _, ok := types[r]; !ok {
-					return errString("no " + r)
-				}
-			}
-			return nil
-		})
-		for _, r := range side.required {
-			row, ok := inTable(table, r)
-			if !ok {
-				t.Errorf("%s: %s is not in SPIRE's table", side.name, r)
-				continue
-			}
-			want := map[string]string{"call": "counter", "counter": "counter", "gauge": "gauge", "sample": "summary"}[row.kind]
-			if types[r] != want {
-				t.Errorf("%s: %s is a %s, SPIRE's is a %s (%s)", side.name, r, types[r], want, row.kind)
-			}
-			wantLabels := append([]string{"host"}, row.labels...)
-			if row.kind == "call" {
-				wantLabels = append(wantLabels, "status")
-				if types[r+"_elapsed_time"] != "summary" {
-					t.Errorf("%s: call counter %s has no %s_elapsed_time summary", side.name, r, r)
-				}
-			}
-			for _, l := range wantLabels {
-				if !labels[r][l] {
-					t.Errorf("%s: %s lacks label %s (has %v)", side.name, r, l, labels[r])
-				}
-			}
-		}
-		for name := range types {
-			if !strings.HasPrefix(name, "spire_server_") && !strings.HasPrefix(name, "spire_agent_") {
-				continue
-			}
-			base := strings.TrimSuffix(name, "_elapsed_time")
-			if row, ok := inTable(table, base); ok && (base == name || row.kind == "call" || row.kind == "latency") {
-				continue
-			}
-			if !ours.MatchString(name) {
-				t.Errorf("%s: %s is neither SPIRE's (testdata/spire-metrics.txt) nor one of ours", side.name, name)
-			}
-		}
+		check(side.name, side.port, side.required)
 	}
 
 	// The agent's InMem sink dumps what it holds to the log on SIGUSR1,
@@ -225,4 +265,10 @@ func TestSPIREMetricNames(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Restarted on its stored SVID, the agent fetches its key (and still
+	// emits nothing but SPIRE's families and ours).
+	a.proc.Stop()
+	a.start(t, "")
+	check("restarted agent", a.metricsPort, []string{"spire_agent_agent_key_manager_fetch_private_key"})
 }
