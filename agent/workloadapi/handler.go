@@ -284,7 +284,33 @@ func (h *Handler) attest(ctx context.Context, method string) (_ []*types.Selecto
 		return nil, nil, status.Errorf(codes.Unauthenticated, "caller gone: %v", err)
 	}
 	defer closePIDFD(pidfd)
+	selectors, err := h.attestPIDFD(ctx, log, info.PID, pidfd)
+	if err != nil {
+		log.Warn("workloadapi: caller exited during attestation; refusing (its PID may be reused)", "err", err)
+		return nil, nil, status.Error(codes.Unauthenticated, "caller exited during attestation")
+	}
+	return selectors, log, nil
+}
 
+// AttestPIDFD runs every workload attestor on the process pid, pinned by
+// pidfd (which the caller owns), and returns the selectors it has, without
+// duplicates. It is the one attestation path of the agent: the Workload
+// API's callers come here, and so do the Delegated Identity API's delegates
+// and the workloads they name by PID. A failing attestor contributes
+// nothing, as in SPIRE; the error is peer.ErrExited (or the pidfd check's
+// own) when the process exited while it was attested, since its PID may
+// then already name another process whose selectors were collected. log
+// names the call in attestor failures.
+func (h *Handler) AttestPIDFD(ctx context.Context, log *slog.Logger, pid int32, pidfd int) (_ []*types.Selector, err error) {
+	// SPIRE's workload_api.workload_attestation call counter, which its
+	// Delegated Identity API's attestations go through too.
+	defer h.c.Metrics.StartCall("workload_api", "workload_attestation").Done(&err)
+	return h.attestPIDFD(ctx, log, pid, pidfd)
+}
+
+// attestPIDFD is AttestPIDFD without the call counter, which attest keeps
+// around its header check too.
+func (h *Handler) attestPIDFD(ctx context.Context, log *slog.Logger, pid int32, pidfd int) ([]*types.Selector, error) {
 	var (
 		mu        sync.Mutex
 		wg        sync.WaitGroup
@@ -293,7 +319,7 @@ func (h *Handler) attest(ctx context.Context, method string) (_ []*types.Selecto
 	attest := func(a Attestor) {
 		call := h.c.Metrics.StartCall("workload_api", "workload_attestor")
 		call.AddLabel("attestor", attestorMetricName(a))
-		s, err := a.Attest(ctx, info.PID, pidfd)
+		s, err := a.Attest(ctx, pid, pidfd)
 		call.Done(&err)
 		if err != nil {
 			// As SPIRE: a failing attestor contributes nothing; fewer
@@ -318,13 +344,12 @@ func (h *Handler) attest(ctx context.Context, method string) (_ []*types.Selecto
 	}
 	wg.Wait()
 
-	if err := info.CheckAlive(); err != nil {
-		log.Warn("workloadapi: caller exited during attestation; refusing (its PID may be reused)", "err", err)
-		return nil, nil, status.Error(codes.Unauthenticated, "caller exited during attestation")
+	if err := peer.CheckPIDFD(pidfd); err != nil {
+		return nil, err
 	}
 	selectors = dedupSelectors(selectors)
 	h.c.Metrics.AddSample([]string{"workload_api", "discovered_selectors"}, float32(len(selectors)))
-	return selectors, log, nil
+	return selectors, nil
 }
 
 // attestorMetricName is the attestor label: the plugin's name, as SPIRE
