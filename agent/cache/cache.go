@@ -50,6 +50,8 @@ type Cache struct {
 	bundle    *spiffebundle.Bundle
 	federated map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	subs      map[*subscription]struct{}
+	// bundleSubs are SubscribeToBundles' readers (bundles.go).
+	bundleSubs map[*bundleSubscription]struct{}
 	// fedChanged holds the trust domains whose federated bundle changed
 	// since the last SetEntries, which counts their entries as updated.
 	fedChanged map[spiffeid.TrustDomain]struct{}
@@ -522,6 +524,7 @@ func (c *Cache) notifyLocked() {
 		u, sum := c.buildLocked(s.set)
 		s.deliverLocked(u, sum, false)
 	}
+	c.notifyBundlesLocked()
 }
 
 type subscription struct {
