@@ -7,13 +7,16 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strconv"
 	"testing"
 
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo/cgrouptest"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/docker"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/docker/dockertest"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/external"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/systemd"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/workloadattestortest"
 	"github.com/spiffe-hw/spire-hw/plugin"
@@ -85,6 +88,22 @@ func TestDocker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = a.Close() })
+		return a
+	})
+}
+
+// TestSystemd runs the suite against the systemd attestor as the agent
+// builds it. Where systemd runs, the test process is already in a unit the
+// manager knows; where it does not (CI containers), the attestor names the
+// unit from the cgroup alone, so the test process joins real cgroups named
+// as systemd names a service.
+func TestSystemd(t *testing.T) {
+	if !systemd.Booted() {
+		cgrouptest.New(t, "system.slice/spirehw-test-"+strconv.Itoa(os.Getpid())+".service").Enter(t)
+	}
+	workloadattestortest.Run(t, systemd.SelectorType, func(t *testing.T) workloadapi.Attestor {
+		a := systemd.New(systemd.Config{Log: slog.New(slog.DiscardHandler)})
 		t.Cleanup(func() { _ = a.Close() })
 		return a
 	})
