@@ -90,10 +90,17 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if cfg.Telemetry.Prometheus != nil {
 		reg = telemetry.NewRegistry()
 	}
+	// SPIRE's metrics go to every sink of the telemetry block, those of
+	// external plugins too; a nil sink set drops them.
+	sinks, err := telemetry.New(cfg.Telemetry, telemetry.Options{Service: telemetry.AgentService,
+		TrustDomain: ac.TrustDomain.Name(), Registry: reg, Log: log.With("subsystem", "telemetry")})
+	if err != nil {
+		return nil, err
+	}
 	deps := catalog.Deps{Config: cfg, Log: log, Host: plugin.Host{
 		TrustDomain: ac.TrustDomain,
 		// SPIRE's agent offers its plugins the Metrics host service only.
-		HostServices: []pluginsdk.ServiceServer{plugin.MetricsService(reg, "spire_agent", log.With("subsystem", "plugin_metrics"))},
+		HostServices: []pluginsdk.ServiceServer{plugin.MetricsService(sinks, log.With("subsystem", "plugin_metrics"))},
 		Log:          log.With("subsystem", "catalog"),
 	}}
 	var plugins []any
@@ -115,13 +122,6 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	plugins = append(plugins, na)
 	warnUnprovenTPMKey(km, na, log)
 	var metrics *telemetry.Endpoint
-	// SPIRE's metrics go to every sink of the telemetry block; a nil sink
-	// set drops them.
-	sinks, err := telemetry.New(cfg.Telemetry, telemetry.Options{Service: telemetry.AgentService,
-		TrustDomain: ac.TrustDomain.Name(), Registry: reg, Log: log.With("subsystem", "telemetry")})
-	if err != nil {
-		return nil, err
-	}
 	rpc := telemetry.NewRPC(sinks)
 	if p := cfg.Telemetry.Prometheus; p != nil {
 		if metrics, err = telemetry.Listen(*p, reg, log.With("subsystem", "telemetry")); err != nil {

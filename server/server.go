@@ -98,7 +98,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		HostServices: []pluginsdk.ServiceServer{
 			s.identity.Service(),
 			hostservice.AgentStore(s.ds),
-			plugin.MetricsService(reg, "spire_server", log.With("subsystem", "plugin_metrics")),
+			plugin.MetricsService(s.sinks, log.With("subsystem", "plugin_metrics")),
 		},
 		Log: log.With("subsystem", "catalog"),
 	}

@@ -43,7 +43,11 @@ func Listen(cfg hclconf.Prometheus, reg *prometheus.Registry, log *slog.Logger) 
 		return nil, fmt.Errorf("telemetry: listen for Prometheus on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: slogPrinter{log}}))
+	// ContinueOnError: a family that fails to gather (an external plugin's
+	// metric that clashes with another's type) is logged and left out,
+	// rather than failing every scrape, as HTTPErrorOnError would.
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: slogPrinter{log},
+		ErrorHandling: promhttp.ContinueOnError}))
 	return &Endpoint{l: l, log: log, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
 }
 
