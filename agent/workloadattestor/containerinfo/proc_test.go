@@ -220,3 +220,35 @@ func TestReadProcUnparsable(t *testing.T) {
 		t.Fatalf("Locate from mount roots %q = %+v", p.MountRoots, info)
 	}
 }
+
+// BenchmarkReadProc measures what every docker or k8s attestation pays
+// before any cache: a caller in a container (the cgroup file alone) and
+// one in none (mountinfo too).
+func BenchmarkReadProc(b *testing.B) {
+	for _, bc := range []struct {
+		name, rel string
+	}{
+		{"Container", "spirehw-bench/docker/" + strings.Repeat("ab", 32)},
+		{"NoContainer", "spirehw-bench/plain"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			g := cgrouptest.New(b, bc.rel)
+			cmd := sleeper()
+			g.Start(b, cmd)
+			fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+			if err != nil {
+				b.Skipf("pidfd_open: %v", err)
+			}
+			defer unix.Close(fd)
+			for b.Loop() {
+				p, err := containerinfo.ReadProc("/proc", int32(cmd.Process.Pid), fd)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := p.Locate(true); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
