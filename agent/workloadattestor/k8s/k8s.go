@@ -113,6 +113,10 @@ type Attestor struct {
 	base   context.Context
 	cancel context.CancelFunc
 
+	// located remembers what the locator made of each set of cgroup
+	// paths, which is the same for every process of a container.
+	located locateMemo
+
 	mu         sync.Mutex
 	client     *kubeletClient
 	lastReload time.Time
@@ -238,7 +242,6 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 		// Not in a pod: nothing to say, as in SPIRE.
 		return nil, nil
 	}
-	log := a.log.With("pod_uid", podUID, "container_id", containerID)
 	for attempt := 1; ; attempt++ {
 		start := a.now()
 		idx, err := a.podIndex(ctx, time.Time{})
@@ -255,17 +258,17 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 			values, found, err = idx.lookup(podUID, containerID, a.cfg.DisableContainerSelectors)
 		}
 		if err != nil {
-			log.Warn("k8s: refusing caller", "pid", pid, "error", err)
+			a.log.Warn("k8s: refusing caller", "pid", pid, "pod_uid", podUID, "container_id", containerID, "error", err)
 			return nil, fmt.Errorf("k8s: %w", err)
 		}
 		if found {
 			return toSelectors(values), nil
 		}
 		if attempt >= a.cfg.MaxPollAttempts {
-			log.Warn("Container id not found; giving up", "pid", pid, "attempts", attempt)
+			a.log.Warn("Container id not found; giving up", "pid", pid, "pod_uid", podUID, "container_id", containerID, "attempts", attempt)
 			return nil, fmt.Errorf("k8s: no selectors found after max poll attempts (%d, %v apart): pod %q container %q is not in the kubelet's pod list", attempt, a.cfg.PollRetryInterval, podUID, containerID)
 		}
-		log.Debug("Container id not found", "attempt", attempt, "retry_interval", a.cfg.PollRetryInterval)
+		a.log.Debug("Container id not found", "pid", pid, "pod_uid", podUID, "container_id", containerID, "attempt", attempt, "retry_interval", a.cfg.PollRetryInterval)
 		if err := a.sleep(ctx, a.cfg.PollRetryInterval); err != nil {
 			return nil, fmt.Errorf("k8s: no selectors found: %w", err)
 		}
@@ -294,7 +297,7 @@ func (a *Attestor) locate(pid int32, pidfd int) (podUID, containerID string, err
 		}
 		return podUID, containerID, nil
 	}
-	info, err := proc.Locate(true)
+	info, err := a.located.locate(proc)
 	if err != nil {
 		return "", "", fmt.Errorf("k8s: pid %d: %w", pid, err)
 	}
