@@ -1,6 +1,6 @@
 // Package datastore defines what the server persists: registration entries,
-// attested nodes and their selectors, join tokens, trust bundles and the CA
-// journal. The SQL implementation lives in the sqlstore subpackage.
+// attested nodes and their selectors, join tokens, trust bundles, federation
+// relationships and the CA journal. The SQL implementation lives in the sqlstore subpackage.
 //
 // Entries and bundles use the SPIRE API SDK types directly: they are the wire
 // contract, and keeping one shape avoids a conversion layer on every request.
@@ -180,6 +180,28 @@ type DataStore interface {
 	// ErrNotFound when there is no bundle.
 	ModifyBundle(ctx context.Context, trustDomain string, fn func(b *types.Bundle) error) (*types.Bundle, error)
 	DeleteBundle(ctx context.Context, trustDomain string) error
+
+	// CreateFederationRelationship stores a relationship with a foreign
+	// trust domain; ErrAlreadyExists if one exists for it. A given
+	// TrustDomainBundle replaces that trust domain's bundle (SetBundle) in
+	// the same transaction, as in SPIRE. The trust domain is stored by
+	// name, without "spiffe://".
+	CreateFederationRelationship(ctx context.Context, fr *types.FederationRelationship) (*types.FederationRelationship, error)
+	// FetchFederationRelationship returns the relationship with its
+	// TrustDomainBundle filled from the bundles (nil when there is none
+	// yet), or ErrNotFound.
+	FetchFederationRelationship(ctx context.Context, trustDomain string) (*types.FederationRelationship, error)
+	// ListFederationRelationships lists relationships in trust domain
+	// order, each with its bundle as FetchFederationRelationship.
+	ListFederationRelationships(ctx context.Context, p *Pagination) (relationships []*types.FederationRelationship, nextToken string, err error)
+	// UpdateFederationRelationship changes the fields mask selects (all
+	// when nil) and returns the stored relationship; ErrNotFound when
+	// absent. With TrustDomainBundle selected and given, the bundle is
+	// replaced in the same transaction.
+	UpdateFederationRelationship(ctx context.Context, fr *types.FederationRelationship, mask *types.FederationRelationshipMask) (*types.FederationRelationship, error)
+	// DeleteFederationRelationship removes the relationship but keeps the
+	// trust domain's bundle, as SPIRE does; ErrNotFound when absent.
+	DeleteFederationRelationship(ctx context.Context, trustDomain string) error
 
 	// FetchCAJournal returns the CA journal blob stored under name, or
 	// ErrNotFound.

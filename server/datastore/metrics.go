@@ -221,6 +221,36 @@ func (w metricsStore) DeleteBundle(ctx context.Context, trustDomain string) (err
 	return w.ds.DeleteBundle(ctx, trustDomain)
 }
 
+func (w metricsStore) CreateFederationRelationship(ctx context.Context, fr *types.FederationRelationship) (_ *types.FederationRelationship, err error) {
+	done := w.call("federation_relationship", "create")
+	defer func() { done(err) }()
+	return w.ds.CreateFederationRelationship(ctx, fr)
+}
+
+func (w metricsStore) FetchFederationRelationship(ctx context.Context, trustDomain string) (_ *types.FederationRelationship, err error) {
+	done := w.call("federation_relationship", "fetch")
+	defer func() { done(err) }()
+	return w.ds.FetchFederationRelationship(ctx, trustDomain)
+}
+
+func (w metricsStore) ListFederationRelationships(ctx context.Context, p *Pagination) (_ []*types.FederationRelationship, _ string, err error) {
+	done := w.call("federation_relationship", "list")
+	defer func() { done(err) }()
+	return w.ds.ListFederationRelationships(ctx, p)
+}
+
+func (w metricsStore) UpdateFederationRelationship(ctx context.Context, fr *types.FederationRelationship, mask *types.FederationRelationshipMask) (_ *types.FederationRelationship, err error) {
+	done := w.call("federation_relationship", "update")
+	defer func() { done(err) }()
+	return w.ds.UpdateFederationRelationship(ctx, fr, mask)
+}
+
+func (w metricsStore) DeleteFederationRelationship(ctx context.Context, trustDomain string) (err error) {
+	done := w.call("federation_relationship", "delete")
+	defer func() { done(err) }()
+	return w.ds.DeleteFederationRelationship(ctx, trustDomain)
+}
+
 func (w metricsStore) FetchCAJournal(ctx context.Context, name string) (_ []byte, err error) {
 	done := w.call("ca_journal", "fetch")
 	defer func() { done(err) }()

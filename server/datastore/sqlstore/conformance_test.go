@@ -49,6 +49,11 @@ func testDataStore(t *testing.T, open func(t *testing.T) datastore.DataStore) {
 		{"BundleModify", testBundleModify},
 		{"BundleCount", testBundleCount},
 		{"CAJournal", testCAJournal},
+		{"FederationCRUD", testFederationCRUD},
+		{"FederationUpdate", testFederationUpdate},
+		{"FederationInvalid", testFederationInvalid},
+		{"FederationPaging", testFederationPaging},
+		{"FederationConcurrentCreate", testFederationConcurrentCreate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

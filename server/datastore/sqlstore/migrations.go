@@ -107,6 +107,17 @@ var migrations = []migration{
 			data {blob} NOT NULL
 		)`,
 	},
+	// 2: federation relationships (SPIRE's federated_trust_domains). The
+	// bundle stays in bundles, keyed by the same name, so that deleting a
+	// relationship keeps it, as SPIRE does.
+	{
+		`CREATE TABLE federated_trust_domains (
+			trust_domain {key} PRIMARY KEY,
+			bundle_endpoint_url TEXT NOT NULL,
+			bundle_endpoint_profile TEXT NOT NULL,
+			endpoint_spiffe_id TEXT NOT NULL DEFAULT ''
+		)`,
+	},
 }
 
 // schemaVersion is the schema version this code writes.
