@@ -12,12 +12,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/agent/peer"
+	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo/cgrouptest"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/workloadattestortest"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"golang.org/x/sys/unix"
 )
@@ -142,6 +146,38 @@ func TestAttestUserManager(t *testing.T) {
 		sel, err := a.Attest(context.Background(), int32(cmd.Process.Pid), pidfd(t, cmd.Process.Pid))
 		if !errors.Is(err, ErrNotLoaded) {
 			t.Fatalf("Attest(process in a hand-made unit cgroup) = %v, %v; want ErrNotLoaded", render(sel), err)
+		}
+	})
+
+	t.Run("Conformance", func(t *testing.T) {
+		// The test process joins the unit's own cgroup, so the suite's
+		// caller is in a unit the manager has loaded, and the answers
+		// come from systemd. It leaves again (Enter's cleanup) before the
+		// manager stops the unit, which kills what is in it.
+		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cgs, err := containerinfo.ParseCgroups(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := systemdPath(cgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cgrouptest.Existing(t, p).Enter(t)
+		workloadattestortest.Run(t, SelectorType, func(t *testing.T) workloadapi.Attestor {
+			a := New(Config{BusAddress: m.Bus})
+			t.Cleanup(func() { _ = a.Close() })
+			return a
+		})
+		self, err := a.Attest(context.Background(), int32(os.Getpid()), pidfd(t, os.Getpid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := render(self); !slices.Equal(got, want) {
+			t.Errorf("Attest(test process in %s's cgroup) = %q, want %q", unitName, got, want)
 		}
 	})
 

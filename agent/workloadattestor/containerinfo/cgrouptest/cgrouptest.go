@@ -250,3 +250,24 @@ func ownPath(cgroupFile string, v2 bool) (string, bool) {
 	}
 	return "", false
 }
+
+// Existing returns the group rel that someone else made (a systemd the
+// test runs placed a unit there), for Add and Enter; the test does not
+// remove it. It must exist in every hierarchy.
+func Existing(t testing.TB, rel string) *Group {
+	t.Helper()
+	simtest.RequireRoot(t)
+	hs, err := Hierarchies()
+	if err != nil {
+		simtest.Skip(t, "cgrouptest: "+err.Error())
+	}
+	g := &Group{Rel: strings.Trim(rel, "/")}
+	for _, h := range hs {
+		dir := filepath.Join(h.Mount, g.Rel)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			t.Fatalf("cgrouptest: no cgroup %s", dir)
+		}
+		g.Dirs = append(g.Dirs, dir)
+	}
+	return g
+}
