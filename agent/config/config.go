@@ -139,6 +139,8 @@ type Agent struct {
 	// WorkloadAPI is our own connection_limits block, which bounds the
 	// Workload API socket's connections (SPIRE has none).
 	WorkloadAPI WorkloadAPILimits
+	// SDS is the sds block: Envoy SDS v3 on the Workload API socket.
+	SDS SDS
 }
 
 // WorkloadAPILimits is the agent block's connection_limits block (ours, not
@@ -212,6 +214,7 @@ func defaults() *Config {
 			LogLevel:          slog.LevelInfo,
 			LogFormat:         hclconf.LogFormatText,
 			SyncInterval:      DefaultSyncInterval,
+			SDS:               defaultSDS(),
 		},
 		HealthChecks: hclconf.DefaultHealthChecks(),
 	}
@@ -268,6 +271,9 @@ func (a *Agent) parse(s *hclconf.Section) present {
 	if b := s.Block("connection_limits"); b != nil {
 		a.WorkloadAPI.parse(b)
 	}
+	if b := s.Block("sds"); b != nil {
+		a.SDS.parse(b)
+	}
 	if exp := s.Block("experimental"); exp != nil {
 		var v time.Duration
 		if exp.Duration("sync_interval", &v) {
@@ -305,7 +311,7 @@ func (a *Agent) parse(s *hclconf.Section) present {
 	a.ProfilingPort = hclconf.ParseProfiling(s)
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
-		"sds", "allowed_foreign_jwt_claims", "authorized_delegates",
+		"allowed_foreign_jwt_claims", "authorized_delegates",
 		"workload_x509_svid_key_type",
 		"availability_target", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
 		"log_source_location", "allow_unauthenticated_verifiers",

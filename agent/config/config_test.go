@@ -76,9 +76,7 @@ func TestValues(t *testing.T) {
         sync_interval = "30s"
         named_pipe_name = "x"
     }
-    sds {
-        default_svid_name = "default"
-    }`)), false)
+    allowed_foreign_jwt_claims = ["tenant"]`)), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +86,7 @@ func TestValues(t *testing.T) {
 		t.Errorf("agent: %+v", a)
 	}
 	all := strings.Join(c.Warnings, "\n")
-	if !strings.Contains(all, "agent.experimental.named_pipe_name") || !strings.Contains(all, "agent.sds") {
+	if !strings.Contains(all, "agent.experimental.named_pipe_name") || !strings.Contains(all, "agent.allowed_foreign_jwt_claims") {
 		t.Errorf("warnings: %s", all)
 	}
 

@@ -16,6 +16,12 @@ func FuzzParse(f *testing.F) {
 	f.Add(withAgent(base + `    insecure_bootstrap = true
     experimental { sync_interval = "1s" }`))
 	f.Add(`{"agent": {"data_dir": "d", "server_address": "s", "trust_domain": "example.org", "insecure_bootstrap": true}}`)
+	f.Add(withAgent(base + `    insecure_bootstrap = true
+    sds {
+        default_svid_name = ""
+        default_bundle_name = "ALL"
+        disable_spiffe_cert_validation = true
+    }`))
 	f.Add("agent { server_port = \"99999\" }")
 	f.Add("agent { trust_bundle_url = \"http://[::1\" }")
 	f.Fuzz(func(t *testing.T, text string) {
@@ -29,6 +35,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if a.TrustBundlePath == "" && a.TrustBundleURL == "" && !a.InsecureBootstrap {
 			t.Fatalf("accepted without bootstrap trust: %+v", a)
+		}
+		if s := a.SDS; s.DefaultSVIDName == "" || s.DefaultBundleName == "" || s.DefaultAllBundlesName == "" {
+			t.Fatalf("accepted an empty SDS name: %+v", s)
 		}
 		for _, p := range c.Plugins {
 			var anything map[string]any
