@@ -48,6 +48,8 @@ type Options struct {
 	ServerExtra string
 	// Plugins is appended inside the plugins block (more NodeAttestors).
 	Plugins string
+	// Blocks is appended after the plugins block (a telemetry block).
+	Blocks string
 	// Log receives server logs; nil discards them.
 	Log io.Writer
 	// LogLevel is the server's live log level (logger/v1); nil means one
@@ -111,7 +113,8 @@ plugins {
 	}
 	%s
 }
-`, filepath.Join(dir, "api.sock"), TrustDomain.Name(), filepath.Join(dir, "data"), extra, ds, opts.Plugins)
+%s
+`, filepath.Join(dir, "api.sock"), TrustDomain.Name(), filepath.Join(dir, "data"), extra, ds, opts.Plugins, opts.Blocks)
 	cfg, err := config.Parse("server.conf", []byte(conf), false)
 	if err != nil {
 		tb.Fatalf("servertest: config: %v", err)
