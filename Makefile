@@ -10,8 +10,10 @@ REQUIRE_SIM ?= 1
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 # postgresql: the SQL engine tests; softhsm2: PKCS#11 key manager tests;
 # swtpm, swtpm-tools: TPM attestation tests; systemd: systemd-analyze
-# verify of the packaged units.
-DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools systemd docker.io
+# verify of the packaged units and the systemd attestor's real manager
+# (systemd --user); docker.io: the private dockerd of the docker and k8s
+# attestor tests; dbus: the bus that manager serves.
+DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools systemd docker.io dbus
 # VERSION is what -version prints (a leading "v" is dropped, as SPIRE's
 # release numbers have none). Outside a git checkout it is empty and the
 # binaries fall back to the Go build information (internal/version).

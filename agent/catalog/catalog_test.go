@@ -212,6 +212,7 @@ func TestBuiltins(t *testing.T) {
 			want: "*unix.Attestor"},
 		{name: "lineage without eBPF", typ: config.TypeWorkloadAttestor,
 			block: `WorkloadAttestor "lineage" { plugin_data { disable_ebpf = true grace_period = "2s" } }`, want: "*lineage.Attestor"},
+		{name: "systemd", typ: config.TypeWorkloadAttestor, block: `WorkloadAttestor "systemd" {}`, want: "*systemd.Attestor"},
 		{name: "lineage bad grace_period", typ: config.TypeWorkloadAttestor,
 			block:     `WorkloadAttestor "lineage" { plugin_data { disable_ebpf = true grace_period = "soon" } }`,
 			errPrefix: `agent.conf:9: WorkloadAttestor "lineage".plugin_data.grace_period: `},
