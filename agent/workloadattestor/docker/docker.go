@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
@@ -55,7 +57,8 @@ type Config struct {
 	UseNewContainerLocator *bool
 	// VerboseContainerLocatorLogs logs, at debug level, every cgroup mount
 	// root and cgroup path the locator looked at
-	// (verbose_container_locator_logs).
+	// (verbose_container_locator_logs). Every call then reads them from
+	// /proc, so that there is something to log.
 	VerboseContainerLocatorLogs bool
 	// Sigstore reports that experimental.sigstore was configured. It is
 	// accepted, so SPIRE configurations load, and logged as not acted on.
@@ -91,6 +94,13 @@ type Attestor struct {
 	timeout  time.Duration
 	procDir  string
 	cache    *cache
+
+	// cgroup2 is where the cgroup v2 hierarchy is mounted, "" if it is
+	// not (then, and with the legacy locator or verbose logs, every call
+	// reads /proc).
+	cgroup2  string
+	locMu    sync.Mutex
+	byCgroup map[uint64]string // cgroup v2 ID -> container ID
 
 	ctx    context.Context // ended by Close; bounds every engine call
 	cancel context.CancelFunc
@@ -138,7 +148,11 @@ func New(cfg Config) (*Attestor, error) {
 		timeout:  cmp(cfg.InspectTimeout, DefaultInspectTimeout),
 		procDir:  "/proc",
 		cache:    newCache(cacheSize(cfg.CacheSize)),
+		byCgroup: map[uint64]string{},
 		done:     make(chan struct{}),
+	}
+	if matchers == nil && !a.verbose {
+		a.cgroup2 = readCgroup2Mount()
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	go a.watch()
@@ -190,6 +204,19 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 	if pid <= 0 {
 		return nil, fmt.Errorf("docker: invalid pid %d", pid)
 	}
+	var cgid uint64
+	if a.cgroup2 != "" && pidfd >= 0 {
+		var exited bool
+		if cgid, exited = cgroupIDOf(pidfd); exited {
+			return nil, fmt.Errorf("docker: caller pid %d: %w", pid, peer.ErrExited)
+		}
+		a.locMu.Lock()
+		id, ok := a.byCgroup[cgid]
+		a.locMu.Unlock()
+		if ok {
+			return a.lookup(ctx, id)
+		}
+	}
 	proc, err := containerinfo.ReadProc(a.procDir, pid, pidfd)
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
@@ -197,6 +224,9 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 	id, err := a.containerID(pid, proc)
 	if err != nil {
 		return nil, fmt.Errorf("docker: caller pid %d: %w", pid, err)
+	}
+	if id != "" {
+		a.learnCgroup(cgid, proc, id)
 	}
 	if id == "" {
 		// Not a container: nothing to add, as in SPIRE.
@@ -230,6 +260,9 @@ func (a *Attestor) containerID(pid int32, proc containerinfo.Proc) (string, erro
 	}
 	return info.ContainerID, nil
 }
+
+// maxLocated bounds the memo of cgroup IDs known to be containers'.
+const maxLocated = 4096
 
 // lookup returns the selectors of container id: from the cache, else from
 // one inspect shared by every caller that asks meanwhile. The caller's ctx
