@@ -55,6 +55,7 @@ type Kubelet struct {
 	roport int
 
 	mu       sync.Mutex
+	fault    Fault
 	token    string
 	pods     []Pod // in the order added: the kubelet's list is stable
 	created  map[string]time.Time
@@ -199,6 +200,28 @@ func (k *Kubelet) DeletePod(uid string) {
 	delete(k.created, uid)
 }
 
+// Fault is a way for /pods to misbehave, for tests of what a client does
+// with a broken kubelet.
+type Fault int
+
+// The faults: none, a 200 answer that is not JSON, an answer whose
+// headers never come (until the client gives up or the kubelet closes),
+// and a 500.
+const (
+	NoFault Fault = iota
+	Garbage
+	Hang
+	ServerError
+)
+
+// SetFault makes every later /pods request (on either port, after
+// authentication) misbehave as f; NoFault restores normal answers.
+func (k *Kubelet) SetFault(f Fault) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.fault = f
+}
+
 // Served is the number of pod lists sent so far.
 func (k *Kubelet) Served() int {
 	k.mu.Lock()
@@ -233,6 +256,21 @@ func (k *Kubelet) handler(secure bool) http.Handler {
 		if secure && !k.authenticated(r) {
 			// The kubelet's answer to bad credentials.
 			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		k.mu.Lock()
+		fault := k.fault
+		k.mu.Unlock()
+		switch fault {
+		case Garbage:
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"kind":"PodList","items":[{"metadata":{"uid":`))
+			return
+		case Hang:
+			<-r.Context().Done()
+			return
+		case ServerError:
+			http.Error(w, "Internal Server Error", http.StatusInternalServerError)
 			return
 		}
 		k.servePods(w)

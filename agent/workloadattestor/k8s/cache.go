@@ -41,7 +41,7 @@ func (a *Attestor) startFetchLocked(now time.Time) *fetch {
 	client := a.clientLocked(now)
 	go func() {
 		defer close(f.done)
-		ctx, cancel := context.WithTimeout(a.base, requestTimeout)
+		ctx, cancel := context.WithTimeout(a.base, a.requestTimeout)
 		defer cancel()
 		b, err := client.getPods(ctx)
 		if err == nil {

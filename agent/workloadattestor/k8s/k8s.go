@@ -109,6 +109,9 @@ type Attestor struct {
 	// sleep waits between poll attempts; a hook so tests need not wait.
 	sleep func(ctx context.Context, d time.Duration) error
 
+	// requestTimeout bounds a /pods fetch (requestTimeout but in tests).
+	requestTimeout time.Duration
+
 	// base ends on Close, stopping any fetch in flight.
 	base   context.Context
 	cancel context.CancelFunc
@@ -176,7 +179,7 @@ func New(cfg Config) (*Attestor, error) {
 	base, cancel := context.WithCancel(context.Background())
 	return &Attestor{
 		cfg: cfg, log: log, procDir: "/proc", now: time.Now, sleep: sleepCtx,
-		base: base, cancel: cancel,
+		base: base, cancel: cancel, requestTimeout: requestTimeout,
 		client: client, lastReload: time.Now(),
 	}, nil
 }

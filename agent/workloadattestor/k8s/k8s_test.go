@@ -409,6 +409,30 @@ func TestAttest(t *testing.T) {
 		}
 	})
 
+	t.Run("BrokenKubelet", func(t *testing.T) {
+		defer f.kl.SetFault(kubelet.NoFault)
+		for _, tc := range []struct {
+			fault kubelet.Fault
+			want  string
+		}{
+			{kubelet.Garbage, "decode kubelet pod list"},
+			{kubelet.ServerError, "unexpected status code on pods response: 500"},
+			{kubelet.Hang, "context deadline exceeded"},
+		} {
+			f.kl.SetFault(tc.fault)
+			a := newAttestor(t, f.secure())
+			k8s.SetRequestTimeout(a, 300*time.Millisecond)
+			start := time.Now()
+			got, err := attest(t, a, f.pidA, f.pidfdA)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || len(got) != 0 {
+				t.Errorf("fault %d: got %q, %v; want no selectors and an error with %q", tc.fault, got, err, tc.want)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("fault %d: took %v", tc.fault, d)
+			}
+		}
+	})
+
 	t.Run("NotInPod", func(t *testing.T) {
 		before := f.kl.Served()
 		self := os.Getpid()
