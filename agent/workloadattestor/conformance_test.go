@@ -15,12 +15,14 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/docker"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/docker/dockertest"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/external"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/k8s"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/systemd"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/workloadattestortest"
 	"github.com/spiffe-hw/spire-hw/plugin"
 	"github.com/spiffe-hw/spire-hw/sim/dockerd"
+	"github.com/spiffe-hw/spire-hw/sim/kubelet"
 	"github.com/spiffe-hw/spire-hw/test/plugins/pluginbuild"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	workloadattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/workloadattestor/v1"
@@ -85,6 +87,30 @@ func TestDocker(t *testing.T) {
 	t.Cleanup(dockertest.JoinCgroupsOf(t, os.Getpid(), c.PID))
 	workloadattestortest.Run(t, docker.SelectorType, func(t *testing.T) workloadapi.Attestor {
 		a, err := docker.New(docker.Config{SocketPath: d.Host, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close() })
+		return a
+	})
+}
+
+// TestK8s runs the suite with the test process moved into the cgroups of a
+// real container started under a kubepods cgroup parent, listed as a pod's
+// container by a simulated kubelet on TLS with token authentication, so
+// the k8s attestor finds the pod in the process's cgroup paths and its
+// selectors in the kubelet's pod list.
+func TestK8s(t *testing.T) {
+	d := dockerd.Start(t)
+	img := d.Image(t, map[string]string{"/svid-client": "github.com/spiffe-hw/spire-hw/sim/dockerd/cmd/svid-client"})
+	kl := kubelet.Start(t, kubelet.Options{})
+	uid := kubelet.NewUID()
+	st, c := kubelet.RunContainer(t, d, uid, "conformance", img, []string{"/svid-client", "-sleep"})
+	kl.PutPod(kubelet.Pod{Name: "conformance", Namespace: "default", UID: uid, ServiceAccount: "default", NodeName: kl.NodeName(), Containers: []kubelet.Container{st}})
+	caPath, tokenPath := kl.WriteFiles(t, t.TempDir())
+	t.Cleanup(dockertest.JoinCgroupsOf(t, os.Getpid(), c.PID))
+	workloadattestortest.Run(t, k8s.SelectorType, func(t *testing.T) workloadapi.Attestor {
+		a, err := k8s.New(k8s.Config{KubeletSecurePort: kl.SecurePort(), KubeletCAPath: caPath, TokenPath: tokenPath, Log: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
 		}
