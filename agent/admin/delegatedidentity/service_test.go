@@ -44,10 +44,10 @@ var (
 // manager is the agent manager's part the service uses, over a real
 // cache; JWT-SVIDs are signed by the test CA's real JWT key.
 type manager struct {
-	t     testing.TB
-	c     *cache.Cache
-	ca    *wltest.CA
-	mu    sync.Mutex
+	t      testing.TB
+	c      *cache.Cache
+	ca     *wltest.CA
+	mu     sync.Mutex
 	jwtErr error
 }
 
