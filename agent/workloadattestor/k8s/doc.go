@@ -14,6 +14,8 @@
 // times poll_retry_interval apart, as SPIRE does. The pod list is cached
 // for half that interval and turned into selector values once per fetch,
 // so a cached attestation is a cgroup read and a map lookup; a container
-// missing from a cached list makes the attestor fetch again at once. A
-// process in no pod gets no selectors.
+// missing from a cached list makes the attestor fetch again at once. Once a
+// cgroup v2 directory is known to be a pod container's, a caller in it is
+// located from the cgroup ID its pidfd reports (Linux 6.13), without
+// reading /proc. A process in no pod gets no selectors.
 package k8s
