@@ -84,6 +84,7 @@ func TestHangingEngine(t *testing.T) {
 	if took > bound+2*time.Second {
 		t.Fatalf("took %v, bound %v", took, bound)
 	}
+	t.Logf("hanging engine: %v", err)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -104,10 +105,10 @@ func TestGarbageEngine(t *testing.T) {
 	for _, tc := range []struct {
 		name, body, want string
 	}{
-		{"not JSON", "{not json", "invalid character"},
-		{"truncated", `{"Id":"x","Config":{"Labels":{"a"`, "unexpected EOF"},
-		{"wrong types", `{"Config":{"Labels":["a","b"]}}`, "cannot unmarshal"},
-		{"no Config", `{"Id":"x","State":{"Running":true}}`, "engine answer has no container Config"},
+		{"not JSON", "{not json", "not a container's inspect JSON: invalid character"},
+		{"truncated", `{"Id":"x","Config":{"Labels":{"a"`, "not a container's inspect JSON: unexpected EOF"},
+		{"wrong types", `{"Config":{"Labels":["a","b"]}}`, "not a container's inspect JSON: json: cannot unmarshal"},
+		{"no Config", `{"Id":"x","State":{"Running":true}}`, "not a container's inspect JSON: no Config"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newAttestor(t, Config{SocketPath: garbageEngine(t, tc.body), InspectTimeout: 3 * time.Second})
@@ -116,6 +117,7 @@ func TestGarbageEngine(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "inspect container "+c.ID) {
 				t.Fatalf("Attest = %q, %v; want an error containing %q", strs(sel), err, tc.want)
 			}
+			t.Logf("%s: %v", tc.name, err)
 			if took := time.Since(start); took > 3*time.Second {
 				t.Fatalf("took %v", took)
 			}

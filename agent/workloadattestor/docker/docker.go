@@ -2,8 +2,10 @@ package docker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -225,13 +227,11 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 	if err != nil {
 		return nil, fmt.Errorf("docker: caller pid %d: %w", pid, err)
 	}
-	if id != "" {
-		a.learnCgroup(cgid, proc, id)
-	}
 	if id == "" {
 		// Not a container: nothing to add, as in SPIRE.
 		return nil, nil
 	}
+	a.learnCgroup(cgid, proc, id)
 	// The selectors are shared with other calls, which the Attestor
 	// interface allows: callers never modify them.
 	return a.lookup(ctx, id)
@@ -338,7 +338,13 @@ func (a *Attestor) inspectOnce(ctx context.Context, id string) (container.Inspec
 	if err != nil {
 		return container.InspectResponse{}, err
 	}
-	return cl.ContainerInspect(ctx, id)
+	resp, err := cl.ContainerInspect(ctx, id)
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syntax) || errors.As(err, &typ) || errors.Is(err, io.ErrUnexpectedEOF) {
+		err = fmt.Errorf("the answer is not a container's inspect JSON: %w", err)
+	}
+	return resp, err
 }
 
 // selectorValues turns an inspect answer into SPIRE's selector values:
@@ -348,7 +354,7 @@ func (a *Attestor) inspectOnce(ctx context.Context, id string) (container.Inspec
 func selectorValues(resp container.InspectResponse) ([]string, error) {
 	cfg := resp.Config
 	if cfg == nil {
-		return nil, errors.New("engine answer has no container Config")
+		return nil, errors.New("the answer is not a container's inspect JSON: no Config")
 	}
 	keys := make([]string, 0, len(cfg.Labels))
 	for k := range cfg.Labels {
