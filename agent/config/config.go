@@ -141,6 +141,12 @@ type Agent struct {
 	WorkloadAPI WorkloadAPILimits
 	// SDS is the sds block: Envoy SDS v3 on the Workload API socket.
 	SDS SDS
+	// AuthorizedDelegates is authorized_delegates: the SPIFFE IDs whose
+	// holders may use the Delegated Identity API on the admin socket.
+	AuthorizedDelegates []spiffeid.ID
+	// authorizedDelegates is the list as written, checked by validate
+	// once the trust domain is known.
+	authorizedDelegates []string
 }
 
 // WorkloadAPILimits is the agent block's connection_limits block (ours, not
@@ -271,6 +277,7 @@ func (a *Agent) parse(s *hclconf.Section) present {
 	if b := s.Block("connection_limits"); b != nil {
 		a.WorkloadAPI.parse(b)
 	}
+	s.Strings("authorized_delegates", &a.authorizedDelegates)
 	if b := s.Block("sds"); b != nil {
 		a.SDS.parse(b)
 	}
@@ -311,7 +318,7 @@ func (a *Agent) parse(s *hclconf.Section) present {
 	a.ProfilingPort = hclconf.ParseProfiling(s)
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
-		"allowed_foreign_jwt_claims", "authorized_delegates",
+		"allowed_foreign_jwt_claims",
 		"workload_x509_svid_key_type",
 		"availability_target", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
 		"log_source_location", "allow_unauthenticated_verifiers",
@@ -403,6 +410,7 @@ func (c *Config) validate(d *hclconf.Diagnostics, set present) {
 	c.validateTrustBundleURL(d)
 	c.validateBootstrap(d)
 	c.readJoinTokenFile(d)
+	c.validateAuthorizedDelegates(d)
 	if a.AdminSocketPath != "" && a.SocketPath != "" {
 		wl := filepath.Dir(filepath.Clean(a.SocketPath))
 		adm := filepath.Dir(filepath.Clean(a.AdminSocketPath))
