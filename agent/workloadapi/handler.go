@@ -261,17 +261,23 @@ func validateJWT(token, audience string, set *jwtbundle.Set, td spiffeid.TrustDo
 	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: s}, nil
 }
 
-// attest checks the security header, identifies the caller and runs every
-// attestor. It fails with Unauthenticated when the caller died during
-// attestation: its PID may already name a different process, whose
-// selectors we might just have collected.
-func (h *Handler) attest(ctx context.Context, method string) (_ []*types.Selector, _ *slog.Logger, err error) {
-	// SPIRE's workload_api.workload_attestation call counter.
-	defer h.c.Metrics.StartCall("workload_api", "workload_attestation").Done(&err)
+// attest checks the security header, then attests the caller.
+func (h *Handler) attest(ctx context.Context, method string) ([]*types.Selector, *slog.Logger, error) {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok || len(md["workload.spiffe.io"]) != 1 || md["workload.spiffe.io"][0] != "true" {
 		return nil, nil, status.Error(codes.InvalidArgument, "security header missing from request")
 	}
+	return h.attestCaller(ctx, method)
+}
+
+// attestCaller identifies the caller and runs every attestor; SDS calls
+// come here directly, since SPIRE asks them for no security header. It
+// fails with Unauthenticated when the caller died during attestation: its
+// PID may already name a different process, whose selectors we might just
+// have collected.
+func (h *Handler) attestCaller(ctx context.Context, method string) (_ []*types.Selector, _ *slog.Logger, err error) {
+	// SPIRE's workload_api.workload_attestation call counter.
+	defer h.c.Metrics.StartCall("workload_api", "workload_attestation").Done(&err)
 	info, ok := peer.FromContext(ctx)
 	if !ok {
 		h.c.Log.Error("workloadapi: no peer credentials on connection; serve with NewServer", "method", method)

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"net"
 
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe-hw/spire-hw/agent/peer"
+	"github.com/spiffe-hw/spire-hw/agent/sds"
 	"github.com/spiffe-hw/spire-hw/internal/unixsock"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"golang.org/x/sys/unix"
@@ -33,15 +35,22 @@ func Listen(socketPath string) (net.Listener, error) {
 }
 
 // NewServer returns a gRPC server that identifies each caller through its
-// pidfd and serves h, plus the standard gRPC health service (which SPIRE's
-// newer healthcheck command queries). Further server options are appended.
+// pidfd and serves h, Envoy SDS v3 with SPIRE's default names on the same
+// attestation and cache view, and the standard gRPC health service (which
+// SPIRE's newer healthcheck command queries). Further server options are
+// appended.
 func NewServer(h *Handler, opts ...grpc.ServerOption) (*grpc.Server, error) {
+	return newServer(h, sds.Settings{}, opts...)
+}
+
+func newServer(h *Handler, sdsSettings sds.Settings, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	creds, err := peer.NewCredentials(h.c.Log)
 	if err != nil {
 		return nil, fmt.Errorf("workloadapi: %w", err)
 	}
 	s := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, opts...)...)
 	workload.RegisterSpiffeWorkloadAPIServer(s, h)
+	secretv3.RegisterSecretDiscoveryServiceServer(s, sds.New(sds.Config{Settings: sdsSettings, Attest: h.attestCaller, Manager: h.c.Manager}))
 	if h.c.Ready != nil {
 		healthpb.RegisterHealthServer(s, readyHealth{ready: h.c.Ready, log: h.c.Log})
 	} else {
@@ -76,6 +85,8 @@ type ServeConfig struct {
 	SocketPath string
 	// Limits are the connection caps and timeouts (zero: defaults).
 	Limits Limits
+	// SDS is the agent's sds block (zero: SPIRE's default names).
+	SDS sds.Settings
 	// Metrics, if set, gets the connection metrics:
 	// spire_agent_workload_api_socket_connections_accepted_total,
 	// spire_agent_workload_api_socket_connections (open) and
@@ -91,7 +102,7 @@ func Serve(ctx context.Context, cfg ServeConfig, h *Handler, opts ...grpc.Server
 	if err != nil {
 		return err
 	}
-	s, err := NewServer(h, append(ServerOptions(cfg.Limits), opts...)...)
+	s, err := newServer(h, cfg.SDS, append(ServerOptions(cfg.Limits), opts...)...)
 	if err != nil {
 		l.Close()
 		return err
