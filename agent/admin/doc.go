@@ -1,8 +1,8 @@
 // Package admin serves the agent's admin socket (admin_socket_path), the
 // agent's counterpart of the server's admin socket: SPIRE's debug/v1
-// (GetInfo: the agent SVID chain, uptime, cache counts, last sync) and
+// (GetInfo: the agent SVID chain, uptime, cache counts, last sync),
 // logger/v1 (GetLogger, SetLogLevel, ResetLogLevel on the agent's live log
-// level, `spire-agent logger get|set|reset`).
+// level, `spire-agent logger get|set|reset`) and the Delegated Identity API.
 //
 // The socket is mode 0770, as SPIRE's: its file permissions are the
 // authentication, so only the agent's user and group reach it. It is never
@@ -12,7 +12,6 @@
 // held to per-uid connection caps and handshake and idle timeouts with the
 // Workload API's pieces (agent/workloadapi.Limits, internal/connlimit).
 //
-// SPIRE also serves the Delegated Identity API here; this package does
-// not yet (see register), and agent/config warns that
-// authorized_delegates is ignored while it does not.
+// With Config.DelegatedIdentity the socket also serves SPIRE's Delegated
+// Identity API (package delegatedidentity) to the authorized_delegates.
 package admin

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-hw/spire-hw/agent/admin/delegatedidentity"
 	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	"github.com/spiffe-hw/spire-hw/internal/connlimit"
@@ -51,6 +52,9 @@ type Config struct {
 	Log *slog.Logger
 	// Clock is GetInfo's time (nil: time.Now).
 	Clock func() time.Time
+	// DelegatedIdentity, if set, serves SPIRE's Delegated Identity API
+	// from it; its Log, if nil, is Log's delegated_identity_api subsystem.
+	DelegatedIdentity *delegatedidentity.Config
 }
 
 // effectiveLimits fills in the admin socket's defaults, then the
@@ -97,17 +101,19 @@ func NewServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	return s, nil
 }
 
-// register adds the admin services to s.
-//
-// The Delegated Identity API (spire.api.agent.delegatedidentity.v1,
-// issue 15) is registered here when it is built: it needs the workload
-// attestors, the manager's cache subscriptions (as agent/workloadapi's
-// Handler) and authorized_delegates, and checks each call's peer.Info
-// (the pidfd) against the delegates. Until then agent/config warns that
-// authorized_delegates is ignored.
+// register adds the admin services to s: debug/v1, logger/v1 and, when
+// configured, the Delegated Identity API, which identifies its callers by
+// the pidfd these credentials take.
 func register(s grpc.ServiceRegistrar, cfg Config) {
 	registerDebug(s, newDebugService(cfg))
 	registerLogger(s, newLoggerService(cfg))
+	if di := cfg.DelegatedIdentity; di != nil {
+		c := *di
+		if c.Log == nil {
+			c.Log = cfg.log().With("subsystem", "delegated_identity_api")
+		}
+		delegatedidentity.Register(s, delegatedidentity.New(c))
+	}
 }
 
 func (c *Config) log() *slog.Logger {
