@@ -20,11 +20,13 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/spiffe-hw/spire-hw/agent/admin"
+	"github.com/spiffe-hw/spire-hw/agent/admin/delegatedidentity"
 	"github.com/spiffe-hw/spire-hw/agent/catalog"
 	"github.com/spiffe-hw/spire-hw/agent/config"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	"github.com/spiffe-hw/spire-hw/agent/manager"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
+	"github.com/spiffe-hw/spire-hw/agent/sds"
 	"github.com/spiffe-hw/spire-hw/agent/svidstore"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/lineage"
@@ -193,6 +195,14 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 			Uptime:      func() time.Duration { return time.Since(started) },
 			LogLevel:    logging.LevelOf(log),
 			Log:         log.With("subsystem", "admin_api"),
+			// SPIRE serves it on every admin socket; with no
+			// authorized_delegates every caller is refused.
+			DelegatedIdentity: &delegatedidentity.Config{
+				Manager: m, Cache: m.Cache(), Attestor: a.handler,
+				AuthorizedDelegates: ac.AuthorizedDelegates,
+				Log:                 log.With("subsystem", "delegated_identity_api"),
+				Metrics:             sinks,
+			},
 		}
 	}
 	if hc := cfg.HealthChecks; hc.ListenerEnabled {
@@ -225,6 +235,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		// The config block's fields are the listener's, in the same
 		// order, so a field added to one and not the other fails here.
 		Limits: workloadapi.Limits(a.cfg.Agent.WorkloadAPI),
+		// Likewise the sds block's fields are SDS's settings.
+		SDS: sds.Settings(a.cfg.Agent.SDS),
 	}
 	if a.reg != nil {
 		// Not a nil *Registry in the interface: Serve would use it.
