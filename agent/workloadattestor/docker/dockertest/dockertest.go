@@ -4,20 +4,25 @@
 // PID) look, to the kernel and so to the attestor, like a process of that
 // container.
 //
-// Only hierarchies in which the process sits at the root are touched: a
-// cgroup that something else put the process in (a session's memory cgroup,
-// a systemd slice) is left alone.
+// It touches the cgroup v2 hierarchy, which is enough for the attestors'
+// locators and is where the kernel reports a process's cgroup ID, and the
+// v1 hierarchies in which the process sits at the root: a v1 cgroup that
+// something else put the process in (a session's memory cgroup, a systemd
+// slice) is left alone. Everything moved is moved back by the function
+// JoinCgroupsOf returns.
 package dockertest
 
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -29,10 +34,10 @@ type hierarchy struct {
 	mount string
 }
 
-// JoinCgroupsOf moves process pid into the cgroups process of is in, in
-// every hierarchy where pid is at the root, and returns a function that
-// moves it back (a no-op once pid has exited). It fails tb if no hierarchy
-// could be joined.
+// JoinCgroupsOf moves process pid into the cgroups process of is in (see
+// the package documentation for which) and returns a function that moves
+// it back (a no-op once pid has exited). It fails tb if no hierarchy could
+// be joined.
 func JoinCgroupsOf(tb testing.TB, pid, of int) (restore func()) {
 	tb.Helper()
 	mine, err := hierarchies(pid)
@@ -43,13 +48,13 @@ func JoinCgroupsOf(tb testing.TB, pid, of int) (restore func()) {
 	if err != nil {
 		tb.Fatalf("dockertest: %v", err)
 	}
-	var moved []hierarchy
+	var moved []hierarchy // where pid was, in each hierarchy it left
 	for _, h := range mine {
-		if h.path != "/" || h.mount == "" {
+		if h.mount == "" || (h.path != "/" && h.key != "0::") {
 			continue
 		}
 		i := slices.IndexFunc(theirs, func(o hierarchy) bool { return o.key == h.key })
-		if i < 0 || theirs[i].path == "/" {
+		if i < 0 || theirs[i].path == h.path {
 			continue
 		}
 		if err := write(filepath.Join(h.mount, theirs[i].path), pid); err != nil {
@@ -58,12 +63,12 @@ func JoinCgroupsOf(tb testing.TB, pid, of int) (restore func()) {
 		moved = append(moved, h)
 	}
 	if len(moved) == 0 {
-		tb.Fatalf("dockertest: pid %d shares no root hierarchy with pid %d's cgroups", pid, of)
+		tb.Fatalf("dockertest: pid %d shares no hierarchy it may leave with pid %d's cgroups", pid, of)
 	}
 	return func() {
 		for _, h := range moved {
-			if err := write(h.mount, pid); err != nil && !os.IsNotExist(err) && !strings.Contains(err.Error(), "no such process") {
-				tb.Errorf("dockertest: move pid %d back to %s /: %v", pid, h.key, err)
+			if err := write(filepath.Join(h.mount, h.path), pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+				tb.Errorf("dockertest: move pid %d back to %s %s: %v", pid, h.key, h.path, err)
 			}
 		}
 	}
