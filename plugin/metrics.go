@@ -44,7 +44,7 @@ const (
 // telemetry.CheckExternal), a key reused as another kind, and a negative
 // counter increment, which Prometheus cannot count, are dropped with a
 // warning; the plugin's call still succeeds, as in SPIRE, where emitting
-// never fails.
+// never fails. A nil sink drops everything.
 func MetricsService(sink MetricsSink, log *slog.Logger) pluginsdk.ServiceServer {
 	return metricsv1.MetricsServiceServer(newMetricsHost(sink, log))
 }
@@ -52,6 +52,9 @@ func MetricsService(sink MetricsSink, log *slog.Logger) pluginsdk.ServiceServer 
 func newMetricsHost(sink MetricsSink, log *slog.Logger) *metricsHost {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if sink == nil {
+		sink = (*telemetry.Metrics)(nil) // drops everything
 	}
 	return &metricsHost{sink: sink, log: log, kinds: make(map[string]string), warned: make(map[string]bool)}
 }

@@ -165,15 +165,17 @@ func TestMetricsServiceFeedsEverySink(t *testing.T) {
 }
 
 // TestMetricsServiceWithoutSinks: with no telemetry configured (a nil
-// Metrics) a plugin's calls succeed and go nowhere.
+// Metrics, or no sink at all) a plugin's calls succeed and go nowhere.
 func TestMetricsServiceWithoutSinks(t *testing.T) {
 	var none *telemetry.Metrics
-	conn := grpctest.Serve(t, func(srv *grpc.Server) { plugin.MetricsService(none, nil).RegisterServer(srv) })
-	c := metricsv1.NewMetricsClient(conn)
-	if _, err := c.IncrCounter(context.Background(), &metricsv1.IncrCounterRequest{Key: []string{"x"}, Val: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.EmitKey(context.Background(), &metricsv1.EmitKeyRequest{Key: []string{"x"}, Val: 1}); err != nil {
-		t.Fatal(err)
+	for _, sink := range []plugin.MetricsSink{none, nil} {
+		conn := grpctest.Serve(t, func(srv *grpc.Server) { plugin.MetricsService(sink, nil).RegisterServer(srv) })
+		c := metricsv1.NewMetricsClient(conn)
+		if _, err := c.IncrCounter(context.Background(), &metricsv1.IncrCounterRequest{Key: []string{"x"}, Val: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.EmitKey(context.Background(), &metricsv1.EmitKeyRequest{Key: []string{"x"}, Val: 1}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
