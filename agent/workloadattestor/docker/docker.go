@@ -131,7 +131,9 @@ func New(cfg Config) (*Attestor, error) {
 		log.Warn("Using the legacy container locator with custom cgroup matchers. This feature will be removed in a future release.")
 	}
 	if cfg.Sigstore {
-		log.Warn("experimental.sigstore is accepted but not acted on: image signatures are not verified and no sigstore selectors are emitted")
+		// SPIRE would fail the attestation of a container whose image it
+		// cannot verify; here its docker selectors are emitted anyway.
+		log.Warn("experimental.sigstore is accepted but not acted on: image signatures are not verified, no sigstore selectors are emitted, and containers of unsigned images get their docker selectors (SPIRE would refuse them)")
 	}
 	host := cfg.SocketPath
 	if host == "" {
@@ -147,7 +149,7 @@ func New(cfg Config) (*Attestor, error) {
 		engine:   eng,
 		matchers: matchers,
 		verbose:  cfg.VerboseContainerLocatorLogs,
-		timeout:  cmp(cfg.InspectTimeout, DefaultInspectTimeout),
+		timeout:  orDefault(cfg.InspectTimeout, DefaultInspectTimeout),
 		procDir:  "/proc",
 		cache:    newCache(cacheSize(cfg.CacheSize)),
 		byCgroup: map[uint64]string{},
@@ -168,8 +170,8 @@ func cacheSize(n int) int {
 	return max(n, 0)
 }
 
-// cmp returns v, or def where v is not positive.
-func cmp[T int | time.Duration](v, def T) T {
+// orDefault returns v, or def where v is not positive.
+func orDefault[T int | time.Duration](v, def T) T {
 	if v > 0 {
 		return v
 	}
