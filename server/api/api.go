@@ -1,5 +1,5 @@
 // Package api implements SPIRE's server API (agent/v1, entry/v1, svid/v1,
-// bundle/v1, debug/v1, localauthority/v1, logger/v1) over the datastore and the CA,
+// bundle/v1, debug/v1, localauthority/v1, logger/v1, trustdomain/v1) over the datastore and the CA,
 // together with the authorization that decides which caller may call what.
 //
 // The services speak the wire contract of github.com/spiffe/spire-api-sdk so
@@ -80,6 +80,9 @@ type Config struct {
 	// changes; nil when the server's logger cannot change level (the
 	// logger service then answers FailedPrecondition).
 	LogLevel *logging.Level
+	// BundleRefresher refreshes federated bundles for trustdomain/v1's
+	// RefreshBundle (server/federation's refresher); nil answers Internal.
+	BundleRefresher BundleRefresher
 	// AttestMessageTimeout overrides DefaultAttestMessageTimeout (tests).
 	AttestMessageTimeout time.Duration
 	Clock                func() time.Time

@@ -180,7 +180,7 @@ func batchItems(req, resp any) []auditItem {
 			items = append(items, auditItem{[]any{"trust_domain_id", item(q.GetTrustDomains(), i), "mode", q.GetMode().String()}, res.Status})
 		}
 	default:
-		return nil
+		return trustDomainBatchItems(req, resp)
 	}
 	if items == nil {
 		items = []auditItem{} // an empty batch: no line, as in SPIRE

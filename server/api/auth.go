@@ -110,6 +110,13 @@ var methodAccess = map[string]access{
 
 	"/spire.api.server.debug.v1.Debug/GetInfo": accessAdmin,
 
+	"/spire.api.server.trustdomain.v1.TrustDomain/ListFederationRelationships":       accessAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/GetFederationRelationship":         accessAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/BatchCreateFederationRelationship": accessAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/BatchUpdateFederationRelationship": accessAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/BatchDeleteFederationRelationship": accessAdmin,
+	"/spire.api.server.trustdomain.v1.TrustDomain/RefreshBundle":                     accessAdmin,
+
 	"/spire.api.server.logger.v1.Logger/GetLogger":     accessLocal,
 	"/spire.api.server.logger.v1.Logger/SetLogLevel":   accessLocal,
 	"/spire.api.server.logger.v1.Logger/ResetLogLevel": accessLocal,

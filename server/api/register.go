@@ -8,6 +8,7 @@ import (
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	loggerv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/logger/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"google.golang.org/grpc"
 )
 
@@ -22,4 +23,5 @@ func (a *API) Register(s grpc.ServiceRegistrar) {
 	debugv1.RegisterDebugServer(s, &DebugService{api: a})
 	loggerv1.RegisterLoggerServer(s, &LoggerService{api: a})
 	localauthorityv1.RegisterLocalAuthorityServer(s, &LocalAuthorityService{api: a})
+	trustdomainv1.RegisterTrustDomainServer(s, &TrustDomainService{api: a})
 }
