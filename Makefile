@@ -8,12 +8,12 @@ PKGS      := ./...
 # leaves it unset for laptops.
 REQUIRE_SIM ?= 1
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
-# postgresql: the SQL engine tests; softhsm2: PKCS#11 key manager tests;
+# postgresql, mariadb-server: the SQL engine tests; softhsm2: PKCS#11 key manager tests;
 # swtpm, swtpm-tools: TPM attestation tests; systemd: systemd-analyze
 # verify of the packaged units and the systemd attestor's real manager
 # (systemd --user); docker.io: the private dockerd of the docker and k8s
 # attestor tests; dbus: the bus that manager serves.
-DEB_PACKAGES := postgresql softhsm2 swtpm swtpm-tools systemd docker.io dbus
+DEB_PACKAGES := postgresql mariadb-server softhsm2 swtpm swtpm-tools systemd docker.io dbus
 # VERSION is what -version prints (a leading "v" is dropped, as SPIRE's
 # release numbers have none). Outside a git checkout it is empty and the
 # binaries fall back to the Go build information (internal/version).
@@ -28,6 +28,7 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/spire-server ./cmd/spire-server
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/spire-agent ./cmd/spire-agent
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/oidc-discovery-provider ./cmd/oidc-discovery-provider
 
 # deps installs the Debian packages the tests need, once.
 deps:
