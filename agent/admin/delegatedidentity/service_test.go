@@ -105,7 +105,7 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	m := &manager{t: t, c: c, ca: ca}
 	h := workloadapi.New(workloadapi.Config{
 		Manager:     m2wl{m},
-		Attestors:   []workloadapi.Attestor{unix.New(unix.Config{DiscoverWorkloadPath: true})},
+		Attestors:   []workloadapi.Attestor{unix.New(unix.Config{DiscoverWorkloadPath: true, WorkloadSizeLimit: -1})},
 		TrustDomain: td,
 		Log:         quietLog(),
 	})
