@@ -32,7 +32,9 @@ var (
 )
 
 // certHolder swaps the endpoint's certificate, as the SVID rotator does.
-type certHolder struct{ p atomic.Pointer[tls.Certificate] }
+type certHolder struct {
+	p atomic.Pointer[tls.Certificate]
+}
 
 func (h *certHolder) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return h.p.Load(), nil }
 
