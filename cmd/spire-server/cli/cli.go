@@ -1,6 +1,6 @@
 // Package cli implements the spire-server command line except "run": the
-// admin commands (entry, agent, token, bundle, logger, x509 mint, jwt mint,
-// healthcheck) that speak SPIRE's server API over the admin Unix socket, and
+// admin commands (entry, agent, token, bundle, federation, logger, x509 mint,
+// jwt mint, healthcheck) that speak SPIRE's server API over the admin Unix socket, and
 // validate, which checks a configuration with run's own loader.
 //
 // Commands, flag names (single dash, camelCase), human output and
@@ -89,27 +89,33 @@ type command interface {
 // commandFactories lists every command by its full name. A fresh command is
 // made per invocation so flag state never leaks between runs.
 var commandFactories = map[string]func() command{
-	"agent ban":     func() command { return &agentBanCommand{} },
-	"agent count":   func() command { return &agentCountCommand{} },
-	"agent evict":   func() command { return &agentEvictCommand{} },
-	"agent list":    func() command { return &agentListCommand{} },
-	"agent purge":   func() command { return &agentPurgeCommand{} },
-	"agent show":    func() command { return &agentShowCommand{} },
-	"bundle count":  func() command { return &bundleCountCommand{} },
-	"bundle delete": func() command { return &bundleDeleteCommand{} },
-	"bundle list":   func() command { return &bundleListCommand{} },
-	"bundle set":    func() command { return &bundleSetCommand{} },
-	"bundle show":   func() command { return &bundleShowCommand{} },
-	"entry count":   func() command { return &entryCountCommand{} },
-	"entry create":  func() command { return &entryCreateCommand{} },
-	"entry delete":  func() command { return &entryDeleteCommand{} },
-	"entry show":    func() command { return &entryShowCommand{} },
-	"entry update":  func() command { return &entryUpdateCommand{} },
-	"healthcheck":   func() command { return &healthcheckCommand{} },
-	"jwt mint":      func() command { return &jwtMintCommand{} },
-	"logger get":    func() command { return &loggerGetCommand{} },
-	"logger reset":  func() command { return &loggerResetCommand{} },
-	"logger set":    func() command { return &loggerSetCommand{} },
+	"agent ban":          func() command { return &agentBanCommand{} },
+	"agent count":        func() command { return &agentCountCommand{} },
+	"agent evict":        func() command { return &agentEvictCommand{} },
+	"agent list":         func() command { return &agentListCommand{} },
+	"agent purge":        func() command { return &agentPurgeCommand{} },
+	"agent show":         func() command { return &agentShowCommand{} },
+	"bundle count":       func() command { return &bundleCountCommand{} },
+	"bundle delete":      func() command { return &bundleDeleteCommand{} },
+	"bundle list":        func() command { return &bundleListCommand{} },
+	"bundle set":         func() command { return &bundleSetCommand{} },
+	"bundle show":        func() command { return &bundleShowCommand{} },
+	"entry count":        func() command { return &entryCountCommand{} },
+	"entry create":       func() command { return &entryCreateCommand{} },
+	"entry delete":       func() command { return &entryDeleteCommand{} },
+	"entry show":         func() command { return &entryShowCommand{} },
+	"entry update":       func() command { return &entryUpdateCommand{} },
+	"federation create":  func() command { return &federationCreateCommand{} },
+	"federation delete":  func() command { return &federationDeleteCommand{} },
+	"federation list":    func() command { return &federationListCommand{} },
+	"federation refresh": func() command { return &federationRefreshCommand{} },
+	"federation show":    func() command { return &federationShowCommand{} },
+	"federation update":  func() command { return &federationUpdateCommand{} },
+	"healthcheck":        func() command { return &healthcheckCommand{} },
+	"jwt mint":           func() command { return &jwtMintCommand{} },
+	"logger get":         func() command { return &loggerGetCommand{} },
+	"logger reset":       func() command { return &loggerResetCommand{} },
+	"logger set":         func() command { return &loggerSetCommand{} },
 	"token generate": func() command {
 		return &tokenGenerateCommand{}
 	},
