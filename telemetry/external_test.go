@@ -16,7 +16,7 @@ func TestCheckExternal(t *testing.T) {
 		labels []Label
 		err    string // substring; "" passes
 	}{
-		{"plugin key with labels", []string{"my_plugin", "calls"}, 1, []Label{{"method", "mint"}, {"svid-type", "x509"}}, ""},
+		{"plugin key with labels", []string{"my_plugin", "calls"}, 1, []Label{{Name: "method", Value: "mint"}, {Name: "svid-type", Value: "x509"}}, ""},
 		{"separators the sinks rewrite", []string{"a.b", "c-d", "e/f", "g h", "i=j", "k:l"}, 1, nil, ""},
 		{"empty key", nil, 1, nil, "empty key"},
 		{"empty part", []string{"a", ""}, 1, nil, "empty key part"},
@@ -26,14 +26,14 @@ func TestCheckExternal(t *testing.T) {
 		{"too long", []string{strings.Repeat("a", 300)}, 1, nil, "bytes"},
 		{"NaN", []string{"a"}, math.NaN(), nil, "finite"},
 		{"Inf", []string{"a"}, math.Inf(-1), nil, "finite"},
-		{"quantile", []string{"a"}, 1, []Label{{"quantile", "0.5"}}, "reserved"},
-		{"host", []string{"a"}, 1, []Label{{"host", "h"}}, "reserved"},
-		{"trust_domain", []string{"a"}, 1, []Label{{"trust-domain", "x"}}, "reserved"},
-		{"digit first", []string{"a"}, 1, []Label{{"1st", "x"}}, "not a valid"},
-		{"double underscore", []string{"a"}, 1, []Label{{"__name__", "x"}}, "not a valid"},
-		{"empty label name", []string{"a"}, 1, []Label{{"", "x"}}, "label name"},
-		{"same after sanitizing", []string{"a"}, 1, []Label{{"a-b", "1"}, {"a.b", "2"}}, "twice"},
-		{"long value", []string{"a"}, 1, []Label{{"v", strings.Repeat("x", 300)}}, "value of"},
+		{"quantile", []string{"a"}, 1, []Label{{Name: "quantile", Value: "0.5"}}, "reserved"},
+		{"host", []string{"a"}, 1, []Label{{Name: "host", Value: "h"}}, "reserved"},
+		{"trust_domain", []string{"a"}, 1, []Label{{Name: "trust-domain", Value: "x"}}, "reserved"},
+		{"digit first", []string{"a"}, 1, []Label{{Name: "1st", Value: "x"}}, "not a valid"},
+		{"double underscore", []string{"a"}, 1, []Label{{Name: "__name__", Value: "x"}}, "not a valid"},
+		{"empty label name", []string{"a"}, 1, []Label{{Name: "", Value: "x"}}, "label name"},
+		{"same after sanitizing", []string{"a"}, 1, []Label{{Name: "a-b", Value: "1"}, {Name: "a.b", Value: "2"}}, "twice"},
+		{"long value", []string{"a"}, 1, []Label{{Name: "v", Value: strings.Repeat("x", 300)}}, "value of"},
 		{"too many labels", []string{"a"}, 1, manyLabels(17), "labels, at most"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
