@@ -303,3 +303,53 @@ func TestSlowReaderGetsLatestNotBacklog(t *testing.T) {
 	}
 	t.Logf("%d rotations while not reading: %d responses, the last one the latest SVID", rotations, received)
 }
+
+func TestStreamPushesBundleChanges(t *testing.T) {
+	e := newEnv(t, sds.Settings{})
+	e.f.Add(t, "/workload", 1, self())
+	stream, err := e.sds.StreamSecrets(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(ask("ROOTCA")); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, tds := sds.SPIFFEValidator(t, sds.DecodeSecrets(t, r1)[0], "ROOTCA"); len(tds["example.org"]) != 1 {
+		t.Fatalf("ROOTCA holds %d authorities", len(tds["example.org"]))
+	}
+	// A second authority joins the bundle (a prepared CA): pushed.
+	b := e.f.CA.Bundle()
+	b.AddX509Authority(e.f.Fed.Cert)
+	e.f.Cache.SetBundle(b)
+	r2, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, tds := sds.SPIFFEValidator(t, sds.DecodeSecrets(t, r2)[0], "ROOTCA"); len(tds["example.org"]) != 2 || !tds["example.org"][1].Equal(e.f.Fed.Cert) {
+		t.Fatalf("after the bundle changed, ROOTCA holds %d authorities", len(tds["example.org"]))
+	}
+}
+
+// As in SPIRE, a stream whose asked-for SVID goes away (entry deleted)
+// ends with the status a fresh request would get.
+func TestStreamEndsWhenEntryGoes(t *testing.T) {
+	e := newEnv(t, sds.Settings{})
+	e.f.Add(t, "/workload", 1, self())
+	stream, err := e.sds.StreamSecrets(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(ask("default")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	e.f.Cache.SetEntries(nil)
+	_, err = stream.Recv()
+	wantStatus(t, err, codes.InvalidArgument, `workload is not authorized for the requested identities ["default"]`)
+}
