@@ -309,6 +309,26 @@ func (s *Section) Block(key string) *Section {
 	return &Section{d: s.d, path: s.Key(key), line: line, items: list.Items}
 }
 
+// Labels returns the distinct keys of this section's items in file order:
+// the labels of a labelled block (federates_with "a.org" { ... } read
+// with Block("federates_with") holds the key "a.org"), each then read with
+// Block.
+func (s *Section) Labels() []string {
+	var out []string
+	seen := make(map[string]bool)
+	for _, it := range s.items {
+		if len(it.Keys) == 0 {
+			continue
+		}
+		k := keyText(it.Keys[0].Token)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // body returns the contents of block key and its line. JSON flattening
 // turns {"key": {"a": {...}, "b": {...}}} into items keyed [key, a] and
 // [key, b]; those pieces are joined back into one body.

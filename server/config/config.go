@@ -134,6 +134,10 @@ type Server struct {
 	// how long a node read to authenticate an agent is trusted; nil when
 	// not set, which keeps the server's own cache window (30 s).
 	MaxAttestedNodeInfoStaleness *time.Duration
+
+	// Federation is the federation block: the bundle endpoint and the
+	// federates_with relationships.
+	Federation Federation
 }
 
 // RateLimit is SPIRE's server { ratelimit {} } block: per source IP,
@@ -344,9 +348,11 @@ func (srv *Server) parse(s *hclconf.Section) present {
 		srv.MaxAttestedNodeInfoStaleness = &staleness
 	}
 
+	srv.Federation = parseFederation(s)
+
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
-		"federation", "experimental",
+		"experimental",
 		"cache_reload_interval", "prune_events_older_than", "sql_transaction_timeout",
 		"log_source_location", "use_legacy_downstream_x509_ca_ttl",
 		"exclude_sn_from_ca_subject", "omit_x509svid_uid", "upstream_bundle",
@@ -377,6 +383,7 @@ func (c *Config) validate(d *hclconf.Diagnostics, set present) {
 	if c.Server.SocketPath == "" {
 		d.Missing("server.socket_path", fmt.Sprintf(serverFileFix, "socket_path", "socketPath"))
 	}
+	c.validateFederation(d)
 	if c.Server.CATTL < recommendedCATTLMult*c.Server.DefaultX509SVIDTTL {
 		d.Warnf(0, "server.ca_ttl", "%v is less than %d times default_x509_svid_ttl (%v); SVIDs will be cut short by CA rotation",
 			c.Server.CATTL, recommendedCATTLMult, c.Server.DefaultX509SVIDTTL)

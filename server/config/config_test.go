@@ -291,7 +291,8 @@ telemetry {
 	}
 	all := strings.Join(c.Warnings, "\n")
 	for _, key := range []string{"server.cache_reload_interval", "server.profiling_freq",
-		"server.experimental", "server.federation", "server.default_svid_ttl: deprecated"} {
+		"server.experimental", "server.federation.bundle_endpoint: Bundle endpoint is configured but has no profile set",
+		"server.default_svid_ttl: deprecated"} {
 		if !strings.Contains(all, key) {
 			t.Errorf("no warning for %s in:\n%s", key, all)
 		}

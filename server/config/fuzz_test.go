@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/url"
 	"os"
 	"testing"
 )
@@ -24,6 +25,12 @@ func FuzzParse(f *testing.F) {
 	f.Add(`plugins { KeyManager { disk { plugin_data { a = "\u00e9" } } } }`)
 	f.Add(`server { trust_domain = "\x" }`)
 	f.Add("a \"b\" \"c\" { d = [1, {e = 2}] }")
+	f.Add(withServer(`trust_domain = "example.org"
+    data_dir = "d"
+    federation {
+        bundle_endpoint { port = 8443 profile "https_web" { serving_cert_file { cert_file_path = "c" key_file_path = "k" } } }
+        federates_with "b.test" { bundle_endpoint_url = "https://b" bundle_endpoint_profile "https_spiffe" { endpoint_spiffe_id = "spiffe://b.test/s" } }
+    }`))
 	f.Fuzz(func(t *testing.T, text string) {
 		c, err := Parse("fuzz.conf", []byte(text), false)
 		if err != nil {
@@ -37,10 +44,26 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted %d enabled %s plugins", n, typ)
 			}
 		}
+		for _, r := range c.Server.Federation.FederatesWith {
+			if r.TrustDomain.IsZero() || r.TrustDomain == c.Server.TrustDomain || !isHTTPS(r.BundleEndpointURL) {
+				t.Fatalf("accepted federates_with %+v", r)
+			}
+		}
+		if be := c.Server.Federation.BundleEndpoint; be != nil {
+			web := be.ACME != nil || be.ServingCertFile != nil
+			if (be.Profile == ProfileHTTPSWeb) != web || (be.Profile != ProfileHTTPSWeb && be.Profile != ProfileHTTPSSPIFFE) {
+				t.Fatalf("accepted bundle_endpoint %+v", be)
+			}
+		}
 		for _, p := range c.Plugins {
 			var anything map[string]any
 			_ = p.DecodeData(&anything)
 			_, _ = p.DataText()
 		}
 	})
+}
+
+func isHTTPS(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "https" && u.Host != ""
 }
