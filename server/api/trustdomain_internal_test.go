@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -136,4 +137,33 @@ func FuzzRelationshipFromProto(f *testing.F) {
 			t.Fatalf("accepted relationship does not convert back: %v", err)
 		}
 	})
+}
+
+// TestTrustDomainBatchLimit: a batch beyond MaxBatch is refused whole,
+// before any item reaches the store.
+func TestTrustDomainBatchLimit(t *testing.T) {
+	ctx := context.Background()
+	store := sqlitetest.Open(t)
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	svc := &TrustDomainService{api: New(Config{TrustDomain: td, DataStore: store, Log: slog.New(slog.DiscardHandler)})}
+	frs := make([]*types.FederationRelationship, MaxBatch+1)
+	for i := range frs {
+		frs[i] = &types.FederationRelationship{TrustDomain: fmt.Sprintf("td%d.test", i), BundleEndpointUrl: "https://x.test",
+			BundleEndpointProfile: &types.FederationRelationship_HttpsWeb{HttpsWeb: &types.HTTPSWebProfile{}}}
+	}
+	_, err := svc.BatchCreateFederationRelationship(ctx, &trustdomainv1.BatchCreateFederationRelationshipRequest{FederationRelationships: frs})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("create: %v", err)
+	}
+	_, err = svc.BatchUpdateFederationRelationship(ctx, &trustdomainv1.BatchUpdateFederationRelationshipRequest{FederationRelationships: frs})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("update: %v", err)
+	}
+	_, err = svc.BatchDeleteFederationRelationship(ctx, &trustdomainv1.BatchDeleteFederationRelationshipRequest{TrustDomains: make([]string, MaxBatch+1)})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("delete: %v", err)
+	}
+	if frs, _, err := store.ListFederationRelationships(ctx, nil); err != nil || len(frs) != 0 {
+		t.Fatalf("stored %d relationships, %v", len(frs), err)
+	}
 }
