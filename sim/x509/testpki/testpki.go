@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"time"
 )
@@ -59,11 +60,16 @@ type Leaf struct {
 	// KeyType is "ecdsa" (default), "rsa" or "ed25519".
 	KeyType string
 	// KeyUsage defaults to digitalSignature; use NoKeyUsage for none.
-	KeyUsage  x509.KeyUsage
-	URIs      []*url.URL
-	Serial    *big.Int
-	NotBefore time.Time
-	NotAfter  time.Time
+	KeyUsage x509.KeyUsage
+	// ExtKeyUsage defaults to clientAuth; a TLS server's leaf asks for
+	// serverAuth with its IPAddresses or DNSNames.
+	ExtKeyUsage []x509.ExtKeyUsage
+	URIs        []*url.URL
+	IPAddresses []net.IP
+	DNSNames    []string
+	Serial      *big.Int
+	NotBefore   time.Time
+	NotAfter    time.Time
 }
 
 // NoKeyUsage asks for a leaf with an empty key usage.
@@ -101,14 +107,19 @@ func (ca *CA) Issue(l Leaf) (*x509.Certificate, crypto.Signer, error) {
 	case NoKeyUsage:
 		l.KeyUsage = 0
 	}
+	if l.ExtKeyUsage == nil {
+		l.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: l.Serial,
 		Subject:      pkix.Name{CommonName: l.CommonName},
 		NotBefore:    l.NotBefore,
 		NotAfter:     l.NotAfter,
 		KeyUsage:     l.KeyUsage,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  l.ExtKeyUsage,
 		URIs:         l.URIs,
+		IPAddresses:  l.IPAddresses,
+		DNSNames:     l.DNSNames,
 	}
 	cert, err := sign(tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
