@@ -126,8 +126,18 @@ func ServerOptions(lim Limits) []grpc.ServerOption {
 		// the buffer bypass it, so a small one costs no copies. (gRPC
 		// already takes write buffers from a pool only while writing.)
 		grpc.ReadBufferSize(8 << 10),
+		// The connection caps bound connections, not the streams within
+		// one: without this, one connection could open streams (each a
+		// cache subscription) until memory ran out.
+		grpc.MaxConcurrentStreams(MaxStreamsPerConnection),
 	}
 }
+
+// MaxStreamsPerConnection caps the RPCs open at once on one connection. A
+// go-spiffe client holds two or three streams (X.509 and JWT bundle
+// watches), an Envoy one SDS stream per secret it watches; beyond this,
+// gRPC makes the client queue new streams until one ends.
+const MaxStreamsPerConnection = 128
 
 // peerUID is the uid of the process that connected, as the kernel
 // recorded it at connect (SO_PEERCRED).

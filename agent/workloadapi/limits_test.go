@@ -360,3 +360,68 @@ func TestServeMetrics(t *testing.T) {
 		t.Errorf("total-cap refusals %v, want 0", got)
 	}
 }
+
+// TestStreamsPerConnectionCapped: one connection holding
+// MaxStreamsPerConnection open streams cannot open another until one ends
+// (gRPC queues it), and a second connection is still served meanwhile.
+func TestStreamsPerConnectionCapped(t *testing.T) {
+	uid, _, _, _ := selfSelectors(t)
+	e := newLimitedEnv(t, Limits{})
+	e.mgr.Set(e.ca.Issue(t, "/streams"), uid)
+	ctx := metadata.AppendToOutgoingContext(ctxT(t, 60*time.Second), "workload.spiffe.io", "true")
+	var dials atomic.Int32
+	dial := func() *grpc.ClientConn {
+		cc, err := grpc.NewClient("passthrough:///wlapi", grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(e.countingDialer(&dials)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	cc := dial()
+	client := workload.NewSpiffeWorkloadAPIClient(cc)
+	cancels := make([]context.CancelFunc, 0, MaxStreamsPerConnection)
+	for i := range MaxStreamsPerConnection {
+		sctx, cancel := context.WithCancel(ctx)
+		cancels = append(cancels, cancel)
+		s, err := client.FetchX509SVID(sctx, &workload.X509SVIDRequest{})
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	// One more on the same connection waits: it must not be answered
+	// while every slot is held.
+	extra := make(chan error, 1)
+	go func() {
+		s, err := client.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+		if err == nil {
+			_, err = s.Recv()
+		}
+		extra <- err
+	}()
+	// Meanwhile another connection is served at once.
+	if _, err := workload.NewSpiffeWorkloadAPIClient(dial()).FetchX509Bundles(ctx, &workload.X509BundlesRequest{}); err != nil {
+		t.Fatalf("second connection: %v", err)
+	}
+	select {
+	case err := <-extra:
+		t.Fatalf("stream %d on a full connection answered (err %v), want it held until a slot frees", MaxStreamsPerConnection+1, err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	cancels[0]()
+	select {
+	case err := <-extra:
+		if err != nil {
+			t.Fatalf("queued stream after a slot freed: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the queued stream was never served after a slot freed")
+	}
+	for _, c := range cancels[1:] {
+		c()
+	}
+}
