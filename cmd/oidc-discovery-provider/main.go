@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,6 +30,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "oidc-discovery-provider.conf", "configuration file")
 	expandEnv := fs.Bool("expandEnv", false, "expand environment variables in config file")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if *showVersion {
