@@ -37,6 +37,9 @@ type keySource interface {
 	LastSuccessfulPoll() time.Time
 }
 
+// errLogged marks a fetch error its fetchFunc has already logged.
+var errLogged = errors.New("already logged")
+
 // fetchFunc fetches the authorities once. An error keeps the previous set.
 type fetchFunc func(ctx context.Context) ([]jose.JSONWebKey, error)
 
@@ -99,7 +102,7 @@ func (p *poller) pollOnce(ctx context.Context) {
 	defer cancel()
 	keys, err := p.fetch(ctx)
 	if err != nil {
-		if ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
+		if !errors.Is(err, errLogged) && (ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded)) {
 			p.log.Warn(p.failMsg, "error", err)
 		}
 		return
@@ -192,7 +195,7 @@ func workloadAPIFetch(log *slog.Logger, client *workloadapi.Client, td spiffeid.
 		b, ok := set.Get(td)
 		if !ok {
 			log.Error("No bundle for trust domain in Workload API response", "trust_domain_id", td.IDString())
-			return nil, fmt.Errorf("workload API: no bundle for trust domain %q", td.Name())
+			return nil, fmt.Errorf("workload API: no bundle for trust domain %q: %w", td.Name(), errLogged)
 		}
 		return keysOf(b.JWTAuthorities()), nil
 	}

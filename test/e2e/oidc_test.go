@@ -46,13 +46,35 @@ func buildOIDC(t *testing.T) {
 // oidcEnv is a running oidc-discovery-provider on a loopback port, serving
 // http://localhost:<port> (allow_insecure_scheme).
 type oidcEnv struct {
-	issuer string
-	proc   *proc
+	issuer     string
+	healthPort int
+	proc       *proc
 }
 
 // startOIDC runs the provider with source as its key source block until
 // the test ends, and waits until it serves keys.
 func startOIDC(t *testing.T, port int, source string) *oidcEnv {
+	t.Helper()
+	o := launchOIDC(t, port, source)
+	eventually(t, 20*time.Second, "provider ready", func() error {
+		if done, code := o.proc.exited(); done {
+			t.Fatalf("provider exited with %d", code)
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", o.healthPort))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("ready: %d", resp.StatusCode)
+		}
+		return nil
+	})
+	return o
+}
+
+// launchOIDC starts the provider without waiting for it.
+func launchOIDC(t *testing.T, port int, source string) *oidcEnv {
 	t.Helper()
 	buildOIDC(t)
 	dir := shortTempDir(t)
@@ -68,22 +90,8 @@ health_checks { bind_port = %d }
 `, port, source, healthPort), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	o := &oidcEnv{issuer: fmt.Sprintf("http://localhost:%d", port)}
+	o := &oidcEnv{issuer: fmt.Sprintf("http://localhost:%d", port), healthPort: healthPort}
 	o.proc = start(t, dir, "oidc-discovery-provider", "-config", conf)
-	eventually(t, 20*time.Second, "provider ready", func() error {
-		if done, code := o.proc.exited(); done {
-			t.Fatalf("provider exited with %d", code)
-		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", healthPort))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("ready: %d", resp.StatusCode)
-		}
-		return nil
-	})
 	return o
 }
 
@@ -209,6 +217,29 @@ func TestOIDCWorkloadAPI(t *testing.T) {
     poll_interval = "500ms"
 }`, a.socket))
 	verifyThroughDiscovery(t, s, o)
+
+	// A trust domain the agent has no bundle for serves no keys, and says
+	// why.
+	other := launchOIDC(t, freePort(t), fmt.Sprintf(`workload_api {
+    socket_path = %q
+    trust_domain = "other.org"
+    poll_interval = "500ms"
+}`, a.socket))
+	eventually(t, 20*time.Second, "the missing bundle logged", func() error {
+		if !strings.Contains(other.proc.out.String(), "No bundle for trust domain in Workload API response") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	resp, err := http.Get(other.issuer + "/keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 500 || !strings.Contains(string(body), "document not available") {
+		t.Fatalf("/keys without a bundle: %d %q", resp.StatusCode, body)
+	}
 }
 
 // TestOIDCConfigErrors: the binary refuses a bad configuration with the
