@@ -56,6 +56,8 @@ type Server struct {
 	host     plugin.Host
 	// bundles hands the bundle to Notifier and BundlePublisher plugins.
 	bundles *notifier.Watcher
+	// federation refreshes federated bundles and serves ours.
+	federation *federationParts
 	// closers are plugins that hold resources (HSM sessions); nil entries
 	// and values without Close are skipped.
 	closers []any
@@ -161,6 +163,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	if err != nil {
 		return nil, err
 	}
+	if s.federation, err = s.newFederation(); err != nil {
+		return nil, err
+	}
 	agentTTL := sc.AgentTTL
 	a := api.New(api.Config{
 		TrustDomain: sc.TrustDomain,
@@ -176,6 +181,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		Metrics:     s.sinks,
 		Log:         log.With("subsystem", "api"),
 
+		BundleRefresher:              s.federation.manager,
 		MaxAttestedNodeInfoStaleness: sc.MaxAttestedNodeInfoStaleness,
 	})
 	rpcMetrics := telemetry.NewRPC(s.sinks)
@@ -225,6 +231,7 @@ func (s *Server) Run(ctx context.Context) error {
 		g.Go(func() error { return p.run(ctx) })
 	}
 	g.Go(func() error { return s.bundles.Run(ctx) })
+	s.federation.run(ctx, g.Go)
 	if s.health != nil {
 		g.Go(func() error { return healthz.Serve(ctx, s.health, s.log, "health checks") })
 	}

@@ -164,8 +164,13 @@ func (e *Endpoint) Serve(ctx context.Context) error {
 	}
 }
 
-// Close closes the listener of an endpoint that is not serving.
-func (e *Endpoint) Close() error { return e.ln.Close() }
+// Close closes the listener; after Serve it has nothing left to do.
+func (e *Endpoint) Close() error {
+	if err := e.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
 
 func (e *Endpoint) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {

@@ -85,6 +85,8 @@ type Manager struct {
 	updaters map[spiffeid.TrustDomain]*updater
 	runCtx   context.Context // set by Run; updaters started before it wait
 	wg       sync.WaitGroup
+	// reloadNow asks Run for a reload before its next tick.
+	reloadNow chan struct{}
 }
 
 var _ Refresher = (*Manager)(nil)
@@ -126,7 +128,7 @@ func NewManager(cfg Config) *Manager {
 	if c == nil {
 		c = &Client{}
 	}
-	return &Manager{cfg: cfg, client: c, log: cfg.Log, updaters: make(map[spiffeid.TrustDomain]*updater)}
+	return &Manager{cfg: cfg, client: c, log: cfg.Log, updaters: make(map[spiffeid.TrustDomain]*updater), reloadNow: make(chan struct{}, 1)}
 }
 
 // Run reloads the relationships every ten seconds and keeps an updater
@@ -146,7 +148,17 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.stopAll()
 			return nil
 		case <-t.C:
+		case <-m.reloadNow:
 		}
+	}
+}
+
+// TriggerConfigReload has Run reload the relationships now, as SPIRE's
+// manager does when the trustdomain API changed them; it never blocks.
+func (m *Manager) TriggerConfigReload() {
+	select {
+	case m.reloadNow <- struct{}{}:
+	default:
 	}
 }
 
