@@ -30,7 +30,7 @@ func TestHelpLayout(t *testing.T) {
 	}
 	// Parents are made up and have no synopsis, as in SPIRE.
 	wantSynopsis := map[string]string{
-		"agent": "", "bundle": "", "entry": "", "logger": "",
+		"agent": "", "bundle": "", "entry": "", "federation": "", "logger": "",
 		"healthcheck": "Determines server health status",
 		"run":         "Runs the server",
 		"validate":    "Validates a SPIRE server configuration file",
