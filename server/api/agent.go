@@ -186,6 +186,7 @@ func (s *AgentService) DeleteAgent(ctx context.Context, req *agentv1.DeleteAgent
 	}
 	_, err = s.api.cfg.DataStore.DeleteAttestedNode(ctx, id.String())
 	s.api.nodes.forget(id.String())
+	s.api.notices.evict(id.String(), agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q was deleted", id))
 	if err != nil {
 		return nil, dsError("agent "+id.String(), err)
 	}
@@ -207,6 +208,7 @@ func (s *AgentService) BanAgent(ctx context.Context, req *agentv1.BanAgentReques
 	n.CertSerial, n.NewCertSerial, n.Selectors = "", "", nil
 	err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, n)
 	s.api.nodes.forget(id.String())
+	s.api.notices.evict(id.String(), agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id))
 	if err != nil {
 		return nil, dsError("ban agent "+id.String(), err)
 	}

@@ -101,6 +101,7 @@ type API struct {
 	started time.Time
 	limits  map[string]methodLimit
 	sec     *secLog
+	notices *notices
 }
 
 // New returns the services for cfg.
@@ -118,10 +119,17 @@ func New(cfg Config) *API {
 	if cfg.MaxAttestedNodeInfoStaleness != nil {
 		ttl = *cfg.MaxAttestedNodeInfoStaleness
 	}
-	return &API{cfg: cfg, entries: newEntryCache(cfg.DataStore, cfg.Metrics), nodes: newNodeCache(cfg.DataStore, cfg.Clock, ttl),
+	a := &API{cfg: cfg, entries: newEntryCache(cfg.DataStore, cfg.Metrics), nodes: newNodeCache(cfg.DataStore, cfg.Clock, ttl),
 		bundle: &bundleCache{ds: cfg.DataStore, td: cfg.TrustDomain.Name()}, started: cfg.Clock(),
 		limits: newMethodLimits(cfg.RateLimit, cfg.Clock), sec: newSecLog(cfg.Log, 0)}
+	a.notices = newNotices(a)
+	a.entries.changed, a.bundle.changed = a.notices.changed, a.notices.changed
+	return a
 }
+
+// StopNotices ends every notice stream and refuses new ones; call it
+// before a graceful stop, which would otherwise wait for them.
+func (a *API) StopNotices() { a.notices.stop() }
 
 func (a *API) now() time.Time { return a.cfg.Clock() }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/wire/push"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -120,6 +121,9 @@ var methodAccess = map[string]access{
 	"/spire.api.server.logger.v1.Logger/GetLogger":     accessLocal,
 	"/spire.api.server.logger.v1.Logger/SetLogLevel":   accessLocal,
 	"/spire.api.server.logger.v1.Logger/ResetLogLevel": accessLocal,
+
+	// Our own service: an attested agent's change notices.
+	push.SubscribeMethod: accessAgent,
 
 	"/spire.api.server.localauthority.v1.LocalAuthority/GetJWTAuthorityState":        accessAdmin,
 	"/spire.api.server.localauthority.v1.LocalAuthority/PrepareJWTAuthority":         accessAdmin,

@@ -35,6 +35,9 @@ type entryCache struct {
 	// metrics gets SPIRE's entry.cache.reload call for every reload (a
 	// nil one drops it).
 	metrics *telemetry.Metrics
+	// changed, when set, is told of every invalidation (the notice
+	// stream's feed); it must not block.
+	changed func()
 
 	mu sync.Mutex
 	// checked is when the revision was last read: within revCheckEvery
@@ -88,6 +91,9 @@ type authorizedMemo struct {
 	serverID  string
 	selectors []selectorKey
 	entries   []*types.Entry
+	// digest names the entries and their revisions, so that the notice
+	// stream can tell whether an agent's entries moved (pushDigest).
+	digest uint64
 }
 
 type selectorKey struct{ typ, value string }
@@ -122,6 +128,9 @@ func (c *entryCache) invalidate() {
 	c.checked = time.Time{}
 	c.invals++
 	c.mu.Unlock()
+	if c.changed != nil {
+		c.changed()
+	}
 }
 
 func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
@@ -190,14 +199,20 @@ func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
 		c.mu.Lock()
 		c.loading = nil
 		close(done)
+		installed := false
 		if err == nil && (c.snap == nil || rev >= c.rev) {
 			c.snap, c.rev = s, rev
 			c.lastEnd, c.lastCost = time.Now(), time.Since(start)
 			if invals == c.invals {
 				c.checked = c.lastEnd
 			}
+			installed = true
 		}
 		c.mu.Unlock()
+		// Whoever loaded it, the notice feed hears of a new snapshot.
+		if installed && c.changed != nil {
+			c.changed()
+		}
 		return s, err
 	}
 }
@@ -240,12 +255,18 @@ func (s *entrySnapshot) isAdmin(id string) bool {
 // entry parented to one of those. The slice is shared with later calls:
 // callers must not modify it.
 func (s *entrySnapshot) authorizedFor(agentID, serverID string, nodeSelectors []*types.Selector) []*types.Entry {
+	return s.authorizedMemoFor(agentID, serverID, nodeSelectors).entries
+}
+
+// authorizedMemoFor is authorizedFor with the answer's digest.
+func (s *entrySnapshot) authorizedMemoFor(agentID, serverID string, nodeSelectors []*types.Selector) *authorizedMemo {
 	if m, ok := s.authorized.Load(agentID); ok && m.(*authorizedMemo).matches(serverID, nodeSelectors) {
-		return m.(*authorizedMemo).entries
+		return m.(*authorizedMemo)
 	}
 	out := s.walkAuthorized(agentID, serverID, nodeSelectors)
-	s.authorized.Store(agentID, &authorizedMemo{serverID: serverID, selectors: selectorKeys(nodeSelectors), entries: out})
-	return out
+	m := &authorizedMemo{serverID: serverID, selectors: selectorKeys(nodeSelectors), entries: out, digest: pushDigest(out)}
+	s.authorized.Store(agentID, m)
+	return m
 }
 
 // walkAuthorized works out authorizedFor's answer.
@@ -299,6 +320,26 @@ func selectorsSatisfied(required []*types.Selector, have map[string]struct{}) bo
 
 // authorizedEntries returns the calling agent's authorized entries.
 func (a *API) authorizedEntries(ctx context.Context, c *Caller) ([]*types.Entry, error) {
+	m, err := a.authorizedMemo(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return m.entries, nil
+}
+
+// syncedEntries is authorizedEntries for the entry sync RPCs: what they
+// serve is what the agent now holds, which its notice stream compares
+// with later changes.
+func (a *API) syncedEntries(ctx context.Context, c *Caller) ([]*types.Entry, error) {
+	m, err := a.authorizedMemo(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	a.notices.servedEntries(c.ID.String(), m.digest)
+	return m.entries, nil
+}
+
+func (a *API) authorizedMemo(ctx context.Context, c *Caller) (*authorizedMemo, error) {
 	snap, err := a.entries.snapshot(ctx)
 	if err != nil {
 		return nil, err
@@ -311,5 +352,5 @@ func (a *API) authorizedEntries(ctx context.Context, c *Caller) ([]*types.Entry,
 	} else if selectors, err = a.cfg.DataStore.GetNodeSelectors(ctx, c.ID.String()); err != nil {
 		return nil, err
 	}
-	return snap.authorizedFor(c.ID.String(), a.serverID().String(), selectors), nil
+	return snap.authorizedMemoFor(c.ID.String(), a.serverID().String(), selectors), nil
 }

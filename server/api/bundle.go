@@ -42,9 +42,12 @@ func applyBundleMask(b *types.Bundle, m *types.BundleMask) *types.Bundle {
 
 // GetBundle implements bundle/v1: the server's own trust bundle, public.
 func (s *BundleService) GetBundle(ctx context.Context, req *bundlev1.GetBundleRequest) (*types.Bundle, error) {
-	b, err := s.api.bundle.get(ctx)
+	b, ver, err := s.api.bundle.getVersion(ctx)
 	if err != nil {
 		return nil, dsError("bundle", err)
+	}
+	if c, ok := CallerFromContext(ctx); ok && c.Role == RoleAgent {
+		s.api.notices.servedBundle(c.ID.String(), ver)
 	}
 	return applyBundleMask(b, req.OutputMask), nil
 }

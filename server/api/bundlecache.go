@@ -7,6 +7,7 @@ import (
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/protobuf/proto"
 )
 
 // bundleTTL bounds how long GetBundle answers from memory. Every agent
@@ -25,29 +26,51 @@ type bundleCache struct {
 	mu sync.Mutex
 	b  *types.Bundle
 	at time.Time
+	// prev is the last bundle read, kept across invalidations to tell
+	// whether the next read differs (ver).
+	prev *types.Bundle
 	// gen counts invalidations: a bundle read before one is not kept.
 	gen uint64
+	// ver moves whenever a read finds a bundle that differs from the
+	// previous one, so that the notice stream compares two numbers, not
+	// two bundles, per agent.
+	ver uint64
+	// changed, when set, is told of every invalidation (the notice
+	// stream's feed); it must not block.
+	changed func()
 }
 
 func (c *bundleCache) get(ctx context.Context) (*types.Bundle, error) {
+	b, _, err := c.getVersion(ctx)
+	return b, err
+}
+
+// getVersion is get with the bundle's version (see ver).
+func (c *bundleCache) getVersion(ctx context.Context) (*types.Bundle, uint64, error) {
 	c.mu.Lock()
 	if c.b != nil && time.Since(c.at) < bundleTTL {
-		b := c.b
+		b, v := c.b, c.ver
 		c.mu.Unlock()
-		return b, nil
+		return b, v, nil
 	}
 	gen := c.gen
 	c.mu.Unlock()
 	b, err := c.ds.FetchBundle(ctx, c.td)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if gen == c.gen {
-		c.b, c.at = b, time.Now()
+		if c.prev == nil || !proto.Equal(c.prev, b) {
+			c.ver++
+		}
+		c.b, c.prev, c.at = b, b, time.Now()
+		return b, c.ver, nil
 	}
-	c.mu.Unlock()
-	return b, nil
+	// Read before an invalidation: served, but not remembered, and named
+	// by the version before it so that no change is hidden.
+	return b, c.ver, nil
 }
 
 func (c *bundleCache) invalidate() {
@@ -55,4 +78,7 @@ func (c *bundleCache) invalidate() {
 	c.b = nil
 	c.gen++
 	c.mu.Unlock()
+	if c.changed != nil {
+		c.changed()
+	}
 }

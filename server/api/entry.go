@@ -230,7 +230,7 @@ func (s *EntryService) GetAuthorizedEntries(ctx context.Context, req *entryv1.Ge
 	if err != nil {
 		return nil, err
 	}
-	entries, err := s.api.authorizedEntries(ctx, c)
+	entries, err := s.api.syncedEntries(ctx, c)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "authorized entries: %v", err)
 	}
@@ -255,7 +255,7 @@ func (s *EntryService) SyncAuthorizedEntries(stream entryv1.Entry_SyncAuthorized
 		return err
 	}
 	mask := first.OutputMask
-	entries, err := s.api.authorizedEntries(ctx, c)
+	entries, err := s.api.syncedEntries(ctx, c)
 	if err != nil {
 		return status.Errorf(codes.Internal, "authorized entries: %v", err)
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"github.com/spiffe-hw/spire-hw/wire/push"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	debugv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/debug/v1"
@@ -12,7 +13,8 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Register adds every service to s. The server must be built with the
+// Register adds every service to s, SPIRE's and our notice stream
+// (wire/push). The server must be built with the
 // API's interceptors (UnaryInterceptor, StreamInterceptor), which
 // authenticate and authorize each call.
 func (a *API) Register(s grpc.ServiceRegistrar) {
@@ -24,4 +26,5 @@ func (a *API) Register(s grpc.ServiceRegistrar) {
 	loggerv1.RegisterLoggerServer(s, &LoggerService{api: a})
 	localauthorityv1.RegisterLocalAuthorityServer(s, &LocalAuthorityService{api: a})
 	trustdomainv1.RegisterTrustDomainServer(s, &TrustDomainService{api: a})
+	push.RegisterServer(s, &NoticeService{api: a})
 }

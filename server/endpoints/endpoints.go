@@ -217,6 +217,9 @@ func (e *Endpoints) Serve(ctx context.Context) error {
 	case err = <-errs:
 	}
 	e.health.Shutdown()
+	// Notice streams last as long as their agents; a graceful stop would
+	// wait the full grace period for them.
+	e.cfg.API.StopNotices()
 	stopped := make(chan struct{})
 	go func() {
 		var wg sync.WaitGroup
