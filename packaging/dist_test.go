@@ -62,6 +62,7 @@ func TestDist(t *testing.T) {
 		want := map[string]int64{
 			"spire-hw-1.0.0/bin/spire-server":             0o755,
 			"spire-hw-1.0.0/bin/spire-agent":              0o755,
+			"spire-hw-1.0.0/bin/oidc-discovery-provider":  0o755,
 			"spire-hw-1.0.0/conf/server/server.conf":      0o644,
 			"spire-hw-1.0.0/conf/agent/agent.conf":        0o644,
 			"spire-hw-1.0.0/systemd/spire-server.service": 0o644,
@@ -113,6 +114,7 @@ func TestDist(t *testing.T) {
 	for name, mode := range map[string]os.FileMode{
 		"usr/bin/spire-server":                    0o755,
 		"usr/bin/spire-agent":                     0o755,
+		"usr/bin/oidc-discovery-provider":         0o755,
 		"etc/spire/server/server.conf":            0o644,
 		"etc/spire/agent/agent.conf":              0o644,
 		"lib/systemd/system/spire-server.service": 0o644,
@@ -125,8 +127,10 @@ func TestDist(t *testing.T) {
 		}
 	}
 	// -version prints to stderr, as SPIRE's does; run folds it in.
-	if v := run(t, filepath.Join(root, "usr/bin/spire-server"), "-version"); strings.TrimSpace(v) != "1.0.0" {
-		t.Errorf("packaged spire-server -version = %q, want 1.0.0 (make dist stamps VERSION)", v)
+	for _, bin := range []string{"spire-server", "oidc-discovery-provider"} {
+		if v := run(t, filepath.Join(root, "usr/bin", bin), "-version"); strings.TrimSpace(v) != "1.0.0" {
+			t.Errorf("packaged %s -version = %q, want 1.0.0 (make dist stamps VERSION)", bin, v)
+		}
 	}
 	conf := readFile(t, filepath.Join(root, "etc/spire/server/server.conf"))
 	for _, want := range []string{`data_dir = "/var/lib/spire-server"`, `socket_path = "/run/spire-server/private/api.sock"`} {

@@ -3,7 +3,8 @@
 # conf/server/server.conf, conf/agent/agent.conf) plus the systemd units,
 # and a Debian package that installs the daemons, their configuration and
 # the units. Both land in OUT (default dist/). VERSION overrides the
-# version taken from git describe.
+# version taken from git describe. oidc-discovery-provider goes into bin/
+# beside the daemons (SPIRE ships it in a separate extras tarball).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mkdir -p "${1:-dist}" && cd "${1:-dist}" && pwd)
@@ -36,7 +37,7 @@ render() {
 name=spire-hw-$version
 tree=$stage/tar/$name
 install -d "$tree/bin" "$tree/systemd"
-install -m 0755 "$stage/bin/spire-server" "$stage/bin/spire-agent" "$tree/bin/"
+install -m 0755 "$stage/bin/spire-server" "$stage/bin/spire-agent" "$stage/bin/oidc-discovery-provider" "$tree/bin/"
 render packaging/conf/server.conf.in "$tree/conf/server/server.conf" \
 	SERVER_SOCKET=/tmp/spire-server/private/api.sock SERVER_DATA=./data/server
 render packaging/conf/agent.conf.in "$tree/conf/agent/agent.conf" \
@@ -48,7 +49,7 @@ tar -C "$stage/tar" --owner=0 --group=0 --numeric-owner -czf "$out/$name-linux-$
 # The Debian package.
 root=$stage/deb
 install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/share/doc/spire-hw"
-install -m 0755 "$stage/bin/spire-server" "$stage/bin/spire-agent" "$root/usr/bin/"
+install -m 0755 "$stage/bin/spire-server" "$stage/bin/spire-agent" "$stage/bin/oidc-discovery-provider" "$root/usr/bin/"
 render packaging/conf/server.conf.in "$root/etc/spire/server/server.conf" \
 	SERVER_SOCKET=/run/spire-server/private/api.sock SERVER_DATA=/var/lib/spire-server
 render packaging/conf/agent.conf.in "$root/etc/spire/agent/agent.conf" \
