@@ -7,6 +7,7 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -22,10 +23,18 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 )
 
-// DefaultCallTimeout bounds every RPC (a whole stream counts as one call).
+// DefaultCallTimeout bounds every RPC (a whole stream counts as one call),
+// except the notice stream, which lasts as long as the connection.
 const DefaultCallTimeout = 30 * time.Second
+
+// Client keepalive on the mTLS connection (see agentConnCtx).
+const (
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+)
 
 // Config configures a Client.
 type Config struct {
@@ -55,9 +64,13 @@ type Client struct {
 	svid   atomic.Pointer[x509svid.SVID]
 	bundle atomic.Pointer[x509bundle.Bundle]
 
-	mu     sync.Mutex
-	conn   *grpc.ClientConn
-	closed bool
+	mu   sync.Mutex
+	conn *grpc.ClientConn
+	// connCtx ends when conn is retired or closed, and with it the
+	// notice stream on conn (see WatchChanges).
+	connCtx    context.Context
+	connCancel context.CancelFunc
+	closed     bool
 }
 
 // ServerID returns the SPIFFE ID every SPIRE server of td presents.
@@ -107,6 +120,7 @@ func (c *Client) Close() error {
 	if c.conn == nil {
 		return nil
 	}
+	c.connCancel()
 	err := c.conn.Close()
 	c.conn = nil
 	return err
@@ -123,6 +137,9 @@ func (c *Client) retireConn() {
 	}
 	old := c.conn
 	c.conn = nil
+	// The notice stream moves to the next connection now; calls in
+	// flight get a call timeout.
+	c.connCancel()
 	time.AfterFunc(c.cfg.CallTimeout, func() { _ = old.Close() })
 }
 
@@ -130,24 +147,37 @@ func (c *Client) retireConn() {
 // reconnects a failed connection by itself; TLS parameters are read from
 // the swappable SVID and bundle at each handshake.
 func (c *Client) agentConn() (*grpc.ClientConn, error) {
+	conn, _, err := c.agentConnCtx()
+	return conn, err
+}
+
+// agentConnCtx is agentConn with the context that ends when the
+// connection is retired.
+func (c *Client) agentConnCtx() (*grpc.ClientConn, context.Context, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, errors.New("client: closed")
+		return nil, nil, errors.New("client: closed")
 	}
 	if c.conn != nil {
-		return c.conn, nil
+		return c.conn, c.connCtx, nil
 	}
 	if c.svid.Load() == nil || c.bundle.Load() == nil {
-		return nil, errors.New("client: not attested: no agent SVID or bundle")
+		return nil, nil, errors.New("client: not attested: no agent SVID or bundle")
 	}
 	tlsCfg := tlsconfig.MTLSClientConfig(svidSource{c}, bundleSource{c}, tlsconfig.AuthorizeID(c.serverID))
-	conn, err := grpc.NewClient(c.cfg.ServerAddress, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	conn, err := grpc.NewClient(c.cfg.ServerAddress, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		// Only while a call is open, which the notice stream always is:
+		// a server that vanished without closing the connection is
+		// noticed within Time+Timeout, not at the next poll's timeout.
+		// The server permits a ping every 5 s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}))
 	if err != nil {
-		return nil, fmt.Errorf("client: dial %s: %w", c.cfg.ServerAddress, err)
+		return nil, nil, fmt.Errorf("client: dial %s: %w", c.cfg.ServerAddress, err)
 	}
 	c.conn = conn
-	return conn, nil
+	c.connCtx, c.connCancel = context.WithCancel(context.Background())
+	return conn, c.connCtx, nil
 }
 
 // svidSource and bundleSource let go-spiffe's TLS config read the current

@@ -86,7 +86,12 @@ type Config struct {
 	// workloads.
 	SVIDStores map[string]svidstore.Store
 	// SyncInterval is the time between syncs; zero means DefaultSyncInterval.
+	// Against our server the agent also syncs at once on each change
+	// notice (wire/push); the interval then is the safety net.
 	SyncInterval time.Duration
+	// DisableNotices keeps the agent polling only, as against SPIRE's
+	// server (benchmarks compare the two).
+	DisableNotices bool
 	// Clock returns the current time; nil means time.Now.
 	Clock func() time.Time
 	// Log receives the manager's events; nil discards them.
@@ -136,6 +141,9 @@ type Manager struct {
 
 	randMu sync.Mutex
 	rnd    *rand.Rand
+
+	// notices wakes the run loop for a change notice (see noticed).
+	notices chan struct{}
 
 	// taintRenewedAt is when the run loop last renewed the agent SVID
 	// because it chained to a tainted authority; only Run uses it.
@@ -203,6 +211,7 @@ func New(cfg Config) (*Manager, error) {
 		bundles: map[string]*types.Bundle{},
 		jwts:    map[string]*cache.JWTSVID{},
 		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		notices: make(chan struct{}, 1),
 
 		lastContact: cfg.Clock(),
 		rebootstrap: cfg.RebootstrapMode,
@@ -377,18 +386,16 @@ func (m *Manager) jitter() float64 {
 // and keeps serving what it has. It returns nil when ctx is done, or an
 // error the agent cannot recover from by itself: ErrAgentEvicted,
 // ErrAgentSVIDExpired, ErrAttestationRejected (each wrapped with its cause).
-// SVIDStores are pushed on a goroutine of their own, which Run stops and
-// waits for before it returns.
+// SVIDStores are pushed on a goroutine of their own, and change notices
+// watched on another (see watchNotices); Run stops both and waits for
+// them before it returns.
 func (m *Manager) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	pusherDone := make(chan struct{})
-	go func() {
-		defer close(pusherDone)
-		m.stored.run(ctx)
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { m.stored.run(ctx) })
 	defer func() {
 		cancel()
-		<-pusherDone
+		wg.Wait()
 	}()
 	if err := m.checkRebootstrapSupport(); err != nil {
 		return err
@@ -419,6 +426,11 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.log.Warn("Server unreachable or call failed; retrying", "error", err, "retry_in", wait)
 		default:
 			failures = 0
+			if !bootstrapped && !m.cfg.DisableNotices {
+				// Attested and synced: the notice stream has an SVID
+				// to open with.
+				wg.Go(func() { m.watchNotices(ctx) })
+			}
 			bootstrapped = true
 			m.untrustedSince = time.Time{}
 			m.mu.Lock()
@@ -426,12 +438,8 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.lastSync = m.lastContact
 			m.mu.Unlock()
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !m.waitOrNotice(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

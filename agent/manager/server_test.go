@@ -23,6 +23,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/spiffe-hw/spire-hw/wire/push"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
@@ -130,6 +131,12 @@ type fakeServer struct {
 	// tainted marks the CA's X.509 authority and JWT key tainted in the
 	// bundle, as localauthority taint does (the CA goes on signing).
 	tainted bool
+	// syncs counts entry fetches (GetAuthorizedEntries and
+	// SyncAuthorizedEntries).
+	syncs int
+	// notices, if set, serves our notice stream (wire/push); a server
+	// without it answers Unimplemented, as SPIRE's.
+	notices *fakeNotices
 }
 
 func (s *fakeServer) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
@@ -224,6 +231,7 @@ func (s *fakeServer) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequ
 func (s *fakeServer) snapshot() []*types.Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.syncs++
 	out := make([]*types.Entry, len(s.entries))
 	for i, e := range s.entries {
 		out[i] = proto.Clone(e).(*types.Entry)
@@ -410,6 +418,10 @@ func (s *fakeServer) serve(t *testing.T, addr string) (string, func()) {
 	entryv1.RegisterEntryServer(srv, s)
 	svidv1.RegisterSVIDServer(srv, s)
 	bundlev1.RegisterBundleServer(srv, s)
+	if s.notices != nil {
+		s.notices.srv = s
+		push.RegisterServer(srv, s.notices)
+	}
 	go func() { _ = srv.Serve(lis) }()
 	var once sync.Once
 	stop := func() { once.Do(srv.Stop) }
