@@ -314,12 +314,12 @@ func TestParseMountInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []mount{
-		{"/", "tmpfs"},
-		{"/docker/" + cid, "cgroup"},
-		{"/../" + cid, "cgroup2"},
-		{"/", "tmpfs"},
-		{"/a b", "ext4"},
-		{"net:[4026532182]", "nsfs"},
+		{"/", "/sys/fs/cgroup", "tmpfs"},
+		{"/docker/" + cid, "/sys/fs/cgroup/systemd", "cgroup"},
+		{"/../" + cid, "/sys/fs/cgroup", "cgroup2"},
+		{"/", "/local", "tmpfs"},
+		{"/a b", "/with space", "ext4"},
+		{"net:[4026532182]", "/run/netns/x", "nsfs"},
 	}
 	if len(ms) != len(want) {
 		t.Fatalf("got %d mounts, want %d", len(ms), len(want))

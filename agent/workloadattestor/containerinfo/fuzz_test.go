@@ -108,3 +108,32 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCgroup2Root: the agent's own mountinfo, whatever a container runtime
+// mounted in its namespace. Never a panic, and an answer is the mount
+// point of a whole cgroup2 hierarchy the input lists.
+func FuzzCgroup2Root(f *testing.F) {
+	f.Add([]byte("41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"))
+	f.Add([]byte("30 1 0:27 /x /y rw - cgroup2 cgroup2 rw\n41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"))
+	f.Add([]byte(`1 2 0:3 / /a\040b rw - cgroup2 cgroup2 rw`))
+	f.Add([]byte(" - cgroup2\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := cgroup2Root(b)
+		if err != nil {
+			if got != "" {
+				t.Fatalf("error %v with %q", err, got)
+			}
+			return
+		}
+		ms, _ := parseMountInfo(b)
+		for _, m := range ms {
+			if m.fsType == "cgroup2" && m.root == "/" {
+				if m.point != got {
+					t.Fatalf("cgroup2Root = %q, first whole cgroup2 mount is at %q", got, m.point)
+				}
+				return
+			}
+		}
+		t.Fatalf("cgroup2Root = %q, but no whole cgroup2 mount is listed", got)
+	})
+}

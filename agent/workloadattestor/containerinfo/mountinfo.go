@@ -8,7 +8,9 @@ import (
 
 // mount is what the locator needs of one line of /proc/<pid>/mountinfo.
 type mount struct {
-	root   string
+	root string
+	// point is where it is mounted, as this process sees it.
+	point  string
 	fsType string
 }
 
@@ -69,6 +71,10 @@ func parseMountInfoLine(line string) (mount, error) {
 	if root == "" {
 		return mount{}, errors.New("empty root")
 	}
+	point, err := unescapeOctal(f[4])
+	if err != nil {
+		return mount{}, fmt.Errorf("mount point: %w", err)
+	}
 	fsType, err := unescapeOctal(f[sep+1])
 	if err != nil {
 		return mount{}, fmt.Errorf("filesystem type: %w", err)
@@ -76,7 +82,7 @@ func parseMountInfoLine(line string) (mount, error) {
 	if fsType == "" {
 		return mount{}, errors.New("empty filesystem type")
 	}
-	return mount{root: root, fsType: fsType}, nil
+	return mount{root: root, point: point, fsType: fsType}, nil
 }
 
 // unescapeOctal undoes the kernel's mangling of space, tab, newline and

@@ -8,11 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
@@ -97,12 +95,10 @@ type Attestor struct {
 	procDir  string
 	cache    *cache
 
-	// cgroup2 is where the cgroup v2 hierarchy is mounted, "" if it is
-	// not (then, and with the legacy locator or verbose logs, every call
-	// reads /proc).
-	cgroup2  string
-	locMu    sync.Mutex
-	byCgroup map[uint64]string // cgroup v2 ID -> container ID
+	// cgroups knows which cgroup v2 IDs are containers'; nil (every call
+	// reads /proc) with the legacy locator, verbose logs, or where the
+	// kernel cannot give a pidfd's cgroup ID.
+	cgroups *containerinfo.CgroupIndex
 
 	ctx    context.Context // ended by Close; bounds every engine call
 	cancel context.CancelFunc
@@ -152,11 +148,12 @@ func New(cfg Config) (*Attestor, error) {
 		timeout:  orDefault(cfg.InspectTimeout, DefaultInspectTimeout),
 		procDir:  "/proc",
 		cache:    newCache(cacheSize(cfg.CacheSize)),
-		byCgroup: map[uint64]string{},
 		done:     make(chan struct{}),
 	}
 	if matchers == nil && !a.verbose {
-		a.cgroup2 = readCgroup2Mount()
+		if a.cgroups, err = containerinfo.NewCgroupIndex(false); err != nil {
+			log.Debug("docker: every call reads the caller's cgroups from /proc", "reason", err)
+		}
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	go a.watch()
@@ -208,18 +205,12 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 	if pid <= 0 {
 		return nil, fmt.Errorf("docker: invalid pid %d", pid)
 	}
-	var cgid uint64
-	if a.cgroup2 != "" && pidfd >= 0 {
-		var exited bool
-		if cgid, exited = cgroupIDOf(pidfd); exited {
-			return nil, fmt.Errorf("docker: caller pid %d: %w", pid, peer.ErrExited)
-		}
-		a.locMu.Lock()
-		id, ok := a.byCgroup[cgid]
-		a.locMu.Unlock()
-		if ok {
-			return a.lookup(ctx, id)
-		}
+	known, cgid, err := a.cgroups.Lookup(pidfd)
+	if err != nil {
+		return nil, fmt.Errorf("docker: caller pid %d: %w", pid, err)
+	}
+	if known.ContainerID != "" {
+		return a.lookup(ctx, known.ContainerID)
 	}
 	proc, err := containerinfo.ReadProc(a.procDir, pid, pidfd)
 	if err != nil {
@@ -233,7 +224,7 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 		// Not a container: nothing to add, as in SPIRE.
 		return nil, nil
 	}
-	a.learnCgroup(cgid, proc, id)
+	a.cgroups.Learn(cgid, proc, containerinfo.Info{ContainerID: id})
 	// The selectors are shared with other calls, which the Attestor
 	// interface allows: callers never modify them.
 	return a.lookup(ctx, id)
@@ -262,9 +253,6 @@ func (a *Attestor) containerID(pid int32, proc containerinfo.Proc) (string, erro
 	}
 	return info.ContainerID, nil
 }
-
-// maxLocated bounds the memo of cgroup IDs known to be containers'.
-const maxLocated = 4096
 
 // lookup returns the selectors of container id: from the cache, else from
 // one inspect shared by every caller that asks meanwhile. The caller's ctx

@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -71,21 +70,6 @@ func FuzzSelectorValues(f *testing.F) {
 			if !strings.HasPrefix(v, "label:") && !strings.HasPrefix(v, "env:") && !strings.HasPrefix(v, "image_id:") {
 				t.Fatalf("value %q has no known sub-selector", v)
 			}
-		}
-	})
-}
-
-// FuzzCgroup2Mount: the agent's own mountinfo, whatever a container
-// runtime mounted in its namespace. Never a panic, and an answer is a
-// cgroup2 mount point taken whole from one line.
-func FuzzCgroup2Mount(f *testing.F) {
-	f.Add([]byte("41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"))
-	f.Add([]byte("30 1 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n41 31 0:38 /x /y rw - cgroup2 cgroup2 rw\n"))
-	f.Add([]byte(" - cgroup2\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		got := cgroup2Mount(b)
-		if got != "" && (!bytes.Contains(b, []byte(got)) || strings.ContainsAny(got, " \n\\")) {
-			t.Fatalf("cgroup2Mount = %q", got)
 		}
 	})
 }

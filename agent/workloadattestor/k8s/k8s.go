@@ -9,9 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
-	"github.com/spiffe-hw/spire-hw/ebpf/lineage"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
@@ -111,9 +109,9 @@ type Attestor struct {
 	// sleep waits between poll attempts; a hook so tests need not wait.
 	sleep func(ctx context.Context, d time.Duration) error
 
-	// cgroup2 is the cgroup v2 mount the fast path checks learnt IDs
-	// against; "" turns the fast path off.
-	cgroup2 string
+	// cgroups knows which cgroup v2 IDs are pod containers'; nil (every
+	// call reads /proc) where the kernel cannot give a pidfd's cgroup ID.
+	cgroups *containerinfo.CgroupIndex
 
 	// requestTimeout bounds a /pods fetch (requestTimeout but in tests).
 	requestTimeout time.Duration
@@ -183,12 +181,17 @@ func New(cfg Config) (*Attestor, error) {
 		return nil, fmt.Errorf("k8s: %w", err)
 	}
 	base, cancel := context.WithCancel(context.Background())
-	return &Attestor{
+	a := &Attestor{
 		cfg: cfg, log: log, procDir: "/proc", now: time.Now, sleep: sleepCtx,
 		base: base, cancel: cancel, requestTimeout: requestTimeout,
-		cgroup2: fastPathRoot(log),
-		client:  client, lastReload: time.Now(),
-	}, nil
+		client: client, lastReload: time.Now(),
+	}
+	if !cfg.LegacyContainerLocator {
+		if a.cgroups, err = containerinfo.NewCgroupIndex(true); err != nil {
+			log.Debug("k8s: every call reads the caller's cgroups from /proc", "reason", err)
+		}
+	}
+	return a, nil
 }
 
 // warnUnused logs settings that the chosen mode ignores, so an operator
@@ -288,22 +291,12 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 // locate reads the caller's cgroups, pinned to the caller by its pidfd,
 // and finds its pod UID and container ID.
 func (a *Attestor) locate(pid int32, pidfd int) (podUID, containerID string, err error) {
-	var cgid uint64
-	if a.cgroup2 != "" && pidfd >= 0 && !a.cfg.LegacyContainerLocator {
-		live, err := lineage.LiveOf(pid, pidfd)
-		switch {
-		case errors.Is(err, lineage.ErrExited):
-			return "", "", fmt.Errorf("k8s: caller pid %d: %w", pid, peer.ErrExited)
-		case err == nil:
-			cgid = live.CgroupID
-			if info, ok := a.located.byCgroupID(cgid); ok && cgid != 0 {
-				// The ioctl answers for a zombie too: it must still run.
-				if err := peer.CheckPIDFD(pidfd); err != nil {
-					return "", "", fmt.Errorf("k8s: caller pid %d: %w", pid, err)
-				}
-				return info.PodUID, info.ContainerID, nil
-			}
-		}
+	known, cgid, err := a.cgroups.Lookup(pidfd)
+	if err != nil {
+		return "", "", fmt.Errorf("k8s: caller pid %d: %w", pid, err)
+	}
+	if known.ContainerID != "" {
+		return known.PodUID, known.ContainerID, nil
 	}
 	proc, err := containerinfo.ReadProc(a.procDir, pid, pidfd)
 	if err != nil {
@@ -328,7 +321,7 @@ func (a *Attestor) locate(pid int32, pidfd int) (podUID, containerID string, err
 	if err != nil {
 		return "", "", fmt.Errorf("k8s: pid %d: %w", pid, err)
 	}
-	a.learnCgroup(cgid, proc, info)
+	a.cgroups.Learn(cgid, proc, info)
 	return info.PodUID, info.ContainerID, nil
 }
 
@@ -349,19 +342,6 @@ func toSelectors(groups [][]string) []*types.Selector {
 		}
 	}
 	return out
-}
-
-// fastPathRoot decides, once, whether the cgroup v2 ID fast path runs.
-func fastPathRoot(log *slog.Logger) string {
-	if !pidfdInfoKernel() {
-		log.Debug("k8s: kernel before 6.13 (no PIDFD_GET_INFO): every call reads the caller's cgroups from /proc")
-		return ""
-	}
-	root := cgroup2Root()
-	if root == "" {
-		log.Debug("k8s: no cgroup v2 hierarchy at /sys/fs/cgroup: every call reads the caller's cgroups from /proc")
-	}
-	return root
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

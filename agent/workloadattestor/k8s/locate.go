@@ -18,24 +18,6 @@ const maxLocated = 4096
 type locateMemo struct {
 	mu sync.Mutex
 	m  map[string]containerinfo.Info
-	// byCgroup maps cgroup v2 IDs known to be pod containers' to them.
-	byCgroup map[uint64]containerinfo.Info
-}
-
-func (l *locateMemo) byCgroupID(cgid uint64) (containerinfo.Info, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	info, ok := l.byCgroup[cgid]
-	return info, ok
-}
-
-func (l *locateMemo) learn(cgid uint64, info containerinfo.Info) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.byCgroup == nil || len(l.byCgroup) >= maxLocated {
-		l.byCgroup = make(map[uint64]containerinfo.Info)
-	}
-	l.byCgroup[cgid] = info
 }
 
 func (l *locateMemo) locate(p containerinfo.Proc) (containerinfo.Info, error) {
