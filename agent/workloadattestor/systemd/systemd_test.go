@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo/cgrouptest"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/systemd/systemdtest"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/workloadattestortest"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"golang.org/x/sys/unix"
@@ -118,13 +119,13 @@ func TestAttestExited(t *testing.T) {
 // and about a cgroup named like a unit that it never made.
 func TestAttestUserManager(t *testing.T) {
 	name := randName(t)
-	m := startUserManager(t, "system.slice/"+name+"-mgr.slice")
+	m := systemdtest.StartUserManager(t, "system.slice/"+name+"-mgr.slice")
 	unitName := name + ".service"
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fragment, pid := m.startService(t, unitName, sleep, "600")
+	fragment, pid := m.StartService(t, unitName, sleep, "600")
 
 	a := New(Config{BusAddress: m.Bus})
 	t.Cleanup(func() { _ = a.Close() })

@@ -1,4 +1,10 @@
-package systemd
+// Package systemdtest runs a real systemd user manager ("systemd --user")
+// with its own D-Bus for tests and benchmarks of the systemd workload
+// attestor, so that the attestor's questions meet systemd's own answers
+// and a unit has a real FragmentPath. It needs root, systemd, dbus-daemon
+// and unshare; without them it skips through simtest (a failure under
+// REQUIRE_SIM=1).
+package systemdtest
 
 import (
 	"bytes"
@@ -17,7 +23,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/sim/simtest"
 )
 
-// userManager is a real systemd manager ("systemd --user") with its own
+// UserManager is a real systemd manager ("systemd --user") with its own
 // bus, so that the attestor's questions meet systemd's own answers and a
 // unit has a real FragmentPath.
 //
@@ -29,7 +35,7 @@ import (
 // does under user@.service. Its bus is a dbus-daemon that it starts itself
 // through a socket unit, as on a real host: the manager only joins a bus
 // run by its own dbus.service.
-type userManager struct {
+type UserManager struct {
 	// Bus is the manager's bus address.
 	Bus string
 	// UnitDir is where unit files go ($XDG_CONFIG_HOME/systemd/user).
@@ -40,6 +46,14 @@ type userManager struct {
 	conn *dbus.Conn
 }
 
+// D-Bus names of systemd's manager (org.freedesktop.systemd1(5)).
+const (
+	busName       = "org.freedesktop.systemd1"
+	managerPath   = dbus.ObjectPath("/org/freedesktop/systemd1")
+	getUnit       = "org.freedesktop.systemd1.Manager.GetUnit"
+	propertiesGet = "org.freedesktop.DBus.Properties.Get"
+)
+
 // The bus as the user manager runs it (dbus-user-session's units, written
 // here so that only the dbus-daemon binary is needed).
 const (
@@ -48,9 +62,10 @@ const (
 		"ExecStart=%s --session --address=systemd: --nofork --nopidfile --systemd-activation\n"
 )
 
-// startUserManager starts systemd --user and waits until it owns its bus
-// name. It skips (simtest) where systemd or dbus-daemon is not installed.
-func startUserManager(t *testing.T, rootRel string) *userManager {
+// StartUserManager starts systemd --user in the new cgroup rootRel
+// (cgrouptest.New) and waits until it owns its bus name. It skips
+// (simtest) where systemd or dbus-daemon is not installed.
+func StartUserManager(t testing.TB, rootRel string) *UserManager {
 	t.Helper()
 	simtest.RequireRoot(t)
 	sd := "/lib/systemd/systemd"
@@ -74,7 +89,7 @@ func startUserManager(t *testing.T, rootRel string) *userManager {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	run := filepath.Join(dir, "run")
-	m := &userManager{Bus: "unix:path=" + filepath.Join(run, "bus"), UnitDir: filepath.Join(dir, "config", "systemd", "user"), Root: root}
+	m := &UserManager{Bus: "unix:path=" + filepath.Join(run, "bus"), UnitDir: filepath.Join(dir, "config", "systemd", "user"), Root: root}
 	for _, d := range []string{filepath.Join(m.UnitDir, "sockets.target.wants"), run, filepath.Join(dir, "home")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -198,10 +213,10 @@ exec ` + sd + ` --user`
 	return m
 }
 
-// startService writes a unit file running cmd, starts the unit, waits for
+// StartService writes a unit file running cmd, starts the unit, waits for
 // its start job to finish and returns the unit file's path and the unit's
 // main PID.
-func (m *userManager) startService(t *testing.T, name string, cmd ...string) (string, int) {
+func (m *UserManager) StartService(t testing.TB, name string, cmd ...string) (string, int) {
 	t.Helper()
 	path := filepath.Join(m.UnitDir, name)
 	unit := "[Unit]\nDescription=spire-hw systemd attestor test\n\n[Service]\nExecStart=" + strings.Join(cmd, " ") + "\n"
