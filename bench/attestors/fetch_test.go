@@ -152,30 +152,40 @@ func fetchWith(t *testing.T, as []agentapi.Attestor, sel *types.Selector, contai
 	return fetchStats{p50: p50, p99: p99, perSec: float64(len(d)) / total.Seconds()}
 }
 
+// fetchRow is one Workload API configuration measured.
+type fetchRow struct {
+	name string
+	as   []agentapi.Attestor
+	sel  *types.Selector
+	n    int
+}
+
+// fetchRows measures each row from a client in container pid's cgroups
+// and adds its line to the report's fetch table.
+func fetchRows(t *testing.T, pid int, rows ...fetchRow) {
+	t.Helper()
+	for _, r := range rows {
+		s := fetchWith(t, r.as, r.sel, pid, r.n)
+		line := fmt.Sprintf("| %s | %d | %s | %s | %.0f |\n", r.name, r.n, s.p50.Round(10*time.Microsecond), s.p99.Round(10*time.Microsecond), s.perSec)
+		t.Log(line)
+		results.fetch = append(results.fetch, line)
+	}
+}
+
 // TestFetchX509SVID measures new-connection FetchX509SVID calls from a
 // process in a real container's cgroups: unix alone (the baseline), then
-// unix and docker together, cached and uncached, the SVID granted by the
-// container's label.
+// unix with each container attestor, cached and uncached.
 func TestFetchX509SVID(t *testing.T) {
 	d, c := benchContainer(t)
-	label := &types.Selector{Type: docker.SelectorType, Value: "label:" + benchLabel}
-	n := size(20, 1000)
-	rows := []struct {
-		name string
-		as   []agentapi.Attestor
-		sel  *types.Selector
-		n    int
-	}{
-		{"unix alone (baseline)", []agentapi.Attestor{unix.New(unix.Config{})}, &types.Selector{Type: unix.SelectorType, Value: "uid:0"}, n},
-		{"unix + docker, cached", []agentapi.Attestor{unix.New(unix.Config{}), newDocker(t, d, 0)}, label, n},
-		{"unix + docker, uncached", []agentapi.Attestor{unix.New(unix.Config{}), newDocker(t, d, -1)}, label, size(20, 500)},
-	}
-	var b strings.Builder
-	b.WriteString("| attestors | calls | p50 | p99 | calls/s |\n|---|---:|---:|---:|---:|\n")
-	for _, r := range rows {
-		s := fetchWith(t, r.as, r.sel, c.PID, r.n)
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %.0f |\n", r.name, r.n, s.p50.Round(10*time.Microsecond), s.p99.Round(10*time.Microsecond), s.perSec)
-	}
-	t.Log("\n" + b.String())
-	results.fetch = b.String()
+	fetchRows(t, c.PID, fetchRow{"unix alone (baseline)", []agentapi.Attestor{unix.New(unix.Config{})}, &types.Selector{Type: unix.SelectorType, Value: "uid:0"}, size(20, 1000)})
+	ran("fetch/unix")
+	t.Run("docker", func(t *testing.T) {
+		label := &types.Selector{Type: docker.SelectorType, Value: "label:" + benchLabel}
+		fetchRows(t, c.PID,
+			fetchRow{"unix + docker, cached", []agentapi.Attestor{unix.New(unix.Config{}), newDocker(t, d, 0)}, label, size(20, 1000)},
+			fetchRow{"unix + docker, uncached", []agentapi.Attestor{unix.New(unix.Config{}), newDocker(t, d, -1)}, label, size(20, 500)},
+		)
+		ran("fetch/docker")
+	})
+	t.Run("k8s", k8sFetch)
 }
