@@ -143,6 +143,7 @@ func (s *LocalAuthorityService) PrepareJWTAuthority(ctx context.Context, _ *loca
 	if err != nil {
 		return nil, s.refuse(ctx, codes.Internal, "failed to prepare JWT authority", err)
 	}
+	s.api.bundle.invalidate()
 	return &localauthorityv1.PrepareJWTAuthorityResponse{PreparedAuthority: &localauthorityv1.AuthorityState{
 		AuthorityId: slot.AuthorityID, ExpiresAt: slot.NotAfter.Unix(),
 	}}, nil
@@ -289,6 +290,9 @@ func (s *LocalAuthorityService) PrepareX509Authority(ctx context.Context, _ *loc
 	if err != nil {
 		return nil, s.refuse(ctx, codes.Internal, "failed to prepare X.509 authority", err)
 	}
+	// The prepared authority is in the bundle now: agents told at once
+	// trust it before it signs anything.
+	s.api.bundle.invalidate()
 	return &localauthorityv1.PrepareX509AuthorityResponse{PreparedAuthority: authorityState(slot)}, nil
 }
 
