@@ -4,18 +4,23 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/spiffe-hw/spire-hw/config/hclconf"
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 )
 
 // hostile serves body over TLS with cert, whatever is asked.
@@ -145,10 +150,38 @@ func TestRefresh(t *testing.T) {
 	if _, err := dsA.SetBundle(ctx, &types.Bundle{TrustDomain: "b.test", X509Authorities: []*types.X509Certificate{{Asn1: bca.cert.Raw}}}); err != nil {
 		t.Fatal(err)
 	}
-	m := NewManager(Config{TrustDomain: tdA, DataStore: dsA,
+	reg := prometheus.NewRegistry()
+	metrics, err := telemetry.New(hclconf.Telemetry{Prometheus: &hclconf.Prometheus{}}, telemetry.Options{Service: telemetry.ServerService, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncbuf.Buffer
+	m := NewManager(Config{TrustDomain: tdA, DataStore: dsA, Metrics: metrics, Log: slog.New(slog.NewTextHandler(&logs, nil)),
 		Static: []Relationship{{TrustDomain: tdB, EndpointURL: endpointURL(e), EndpointSPIFFEID: serverB}}})
 	if ok, err := m.RefreshBundleFor(ctx, tdB); !ok || err != nil {
 		t.Fatalf("RefreshBundleFor = %v, %v", ok, err)
+	}
+	if !strings.Contains(logs.String(), `msg="Bundle refreshed" trust_domain=b.test`) {
+		t.Errorf("no refresh log line:\n%s", logs.String())
+	}
+	// SPIRE's bundle manager families, labelled with the trust domain
+	// (sanitized by the sink, as go-metrics does for SPIRE).
+	counts := map[string]float64{}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "trust_domain_id" && l.GetValue() == "b_test" && s.GetCounter() != nil {
+					counts[f.GetName()] += s.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if counts["spire_server_bundle_manager_fetch_federated_bundle"] != 1 || counts["spire_server_bundle_manager_update_federated_bundle"] != 1 {
+		t.Errorf("bundle manager counters %v, want one fetch and one update of b.test", counts)
 	}
 	want, _ := dsB.FetchBundle(ctx, "b.test")
 	want.RefreshHint = 300
@@ -279,5 +312,37 @@ func TestNextRefresh(t *testing.T) {
 		if got := retryAfter(5*time.Second, n, 15*time.Second); got != want {
 			t.Errorf("retryAfter(failure %d) = %v, want %v", n, got, want)
 		}
+	}
+}
+
+// TestRefreshEndpointInAnotherDomain: an https_spiffe endpoint may be
+// served under another trust domain's ID (a bundle hosted by a partner);
+// its SVID is then verified with that trust domain's stored bundle.
+func TestRefreshEndpointInAnotherDomain(t *testing.T) {
+	ctx := context.Background()
+	dsB := sqlitetest.Open(t)
+	bca := newTestCA(t, "b.test")
+	if _, err := dsB.SetBundle(ctx, bca.bundle(t, "b.test", 2)); err != nil {
+		t.Fatal(err)
+	}
+	host := newTestCA(t, "host.test")
+	hostID := spiffeid.RequireFromString("spiffe://host.test/bundle-server")
+	h := &certHolder{}
+	h.p.Store(host.issue(t, hostID.String()))
+	e := startEndpoint(t, EndpointConfig{TrustDomain: tdB, DataStore: dsB, GetCertificate: h.get})
+	dsA := sqlitetest.Open(t)
+	m := NewManager(Config{TrustDomain: tdA, DataStore: dsA,
+		Static: []Relationship{{TrustDomain: tdB, EndpointURL: endpointURL(e), EndpointSPIFFEID: hostID}}})
+	if _, err := m.RefreshBundleFor(ctx, tdB); err == nil || !strings.Contains(err.Error(), "local copy of bundle not found") {
+		t.Fatalf("refresh without host.test's bundle: %v", err)
+	}
+	if _, err := dsA.SetBundle(ctx, &types.Bundle{TrustDomain: "host.test", X509Authorities: []*types.X509Certificate{{Asn1: host.cert.Raw}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.RefreshBundleFor(ctx, tdB); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := dsA.FetchBundle(ctx, "b.test"); err != nil || b.SequenceNumber != 2 {
+		t.Fatalf("b.test's bundle: %v, %v", b, err)
 	}
 }
