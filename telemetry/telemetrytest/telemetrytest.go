@@ -8,6 +8,7 @@ package telemetrytest
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -127,11 +128,21 @@ func (r *Recorder) Calls(name, status string) int {
 		}
 		return n
 	}
-	n := count(name, func(v Value) float64 { return v.Value })
-	if timed := count(name+"_elapsed_time", func(v Value) float64 { return float64(v.Count) }); timed != n {
-		r.t.Fatalf("%s{status=%q}: %v calls but %v timings", name, status, n, timed)
+	// A call is emitted as two metrics one after the other, so a read
+	// between them sees the counter and not yet the timing: only a
+	// mismatch that lasts is a defect.
+	var n, timed float64
+	for try := 0; ; try++ {
+		n = count(name, func(v Value) float64 { return v.Value })
+		timed = count(name+"_elapsed_time", func(v Value) float64 { return float64(v.Count) })
+		if timed == n {
+			return int(n)
+		}
+		if try == 50 {
+			r.t.Fatalf("%s{status=%q}: %v calls but %v timings", name, status, n, timed)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return int(n)
 }
 
 func (r *Recorder) sum(name, want string, get func(Value) float64) float64 {
