@@ -93,7 +93,9 @@ func TestBinaryVersion(t *testing.T) {
 	if got := version("-version"); got != "dev-unk\n" {
 		t.Fatalf("unstamped, no VCS info: got %q", got)
 	}
-	if _, err := os.Stat(filepath.Join(root, ".git")); err == nil {
+	// Go stamps VCS information only from a .git directory, not from the
+	// .git file of a linked worktree.
+	if fi, err := os.Stat(filepath.Join(root, ".git")); err == nil && fi.IsDir() {
 		if _, err := exec.LookPath("git"); err == nil {
 			build("-buildvcs=true")
 			if got := version("-version"); !strings.HasPrefix(got, "dev-") || got == "dev-unk\n" {
