@@ -61,6 +61,18 @@ type Pagination struct {
 	Token string
 }
 
+// DataConsistency says whether a read must see every committed write
+// (SPIRE's names).
+type DataConsistency int32
+
+const (
+	// RequireCurrent reads from the primary database.
+	RequireCurrent DataConsistency = iota
+	// TolerateStale lets the read go to the read-only replica
+	// (ro_connection_string), which may lag the primary.
+	TolerateStale
+)
+
 // ListEntriesRequest filters entries; every set field must match.
 type ListEntriesRequest struct {
 	BySPIFFEID      string // full SPIFFE ID, "" for any
@@ -70,6 +82,7 @@ type ListEntriesRequest struct {
 	ByHint          *string
 	ByDownstream    *bool
 	Pagination      *Pagination
+	DataConsistency DataConsistency
 }
 
 // AttestedNode is an agent the server has attested.
@@ -101,6 +114,7 @@ type ListAttestedNodesRequest struct {
 	BySelectors       *SelectorFilter
 	ExpiresBefore     int64 // unix seconds; 0 for any
 	Pagination        *Pagination
+	DataConsistency   DataConsistency
 }
 
 // JoinToken is a single-use secret that attests one agent.

@@ -54,17 +54,31 @@ var (
 //
 //	func TestMain(m *testing.M) { os.Exit(mariadb.Main(m)) }
 func Main(m *testing.M) int {
+	stop := Share()
+	defer stop()
+	return m.Run()
+}
+
+// Share is Main for a TestMain that already hands m to another Main (say
+// sim/postgres's): from now on Start shares one server, which stop stops.
+//
+//	stop := mariadb.Share()
+//	code := postgres.Main(m)
+//	stop()
+//	os.Exit(code)
+func Share() (stop func()) {
 	mu.Lock()
 	mainActive = true
 	mu.Unlock()
-	code := m.Run()
-	mu.Lock()
-	if shared != nil {
-		shared.stop()
-		shared = nil
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if shared != nil {
+			shared.stop()
+			shared = nil
+		}
+		mainActive, sharedErr = false, nil
 	}
-	mu.Unlock()
-	return code
 }
 
 // Start returns a connection string (user:password@tcp(host:port)/db with

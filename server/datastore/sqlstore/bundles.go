@@ -138,9 +138,7 @@ func (s *Store) SetBundle(ctx context.Context, b *types.Bundle) (*types.Bundle, 
 		return nil, fmt.Errorf("sqlstore: set bundle: %w", err)
 	}
 	err = s.write(ctx, func(t txn) error {
-		_, err := t.exec(ctx, `INSERT INTO bundles (trust_domain, data) VALUES (?, ?)
-			ON CONFLICT (trust_domain) DO UPDATE SET data = excluded.data`, b.TrustDomain, data)
-		return err
+		return t.upsert(ctx, "bundles", "trust_domain", "data", b.TrustDomain, data)
 	})
 	if err != nil {
 		return nil, mapErr("set bundle", err)
@@ -158,23 +156,19 @@ func (s *Store) AppendBundle(ctx context.Context, b *types.Bundle) (*types.Bundl
 	err = s.write(ctx, func(t txn) error {
 		cur, err := loadBundle(ctx, t, in.TrustDomain, true)
 		if errors.Is(err, datastore.ErrNotFound) {
-			// Insert with ON CONFLICT DO NOTHING: when a concurrent append
-			// created the bundle first, we merge into its row instead of
-			// failing.
+			// When a concurrent append created the bundle first, we merge
+			// into its row instead of failing.
 			fresh := &types.Bundle{TrustDomain: in.TrustDomain, RefreshHint: in.RefreshHint, SequenceNumber: in.SequenceNumber}
 			mergeAuthorities(fresh, in)
 			_, data, err := encodeBundle(fresh)
 			if err != nil {
 				return err
 			}
-			res, err := t.exec(ctx, `INSERT INTO bundles (trust_domain, data) VALUES (?, ?)
-				ON CONFLICT (trust_domain) DO NOTHING`, fresh.TrustDomain, data)
+			inserted, err := t.insertIfAbsent(ctx, "bundles", "trust_domain", "data", fresh.TrustDomain, data)
 			if err != nil {
 				return err
 			}
-			if n, err := res.RowsAffected(); err != nil {
-				return err
-			} else if n == 1 {
+			if inserted {
 				out = fresh
 				return nil
 			}
@@ -206,6 +200,7 @@ func (s *Store) AppendBundle(ctx context.Context, b *types.Bundle) (*types.Bundl
 func (s *Store) PruneBundle(ctx context.Context, trustDomain string, expiresBefore time.Time) (bool, error) {
 	changed := false
 	err := s.write(ctx, func(t txn) error {
+		changed = false // a retried transaction starts over
 		cur, err := loadBundle(ctx, t, trustDomainName(trustDomain), true)
 		if err != nil {
 			return err

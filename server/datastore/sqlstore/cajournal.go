@@ -26,9 +26,7 @@ func (s *Store) SetCAJournal(ctx context.Context, name string, data []byte) erro
 		data = []byte{}
 	}
 	err := s.write(ctx, func(t txn) error {
-		_, err := t.exec(ctx, `INSERT INTO ca_journal (name, data) VALUES (?, ?)
-			ON CONFLICT (name) DO UPDATE SET data = excluded.data`, name, data)
-		return err
+		return t.upsert(ctx, "ca_journal", "name", "data", name, data)
 	})
 	return mapErr("set CA journal", err)
 }

@@ -54,6 +54,8 @@ func testDataStore(t *testing.T, open func(t *testing.T) datastore.DataStore) {
 		{"FederationInvalid", testFederationInvalid},
 		{"FederationPaging", testFederationPaging},
 		{"FederationConcurrentCreate", testFederationConcurrentCreate},
+		{"KeysExact", testKeysExact},
+		{"NodeUpdateUnchanged", testNodeUpdateUnchanged},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,9 +1,10 @@
 // Package sqlstore is the SQL implementation of datastore.DataStore, backed
-// by SQLite (embedded, the default) or PostgreSQL.
+// by SQLite (embedded, the default), PostgreSQL or MySQL (and MariaDB), with
+// the keys of SPIRE's "sql" DataStore (see Config).
 //
-// The schema is versioned: Open applies the migrations the database lacks in
-// one transaction and refuses a database written by newer code, so an
-// accidental downgrade cannot corrupt data it does not understand.
+// The schema is versioned: Open applies the migrations the database lacks
+// and refuses a database written by newer code, so an accidental downgrade
+// cannot corrupt data it does not understand.
 //
 // Every change that touches more than one row runs in one transaction, and
 // uniqueness (duplicate entries, join tokens, bundles) is enforced by UNIQUE
@@ -12,4 +13,12 @@
 // writes through one connection (readers use their own pool, which WAL mode
 // lets run beside the writer), so in-process writers queue instead of
 // failing with SQLITE_BUSY.
+//
+// The engines differ in a few places, each kept beside the statement it
+// changes: placeholders ($n on PostgreSQL), upserts (ON DUPLICATE KEY on
+// MySQL), DELETE ... RETURNING (a locked read then a delete on MySQL),
+// IN-subqueries with LIMIT (a derived table on MySQL), DDL types and table
+// options (utf8mb4 with a binary NO PAD collation on MySQL, so that keys
+// compare byte for byte everywhere), and MySQL's deadlock victims, whose
+// transactions are run again.
 package sqlstore

@@ -76,15 +76,16 @@ func (s *Store) ListEntries(ctx context.Context, req *datastore.ListEntriesReque
 		return nil, "", fmt.Errorf("sqlstore: list entries: %w", err)
 	}
 	var p *datastore.Pagination
+	var c datastore.DataConsistency
 	if req != nil {
-		p = req.Pagination
+		p, c = req.Pagination, req.DataConsistency
 	}
 	limit, err := page(p, "e.id", w)
 	if err != nil {
 		return nil, "", err
 	}
 	var entries []*types.Entry
-	err = s.read(ctx, func(t txn) (err error) {
+	err = s.readMaybeStale(ctx, c, func(t txn) (err error) {
 		entries, err = loadEntries(ctx, t, w, limit)
 		return err
 	})
@@ -381,7 +382,7 @@ func loadEntries(ctx context.Context, t txn, w *where, limit int) ([]*types.Entr
 	if len(entries) == 0 {
 		return nil, nil
 	}
-	sub := `SELECT e.id FROM registered_entries e WHERE ` + cond
+	sub := t.inPage(`SELECT e.id FROM registered_entries e WHERE ` + cond)
 
 	err = eachRow(ctx, t, `SELECT x.entry_id, x.type, x.value FROM selectors x WHERE x.entry_id IN (`+sub+`)`,
 		w.args, func(scan func(...any) error) error {

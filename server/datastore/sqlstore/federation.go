@@ -215,9 +215,7 @@ func setFederatedBundle(ctx context.Context, t txn, trustDomain string, b *types
 	if err != nil {
 		return err
 	}
-	_, err = t.exec(ctx, `INSERT INTO bundles (trust_domain, data) VALUES (?, ?)
-		ON CONFLICT (trust_domain) DO UPDATE SET data = excluded.data`, b.TrustDomain, data)
-	return err
+	return t.upsert(ctx, "bundles", "trust_domain", "data", b.TrustDomain, data)
 }
 
 // withTrustDomain returns b, or a copy of it naming trustDomain when it

@@ -24,11 +24,20 @@ func (s *Store) CreateJoinToken(ctx context.Context, t *datastore.JoinToken) err
 
 // ConsumeJoinToken implements datastore.DataStore. A single DELETE ...
 // RETURNING both claims and reads the token, so of concurrent callers only
-// the one whose DELETE removed the row gets it.
+// the one whose DELETE removed the row gets it. MySQL has no RETURNING:
+// there the row is locked, read, then deleted, and a concurrent caller
+// waits on the lock and then finds no row.
 func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (*datastore.JoinToken, error) {
 	var expiresAt int64
 	err := s.write(ctx, func(tx txn) error {
-		return tx.queryRow(ctx, `DELETE FROM join_tokens WHERE token = ? RETURNING expires_at`, token).Scan(&expiresAt)
+		if tx.eng != mysqlEngine {
+			return tx.queryRow(ctx, `DELETE FROM join_tokens WHERE token = ? RETURNING expires_at`, token).Scan(&expiresAt)
+		}
+		if err := tx.queryRow(ctx, `SELECT expires_at FROM join_tokens WHERE token = ? FOR UPDATE`, token).Scan(&expiresAt); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, `DELETE FROM join_tokens WHERE token = ?`, token)
+		return err
 	})
 	if err != nil {
 		return nil, mapErr("consume join token", err)

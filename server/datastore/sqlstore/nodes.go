@@ -54,15 +54,16 @@ func (s *Store) ListAttestedNodes(ctx context.Context, req *datastore.ListAttest
 		return nil, "", fmt.Errorf("sqlstore: list attested nodes: %w", err)
 	}
 	var p *datastore.Pagination
+	var c datastore.DataConsistency
 	if req != nil {
-		p = req.Pagination
+		p, c = req.Pagination, req.DataConsistency
 	}
 	limit, err := page(p, "n.spiffe_id", w)
 	if err != nil {
 		return nil, "", err
 	}
 	var nodes []*datastore.AttestedNode
-	err = s.read(ctx, func(t txn) (err error) {
+	err = s.readMaybeStale(ctx, c, func(t txn) (err error) {
 		nodes, err = loadNodes(ctx, t, w, limit)
 		return err
 	})
@@ -249,8 +250,8 @@ func loadNodes(ctx context.Context, t txn, w *where, limit int) ([]*datastore.At
 	if err != nil || len(nodes) == 0 {
 		return nil, err
 	}
-	err = eachRow(ctx, t, `SELECT x.spiffe_id, x.type, x.value FROM node_selectors x WHERE x.spiffe_id IN (
-		SELECT n.spiffe_id FROM attested_nodes n WHERE `+cond+`)`, w.args,
+	err = eachRow(ctx, t, `SELECT x.spiffe_id, x.type, x.value FROM node_selectors x WHERE x.spiffe_id IN (`+
+		t.inPage(`SELECT n.spiffe_id FROM attested_nodes n WHERE `+cond)+`)`, w.args,
 		func(scan func(...any) error) error {
 			var id string
 			sel := &types.Selector{}

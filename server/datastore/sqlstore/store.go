@@ -7,48 +7,42 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"os"
-	"path/filepath"
-	"runtime"
+	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	"github.com/mattn/go-sqlite3"
-
-	"github.com/spiffe-hw/spire-hw/internal/daemondir"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 )
 
-// Database types accepted in Config.DatabaseType (SPIRE's names).
-const (
-	SQLite   = "sqlite3"
-	Postgres = "postgres"
-	MySQL    = "mysql"
-)
+// engine is the database a Store talks to; the SQL differs in a few
+// places (placeholders, upserts, locking, DDL).
+type engine int
 
-// Config selects and locates the database.
-type Config struct {
-	// DatabaseType is "sqlite3" or "postgres".
-	DatabaseType string
-	// ConnectionString is a file path (or file: URI) for SQLite, a libpq /
-	// pgx connection string or URL for PostgreSQL.
-	ConnectionString string
-	// Log receives migration and maintenance messages; nil discards them.
-	Log *slog.Logger
-}
+const (
+	sqliteEngine engine = iota
+	postgresEngine
+	mysqlEngine
+)
 
 // Store implements datastore.DataStore over database/sql.
 type Store struct {
-	pg  bool
+	eng engine
 	w   *sql.DB // writes; one connection on SQLite
-	r   *sql.DB // reads; the same pool as w on PostgreSQL
+	r   *sql.DB // reads; the same pool as w on PostgreSQL and MySQL
+	// ro serves the reads that tolerate lag: the ro_connection_string
+	// replica, or r when there is none.
+	ro  *sql.DB
 	log *slog.Logger
-	// wStmts and rStmts hold the prepared statements of w and r (the
-	// same cache when r is w).
-	wStmts, rStmts *stmtCache
+	// logSQL, when set, receives every statement (log_sql).
+	logSQL *slog.Logger
+	// collation is the table collation on MySQL.
+	collation string
+	// wStmts, rStmts and roStmts hold the prepared statements of w, r and
+	// ro (one cache per pool). MySQL has none: see openMySQL.
+	wStmts, rStmts, roStmts *stmtCache
 }
 
 var _ datastore.DataStore = (*Store)(nil)
@@ -60,239 +54,138 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{log: log}
+	if cfg.LogSQL {
+		s.logSQL = log
+	}
 	var err error
 	switch cfg.DatabaseType {
 	case SQLite:
-		err = s.openSQLite(cfg.ConnectionString)
+		s.eng = sqliteEngine
+		err = s.openSQLite(cfg)
 	case Postgres:
-		err = s.openPostgres(cfg.ConnectionString)
+		s.eng = postgresEngine
+		s.w, err = openPostgres(cfg, "connection_string", cfg.ConnectionString)
+		s.r = s.w
 	case MySQL:
-		return nil, fmt.Errorf("sqlstore: database_type %q is not supported yet (supported: %q, %q)", cfg.DatabaseType, SQLite, Postgres)
+		s.eng = mysqlEngine
+		s.w, err = openMySQL(cfg, "connection_string", cfg.ConnectionString, log)
+		s.r = s.w
 	default:
-		return nil, fmt.Errorf("sqlstore: unknown database_type %q (supported: %q, %q)", cfg.DatabaseType, SQLite, Postgres)
+		return nil, fmt.Errorf("sqlstore: unknown database_type %q (supported: %q, %q, %q)", cfg.DatabaseType, SQLite, Postgres, MySQL)
 	}
 	if err != nil {
 		return nil, err
+	}
+	s.ro = s.r
+	// Both connection strings are checked before either is connected to.
+	if cfg.ROConnectionString != "" {
+		if s.ro, err = s.openReplica(cfg); err != nil {
+			s.ro = s.r
+			s.Close()
+			return nil, err
+		}
 	}
 	if err := s.w.PingContext(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlstore: connect to %s: %w", cfg.DatabaseType, err)
 	}
-	if err := s.migrate(ctx); err != nil {
+	if s.ro != s.r {
+		if err := s.ro.PingContext(ctx); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("sqlstore: connect to the read-only replica (ro_connection_string): %w", err)
+		}
+		s.log.Info("sqlstore: reads that tolerate lag go to the read-only replica (ro_connection_string)")
+	}
+	if s.eng == mysqlEngine {
+		if s.collation, err = mysqlCollation(ctx, s.w, log); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if err := s.migrate(ctx, cfg.DisableMigration); err != nil {
 		s.Close()
 		return nil, err
 	}
-	s.wStmts = newStmtCache(s.w)
-	s.rStmts = s.wStmts
-	if s.r != s.w {
-		s.rStmts = newStmtCache(s.r)
+	if s.eng != mysqlEngine {
+		s.wStmts = newStmtCache(s.w)
+		s.rStmts = s.wStmts
+		if s.r != s.w {
+			s.rStmts = newStmtCache(s.r)
+		}
+		s.roStmts = s.rStmts
+		if s.ro != s.r {
+			s.roStmts = newStmtCache(s.ro)
+		}
 	}
 	return s, nil
 }
 
-func (s *Store) openPostgres(conn string) error {
-	if conn == "" {
-		return errors.New("sqlstore: postgres: connection_string is empty")
+// openReplica opens a pool for ro_connection_string with the engine and
+// the pool and TLS keys of the primary, as SPIRE does.
+func (s *Store) openReplica(cfg Config) (*sql.DB, error) {
+	const key = "ro_connection_string"
+	switch s.eng {
+	case sqliteEngine:
+		return openSQLiteReplica(cfg)
+	case postgresEngine:
+		return openPostgres(cfg, key, cfg.ROConnectionString)
+	default:
+		return openMySQL(cfg, key, cfg.ROConnectionString, s.log)
 	}
-	db, err := sql.Open("pgx", conn)
-	if err != nil {
-		return fmt.Errorf("sqlstore: postgres: %w", err)
-	}
-	s.pg = true
-	s.w, s.r = db, db
-	return nil
-}
-
-func (s *Store) openSQLite(conn string) error {
-	path, query, memory, err := parseSQLitePath(conn)
-	if err != nil {
-		return err
-	}
-	// Only a mode that lets SQLite create the file (none, or rwc) has it
-	// created here first; with mode=rw or ro a missing file must stay
-	// SQLite's "unable to open" error, since a mistyped path would
-	// otherwise start the server on an empty, freshly migrated datastore.
-	mayCreate := query.Get("mode") == "" || query.Get("mode") == "rwc"
-	if !memory && mayCreate {
-		if _, err := daemondir.Ensure(filepath.Dir(path), 0o700); err != nil {
-			return fmt.Errorf("sqlstore: sqlite: database directory: %w", err)
-		}
-		if err := s.createPrivate(path); err != nil {
-			return err
-		}
-	}
-	base := conn
-	if i := strings.IndexByte(conn, '?'); i >= 0 {
-		base = conn[:i]
-	}
-	if !strings.HasPrefix(base, "file:") && base != "" && base != ":memory:" {
-		// The driver hands SQLite a plain path without its query, so
-		// SQLite's own parameters (mode, cache, ...) would be dropped; as a
-		// file: URI (as SPIRE rewrites it) they reach SQLite.
-		base = "file:" + uriPathEscaper.Replace(base)
-	}
-	dsn := func(writer bool) string {
-		q := url.Values{}
-		for k, v := range query {
-			q[k] = v
-		}
-		setDefault := func(k, v string) {
-			if q.Get(k) == "" {
-				q.Set(k, v)
-			}
-		}
-		setDefault("_journal_mode", "WAL")
-		setDefault("_busy_timeout", "5000")
-		setDefault("_foreign_keys", "1")
-		// FULL syncs the WAL at every commit, so a write acknowledged to a
-		// caller (a join token handed out, an entry created) survives a
-		// power loss; the driver's default in WAL mode is NORMAL, which
-		// may lose the last commits. An explicit _synchronous (or its
-		// alias _sync) in connection_string still wins.
-		if q.Get("_sync") == "" {
-			setDefault("_synchronous", "FULL")
-		}
-		if writer {
-			// BEGIN IMMEDIATE takes the write lock up front, so a
-			// read-modify-write transaction never fails to upgrade its lock
-			// when another process writes.
-			setDefault("_txlock", "immediate")
-		}
-		return base + "?" + q.Encode()
-	}
-	w, err := sql.Open("sqlite3", dsn(true))
-	if err != nil {
-		return fmt.Errorf("sqlstore: sqlite: %w", err)
-	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
-	s.w, s.r = w, w
-	if memory {
-		// A private in-memory database lives in its single connection.
-		return nil
-	}
-	// The writer creates the file and switches it to WAL before readers
-	// open it.
-	if err := w.Ping(); err != nil {
-		w.Close()
-		return fmt.Errorf("sqlstore: sqlite: open %s: %w", path, err)
-	}
-	r, err := sql.Open("sqlite3", dsn(false))
-	if err != nil {
-		w.Close()
-		return fmt.Errorf("sqlstore: sqlite: %w", err)
-	}
-	n := max(4, runtime.NumCPU())
-	r.SetMaxOpenConns(n)
-	r.SetMaxIdleConns(n)
-	s.r = r
-	return nil
-}
-
-// createPrivate creates the database file 0600 before SQLite opens it, so
-// that it is never readable by other users whatever the umask (SQLite's own
-// default is 0644). SQLite creates the -wal, -shm and -journal files with
-// the database file's mode, so they are 0600 too. An existing file keeps
-// the mode it has (the operator's choice, or an older release's); a warning
-// says when that lets other users in.
-func (s *Store) createPrivate(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err == nil {
-		// The umask can only have narrowed 0600; widen it back, since a
-		// 0400 file would open read-only.
-		err = f.Chmod(0o600)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("sqlstore: sqlite: create %s: %w", path, err)
-		}
-		return nil
-	}
-	if !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("sqlstore: sqlite: create %s: %w", path, err)
-	}
-	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
-		daemondir.WarnShared(s.log, p, false, "SQLite file is accessible to other users, and it holds join tokens and node records")
-	}
-	return nil
-}
-
-// uriPathEscaper escapes the characters a file: URI's path cannot hold
-// literally: SQLite decodes %HH, and ? and # end the path.
-var uriPathEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
-
-// parseSQLitePath extracts the file path from a SPIRE-style connection
-// string: a plain path or a file: URI, either with optional query
-// parameters.
-func parseSQLitePath(conn string) (path string, query url.Values, memory bool, err error) {
-	if conn == "" {
-		return "", nil, false, errors.New("sqlstore: sqlite: connection_string is empty")
-	}
-	base, rawQuery, _ := strings.Cut(conn, "?")
-	query, err = url.ParseQuery(rawQuery)
-	if err != nil {
-		return "", nil, false, fmt.Errorf("sqlstore: sqlite: connection_string query: %w", err)
-	}
-	path = base
-	if p, ok := strings.CutPrefix(base, "file:"); ok {
-		if rest, ok := strings.CutPrefix(p, "//"); ok {
-			// file://host/path: only an empty or "localhost" host is valid.
-			host, after, _ := strings.Cut(rest, "/")
-			if host != "" && host != "localhost" {
-				return "", nil, false, fmt.Errorf("sqlstore: sqlite: file URI with host %q", host)
-			}
-			p = "/" + after
-		}
-		if path, err = url.PathUnescape(p); err != nil {
-			return "", nil, false, fmt.Errorf("sqlstore: sqlite: file URI path: %w", err)
-		}
-	}
-	memory = path == ":memory:" || path == "" || query.Get("mode") == "memory"
-	return path, query, memory, nil
 }
 
 // Close releases the connection pools.
 func (s *Store) Close() error {
-	err := s.wStmts.close()
-	if s.rStmts != s.wStmts {
-		err = errors.Join(err, s.rStmts.close())
+	var err error
+	for _, c := range uniq(s.wStmts, s.rStmts, s.roStmts) {
+		err = errors.Join(err, c.close())
 	}
-	if s.r != nil && s.r != s.w {
-		err = errors.Join(err, s.r.Close())
-	}
-	if s.w != nil {
-		err = errors.Join(err, s.w.Close())
+	for _, db := range uniq(s.ro, s.r, s.w) {
+		err = errors.Join(err, db.Close())
 	}
 	return err
 }
 
-// txn runs statements written with ? placeholders on either engine.
+// uniq returns the distinct non-nil values of vs, in order.
+func uniq[T any](vs ...*T) []*T {
+	var out []*T
+	for _, v := range vs {
+		if v != nil && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// txn runs statements written with ? placeholders on any engine.
 type txn struct {
 	tx    *sql.Tx
-	pg    bool
+	eng   engine
 	stmts *stmtCache
 	// missed collects the queries that ran unprepared, for the caller to
 	// prepare once the transaction has ended.
 	missed *[]string
+	logSQL *slog.Logger
 }
 
 // stmt returns the transaction's copy of the cached statement for query,
 // or nil to run it unprepared (and have it prepared afterwards).
 func (t txn) stmt(ctx context.Context, query string) *sql.Stmt {
+	if t.logSQL != nil {
+		// The arguments stay out: they include join tokens.
+		t.logSQL.Debug("sqlstore: SQL", "query", query)
+	}
 	if st := t.stmts.lookup(query); st != nil {
 		return t.tx.StmtContext(ctx, st)
 	}
-	if t.missed != nil {
+	if t.missed != nil && t.stmts != nil {
 		*t.missed = append(*t.missed, query)
 	}
 	return nil
 }
 
 func (t txn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	query = rebind(t.pg, query)
+	query = rebind(t.eng, query)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -300,7 +193,7 @@ func (t txn) exec(ctx context.Context, query string, args ...any) (sql.Result, e
 }
 
 func (t txn) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	query = rebind(t.pg, query)
+	query = rebind(t.eng, query)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
@@ -308,7 +201,7 @@ func (t txn) query(ctx context.Context, query string, args ...any) (*sql.Rows, e
 }
 
 func (t txn) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	query = rebind(t.pg, query)
+	query = rebind(t.eng, query)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
@@ -318,16 +211,60 @@ func (t txn) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
 // forUpdate locks the rows a read-modify-write reads. SQLite needs no
 // clause: its writer transactions are exclusive.
 func (t txn) forUpdate() string {
-	if t.pg {
-		return " FOR UPDATE"
+	if t.eng == sqliteEngine {
+		return ""
 	}
-	return ""
+	return " FOR UPDATE"
+}
+
+// upsert writes key's value into table, replacing the row it may have.
+func (t txn) upsert(ctx context.Context, table, keyCol, valCol string, key, val any) error {
+	q := `INSERT INTO ` + table + ` (` + keyCol + `, ` + valCol + `) VALUES (?, ?) `
+	if t.eng == mysqlEngine {
+		q += `ON DUPLICATE KEY UPDATE ` + valCol + ` = VALUES(` + valCol + `)`
+	} else {
+		q += `ON CONFLICT (` + keyCol + `) DO UPDATE SET ` + valCol + ` = excluded.` + valCol
+	}
+	_, err := t.exec(ctx, q, key, val)
+	return err
+}
+
+// insertIfAbsent inserts key's row unless one exists and reports whether
+// it did. A failed statement aborts a PostgreSQL transaction, so there the
+// conflict is skipped in SQL; MySQL's ON DUPLICATE KEY cannot tell a
+// skipped row from an inserted one once rows are counted as found, but a
+// duplicate there fails the statement alone.
+func (t txn) insertIfAbsent(ctx context.Context, table, keyCol, valCol string, key, val any) (bool, error) {
+	q := `INSERT INTO ` + table + ` (` + keyCol + `, ` + valCol + `) VALUES (?, ?)`
+	if t.eng == mysqlEngine {
+		_, err := t.exec(ctx, q, key, val)
+		if isUniqueViolation(err) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	res, err := t.exec(ctx, q+` ON CONFLICT (`+keyCol+`) DO NOTHING`, key, val)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// inPage is the right-hand side of "x IN (...)" for sub, a query of keys
+// that may end in LIMIT, which MySQL refuses directly in an IN subquery
+// but takes from a derived table.
+func (t txn) inPage(sub string) string {
+	if t.eng == mysqlEngine && strings.Contains(sub, " LIMIT ") {
+		return `SELECT * FROM (` + sub + `) k`
+	}
+	return sub
 }
 
 // rebind turns ? placeholders into PostgreSQL's $n. Queries in this package
 // never contain a literal question mark.
-func rebind(pg bool, query string) string {
-	if !pg || !strings.Contains(query, "?") {
+func rebind(eng engine, query string) string {
+	if eng != postgresEngine || !strings.Contains(query, "?") {
 		return query
 	}
 	var b strings.Builder
@@ -345,14 +282,36 @@ func rebind(pg bool, query string) string {
 	return b.String()
 }
 
-// write runs fn in a read-write transaction and commits when it returns nil.
+// maxDeadlockRetries bounds how often write reruns a transaction that
+// MySQL chose as a deadlock victim.
+const maxDeadlockRetries = 8
+
+// write runs fn in a read-write transaction and commits when it returns
+// nil. On MySQL, where InnoDB's gap locks make concurrent read-then-insert
+// transactions deadlock and the server rolls one back, the victim is run
+// again: fn must start from scratch each time.
 func (s *Store) write(ctx context.Context, fn func(t txn) error) error {
+	for attempt := 0; ; attempt++ {
+		err := s.writeOnce(ctx, fn)
+		if s.eng != mysqlEngine || mysqlErrNumber(err) != mysqlLockDeadlock || attempt == maxDeadlockRetries {
+			return err
+		}
+		// A short random pause, so that the victims do not meet again.
+		select {
+		case <-time.After(time.Duration(1+mrand.IntN(4<<attempt)) * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
+func (s *Store) writeOnce(ctx context.Context, fn func(t txn) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	var missed []string
-	if err := fn(txn{tx: tx, pg: s.pg, stmts: s.wStmts, missed: &missed}); err != nil {
+	if err := fn(txn{tx: tx, eng: s.eng, stmts: s.wStmts, missed: &missed, logSQL: s.logSQL}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -364,34 +323,39 @@ func (s *Store) write(ctx context.Context, fn func(t txn) error) error {
 // read runs fn in a read-only transaction so that the several queries a
 // listing needs see one snapshot.
 func (s *Store) read(ctx context.Context, fn func(t txn) error) error {
+	return s.readFrom(ctx, s.r, s.rStmts, fn)
+}
+
+// readMaybeStale is read for a caller that tolerates lag: it goes to the
+// read-only replica when there is one.
+func (s *Store) readMaybeStale(ctx context.Context, c datastore.DataConsistency, fn func(t txn) error) error {
+	if c == datastore.TolerateStale {
+		return s.readFrom(ctx, s.ro, s.roStmts, fn)
+	}
+	return s.read(ctx, fn)
+}
+
+func (s *Store) readFrom(ctx context.Context, db *sql.DB, stmts *stmtCache, fn func(t txn) error) error {
 	opts := &sql.TxOptions{ReadOnly: true}
-	if s.pg {
+	if s.eng != sqliteEngine {
 		opts.Isolation = sql.LevelRepeatableRead
 	}
-	tx, err := s.r.BeginTx(ctx, opts)
+	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}
 	var missed []string
 	// Deferred in this order: the transaction's connection goes back to
 	// the pool (even on a panic in fn) before statements are prepared.
-	defer func() { s.rStmts.prepare(ctx, missed) }()
+	defer func() { stmts.prepare(ctx, missed) }()
 	defer func() { _ = tx.Rollback() }()
-	return fn(txn{tx: tx, pg: s.pg, stmts: s.rStmts, missed: &missed})
+	return fn(txn{tx: tx, eng: s.eng, stmts: stmts, missed: &missed, logSQL: s.logSQL})
 }
 
 // isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY
-// violation on either engine.
+// violation on any engine.
 func isUniqueViolation(err error) bool {
-	var se sqlite3.Error
-	if errors.As(err, &se) {
-		return se.ExtendedCode == sqlite3.ErrConstraintUnique || se.ExtendedCode == sqlite3.ErrConstraintPrimaryKey
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return pe.Code == "23505"
-	}
-	return false
+	return err != nil && (isSQLiteUnique(err) || isPostgresUnique(err) || mysqlErrNumber(err) == mysqlDupEntry)
 }
 
 // mapErr gives unique violations the datastore sentinel and prefixes op.
@@ -417,8 +381,10 @@ func encodePageToken(key string) string {
 func decodePageToken(token string) (string, error) {
 	// The decoder skips CR and LF; re-encoding rejects such variants so a
 	// token has exactly one spelling.
+	// Keys are UTF-8 (they come from protobuf strings); a token that is
+	// not would only make MySQL fail the comparison.
 	b, err := base64.RawURLEncoding.Strict().DecodeString(token)
-	if err != nil || len(b) == 0 || encodePageToken(string(b)) != token {
+	if err != nil || len(b) == 0 || !utf8.Valid(b) || encodePageToken(string(b)) != token {
 		return "", fmt.Errorf("sqlstore: invalid page token %q", token)
 	}
 	return string(b), nil

@@ -12,10 +12,16 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/sim/mariadb"
 	"github.com/spiffe-hw/spire-hw/sim/postgres"
 )
 
-func TestMain(m *testing.M) { os.Exit(postgres.Main(m)) }
+func TestMain(m *testing.M) {
+	stop := mariadb.Share()
+	code := postgres.Main(m)
+	stop()
+	os.Exit(code)
+}
 
 func openStore(t *testing.T, cfg Config) *Store {
 	t.Helper()
@@ -37,6 +43,10 @@ func postgresConfig(t *testing.T) Config {
 	return Config{DatabaseType: Postgres, ConnectionString: postgres.Start(t)}
 }
 
+func mysqlConfig(t *testing.T) Config {
+	return Config{DatabaseType: MySQL, ConnectionString: mariadb.Start(t)}
+}
+
 func TestSQLite(t *testing.T) {
 	testDataStore(t, func(t *testing.T) datastore.DataStore { return openStore(t, sqliteConfig(t)) })
 }
@@ -46,11 +56,19 @@ func TestPostgres(t *testing.T) {
 	testDataStore(t, func(t *testing.T) datastore.DataStore { return openStore(t, postgresConfig(t)) })
 }
 
+func TestMySQL(t *testing.T) {
+	mysqlConfig(t) // skip early when no server
+	testDataStore(t, func(t *testing.T) datastore.DataStore { return openStore(t, mysqlConfig(t)) })
+}
+
+// engines are the databases the store runs on, for tests that run on each.
+var engines = []struct {
+	name string
+	cfg  func(t *testing.T) Config
+}{{"sqlite", sqliteConfig}, {"postgres", postgresConfig}, {"mysql", mysqlConfig}}
+
 func TestMigrations(t *testing.T) {
-	for _, engine := range []struct {
-		name string
-		cfg  func(t *testing.T) Config
-	}{{"sqlite", sqliteConfig}, {"postgres", postgresConfig}} {
+	for _, engine := range engines {
 		t.Run(engine.name, func(t *testing.T) {
 			cfg := engine.cfg(t)
 			s, err := Open(ctx, cfg)
@@ -75,7 +93,7 @@ func TestMigrations(t *testing.T) {
 				t.Fatalf("schema version %d, %v; want %d", version, err, schemaVersion)
 			}
 			// A database from the future is refused.
-			if _, err := s.w.Exec(rebind(s.pg, `UPDATE schema_version SET version = ? WHERE id = 1`), schemaVersion+1); err != nil {
+			if _, err := s.w.Exec(rebind(s.eng, `UPDATE schema_version SET version = ? WHERE id = 1`), schemaVersion+1); err != nil {
 				t.Fatal(err)
 			}
 			s.Close()
@@ -117,8 +135,8 @@ func TestOpenErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"unknown type", Config{DatabaseType: "oracle", ConnectionString: "x"}, `unknown database_type "oracle" (supported: "sqlite3", "postgres")`},
-		{"mysql", Config{DatabaseType: "mysql", ConnectionString: "x"}, "not supported yet"},
+		{"unknown type", Config{DatabaseType: "oracle", ConnectionString: "x"}, `unknown database_type "oracle" (supported: "sqlite3", "postgres", "mysql")`},
+		{"empty mysql", Config{DatabaseType: MySQL}, "connection_string is empty"},
 		{"empty sqlite", Config{DatabaseType: SQLite}, "connection_string is empty"},
 		{"empty postgres", Config{DatabaseType: Postgres}, "connection_string is empty"},
 		{"sqlite file URI with host", Config{DatabaseType: SQLite, ConnectionString: "file://remote/x.db"}, "host"},
