@@ -50,7 +50,7 @@ var ours = regexp.MustCompile(`^spire_(server|agent)_(` +
 	// DefaultConfig enables them) though its document does not list them.
 	`runtime_.*|` +
 	// SPIRE's datastore wrapper emits these; its document omits them.
-	`datastore_ca_journal_.*|` +
+	`datastore_ca_journal_.*|datastore_federation_relationship_.*|` +
 	// SPIRE's KeyManager wrapper emits these; its document lists the
 	// names of an older interface (generate_key_pair, ...), which the
 	// agent emits too.
