@@ -1,6 +1,8 @@
 package sqlstore
 
 import (
+	"errors"
+	"log/slog"
 	"testing"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
@@ -48,4 +50,25 @@ func containsAny(s, chars string) bool {
 		}
 	}
 	return false
+}
+
+// FuzzMySQLDSN: any connection_string given as database_type mysql is
+// either refused with a KeyError naming the key or opens a pool (without
+// connecting); the parser never panics.
+func FuzzMySQLDSN(f *testing.F) {
+	for _, s := range []string{"u:p@tcp(127.0.0.1:3306)/db?parseTime=true", "u@unix(/s)/db?parseTime=true&sql_mode='ANSI'",
+		"u:p@tcp(h)/db", "(((", "u:p@tcp(h:1)/db?parseTime=true&tls=custom", "@/?parseTime=true&interpolateParams=false"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, conn string) {
+		db, err := openMySQL(Config{}, "connection_string", conn, slog.New(slog.DiscardHandler))
+		if err != nil {
+			var ke *KeyError
+			if conn != "" && !errors.As(err, &ke) {
+				t.Fatalf("%q: %v is not a KeyError", conn, err)
+			}
+			return
+		}
+		db.Close()
+	})
 }
