@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"sync"
 
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
@@ -30,14 +31,22 @@ type cache struct {
 }
 
 type entry struct {
-	id  string
-	sel []*types.Selector
+	id string
+	answer
+}
+
+// answer is what an inspect taught of a container: its selectors, and the
+// cgroups of its init process, against which a caller that claims to be in
+// it is checked (containerinfo.Within).
+type answer struct {
+	sel     []*types.Selector
+	cgroups []containerinfo.Cgroup
 }
 
 // flight is one inspect in progress, shared by the callers that wait on it.
 type flight struct {
 	done chan struct{}
-	sel  []*types.Selector
+	ans  answer
 	err  error
 	// cacheable stays true only while nothing happened that could make
 	// the answer stale: subscribed when it started, and no die, destroy or
@@ -51,28 +60,28 @@ func newCache(max int) *cache {
 
 // get returns the cached selectors of id (hit), or the flight to wait on;
 // start says the caller created it and must run it.
-func (c *cache) get(id string) (sel []*types.Selector, hit bool, f *flight, start bool) {
+func (c *cache) get(id string) (ans answer, hit bool, f *flight, start bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.entries[id]; ok {
 		c.lru.MoveToFront(el)
-		return el.Value.(*entry).sel, true, nil, false
+		return el.Value.(*entry).answer, true, nil, false
 	}
 	if f, ok := c.flights[id]; ok {
-		return nil, false, f, false
+		return answer{}, false, f, false
 	}
 	f = &flight{done: make(chan struct{}), cacheable: c.live}
 	c.flights[id] = f
-	return nil, false, f, true
+	return answer{}, false, f, true
 }
 
 // finish publishes a flight's answer and caches it if it may be.
-func (c *cache) finish(id string, f *flight, sel []*types.Selector, err error, running bool) {
+func (c *cache) finish(id string, f *flight, ans answer, err error, running bool) {
 	c.mu.Lock()
 	delete(c.flights, id)
-	f.sel, f.err = sel, err
+	f.ans, f.err = ans, err
 	if err == nil && running && f.cacheable && c.live && c.max > 0 {
-		c.entries[id] = c.lru.PushFront(&entry{id: id, sel: sel})
+		c.entries[id] = c.lru.PushFront(&entry{id: id, answer: ans})
 		for c.lru.Len() > c.max {
 			old := c.lru.Remove(c.lru.Back()).(*entry)
 			delete(c.entries, old.id)

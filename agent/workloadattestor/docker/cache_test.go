@@ -13,7 +13,7 @@ func fill(c *cache, id string, running bool) bool {
 	if hit || !start {
 		panic("fill: " + id + " already cached or in flight")
 	}
-	c.finish(id, f, []*types.Selector{{Type: SelectorType, Value: "label:id:" + id}}, nil, running)
+	c.finish(id, f, answer{sel: []*types.Selector{{Type: SelectorType, Value: "label:id:" + id}}}, nil, running)
 	return c.has(id)
 }
 
@@ -44,7 +44,7 @@ func TestCacheNeverStale(t *testing.T) {
 
 	_, _, f, _ := c.get("dies")
 	c.evict("dies") // the die event arrives while the inspect is in flight
-	c.finish("dies", f, nil, nil, true)
+	c.finish("dies", f, answer{}, nil, true)
 	if c.has("dies") {
 		t.Fatal("an inspect that raced with the container's die event was cached")
 	}
@@ -52,7 +52,7 @@ func TestCacheNeverStale(t *testing.T) {
 	_, _, f, _ = c.get("lost")
 	c.setLive(false)
 	c.setLive(true)
-	c.finish("lost", f, nil, nil, true)
+	c.finish("lost", f, answer{}, nil, true)
 	if c.has("lost") {
 		t.Fatal("an inspect that raced with a lost subscription was cached")
 	}

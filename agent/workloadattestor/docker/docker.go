@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"golang.org/x/sys/unix"
 )
 
 // SelectorType is the type of every selector this attestor emits.
@@ -210,7 +211,9 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 		return nil, fmt.Errorf("docker: caller pid %d: %w", pid, err)
 	}
 	if known.ContainerID != "" {
-		return a.lookup(ctx, known.ContainerID)
+		// The index learns only cgroups that passed the check below.
+		ans, err := a.lookup(ctx, known.ContainerID)
+		return ans.sel, err
 	}
 	proc, err := containerinfo.ReadProc(a.procDir, pid, pidfd)
 	if err != nil {
@@ -224,10 +227,20 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, pidfd int) ([]*types.S
 		// Not a container: nothing to add, as in SPIRE.
 		return nil, nil
 	}
+	ans, err := a.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	// A cgroup named after container id is not necessarily its cgroup: a
+	// workload with a delegated cgroup subtree can make one so named.
+	if err := containerinfo.Within(proc.Cgroups, ans.cgroups, id); err != nil {
+		a.log.Warn("Caller's cgroup is named after a container it is not in", "pid", pid, "container_id", id, "error", err)
+		return nil, fmt.Errorf("docker: caller pid %d: %w", pid, err)
+	}
 	a.cgroups.Learn(cgid, proc, containerinfo.Info{ContainerID: id})
 	// The selectors are shared with other calls, which the Attestor
 	// interface allows: callers never modify them.
-	return a.lookup(ctx, id)
+	return ans.sel, nil
 }
 
 // containerID locates the caller's container with the configured locator.
@@ -254,22 +267,22 @@ func (a *Attestor) containerID(pid int32, proc containerinfo.Proc) (string, erro
 	return info.ContainerID, nil
 }
 
-// lookup returns the selectors of container id: from the cache, else from
+// lookup returns what is known of container id: from the cache, else from
 // one inspect shared by every caller that asks meanwhile. The caller's ctx
 // ends its own wait, not the shared inspect, which has its own bound.
-func (a *Attestor) lookup(ctx context.Context, id string) ([]*types.Selector, error) {
-	sel, hit, f, start := a.cache.get(id)
+func (a *Attestor) lookup(ctx context.Context, id string) (answer, error) {
+	ans, hit, f, start := a.cache.get(id)
 	if hit {
-		return sel, nil
+		return ans, nil
 	}
 	if start {
 		go a.fetch(id, f)
 	}
 	select {
 	case <-f.done:
-		return f.sel, f.err
+		return f.ans, f.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("docker: inspect container %s: %w", id, ctx.Err())
+		return answer{}, fmt.Errorf("docker: inspect container %s: %w", id, ctx.Err())
 	}
 }
 
@@ -279,16 +292,19 @@ func (a *Attestor) fetch(id string, f *flight) {
 	ctx, cancel := context.WithTimeout(a.ctx, a.timeout)
 	defer cancel()
 	resp, err := a.inspect(ctx, id)
-	var sel []*types.Selector
+	var ans answer
 	running := false
 	if err == nil {
 		var vals []string
 		vals, err = selectorValues(resp)
-		sel = make([]*types.Selector, len(vals))
+		ans.sel = make([]*types.Selector, len(vals))
 		for i, v := range vals {
-			sel[i] = &types.Selector{Type: SelectorType, Value: v}
+			ans.sel[i] = &types.Selector{Type: SelectorType, Value: v}
 		}
 		running = resp.ContainerJSONBase != nil && resp.State != nil && resp.State.Running
+	}
+	if err == nil {
+		ans.cgroups, err = a.initCgroups(id, resp)
 	}
 	if err != nil {
 		switch {
@@ -301,7 +317,31 @@ func (a *Attestor) fetch(id string, f *flight) {
 		}
 		a.log.Warn("Docker inspect failed", "container_id", id, "error", err)
 	}
-	a.cache.finish(id, f, sel, err, running)
+	a.cache.finish(id, f, ans, err, running)
+}
+
+// initCgroups reads the cgroups of the init process of the container the
+// engine described, the reference containerinfo.Within checks callers
+// against. The PID is the engine's, in the host's PID namespace, which the
+// agent must share (as it must to see its callers' cgroups at all). An
+// init that exited and whose PID went to another process before the
+// pidfd was opened is not caught here; the container's die event, which
+// comes with that exit, keeps such an answer out of the cache.
+func (a *Attestor) initCgroups(id string, resp container.InspectResponse) ([]containerinfo.Cgroup, error) {
+	if resp.ContainerJSONBase == nil || resp.State == nil || resp.State.Pid <= 0 {
+		return nil, fmt.Errorf("container %.12s has no running init process to compare its callers' cgroups with", id)
+	}
+	pid := resp.State.Pid
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("container %.12s init pid %d: pidfd_open: %w", id, pid, err)
+	}
+	defer unix.Close(fd)
+	cgs, err := containerinfo.ReadCgroups(a.procDir, int32(pid), fd)
+	if err != nil {
+		return nil, fmt.Errorf("container %.12s init: %w", id, err)
+	}
+	return cgs, nil
 }
 
 // inspect calls the engine with SPIRE's retries, within ctx.
