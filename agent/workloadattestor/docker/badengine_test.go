@@ -127,3 +127,49 @@ func TestGarbageEngine(t *testing.T) {
 		})
 	}
 }
+
+// endlessEngine answers pings as an engine does, and every other request
+// with a JSON string that never ends.
+func endlessEngine(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "endless.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := []byte(strings.Repeat("a", 64<<10))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/_ping") {
+			w.Header().Set("Api-Version", "1.41")
+			_, _ = w.Write([]byte("OK"))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if _, err := w.Write([]byte(`{"Id":"`)); err != nil {
+			return
+		}
+		for r.Context().Err() == nil {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	return "unix://" + path
+}
+
+// An engine that answers without end: the call fails once the answer
+// passes the cap, well before the inspect bound, rather than the agent
+// reading it into memory until the bound or the OOM killer ends it.
+func TestEndlessEngine(t *testing.T) {
+	d := dockerd.Start(t)
+	c, _ := sleeper(t, d, nil)
+	a := newAttestor(t, Config{SocketPath: endlessEngine(t), InspectTimeout: 20 * time.Second})
+	start := time.Now()
+	sel, err := a.Attest(context.Background(), int32(c.PID), pidfd(t, c.PID))
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("Attest against an endless engine: %q, %v; want the size cap's error", strs(sel), err)
+	}
+	t.Logf("after %v: %v", time.Since(start), err)
+}

@@ -349,7 +349,8 @@ func (a *Attestor) inspect(ctx context.Context, id string) (container.InspectRes
 	backoff := initialBackoff
 	for i := 0; ; i++ {
 		resp, err := a.inspectOnce(ctx, id)
-		if err == nil || i == retries || ctx.Err() != nil {
+		// An answer past the cap would be as large again.
+		if err == nil || i == retries || ctx.Err() != nil || errors.Is(err, errAnswerTooLarge) {
 			return resp, err
 		}
 		t := time.NewTimer(backoff)

@@ -2,11 +2,24 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync/atomic"
 
 	dockerclient "github.com/docker/docker/client"
 )
+
+// maxAnswerBytes bounds one answer of the engine other than the event
+// stream: an inspect is a few kilobytes, and the client library reads
+// answers whole, so an engine (or whatever listens on its socket) sending
+// without end would otherwise grow the agent until it is killed.
+const maxAnswerBytes = 16 << 20
+
+// errAnswerTooLarge is the read error of an answer past maxAnswerBytes.
+var errAnswerTooLarge = fmt.Errorf("the engine's answer is larger than %d bytes", maxAnswerBytes)
 
 // engine hands out the Docker client once its API version is settled.
 //
@@ -20,6 +33,9 @@ import (
 // version never changes afterwards.
 type engine struct {
 	host string
+	// base is the client's transport, closed with the engine since the
+	// client cannot see it behind the size cap.
+	base *http.Transport
 	cl   atomic.Pointer[dockerclient.Client]
 	// next is the client being negotiated, not yet shared; sem admits one
 	// negotiation at a time.
@@ -30,8 +46,18 @@ type engine struct {
 // newEngine creates the client for host. With version set, no
 // negotiation is needed.
 func newEngine(host, version string) (*engine, error) {
-	e := &engine{host: host, sem: make(chan struct{}, 1)}
-	opts := []dockerclient.Opt{dockerclient.WithHost(host)}
+	e := &engine{host: host, sem: make(chan struct{}, 1), base: &http.Transport{}}
+	hc := &http.Client{Transport: e.base}
+	opts := []dockerclient.Opt{
+		// WithHost dials the engine's socket through the transport it finds
+		// in place, so the cap goes round it afterwards.
+		dockerclient.WithHTTPClient(hc),
+		dockerclient.WithHost(host),
+		func(*dockerclient.Client) error {
+			hc.Transport = capTransport{e.base}
+			return nil
+		},
+	}
 	if version != "" {
 		opts = append(opts, dockerclient.WithVersion(version))
 	} else {
@@ -75,8 +101,48 @@ func (e *engine) client(ctx context.Context) (*dockerclient.Client, error) {
 	return e.next, nil
 }
 
+// capTransport caps every answer but the event stream, which is read a
+// message at a time for as long as the subscription lasts.
+type capTransport struct{ base http.RoundTripper }
+
+func (t capTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || strings.HasSuffix(req.URL.Path, "/events") {
+		return resp, err
+	}
+	resp.Body = &cappedBody{rc: resp.Body, left: maxAnswerBytes}
+	return resp, nil
+}
+
+// cappedBody fails a read past its limit rather than truncating, so that a
+// cut answer is never taken for a whole one.
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a body of exactly the limit from a longer one.
+		var one [1]byte
+		if n, err := b.rc.Read(one[:]); n > 0 || !errors.Is(err, io.EOF) {
+			return 0, errAnswerTooLarge
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
+
 // close closes the client's idle connections.
 func (e *engine) close() error {
+	defer e.base.CloseIdleConnections()
 	if c := e.cl.Load(); c != nil {
 		return c.Close()
 	}
