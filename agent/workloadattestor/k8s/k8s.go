@@ -312,6 +312,9 @@ func (a *Attestor) locate(pid int32, pidfd int) (podUID, containerID string, err
 	}
 	if a.cfg.LegacyContainerLocator {
 		podUID, containerID, err = legacyLocate(proc.CgroupPaths())
+		if err == nil {
+			err = containerinfo.RootOwned(proc.Cgroups, containerID)
+		}
 		if err != nil {
 			return "", "", fmt.Errorf("k8s: pid %d: %w", pid, err)
 		}
@@ -319,6 +322,13 @@ func (a *Attestor) locate(pid int32, pidfd int) (podUID, containerID string, err
 	}
 	info, err := a.located.locate(proc)
 	if err != nil {
+		return "", "", fmt.Errorf("k8s: pid %d: %w", pid, err)
+	}
+	// Unlike the docker attestor, this one cannot compare the caller's
+	// cgroup with the container's real one, so it refuses a cgroup named
+	// after a container in a subtree an unprivileged user may shape.
+	if err := containerinfo.RootOwned(proc.Cgroups, info.ContainerID); err != nil {
+		a.log.Warn("k8s: refusing caller", "pid", pid, "pod_uid", info.PodUID, "container_id", info.ContainerID, "error", err)
 		return "", "", fmt.Errorf("k8s: pid %d: %w", pid, err)
 	}
 	a.cgroups.Learn(cgid, proc, info)
