@@ -26,7 +26,9 @@ var cgroup2Mount = sync.OnceValues(func() (string, error) {
 // RootOwned checks that the cgroup v2 directory a caller's path names
 // container id in, and every directory above it, belongs to root, as the
 // cgroups a kubelet and its runtime make do. Where the cgroup v2 path does
-// not name id (a cgroup v1 host) there is nothing to check here.
+// not name id (a cgroup v1 host), or lies outside this process's cgroup
+// namespace (an agent in a private one), it cannot be checked here and is
+// passed.
 //
 // Names in a cgroup path are chosen by whoever made the directory, and
 // systemd hands whole subtrees to unprivileged users (user@<uid>.service,
@@ -41,6 +43,12 @@ func RootOwned(cgroups []Cgroup, id string) error {
 	}
 	for _, c := range cgroups {
 		if c.HierarchyID != "0" || len(c.Controllers) != 0 || !strings.Contains(c.Path, id) {
+			continue
+		}
+		if c.Path == "/.." || strings.HasPrefix(c.Path, "/../") {
+			// Outside this process's cgroup namespace (an agent in a pod
+			// with a private one, the default on cgroup v2 nodes): its
+			// cgroup mount does not reach the caller's directories.
 			continue
 		}
 		root, err := cgroup2Mount()
