@@ -69,7 +69,7 @@ func TestAttestNoSystemd(t *testing.T) {
 		{"InstanceInNestedSlice", "system.slice/system-" + name + ".slice/" + name + "@x.service", "systemd:id:" + name + "@x.service", ""},
 		{"DelegatedSubtree", "system.slice/" + name + "-d.service/payload/sshd.service", "systemd:id:" + name + "-d.service", ""},
 		{"SliceOnly", name + ".slice", "", "in no systemd unit"},
-		{"NotAUnit", name + "/docker", "", "no systemd unit name"},
+		{"NotAUnit", name + "/docker", "", "in no systemd unit"},
 	} {
 		t.Run(tc.label, func(t *testing.T) {
 			g := cgrouptest.New(t, tc.rel)
@@ -147,6 +147,19 @@ func TestAttestUserManager(t *testing.T) {
 		sel, err := a.Attest(context.Background(), int32(cmd.Process.Pid), pidfd(t, cmd.Process.Pid))
 		if !errors.Is(err, ErrNotLoaded) {
 			t.Fatalf("Attest(process in a hand-made unit cgroup) = %v, %v; want ErrNotLoaded", render(sel), err)
+		}
+	})
+
+	t.Run("NotAUnit", func(t *testing.T) {
+		// A cgroup no unit made ("/docker/<id>" of a cgroupfs runtime) is
+		// in the root slice, as systemd's GetUnitByPID, which SPIRE asks,
+		// says: the caller gets that slice's selectors, not an error.
+		g := cgrouptest.New(t, name+"-raw/docker")
+		cmd := sleeper()
+		g.Start(t, cmd)
+		sel, err := a.Attest(context.Background(), int32(cmd.Process.Pid), pidfd(t, cmd.Process.Pid))
+		if got := render(sel); err != nil || !slices.Contains(got, "systemd:id:-.slice") {
+			t.Fatalf("Attest(process in a cgroup no unit made) = %q, %v; want systemd:id:-.slice", got, err)
 		}
 	})
 

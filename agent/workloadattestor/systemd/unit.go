@@ -34,7 +34,8 @@ func systemdPath(cgs []containerinfo.Cgroup) (string, error) {
 // named by whoever the unit delegated it to, so a name found deeper could
 // be anyone's choice, while the unit's own cgroup is named by systemd. A
 // path of slices only names the innermost slice ("-.slice" for "/"), as
-// systemd's GetUnitByPID would; slice reports that.
+// systemd's GetUnitByPID would, and so does a path whose first element
+// below the slices is not a unit's; slice reports that.
 func unitFromPath(p string) (unit string, slice bool, err error) {
 	if !strings.HasPrefix(p, "/") {
 		return "", false, fmt.Errorf("cgroup path %q is not absolute (an agent in a private cgroup namespace cannot name units)", p)
@@ -44,16 +45,20 @@ func unitFromPath(p string) (unit string, slice bool, err error) {
 		if el == "" {
 			break
 		}
+		if el == ".." {
+			return "", false, fmt.Errorf("cgroup path %q is outside the agent's cgroup namespace, where units cannot be named", p)
+		}
 		name := unescape(el)
 		typ, ok := unitType(name)
 		switch {
-		case !ok:
-			return "", false, fmt.Errorf("cgroup %q: %q is no systemd unit name", p, el)
-		case typ == "slice":
+		case ok && typ == "slice":
 			last = name
 			continue
-		case !processUnits[typ]:
-			return "", false, fmt.Errorf("cgroup %q: a %s unit holds no processes", p, typ)
+		case !ok || !processUnits[typ]:
+			// No unit made this cgroup ("/docker/<id>" of a cgroupfs
+			// runtime): systemd's GetUnitByPID, which SPIRE asks, walks up
+			// to the slice above it, and so does this.
+			return last, true, nil
 		}
 		return name, false, nil
 	}
