@@ -13,28 +13,12 @@ import (
 // plugin_data keys.
 func newDocker(_ context.Context, p hclconf.Plugin, deps Deps) (workloadapi.Attestor, error) {
 	var data struct {
-		DockerSocketPath            string   `hcl:"docker_socket_path"`
-		DockerVersion               string   `hcl:"docker_version"`
-		ContainerIDCgroupMatchers   []string `hcl:"container_id_cgroup_matchers"`
-		UseNewContainerLocator      *bool    `hcl:"use_new_container_locator"`
-		VerboseContainerLocatorLogs bool     `hcl:"verbose_container_locator_logs"`
-		Experimental                struct {
-			// SPIRE's sigstore keys, decoded so that a SPIRE configuration
-			// loads (and a misspelt key is still an error); the attestor
-			// warns that it does not verify signatures.
-			Sigstore *struct {
-				AllowedIdentities   map[string][]string `hcl:"allowed_identities"`
-				SkippedImages       []string            `hcl:"skipped_images"`
-				RekorURL            *string             `hcl:"rekor_url"`
-				IgnoreSCT           *bool               `hcl:"ignore_sct"`
-				IgnoreTlog          *bool               `hcl:"ignore_tlog"`
-				IgnoreAttestations  *bool               `hcl:"ignore_attestations"`
-				RegistryCredentials map[string]*struct {
-					Username string `hcl:"username"`
-					Password string `hcl:"password"`
-				} `hcl:"registry_credentials"`
-			} `hcl:"sigstore"`
-		} `hcl:"experimental"`
+		DockerSocketPath            string                `hcl:"docker_socket_path"`
+		DockerVersion               string                `hcl:"docker_version"`
+		ContainerIDCgroupMatchers   []string              `hcl:"container_id_cgroup_matchers"`
+		UseNewContainerLocator      *bool                 `hcl:"use_new_container_locator"`
+		VerboseContainerLocatorLogs bool                  `hcl:"verbose_container_locator_logs"`
+		Experimental                containerExperimental `hcl:"experimental"`
 	}
 	if err := p.DecodeData(&data); err != nil {
 		return nil, err
@@ -54,4 +38,23 @@ func newDocker(_ context.Context, p hclconf.Plugin, deps Deps) (workloadapi.Atte
 		return nil, err
 	}
 	return a, nil
+}
+
+// containerExperimental is the experimental block of SPIRE's docker and k8s
+// attestors: their sigstore keys, decoded so that a SPIRE configuration
+// loads (and a misspelt key is still an error); the attestors warn that
+// they do not verify signatures.
+type containerExperimental struct {
+	Sigstore *struct {
+		AllowedIdentities   map[string][]string `hcl:"allowed_identities"`
+		SkippedImages       []string            `hcl:"skipped_images"`
+		RekorURL            *string             `hcl:"rekor_url"`
+		IgnoreSCT           *bool               `hcl:"ignore_sct"`
+		IgnoreTlog          *bool               `hcl:"ignore_tlog"`
+		IgnoreAttestations  *bool               `hcl:"ignore_attestations"`
+		RegistryCredentials map[string]*struct {
+			Username string `hcl:"username"`
+			Password string `hcl:"password"`
+		} `hcl:"registry_credentials"`
+	} `hcl:"sigstore"`
 }

@@ -14,39 +14,23 @@ import (
 // (v1.13.3's HCLConfig); a key it does not know is an error.
 func newK8s(_ context.Context, p hclconf.Plugin, deps Deps) (workloadapi.Attestor, error) {
 	var data struct {
-		KubeletReadOnlyPort         int    `hcl:"kubelet_read_only_port"`
-		KubeletSecurePort           int    `hcl:"kubelet_secure_port"`
-		MaxPollAttempts             int    `hcl:"max_poll_attempts"`
-		PollRetryInterval           string `hcl:"poll_retry_interval"`
-		KubeletCAPath               string `hcl:"kubelet_ca_path"`
-		SkipKubeletVerification     bool   `hcl:"skip_kubelet_verification"`
-		TokenPath                   string `hcl:"token_path"`
-		CertificatePath             string `hcl:"certificate_path"`
-		PrivateKeyPath              string `hcl:"private_key_path"`
-		UseAnonymousAuthentication  bool   `hcl:"use_anonymous_authentication"`
-		NodeNameEnv                 string `hcl:"node_name_env"`
-		NodeName                    string `hcl:"node_name"`
-		ReloadInterval              string `hcl:"reload_interval"`
-		DisableContainerSelectors   bool   `hcl:"disable_container_selectors"`
-		UseNewContainerLocator      *bool  `hcl:"use_new_container_locator"`
-		VerboseContainerLocatorLogs bool   `hcl:"verbose_container_locator_logs"`
-		Experimental                struct {
-			// SPIRE's sigstore keys, decoded so that a SPIRE configuration
-			// loads (and a misspelt key is still an error); the attestor
-			// warns that it does not verify signatures.
-			Sigstore *struct {
-				AllowedIdentities   map[string][]string `hcl:"allowed_identities"`
-				SkippedImages       []string            `hcl:"skipped_images"`
-				RekorURL            *string             `hcl:"rekor_url"`
-				IgnoreSCT           *bool               `hcl:"ignore_sct"`
-				IgnoreTlog          *bool               `hcl:"ignore_tlog"`
-				IgnoreAttestations  *bool               `hcl:"ignore_attestations"`
-				RegistryCredentials map[string]*struct {
-					Username string `hcl:"username"`
-					Password string `hcl:"password"`
-				} `hcl:"registry_credentials"`
-			} `hcl:"sigstore"`
-		} `hcl:"experimental"`
+		KubeletReadOnlyPort         int                   `hcl:"kubelet_read_only_port"`
+		KubeletSecurePort           int                   `hcl:"kubelet_secure_port"`
+		MaxPollAttempts             int                   `hcl:"max_poll_attempts"`
+		PollRetryInterval           string                `hcl:"poll_retry_interval"`
+		KubeletCAPath               string                `hcl:"kubelet_ca_path"`
+		SkipKubeletVerification     bool                  `hcl:"skip_kubelet_verification"`
+		TokenPath                   string                `hcl:"token_path"`
+		CertificatePath             string                `hcl:"certificate_path"`
+		PrivateKeyPath              string                `hcl:"private_key_path"`
+		UseAnonymousAuthentication  bool                  `hcl:"use_anonymous_authentication"`
+		NodeNameEnv                 string                `hcl:"node_name_env"`
+		NodeName                    string                `hcl:"node_name"`
+		ReloadInterval              string                `hcl:"reload_interval"`
+		DisableContainerSelectors   bool                  `hcl:"disable_container_selectors"`
+		UseNewContainerLocator      *bool                 `hcl:"use_new_container_locator"`
+		VerboseContainerLocatorLogs bool                  `hcl:"verbose_container_locator_logs"`
+		Experimental                containerExperimental `hcl:"experimental"`
 	}
 	if err := p.DecodeData(&data); err != nil {
 		return nil, err
