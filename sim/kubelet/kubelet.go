@@ -268,7 +268,11 @@ func (k *Kubelet) handler(secure bool) http.Handler {
 			return
 		case Hang:
 			<-r.Context().Done()
-			return
+			// Returning would send an empty 200, which a client whose
+			// request ended for another reason (a retry racing its
+			// deadline) reads as a truncated pod list; a hung kubelet
+			// never answers, so abort the stream instead.
+			panic(http.ErrAbortHandler)
 		case ServerError:
 			http.Error(w, "Internal Server Error", http.StatusInternalServerError)
 			return
