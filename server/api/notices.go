@@ -47,6 +47,9 @@ const (
 	// maxUnsyncedNotices bounds the notices sent to an agent between two
 	// of its syncs.
 	maxUnsyncedNotices = 16
+	// noticeNodeRecheck is how long a stream trusts its look at the
+	// agent's node (nodeTTL's default).
+	noticeNodeRecheck = nodeTTL
 )
 
 // notices is the server side of the notice streams.
@@ -281,6 +284,7 @@ func (s *NoticeService) Subscribe(stream grpc.ServerStream) error {
 		return err
 	}
 	var notifiedEntries, notifiedBundle uint64
+	var nc nodeCheck
 	unsynced, syncsAtSend := 0, sub.syncs.Load()
 	for {
 		select {
@@ -289,7 +293,12 @@ func (s *NoticeService) Subscribe(stream grpc.ServerStream) error {
 		case <-wave:
 		}
 		wave = n.currentWave()
-		entries, bundle, err := s.changeFor(ctx, c)
+		if sub.syncs.Load() == 0 {
+			// The agent syncs after Open: until that sync is served,
+			// there is nothing it was not going to fetch anyway.
+			continue
+		}
+		entries, bundle, err := s.changeFor(ctx, c, &nc)
 		if err != nil {
 			if ctx.Err() != nil {
 				return streamEnd(ctx)
@@ -320,11 +329,24 @@ func (s *NoticeService) Subscribe(stream grpc.ServerStream) error {
 	}
 }
 
-// changeFor re-checks the agent's node, which must still hold this SVID,
-// and returns the digest of its entries and the bundle's version now.
-func (s *NoticeService) changeFor(ctx context.Context, c *Caller) (entries, bundle uint64, err error) {
+// nodeCheck is a stream's last look at its agent's node.
+type nodeCheck struct {
+	node *datastore.AttestedNode
+	at   time.Time
+}
+
+// changeFor re-checks the agent's node, which must still hold this SVID
+// (at most every noticeNodeRecheck: a ban or deletion through this
+// server ends the stream at once, one through another server sharing the
+// database within that; with max_attested_node_info_staleness = 0 a wave
+// must not cost every subscriber a query), and returns the digest of its entries and the bundle's version now.
+func (s *NoticeService) changeFor(ctx context.Context, c *Caller, nc *nodeCheck) (entries, bundle uint64, err error) {
 	id := c.ID.String()
-	node, err := s.api.nodes.fetch(ctx, id, false)
+	node, err := nc.node, error(nil)
+	if node == nil || time.Since(nc.at) >= noticeNodeRecheck {
+		node, err = s.api.nodes.fetch(ctx, id, false)
+		nc.node, nc.at = node, time.Now()
+	}
 	switch serial := c.Cert.SerialNumber.String(); {
 	case errors.Is(err, datastore.ErrNotFound):
 		return 0, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)

@@ -216,6 +216,8 @@ func TestNoticesUnsyncedAgentCut(t *testing.T) {
 	}
 	ch, errc := notices(t, st)
 	nextNotice(t, ch, errc)
+	// One sync after Open, as an agent does, and never again.
+	syncAgent(t, a)
 	got := 0
 	for i := 0; ; i++ {
 		createEntry(t, admin, &types.Entry{ParentId: idOf(a.ID), SpiffeId: pid("/w" + itoa(i)), Selectors: []*types.Selector{{Type: "unix", Value: "uid:1"}}})
