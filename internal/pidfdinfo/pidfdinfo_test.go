@@ -8,6 +8,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -32,7 +34,7 @@ func TestInfoSize(t *testing.T) {
 // exits; once reaped, the child's pidfd says ErrExited, whoever has its PID.
 func TestGet(t *testing.T) {
 	if !Supported() {
-		t.Skip("this kernel has no PIDFD_GET_INFO (Linux 6.13): nothing to test")
+		simtest.Skip(t, "this kernel has no PIDFD_GET_INFO (Linux 6.13): nothing to test")
 	}
 	self := open(t, os.Getpid())
 	info, err := Get(self, InfoCgroupID)
@@ -72,7 +74,7 @@ func TestGet(t *testing.T) {
 // ioctl off.
 func TestNotAPidfd(t *testing.T) {
 	if !Supported() {
-		t.Skip("this kernel has no PIDFD_GET_INFO (Linux 6.13): nothing to test")
+		simtest.Skip(t, "this kernel has no PIDFD_GET_INFO (Linux 6.13): nothing to test")
 	}
 	f, err := os.Open("/dev/null")
 	if err != nil {

@@ -11,10 +11,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
+
+	"golang.org/x/sys/unix"
+
 	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo/cgrouptest"
-	"golang.org/x/sys/unix"
 )
 
 func randHex(t *testing.T, n int) string {
@@ -30,7 +33,7 @@ func pidfd(t *testing.T, pid int) int {
 	t.Helper()
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		t.Skipf("pidfd_open unavailable: %v", err)
+		simtest.Skip(t, "pidfd_open unavailable: "+err.Error())
 	}
 	t.Cleanup(func() { unix.Close(fd) })
 	return fd
@@ -237,7 +240,7 @@ func BenchmarkReadProc(b *testing.B) {
 			g.Start(b, cmd)
 			fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
 			if err != nil {
-				b.Skipf("pidfd_open: %v", err)
+				simtest.Skip(b, "pidfd_open: "+err.Error())
 			}
 			defer unix.Close(fd)
 			for b.Loop() {

@@ -17,14 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/sim/simtest"
+
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"golang.org/x/sys/unix"
+
 	"github.com/spiffe-hw/spire-hw/agent/peer"
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/containerinfo/cgrouptest"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/systemd/systemdtest"
 	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/workloadattestortest"
-	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
-	"golang.org/x/sys/unix"
 )
 
 func randName(t *testing.T) string {
@@ -40,7 +43,7 @@ func pidfd(t *testing.T, pid int) int {
 	t.Helper()
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		t.Skipf("pidfd_open unavailable: %v", err)
+		simtest.Skip(t, "pidfd_open unavailable: "+err.Error())
 	}
 	t.Cleanup(func() { unix.Close(fd) })
 	return fd

@@ -244,9 +244,6 @@ func TestFederationAgainstServer(t *testing.T) {
 	}
 
 	code, _, errs = run("", "federation", "refresh", "-id", "spiffe://none.org")
-	if strings.Contains(errs, "the server has no bundle refresher") {
-		t.Skip("the server does not pass its federation refresher to the API yet (server/server.go)")
-	}
 	if want := "Error: there is no federation relationship with trust domain \"spiffe://none.org\"\n"; code != 1 || errs != want {
 		t.Fatalf("refresh without relationship: exit %d, %q", code, errs)
 	}
