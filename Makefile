@@ -20,7 +20,7 @@ DEB_PACKAGES := postgresql mariadb-server softhsm2 swtpm swtpm-tools systemd doc
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 LDFLAGS   := -X github.com/spiffe-hw/spire-hw/internal/version.stamp=$(VERSION)
 
-.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest demo-docker bench-peer dist
+.PHONY: all build test test-quick deps demo bench lint fmt vet staticcheck clean fuzz interop generate demo-tpm demo-attest demo-docker demo-federation bench-peer dist
 
 all: build
 
@@ -126,6 +126,12 @@ demo-tpm: build
 # the SVID its label earns it (root and docker.io; make deps installs it).
 demo-docker: deps build
 	./scripts/demo-docker.sh
+
+# demo-federation runs two servers in two trust domains, federated over
+# https_spiffe, an agent each, and a cross-domain mTLS handshake between
+# their workloads (go-spiffe); it removes everything on exit.
+demo-federation: build
+	./scripts/demo-federation.sh
 
 # make demo-attest PROVIDER=aws|azure|gcp|k8s|x509pop|sshpop runs an agent
 # "on" a local simulator of that platform.

@@ -19,6 +19,11 @@ type server struct {
 	dir, socket, conf string
 	port              int
 	proc              *proc
+	// td is the server's trust domain, which its agents join; empty means
+	// trustDomain.
+	td string
+	// env, when set, is added to the process's environment.
+	env []string
 }
 
 // startServer runs impl's server with SQLite, the disk key manager and
@@ -72,7 +77,7 @@ plugins {
 // start runs the server from s.conf and waits until it reports healthy.
 func (s *server) start(t *testing.T) {
 	t.Helper()
-	s.proc = start(t, s.dir, s.impl.server(), "run", "-config", s.conf)
+	s.proc = startEnv(t, s.dir, s.env, s.impl.server(), "run", "-config", s.conf)
 	eventually(t, 60*time.Second, s.impl.name+" server healthcheck", func() error {
 		if err := s.proc.exited(); err != nil {
 			t.Fatal(err)
@@ -110,9 +115,9 @@ type agent struct {
 	proc              *proc
 }
 
-// startAgent runs impl's agent against s with join-token attestation and
-// the unix workload attestor; token empty means re-attest from the SVID
-// persisted in the agent's data dir.
+// startAgent runs impl's agent against s, in s's trust domain, with
+// join-token attestation and the unix workload attestor; token empty means
+// re-attest from the SVID persisted in the agent's data dir.
 func startAgent(t *testing.T, im impl, s *server, token string) *agent {
 	t.Helper()
 	dir := shortTempDir(t)
@@ -121,6 +126,10 @@ func startAgent(t *testing.T, im impl, s *server, token string) *agent {
 		t.Fatal(err)
 	}
 	a := &agent{impl: im, dir: dir, socket: filepath.Join(dir, "agent.sock"), conf: filepath.Join(dir, "agent.conf")}
+	td := s.td
+	if td == "" {
+		td = trustDomain
+	}
 	conf := fmt.Sprintf(`agent {
     data_dir = %q
     log_level = "DEBUG"
@@ -143,7 +152,7 @@ plugins {
         plugin_data {}
     }
 }
-`, filepath.Join(dir, "data"), s.port, a.socket, bundle, trustDomain, filepath.Join(dir, "data"))
+`, filepath.Join(dir, "data"), s.port, a.socket, bundle, td, filepath.Join(dir, "data"))
 	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -55,8 +55,18 @@ type proc struct {
 // fails.
 func start(t *testing.T, dir, bin string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, dir, nil, bin, args...)
+}
+
+// startEnv is start with env (KEY=value) added to the inherited
+// environment.
+func startEnv(t *testing.T, dir string, env []string, bin string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = procAttr()
 	p := &proc{name: bin + " " + strings.Join(args, " "), cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
