@@ -159,21 +159,23 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		storesByName[st.Name()] = st
 	}
 	m, err := manager.New(manager.Config{
-		TrustDomain:       ac.TrustDomain,
-		ServerAddress:     net.JoinHostPort(ac.ServerAddress, strconv.Itoa(ac.ServerPort)),
-		DataDir:           ac.DataDir,
-		TrustBundle:       trust,
-		BootstrapBundle:   bootstrap,
-		InsecureBootstrap: ac.InsecureBootstrap,
-		BootstrapOnce:     ac.RetryBootstrap != nil && !*ac.RetryBootstrap,
-		RebootstrapMode:   ac.RebootstrapMode,
-		RebootstrapDelay:  ac.RebootstrapDelay,
-		NodeAttestor:      na,
-		KeyManager:        km,
-		SyncInterval:      ac.SyncInterval,
-		SVIDStores:        storesByName,
-		Log:               log.With("subsystem", "manager"),
-		Metrics:           sinks,
+		TrustDomain:          ac.TrustDomain,
+		ServerAddress:        net.JoinHostPort(ac.ServerAddress, strconv.Itoa(ac.ServerPort)),
+		DataDir:              ac.DataDir,
+		TrustBundle:          trust,
+		BootstrapBundle:      bootstrap,
+		InsecureBootstrap:    ac.InsecureBootstrap,
+		BootstrapOnce:        ac.RetryBootstrap != nil && !*ac.RetryBootstrap,
+		RebootstrapMode:      ac.RebootstrapMode,
+		RebootstrapDelay:     ac.RebootstrapDelay,
+		NodeAttestor:         na,
+		KeyManager:           km,
+		SyncInterval:         ac.SyncInterval,
+		X509SVIDCacheMaxSize: ac.X509SVIDCacheMaxSize,
+		JWTSVIDCacheMaxSize:  ac.JWTSVIDCacheMaxSize,
+		SVIDStores:           storesByName,
+		Log:                  log.With("subsystem", "manager"),
+		Metrics:              sinks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)

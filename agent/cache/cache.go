@@ -43,13 +43,17 @@ type Cache struct {
 	td    spiffeid.TrustDomain
 	clock func() time.Time
 
-	mu        sync.Mutex
-	entries   map[string]*types.Entry
-	index     map[selectorKey]map[string]struct{} // selector -> entry IDs
-	svids     map[string]Identity                 // entry ID -> SVID
+	mu      sync.Mutex
+	entries map[string]*types.Entry
+	index   map[selectorKey]map[string]struct{} // selector -> entry IDs
+	svids   map[string]Identity                 // entry ID -> SVID
+	// access is when a workload last asked for each entry (Unix ns), for
+	// eviction (lru.go).
+	access    map[string]int64
 	bundle    *spiffebundle.Bundle
 	federated map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	subs      map[*subscription]struct{}
+	wants     map[*want]struct{}
 	// bundleSubs are SubscribeToBundles' readers (bundles.go).
 	bundleSubs map[*bundleSubscription]struct{}
 	// fedChanged holds the trust domains whose federated bundle changed
@@ -74,8 +78,10 @@ func New(td spiffeid.TrustDomain, clock func() time.Time, metrics *telemetry.Met
 		entries:   map[string]*types.Entry{},
 		index:     map[selectorKey]map[string]struct{}{},
 		svids:     map[string]Identity{},
+		access:    map[string]int64{},
 		federated: map[spiffeid.TrustDomain]*spiffebundle.Bundle{},
 		subs:      map[*subscription]struct{}{},
+		wants:     map[*want]struct{}{},
 		metrics:   metrics,
 	}
 }
@@ -147,6 +153,11 @@ func (c *Cache) replaceEntriesLocked(entries []*types.Entry) {
 	for id := range c.svids {
 		if _, ok := c.entries[id]; !ok {
 			delete(c.svids, id)
+		}
+	}
+	for id := range c.access {
+		if _, ok := c.entries[id]; !ok {
+			delete(c.access, id)
 		}
 	}
 	c.notifyLocked()
@@ -396,7 +407,9 @@ func compareString(a, b string) int {
 func (c *Cache) FetchWorkloadUpdate(selectors []*types.Selector) *WorkloadUpdate {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	u, _ := c.buildLocked(newSelectorSet(selectors))
+	set := newSelectorSet(selectors)
+	c.touchLocked(c.matchLocked(set))
+	u, _ := c.buildLocked(set)
 	return u
 }
 
@@ -406,7 +419,8 @@ func (c *Cache) buildLocked(set map[selectorKey]struct{}) (*WorkloadUpdate, [32]
 	now := c.clock()
 	h := sha256.New()
 	u := &WorkloadUpdate{Bundle: c.bundle, FederatedBundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
-	for _, e := range c.matchLocked(set) {
+	u.Entries = c.matchLocked(set)
+	for _, e := range u.Entries {
 		s, ok := c.svids[e.Id]
 		if !ok || !usable(e, s, now) {
 			continue
@@ -504,6 +518,7 @@ func (c *Cache) Subscribe(ctx context.Context, selectors []*types.Selector) Subs
 	s := &subscription{c: c, set: newSelectorSet(selectors), ch: make(chan *WorkloadUpdate, 1)}
 	c.mu.Lock()
 	c.subs[s] = struct{}{}
+	c.touchLocked(c.matchLocked(s.set))
 	u, sum := c.buildLocked(s.set)
 	s.deliverLocked(u, sum, true)
 	c.mu.Unlock()

@@ -24,7 +24,11 @@ type Identity struct {
 // WorkloadUpdate is everything a workload with a given set of selectors may
 // see at one moment.
 type WorkloadUpdate struct {
-	Identities       []Identity
+	Identities []Identity
+	// Entries are all the entries the workload matches, with an X.509-SVID
+	// held or not (beyond x509_svid_cache_max_size one may not be):
+	// JWT-SVIDs are minted for them.
+	Entries          []*types.Entry
 	Bundle           *spiffebundle.Bundle // the agent's own trust domain
 	FederatedBundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
 }

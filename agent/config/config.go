@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -133,6 +134,11 @@ type Agent struct {
 	LogFile   string
 	// SyncInterval is experimental.sync_interval: how often entries are synced.
 	SyncInterval time.Duration
+	// X509SVIDCacheMaxSize and JWTSVIDCacheMaxSize are SPIRE's
+	// x509_svid_cache_max_size and jwt_svid_cache_max_size; zero means
+	// SPIRE's default, 1000.
+	X509SVIDCacheMaxSize int
+	JWTSVIDCacheMaxSize  int
 	// ProfilingPort, when not 0, serves net/http/pprof on localhost
 	// (profiling_enabled with profiling_port).
 	ProfilingPort int
@@ -307,20 +313,38 @@ func (a *Agent) parse(s *hclconf.Section) present {
 		}
 		for _, key := range []string{
 			"named_pipe_name", "admin_named_pipe_name", "use_sync_authorized_entries",
-			"require_pq_kem", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
-			"disable_lru_cache",
+			"require_pq_kem",
 		} {
 			exp.Ignore(key)
 		}
+		// Older SPIRE releases read these here; v1.13.3 has the sizes in
+		// the agent block and the LRU cache always on.
+		for _, key := range []string{"x509_svid_cache_max_size", "jwt_svid_cache_max_size"} {
+			exp.IgnoreBecause(key, "SPIRE v1.13.3 reads it in the agent block, not in experimental")
+		}
+		exp.IgnoreBecause("disable_lru_cache", "SPIRE v1.13.3 has no such setting: the LRU SVID cache is always on")
 		exp.Finish()
 	}
 
 	a.ProfilingPort = hclconf.ParseProfiling(s)
+	for key, dst := range map[string]*int{
+		"x509_svid_cache_max_size": &a.X509SVIDCacheMaxSize,
+		"jwt_svid_cache_max_size":  &a.JWTSVIDCacheMaxSize,
+	} {
+		s.Parse(key, func(v string) error {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 0 {
+				return fmt.Errorf("should not be negative: want a whole number, 0 for the default of 1000, got %q", v)
+			}
+			*dst = n
+			return nil
+		})
+	}
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
 		"allowed_foreign_jwt_claims",
 		"workload_x509_svid_key_type",
-		"availability_target", "x509_svid_cache_max_size", "jwt_svid_cache_max_size",
+		"availability_target",
 		"log_source_location", "allow_unauthenticated_verifiers",
 	} {
 		s.Ignore(key)

@@ -96,6 +96,37 @@ func TestValues(t *testing.T) {
 	}
 }
 
+// TestSVIDCacheSizes: SPIRE v1.13.3 reads the sizes in the agent block;
+// in experimental (where older releases read them, with disable_lru_cache)
+// they warn and change nothing.
+func TestSVIDCacheSizes(t *testing.T) {
+	c, err := Parse("agent.conf", []byte(withAgent(base+`    insecure_bootstrap = true
+    x509_svid_cache_max_size = 50
+    jwt_svid_cache_max_size = "0"
+    experimental {
+        x509_svid_cache_max_size = 7
+        disable_lru_cache = true
+    }`)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Agent.X509SVIDCacheMaxSize != 50 || c.Agent.JWTSVIDCacheMaxSize != 0 {
+		t.Errorf("sizes %d, %d; want 50, 0", c.Agent.X509SVIDCacheMaxSize, c.Agent.JWTSVIDCacheMaxSize)
+	}
+	all := strings.Join(c.Warnings, "\n")
+	for _, w := range []string{
+		"agent.experimental.x509_svid_cache_max_size: SPIRE v1.13.3 reads it in the agent block, not in experimental; ignored",
+		"agent.experimental.disable_lru_cache: SPIRE v1.13.3 has no such setting",
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("warnings %q lack %q", all, w)
+		}
+	}
+	if strings.Contains(all, "agent.x509_svid_cache_max_size") || strings.Contains(all, "agent.jwt_svid_cache_max_size") {
+		t.Errorf("a size in the agent block warns: %q", all)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	bundle := "    trust_bundle_path = \"b.pem\"\n"
 	for _, tc := range []struct {
@@ -124,6 +155,10 @@ func TestErrors(t *testing.T) {
 			[]string{`agent.conf:7: agent.experimental.sync_interval: invalid duration "5 seconds"`}},
 		{"unknown experimental key", withAgent(base + bundle + "    experimental {\n      sync_intervall = \"5s\"\n    }"),
 			[]string{`agent.conf:7: agent.experimental.sync_intervall: unknown key (did you mean "sync_interval"?)`}},
+		{"negative svid cache size", withAgent(base + bundle + "    x509_svid_cache_max_size = -1"),
+			[]string{`agent.conf:6: agent.x509_svid_cache_max_size: should not be negative`}},
+		{"bad jwt cache size", withAgent(base + bundle + "    jwt_svid_cache_max_size = \"many\""),
+			[]string{`agent.conf:6: agent.jwt_svid_cache_max_size: should not be negative: want a whole number`}},
 		{"bad bundle format", withAgent(base + bundle + "    trust_bundle_format = \"der\""),
 			[]string{`agent.conf:6: agent.trust_bundle_format: invalid trust bundle format "der" (use pem or spiffe)`}},
 		{"bad log level", withAgent(base + bundle + "    log_level = \"TRACE\""),

@@ -12,11 +12,7 @@ import (
 func (m *Manager) CountX509SVIDs() int { return len(m.cache.SVIDs()) }
 
 // CountJWTSVIDs is the JWT-SVIDs cached for workloads.
-func (m *Manager) CountJWTSVIDs() int {
-	m.jwtMu.Lock()
-	defer m.jwtMu.Unlock()
-	return len(m.jwts)
-}
+func (m *Manager) CountJWTSVIDs() int { return m.jwts.len() }
 
 // CountSVIDStoreX509SVIDs is the X509-SVIDs held for SVIDStores.
 func (m *Manager) CountSVIDStoreX509SVIDs() int { return len(m.stored.svids()) }

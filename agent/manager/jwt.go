@@ -6,11 +6,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/agent/cache"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-hw/spire-hw/agent/cache"
 )
 
 // jwtKey identifies a cached JWT-SVID: one per SPIFFE ID and audience set,
@@ -43,9 +44,7 @@ func (m *Manager) FetchJWTSVID(ctx context.Context, entry *types.Entry, audience
 	}
 	key := jwtKey(id.String(), audience)
 	now := m.clock()
-	m.jwtMu.Lock()
-	cached, ok := m.jwts[key]
-	m.jwtMu.Unlock()
+	cached, ok := m.jwts.get(key)
 	// A token signed by a key the bundle marks tainted is minted again.
 	if ok && !pastHalfLife(cached.IssuedAt, cached.ExpiresAt, now) && !m.tainted().jwtTainted(cached.Token) {
 		return cached, nil
@@ -72,14 +71,7 @@ func (m *Manager) FetchJWTSVID(ctx context.Context, entry *types.Entry, audience
 		issued = now
 	}
 	svid := &cache.JWTSVID{Token: resp.Token, IssuedAt: issued, ExpiresAt: parsed.Expiry}
-	m.jwtMu.Lock()
-	m.jwts[key] = svid
-	for k, v := range m.jwts {
-		if !now.Before(v.ExpiresAt) {
-			delete(m.jwts, k)
-		}
-	}
-	m.jwtMu.Unlock()
+	m.jwts.put(key, svid, now)
 	return svid, nil
 }
 
@@ -91,12 +83,5 @@ func (m *Manager) pruneJWTs(entries []*types.Entry) {
 			live[id.String()] = true
 		}
 	}
-	m.jwtMu.Lock()
-	defer m.jwtMu.Unlock()
-	for k := range m.jwts {
-		id, _, _ := strings.Cut(k, "\x00")
-		if !live[id] {
-			delete(m.jwts, k)
-		}
-	}
+	m.jwts.keep(live)
 }

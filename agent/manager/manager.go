@@ -92,6 +92,16 @@ type Config struct {
 	// DisableNotices keeps the agent polling only, as against SPIRE's
 	// server (benchmarks compare the two).
 	DisableNotices bool
+	// X509SVIDCacheMaxSize is SPIRE's x509_svid_cache_max_size: the most
+	// X.509-SVIDs the agent holds for workloads; zero means
+	// DefaultSVIDCacheMaxSize. Beyond it, SVIDs are minted when a workload
+	// asks and the least recently asked for are evicted, never one a
+	// connected workload holds (see limitSVIDs).
+	X509SVIDCacheMaxSize int
+	// JWTSVIDCacheMaxSize is SPIRE's jwt_svid_cache_max_size: the most
+	// JWT-SVIDs cached; zero means DefaultSVIDCacheMaxSize. The least
+	// recently used is dropped first.
+	JWTSVIDCacheMaxSize int
 	// Clock returns the current time; nil means time.Now.
 	Clock func() time.Time
 	// Log receives the manager's events; nil discards them.
@@ -136,8 +146,16 @@ type Manager struct {
 	rebootstrap    string
 	untrustedSince time.Time
 
-	jwtMu sync.Mutex
-	jwts  map[string]*cache.JWTSVID
+	jwts *jwtCache
+
+	// roundsStarted and roundsEnded count the rounds of the run loop
+	// (successful or not), so that a workload waiting for an SVID minted
+	// on demand knows when a round that started after it asked is over
+	// (see SubscribeToCacheChanges).
+	roundMu       sync.Mutex
+	roundsStarted uint64
+	roundsEnded   uint64
+	roundDone     chan struct{} // closed and replaced at the end of each round
 
 	randMu sync.Mutex
 	rnd    *rand.Rand
@@ -172,6 +190,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = DefaultSyncInterval
 	}
+	if cfg.X509SVIDCacheMaxSize <= 0 {
+		cfg.X509SVIDCacheMaxSize = DefaultSVIDCacheMaxSize
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -201,17 +222,18 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		cfg:     cfg,
-		log:     log,
-		clock:   cfg.Clock,
-		client:  cl,
-		cache:   cache.New(cfg.TrustDomain, cfg.Clock, cfg.Metrics),
-		store:   st,
-		stored:  newStoredSVIDs(cfg.SVIDStores, cfg.TrustDomain, log),
-		bundles: map[string]*types.Bundle{},
-		jwts:    map[string]*cache.JWTSVID{},
-		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		notices: make(chan struct{}, 1),
+		cfg:       cfg,
+		log:       log,
+		clock:     cfg.Clock,
+		client:    cl,
+		cache:     cache.New(cfg.TrustDomain, cfg.Clock, cfg.Metrics),
+		store:     st,
+		stored:    newStoredSVIDs(cfg.SVIDStores, cfg.TrustDomain, log),
+		bundles:   map[string]*types.Bundle{},
+		jwts:      newJWTCache(cfg.JWTSVIDCacheMaxSize),
+		roundDone: make(chan struct{}),
+		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		notices:   make(chan struct{}, 1),
 
 		lastContact: cfg.Clock(),
 		rebootstrap: cfg.RebootstrapMode,
@@ -364,9 +386,52 @@ func (m *Manager) AgentSVID() *x509svid.SVID {
 // Cache returns the cache the manager fills (read-only use).
 func (m *Manager) Cache() *cache.Cache { return m.cache }
 
-// SubscribeToCacheChanges implements workloadapi.Manager.
+// SubscribeToCacheChanges implements workloadapi.Manager. When an entry
+// the workload matches has no SVID (beyond X509SVIDCacheMaxSize, SVIDs are
+// minted on demand), it wakes the run loop and waits, as SPIRE's agent
+// does, until the SVIDs are there or one round has tried to mint them: a
+// round that could not (server unreachable, entry refused) lets the
+// workload have what there is instead of holding it forever.
 func (m *Manager) SubscribeToCacheChanges(ctx context.Context, selectors []*types.Selector) (cache.Subscription, error) {
+	if m.cache.Missing(selectors) {
+		release := m.cache.Want(selectors)
+		defer release()
+		m.roundMu.Lock()
+		started, done := m.roundsStarted, m.roundDone
+		m.roundMu.Unlock()
+		m.noticed()
+		for m.cache.Missing(selectors) {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-done:
+			}
+			m.roundMu.Lock()
+			tried := m.roundsEnded > started
+			done = m.roundDone
+			m.roundMu.Unlock()
+			if tried {
+				break
+			}
+		}
+	}
 	return m.cache.Subscribe(ctx, selectors), nil
+}
+
+// beginRound and endRound bracket each round of the run loop, for the
+// workloads waiting for one (SubscribeToCacheChanges).
+func (m *Manager) beginRound() {
+	m.roundMu.Lock()
+	m.roundsStarted++
+	m.roundMu.Unlock()
+}
+
+func (m *Manager) endRound() {
+	m.roundMu.Lock()
+	m.roundsEnded = m.roundsStarted
+	close(m.roundDone)
+	m.roundDone = make(chan struct{})
+	m.roundMu.Unlock()
 }
 
 // FetchWorkloadUpdate implements workloadapi.Manager.
@@ -405,7 +470,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	// bootstrapped is set by the first round that succeeds.
 	bootstrapped := false
 	for {
+		m.beginRound()
 		wait, err := m.step(ctx, &renewAt)
+		m.endRound()
 		if err != nil && ctx.Err() == nil {
 			err = m.maybeRebootstrap(ctx, err)
 			if err == nil {

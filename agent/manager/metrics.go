@@ -6,8 +6,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/agent/cache"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
+	"github.com/spiffe-hw/spire-hw/agent/cache"
 )
 
 // SPIRE's cache types, the key part naming the workload cache or the
@@ -130,14 +131,5 @@ func (m *Manager) processTainted(taint *taintSet, svids map[string]cache.Identit
 // dropTaintedJWTs forgets the cached JWT-SVIDs a tainted key signed, so
 // that the next fetch asks the server for a new one, and counts them.
 func (m *Manager) dropTaintedJWTs(taint *taintSet) int {
-	m.jwtMu.Lock()
-	defer m.jwtMu.Unlock()
-	n := 0
-	for k, v := range m.jwts {
-		if taint.jwtTainted(v.Token) {
-			delete(m.jwts, k)
-			n++
-		}
-	}
-	return n
+	return m.jwts.drop(func(s *cache.JWTSVID) bool { return taint.jwtTainted(s.Token) })
 }

@@ -76,9 +76,7 @@ func TestManagerMetrics(t *testing.T) {
 	if n, sum := r.Samples("spire_agent_cache_manager_tainted_jwt_svids_workload"); n != 1 || sum != 1 {
 		t.Errorf("tainted JWT-SVIDs: %d samples summing to %v, want 1 of 1", n, sum)
 	}
-	m.jwtMu.Lock()
-	left := len(m.jwts)
-	m.jwtMu.Unlock()
+	left := m.jwts.len()
 	if left != 0 {
 		t.Errorf("%d JWT-SVIDs of the tainted key still cached", left)
 	}

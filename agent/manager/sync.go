@@ -52,11 +52,14 @@ func (m *Manager) sync(ctx context.Context) error {
 	// A tainted authority in the bundle makes every SVID chaining to it
 	// due now, not at half-life.
 	taint := taintedIn(ownProto)
+	if m.cache.Evict(m.cfg.X509SVIDCacheMaxSize) > 0 {
+		changed = true
+	}
 	svids := m.cache.SVIDs()
 	m.processTainted(taint, svids)
 	now := m.clock()
 	m.reportStale("", entries, svids, now)
-	need := svidsToRenew(entries, svids, now, taint)
+	need := limitSVIDs(svidsToRenew(entries, svids, now, taint), svids, m.cache.Active(), m.cfg.X509SVIDCacheMaxSize)
 	if len(need) > 0 {
 		issued, err := m.mintSVIDs(ctx, need, own)
 		if len(issued) > 0 {
@@ -188,6 +191,39 @@ func svidsToRenew(entries []*types.Entry, svids map[string]cache.Identity, now t
 		if needsSVID(e, svids[e.Id], now, taint) {
 			out = append(out, e)
 		}
+	}
+	return out
+}
+
+// limitSVIDs keeps, of the entries that need an SVID, those within SPIRE's
+// x509_svid_cache_max_size: every entry that holds one already (a renewal
+// keeps the count) or that a connected workload matches (it is never denied
+// an identity, whatever the limit), then others in entry order as long as
+// the SVIDs held and to be minted stay within limit. The rest are minted
+// when a workload asks (SubscribeToCacheChanges).
+func limitSVIDs(need []*types.Entry, held map[string]cache.Identity, active map[string]struct{}, limit int) []*types.Entry {
+	room := limit - len(held)
+	out := need[:0:0]
+	var rest []*types.Entry
+	for _, e := range need {
+		_, isHeld := held[e.Id]
+		_, isActive := active[e.Id]
+		switch {
+		case isHeld:
+			out = append(out, e)
+		case isActive:
+			out = append(out, e)
+			room--
+		default:
+			rest = append(rest, e)
+		}
+	}
+	for _, e := range rest {
+		if room <= 0 {
+			break
+		}
+		out = append(out, e)
+		room--
 	}
 	return out
 }

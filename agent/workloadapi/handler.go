@@ -170,8 +170,10 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 	}
 	update := h.c.Manager.FetchWorkloadUpdate(selectors)
 	resp := &workload.JWTSVIDResponse{}
-	for _, id := range filterIdentities(update.Identities) {
-		sid, err := entryID(id.Entry)
+	// Entries, not Identities: a JWT-SVID needs no X.509-SVID, which
+	// beyond x509_svid_cache_max_size an entry may not hold.
+	for _, entry := range filterEntries(update.Entries) {
+		sid, err := entryID(entry)
 		if err != nil {
 			log.Error("workloadapi: entry with invalid SPIFFE ID", "err", err)
 			continue
@@ -179,12 +181,12 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 		if req.SpiffeId != "" && sid.String() != req.SpiffeId {
 			continue
 		}
-		svid, err := h.c.Manager.FetchJWTSVID(ctx, id.Entry, req.Audience)
+		svid, err := h.c.Manager.FetchJWTSVID(ctx, entry, req.Audience)
 		if err != nil {
 			log.Error("workloadapi: fetch JWT-SVID", "spiffe_id", sid.String(), "err", err)
 			return nil, status.Errorf(codes.Unavailable, "could not fetch JWT-SVID: %v", err)
 		}
-		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: sid.String(), Svid: svid.Token, Hint: id.Entry.GetHint()})
+		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: sid.String(), Svid: svid.Token, Hint: entry.GetHint()})
 	}
 	if len(resp.Svids) == 0 {
 		return nil, status.Error(codes.PermissionDenied, "no identity issued")
@@ -397,25 +399,43 @@ func dedupSelectors(in []*types.Selector) []*types.Selector {
 // the one with the oldest entry, as SPIRE does, so a workload that picks by
 // hint gets a stable answer.
 func filterIdentities(ids []cache.Identity) []cache.Identity {
+	return oldestPerHint(ids, func(id cache.Identity) *types.Entry {
+		if len(id.SVID) == 0 || id.PrivateKey == nil {
+			return nil
+		}
+		return id.Entry
+	})
+}
+
+// filterEntries is filterIdentities for entries.
+func filterEntries(entries []*types.Entry) []*types.Entry {
+	return oldestPerHint(entries, func(e *types.Entry) *types.Entry { return e })
+}
+
+// oldestPerHint keeps the items whose entry is not nil and, among those
+// sharing a non-empty hint, only the one with the oldest entry.
+func oldestPerHint[T any](items []T, entry func(T) *types.Entry) []T {
 	best := make(map[string]int)
-	for i, id := range ids {
-		hint := id.Entry.GetHint()
-		if hint == "" {
+	for i, it := range items {
+		e := entry(it)
+		hint := e.GetHint()
+		if e == nil || hint == "" {
 			continue
 		}
-		if j, ok := best[hint]; !ok || id.Entry.GetCreatedAt() < ids[j].Entry.GetCreatedAt() {
+		if j, ok := best[hint]; !ok || e.GetCreatedAt() < entry(items[j]).GetCreatedAt() {
 			best[hint] = i
 		}
 	}
-	out := make([]cache.Identity, 0, len(ids))
-	for i, id := range ids {
-		if id.Entry == nil || len(id.SVID) == 0 || id.PrivateKey == nil {
+	out := make([]T, 0, len(items))
+	for i, it := range items {
+		e := entry(it)
+		if e == nil {
 			continue
 		}
-		if hint := id.Entry.GetHint(); hint != "" && best[hint] != i {
+		if hint := e.GetHint(); hint != "" && best[hint] != i {
 			continue
 		}
-		out = append(out, id)
+		out = append(out, it)
 	}
 	return out
 }

@@ -11,13 +11,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"sort"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
-	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -30,6 +30,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
+	"github.com/spiffe-hw/spire-hw/agent/workloadattestor/unix"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -453,5 +456,35 @@ func TestListen(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep" {
 		t.Fatal("regular file was modified")
+	}
+}
+
+// TestJWTWithoutX509SVID: beyond x509_svid_cache_max_size an entry may hold
+// no X.509-SVID; the workload still gets its JWT-SVID, as from SPIRE.
+func TestJWTWithoutX509SVID(t *testing.T) {
+	uid, _, _, _ := selfSelectors(t)
+	e := newEnv(t)
+	e.mgr.Set(e.ca.Issue(t, "/held"), uid)
+	e.mgr.SetEntry("/bare", uid)
+	c := e.client(t)
+	ctx := ctxT(t, 15*time.Second)
+	svids, err := c.FetchJWTSVIDs(ctx, jwtsvid.Params{Audience: "aud"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, s := range svids {
+		paths = append(paths, s.ID.Path())
+	}
+	sort.Strings(paths)
+	if !slices.Equal(paths, []string{"/bare", "/held"}) {
+		t.Fatalf("JWT-SVIDs for %v, want [/bare /held]", paths)
+	}
+	x, err := c.FetchX509Context(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x.SVIDs) != 1 || x.SVIDs[0].ID.Path() != "/held" {
+		t.Fatalf("X.509-SVIDs %v, want only /held", x.SVIDs)
 	}
 }

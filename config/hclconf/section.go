@@ -376,6 +376,15 @@ func (s *Section) Ignore(key string) {
 	}
 }
 
+// IgnoreBecause is Ignore with the reason given instead of "not
+// implemented", for keys that spire-hw knows but that have no effect where
+// they are written.
+func (s *Section) IgnoreBecause(key, why string) {
+	if it := s.take(key); it != nil {
+		s.d.Warnf(itemLine(it), s.Key(key), "%s; ignored", why)
+	}
+}
+
 // Finish records an "unknown key" error for every key no getter asked for,
 // suggesting the closest known key. Call it after reading the section.
 func (s *Section) Finish() {

@@ -153,10 +153,12 @@ type Manager struct {
 
 	mu         sync.Mutex
 	identities []cache.Identity
-	federated  map[spiffeid.TrustDomain]*spiffebundle.Bundle
-	subs       map[*subscription]struct{}
-	jwtCalls   int
-	lastSels   [][]*types.Selector
+	// bare are entries without an X.509-SVID (SetEntry).
+	bare      []*types.Entry
+	federated map[spiffeid.TrustDomain]*spiffebundle.Bundle
+	subs      map[*subscription]struct{}
+	jwtCalls  int
+	lastSels  [][]*types.Selector
 }
 
 // NewManager returns an empty Manager whose bundle is ca's.
@@ -210,6 +212,12 @@ func (m *Manager) updateLocked(sels []*types.Selector) *cache.WorkloadUpdate {
 	for _, id := range m.identities {
 		if subset(id.Entry.Selectors, sels) {
 			u.Identities = append(u.Identities, id)
+			u.Entries = append(u.Entries, id.Entry)
+		}
+	}
+	for _, e := range m.bare {
+		if subset(e.Selectors, sels) {
+			u.Entries = append(u.Entries, e)
 		}
 	}
 	for td, b := range m.federated {
@@ -269,6 +277,19 @@ func (m *Manager) Set(id cache.Identity, sels ...*types.Selector) {
 	for s := range m.subs {
 		s.push(m.updateLocked(s.sels))
 	}
+}
+
+// SetEntry adds an entry that holds no X.509-SVID, as the agent's entries
+// beyond x509_svid_cache_max_size may not: workloads it matches get
+// JWT-SVIDs for it, not X.509-SVIDs.
+func (m *Manager) SetEntry(path string, sels ...*types.Selector) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.bare = append(m.bare, &types.Entry{
+		Id:        "bare" + path,
+		SpiffeId:  &types.SPIFFEID{TrustDomain: m.ca.TD.Name(), Path: path},
+		Selectors: sels,
+	})
 }
 
 // JWTCalls counts FetchJWTSVID calls so far.

@@ -1,0 +1,164 @@
+package manager
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/agent/cache"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+)
+
+func heldIDs(m *Manager) []string {
+	var out []string
+	for id := range m.cache.SVIDs() {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// subscribeWithin subscribes for selectors and fails unless the first
+// update comes within d with exactly the entry want.
+func subscribeWithin(t *testing.T, m *Manager, d time.Duration, want string, sels ...string) cache.Subscription {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	sub, err := m.SubscribeToCacheChanges(context.Background(), selectors(sels...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case u := <-sub.Updates():
+		if ids := identityIDs(u); !slices.Equal(ids, []string{want}) {
+			sub.Finish()
+			t.Fatalf("first update for %v holds %v, want [%s]", sels, ids, want)
+		}
+	case <-ctx.Done():
+		sub.Finish()
+		t.Fatalf("no update for %v within %v", sels, d)
+	}
+	return sub
+}
+
+// TestX509SVIDCacheMaxSize is SPIRE's x509_svid_cache_max_size: beyond
+// the limit an SVID is minted when a workload subscribes (the run loop
+// polls only every hour here, so it is the subscription that gets it), an
+// SVID a subscriber holds is never evicted even above the limit, and the
+// others go least recently asked for first.
+func TestX509SVIDCacheMaxSize(t *testing.T) {
+	ca := newTestCA(t)
+	var entries []*types.Entry
+	for _, n := range []string{"a", "b", "c", "d", "e"} {
+		entries = append(entries, workloadEntry(n, 1, "uid:"+n))
+	}
+	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1", entries: entries}
+	addr, _ := srv.serve(t, "127.0.0.1:0")
+	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
+	m.cfg.SyncInterval = time.Hour
+	m.cfg.X509SVIDCacheMaxSize = 2
+	run(t, m)
+	waitFor(t, "the first round", func() bool { return len(m.cache.Entries()) == 5 && len(m.cache.SVIDs()) > 0 })
+	if got := heldIDs(m); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("after the first sync SVIDs are held for %v, want [a b] (limit 2, entry order)", got)
+	}
+	// JWT-SVIDs do not need an X.509-SVID held.
+	e, _ := m.cache.Entry("e")
+	if _, err := m.FetchJWTSVID(context.Background(), e, []string{"aud"}); err != nil {
+		t.Fatalf("JWT-SVID for an entry without an X.509-SVID: %v", err)
+	}
+
+	// "a" is asked for (and let go), then "d" and "e" are subscribed.
+	if m.cache.Missing(selectors("uid:a")) {
+		t.Fatal("a's SVID is missing")
+	}
+	subD := subscribeWithin(t, m, 5*time.Second, "d", "uid:d")
+	defer subD.Finish()
+	subE := subscribeWithin(t, m, 5*time.Second, "e", "uid:e")
+	defer subE.Finish()
+	// The round for e evicted b (never asked for) and kept a (asked for),
+	// d and e (subscribed): three, one above the limit.
+	if got := heldIDs(m); !slices.Equal(got, []string{"a", "d", "e"}) {
+		t.Fatalf("with d and e subscribed SVIDs are held for %v, want [a d e]", got)
+	}
+
+	// Without subscribers the least recently asked for goes: a, then d
+	// would, until two are left.
+	subD.Finish()
+	subE.Finish()
+	m.noticed()
+	waitFor(t, "the eviction of a", func() bool { return len(m.cache.SVIDs()) == 2 })
+	if got := heldIDs(m); !slices.Equal(got, []string{"d", "e"}) {
+		t.Fatalf("after the subscribers left SVIDs are held for %v, want [d e]", got)
+	}
+}
+
+// TestSubscribeWaitsOneRound: a subscriber whose SVID cannot be minted (the
+// server refuses the agent) is not held forever; it gets what there is once
+// a round that started after it asked has ended.
+func TestSubscribeWaitsOneRound(t *testing.T) {
+	ca := newTestCA(t)
+	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1",
+		entries: []*types.Entry{workloadEntry("a", 1, "uid:a"), workloadEntry("b", 1, "uid:b")}}
+	addr, _ := srv.serve(t, "127.0.0.1:0")
+	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
+	m.cfg.SyncInterval = time.Hour
+	m.cfg.X509SVIDCacheMaxSize = 1
+	run(t, m)
+	waitFor(t, "the first round", func() bool { return len(m.cache.SVIDs()) == 1 })
+	srv.mu.Lock()
+	srv.denyAgent = true
+	srv.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sub, err := m.SubscribeToCacheChanges(ctx, selectors("uid:b"))
+	if err != nil {
+		t.Fatalf("subscription after a failed round: %v", err)
+	}
+	defer sub.Finish()
+	if ids := identityIDs(<-sub.Updates()); len(ids) != 0 {
+		t.Fatalf("got %v from a server that refuses the agent", ids)
+	}
+	// A subscriber that gives up is not left waiting either.
+	gone, stop := context.WithCancel(context.Background())
+	stop()
+	if _, err := m.SubscribeToCacheChanges(gone, selectors("uid:b")); err == nil {
+		t.Fatal("subscription with a cancelled context waited and succeeded")
+	}
+}
+
+// TestJWTCacheLRU is jwt_svid_cache_max_size: beyond the limit the least
+// recently used token goes; expired ones go first.
+func TestJWTCacheLRU(t *testing.T) {
+	now := time.Now()
+	c := newJWTCache(2)
+	tok := func(s string, exp time.Time) *cache.JWTSVID { return &cache.JWTSVID{Token: s, ExpiresAt: exp} }
+	c.put("1", tok("1", now.Add(time.Hour)), now)
+	c.put("2", tok("2", now.Add(time.Hour)), now)
+	if _, ok := c.get("1"); !ok { // 1 becomes the most recently used
+		t.Fatal("1 missing")
+	}
+	c.put("3", tok("3", now.Add(time.Hour)), now)
+	if _, ok := c.get("2"); ok {
+		t.Fatal("2, the least recently used, was kept beyond the limit")
+	}
+	for _, k := range []string{"1", "3"} {
+		if _, ok := c.get(k); !ok {
+			t.Fatalf("%s evicted", k)
+		}
+	}
+	c.put("4", tok("4", now.Add(time.Second)), now)
+	c.put("5", tok("5", now.Add(time.Hour)), now.Add(2*time.Second))
+	if _, ok := c.get("4"); ok {
+		t.Fatal("an expired token was kept")
+	}
+	if n := c.len(); n != 2 {
+		t.Fatalf("%d tokens held, limit 2", n)
+	}
+	if d := newJWTCache(0); d.max != DefaultSVIDCacheMaxSize {
+		t.Fatalf("default limit %d, want %d", d.max, DefaultSVIDCacheMaxSize)
+	}
+}
