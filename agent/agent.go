@@ -173,6 +173,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		SyncInterval:         ac.SyncInterval,
 		X509SVIDCacheMaxSize: ac.X509SVIDCacheMaxSize,
 		JWTSVIDCacheMaxSize:  ac.JWTSVIDCacheMaxSize,
+		DisableNotices:       ac.NoChangeNotices,
 		SVIDStores:           storesByName,
 		Log:                  log.With("subsystem", "manager"),
 		Metrics:              sinks,

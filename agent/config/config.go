@@ -142,6 +142,10 @@ type Agent struct {
 	// ProfilingPort, when not 0, serves net/http/pprof on localhost
 	// (profiling_enabled with profiling_port).
 	ProfilingPort int
+	// NoChangeNotices is our change_notices = false: the agent does not
+	// open our server's change-notice stream and only polls every
+	// SyncInterval, as against SPIRE's server.
+	NoChangeNotices bool
 	// WorkloadAPI is our own connection_limits block, which bounds the
 	// Workload API socket's connections (SPIRE has none).
 	WorkloadAPI WorkloadAPILimits
@@ -282,6 +286,10 @@ func (a *Agent) parse(s *hclconf.Section) present {
 
 	if b := s.Block("connection_limits"); b != nil {
 		a.WorkloadAPI.parse(b)
+	}
+	notices := true
+	if s.Bool("change_notices", &notices) {
+		a.NoChangeNotices = !notices
 	}
 	s.Strings("authorized_delegates", &a.authorizedDelegates)
 	if b := s.Block("sds"); b != nil {

@@ -94,6 +94,13 @@ func TestValues(t *testing.T) {
 	if err != nil || !c.Agent.InsecureBootstrap {
 		t.Errorf("insecure_bootstrap: %+v %v", c, err)
 	}
+	if c.Agent.NoChangeNotices {
+		t.Error("change notices are off by default")
+	}
+	c, err = Parse("agent.conf", []byte(withAgent(base+"    insecure_bootstrap = true\n    change_notices = false")), false)
+	if err != nil || !c.Agent.NoChangeNotices || len(c.Warnings) != 0 {
+		t.Errorf("change_notices = false: %+v %v %q", c.Agent, err, c.Warnings)
+	}
 }
 
 // TestSVIDCacheSizes: SPIRE v1.13.3 reads the sizes in the agent block;

@@ -177,3 +177,25 @@ func TestNoticeStreamDeniedSyncsAtOnce(t *testing.T) {
 		t.Fatal("the agent did not act on the ended stream")
 	}
 }
+
+// With DisableNotices (the agent's change_notices = false) the stream is
+// never opened: the agent polls, and a notice-capable server sees no
+// subscriber.
+func TestNoticesDisabled(t *testing.T) {
+	ca := newTestCA(t)
+	notices := newFakeNotices()
+	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1", notices: notices,
+		entries: []*types.Entry{workloadEntry("web", 1, "uid:1000")}}
+	addr, _ := srv.serve(t, "127.0.0.1:0")
+	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
+	m.cfg.DisableNotices = true
+	run(t, m)
+	// newManager polls every 100 ms: by the third sync a stream would
+	// have been opened after the first.
+	waitFor(t, "three syncs", func() bool { return srv.syncCount() >= 3 })
+	select {
+	case <-notices.opened:
+		t.Fatal("the notice stream was opened with notices disabled")
+	default:
+	}
+}
