@@ -7,7 +7,7 @@ import (
 )
 
 func FuzzDecodeNotice(f *testing.F) {
-	for _, c := range []Change{Open, Entries, Bundle, Entries | Bundle, 1 << 31} {
+	for _, c := range []Change{Open, Entries, Bundle, FederatedBundles, Entries | Bundle | FederatedBundles, 1 << 31} {
 		b, err := proto.Marshal(Notice(c))
 		if err != nil {
 			f.Fatal(err)

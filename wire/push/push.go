@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -40,9 +41,15 @@ const (
 	Entries Change = 1 << iota
 	// Bundle: the trust domain's bundle changed.
 	Bundle
+	// FederatedBundles: the bundle of a foreign trust domain that one of
+	// the agent's entries federates with changed. Added after Entries and
+	// Bundle: an agent that predates it reads it as an unknown bit, which
+	// ParseNotice has always turned into "everything changed", so such an
+	// agent syncs in full, which fetches the federated bundles too.
+	FederatedBundles
 
 	// known is every bit this version defines.
-	known = Entries | Bundle
+	known = Entries | Bundle | FederatedBundles
 )
 
 // Open is the first notice of every stream (no bits set): the stream is
@@ -57,17 +64,22 @@ const MaxNoticeSize = 16
 func (c Change) Has(what Change) bool { return c&what == what }
 
 func (c Change) String() string {
-	switch c {
-	case Open:
+	if c == Open {
 		return "open"
-	case Entries:
-		return "entries"
-	case Bundle:
-		return "bundle"
-	case Entries | Bundle:
-		return "entries|bundle"
 	}
-	return fmt.Sprintf("Change(%#x)", uint32(c))
+	if c&^known != 0 {
+		return fmt.Sprintf("Change(%#x)", uint32(c))
+	}
+	var names []string
+	for _, b := range []struct {
+		bit  Change
+		name string
+	}{{Entries, "entries"}, {Bundle, "bundle"}, {FederatedBundles, "federated_bundles"}} {
+		if c.Has(b.bit) {
+			names = append(names, b.name)
+		}
+	}
+	return strings.Join(names, "|")
 }
 
 // Notice encodes c as the stream's message.

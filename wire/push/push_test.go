@@ -16,8 +16,9 @@ func TestDecodeNotice(t *testing.T) {
 		{"entries", Entries, Entries},
 		{"bundle", Bundle, Bundle},
 		{"both", Entries | Bundle, Entries | Bundle},
+		{"federated bundles", FederatedBundles, FederatedBundles},
 		// A newer server's bit: the agent syncs everything.
-		{"unknown bit", 1 << 7, Entries | Bundle},
+		{"unknown bit", 1 << 7, Entries | Bundle | FederatedBundles},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := proto.Marshal(Notice(tc.in))
@@ -41,5 +42,22 @@ func TestDecodeNotice(t *testing.T) {
 	}
 	if !(Entries | Bundle).Has(Bundle) || Entries.Has(Bundle) {
 		t.Error("Has is wrong")
+	}
+}
+
+// The bits' values are the wire contract: agents already deployed know 1
+// and 2 only, and turn 4 (FederatedBundles), unknown to them, into a full
+// sync (the "unknown bit" case of TestDecodeNotice is their rule).
+func TestChangeBits(t *testing.T) {
+	if Entries != 1 || Bundle != 2 || FederatedBundles != 4 {
+		t.Fatalf("bits moved: entries %d, bundle %d, federated bundles %d", Entries, Bundle, FederatedBundles)
+	}
+	for c, want := range map[Change]string{
+		Open: "open", Entries: "entries", Entries | FederatedBundles: "entries|federated_bundles",
+		Entries | Bundle | FederatedBundles: "entries|bundle|federated_bundles", 1 << 9: "Change(0x200)",
+	} {
+		if got := c.String(); got != want {
+			t.Errorf("%d.String() = %q, want %q", uint32(c), got, want)
+		}
 	}
 }
