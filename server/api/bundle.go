@@ -156,6 +156,15 @@ func (s *BundleService) GetFederatedBundle(ctx context.Context, req *bundlev1.Ge
 		return nil, err
 	}
 	b, err := s.api.cfg.DataStore.FetchBundle(ctx, td)
+	if c, ok := CallerFromContext(ctx); ok && c.Role == RoleAgent {
+		// What the agent now holds, for its notice stream.
+		switch {
+		case err == nil:
+			s.api.notices.servedFederated(c.ID.String(), td, bundleDigest(b))
+		case errors.Is(err, datastore.ErrNotFound):
+			s.api.notices.servedFederated(c.ID.String(), td, 0)
+		}
+	}
 	if err != nil {
 		return nil, dsError("bundle for "+req.TrustDomain, err)
 	}
@@ -168,6 +177,7 @@ func (s *BundleService) BatchCreateFederatedBundle(ctx context.Context, req *bun
 		return nil, status.Errorf(codes.InvalidArgument, "too many bundles: %d, at most %d", len(req.Bundle), MaxBatch)
 	}
 	resp := &bundlev1.BatchCreateFederatedBundleResponse{}
+	defer s.api.notices.changed()
 	for _, in := range req.Bundle {
 		b, err := s.federatedBundle(in)
 		if err == nil {
@@ -185,6 +195,7 @@ func (s *BundleService) BatchUpdateFederatedBundle(ctx context.Context, req *bun
 		return nil, status.Errorf(codes.InvalidArgument, "too many bundles: %d, at most %d", len(req.Bundle), MaxBatch)
 	}
 	resp := &bundlev1.BatchUpdateFederatedBundleResponse{}
+	defer s.api.notices.changed()
 	for _, in := range req.Bundle {
 		b, err := s.federatedBundle(in)
 		if err == nil {
@@ -202,6 +213,9 @@ func (s *BundleService) BatchSetFederatedBundle(ctx context.Context, req *bundle
 		return nil, status.Errorf(codes.InvalidArgument, "too many bundles: %d, at most %d", len(req.Bundle), MaxBatch)
 	}
 	resp := &bundlev1.BatchSetFederatedBundleResponse{}
+	// The agents whose entries federate with a changed domain are told
+	// at once (the feed's look would see it within a second anyway).
+	defer s.api.notices.changed()
 	for _, in := range req.Bundle {
 		b, err := s.federatedBundle(in)
 		if err == nil {
@@ -219,6 +233,7 @@ func (s *BundleService) BatchDeleteFederatedBundle(ctx context.Context, req *bun
 		return nil, status.Errorf(codes.InvalidArgument, "too many trust domains: %d, at most %d", len(req.TrustDomains), MaxBatch)
 	}
 	resp := &bundlev1.BatchDeleteFederatedBundleResponse{}
+	defer s.api.notices.changed()
 	for _, name := range req.TrustDomains {
 		td, err := s.federatedTD(name)
 		if err == nil {

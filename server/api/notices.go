@@ -30,8 +30,10 @@ import (
 // concerns its agent by comparing two numbers: the digest of the agent's
 // authorized entries in the current snapshot (memoized per snapshot, and
 // reused by the sync it triggers) with the digest of what its last sync
-// was served, and likewise the bundle's version. Most waves wake a
-// handler for a comparison and nothing else.
+// was served, and likewise the bundle's version and, for an agent whose
+// entries federate with other trust domains, the digests of those
+// domains' bundles (notices_federated.go). Most waves wake a handler for
+// a comparison and nothing else.
 //
 // Notices coalesce: one is sent per distinct state, not per change, and
 // an agent that receives maxUnsyncedNotices without syncing is not
@@ -68,6 +70,9 @@ type notices struct {
 
 	// kick tells the feed that something changed; never blocks.
 	kick chan struct{}
+	// federated is the feed's last look at the federated bundles,
+	// published before the wave that follows it.
+	federated atomic.Pointer[federatedVersions]
 }
 
 // subscriber is one agent's stream: what it was last served, which the
@@ -81,6 +86,11 @@ type subscriber struct {
 	// syncs counts the agent's sync calls, so the handler can tell
 	// whether the agent acts on its notices.
 	syncs atomic.Uint64
+
+	// fed is the digest of each federated bundle the agent was served,
+	// by trust domain; nil until it fetches one.
+	fedMu sync.Mutex
+	fed   map[string]uint64
 }
 
 func newNotices(a *API) *notices {
@@ -203,6 +213,7 @@ func (n *notices) feed(ctx context.Context) {
 	defer t.Stop()
 	var snap *entrySnapshot
 	var ver uint64
+	var fed federatedVersions
 	for {
 		select {
 		case <-ctx.Done():
@@ -227,8 +238,14 @@ func (n *notices) feed(ctx context.Context) {
 			n.api.cfg.Log.Debug("Notice feed could not read the bundle", "error", err)
 			continue
 		}
-		if s != snap || v != ver {
-			snap, ver = s, v
+		f, err := n.readFederated(ctx)
+		if err != nil {
+			n.api.cfg.Log.Debug("Notice feed could not read the federated bundles", "error", err)
+			continue
+		}
+		if s != snap || v != ver || !sameFederated(f, fed) {
+			snap, ver, fed = s, v, f
+			n.federated.Store(&f)
 			n.broadcast()
 		}
 	}
@@ -283,7 +300,13 @@ func (s *NoticeService) Subscribe(stream grpc.ServerStream) error {
 	if err := stream.SendMsg(push.Notice(push.Open)); err != nil {
 		return err
 	}
-	var notifiedEntries, notifiedBundle uint64
+	var notifiedEntries, notifiedBundle, notifiedFederated uint64
+	// The trust domains the agent's entries federate with, worked out
+	// again only when its entries change (keyed by their digest, which a
+	// changed federates_with moves, so no entry is kept alive here).
+	var fedTDs []string
+	var fedOf uint64
+	own := s.api.cfg.TrustDomain
 	var nc nodeCheck
 	unsynced, syncsAtSend := 0, sub.syncs.Load()
 	for {
@@ -298,7 +321,7 @@ func (s *NoticeService) Subscribe(stream grpc.ServerStream) error {
 			// there is nothing it was not going to fetch anyway.
 			continue
 		}
-		entries, bundle, err := s.changeFor(ctx, c, &nc)
+		m, bundle, err := s.changeFor(ctx, c, &nc)
 		if err != nil {
 			if ctx.Err() != nil {
 				return streamEnd(ctx)
@@ -306,11 +329,23 @@ func (s *NoticeService) Subscribe(stream grpc.ServerStream) error {
 			return err
 		}
 		var ch push.Change
-		if entries != sub.entries.Load() && entries != notifiedEntries {
+		if entries := m.digest; entries != sub.entries.Load() && entries != notifiedEntries {
 			notifiedEntries, ch = entries, ch|push.Entries
 		}
 		if bundle != sub.bundle.Load() && bundle != notifiedBundle {
 			notifiedBundle, ch = bundle, ch|push.Bundle
+		}
+		if m.digest != fedOf {
+			fedOf, fedTDs = m.digest, federatedOf(m.entries, own)
+		}
+		if len(fedTDs) > 0 {
+			var cur federatedVersions
+			if p := n.federated.Load(); p != nil {
+				cur = *p
+			}
+			if fold, changed := sub.federatedChange(fedTDs, cur); changed && fold != notifiedFederated {
+				notifiedFederated, ch = fold, ch|push.FederatedBundles
+			}
 		}
 		if ch == 0 {
 			continue
@@ -339,8 +374,9 @@ type nodeCheck struct {
 // (at most every noticeNodeRecheck: a ban or deletion through this
 // server ends the stream at once, one through another server sharing the
 // database within that; with max_attested_node_info_staleness = 0 a wave
-// must not cost every subscriber a query), and returns the digest of its entries and the bundle's version now.
-func (s *NoticeService) changeFor(ctx context.Context, c *Caller, nc *nodeCheck) (entries, bundle uint64, err error) {
+// must not cost every subscriber a query), and returns its authorized
+// entries (with their digest) and the bundle's version now.
+func (s *NoticeService) changeFor(ctx context.Context, c *Caller, nc *nodeCheck) (m *authorizedMemo, bundle uint64, err error) {
 	id := c.ID.String()
 	node, err := nc.node, error(nil)
 	if node == nil || time.Since(nc.at) >= noticeNodeRecheck {
@@ -349,24 +385,24 @@ func (s *NoticeService) changeFor(ctx context.Context, c *Caller, nc *nodeCheck)
 	}
 	switch serial := c.Cert.SerialNumber.String(); {
 	case errors.Is(err, datastore.ErrNotFound):
-		return 0, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
+		return nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
 	case err != nil:
-		return 0, 0, status.Errorf(codes.Internal, "fetch attested node: %v", err)
+		return nil, 0, status.Errorf(codes.Internal, "fetch attested node: %v", err)
 	case node.Banned():
-		return 0, 0, agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id)
+		return nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id)
 	case serial != node.CertSerial && serial != node.NewCertSerial:
-		return 0, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %q presented an SVID that is not active (serial %s)", id, serial)
+		return nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %q presented an SVID that is not active (serial %s)", id, serial)
 	}
 	snap, err := s.api.entries.snapshot(ctx)
 	if err != nil {
-		return 0, 0, status.Errorf(codes.Internal, "entries: %v", err)
+		return nil, 0, status.Errorf(codes.Internal, "entries: %v", err)
 	}
-	m := snap.authorizedMemoFor(id, s.api.serverID().String(), node.Selectors)
+	m = snap.authorizedMemoFor(id, s.api.serverID().String(), node.Selectors)
 	_, ver, err := s.api.bundle.getVersion(ctx)
 	if err != nil {
-		return 0, 0, status.Errorf(codes.Internal, "bundle: %v", err)
+		return nil, 0, status.Errorf(codes.Internal, "bundle: %v", err)
 	}
-	return m.digest, ver, nil
+	return m, ver, nil
 }
 
 // streamEnd is the status a stream ends with once its context is done:
