@@ -183,6 +183,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 
 		BundleRefresher:              s.federation.manager,
 		MaxAttestedNodeInfoStaleness: sc.MaxAttestedNodeInfoStaleness,
+		NoChangeNotices:              sc.NoChangeNotices,
 	})
 	rpcMetrics := telemetry.NewRPC(s.sinks)
 	if p := cfg.Telemetry.Prometheus; p != nil {

@@ -76,6 +76,9 @@ type Config struct {
 	// (max_attested_node_info_staleness; 0 asks it on every call, as
 	// SPIRE's default). Nil keeps nodeTTL.
 	MaxAttestedNodeInfoStaleness *time.Duration
+	// NoChangeNotices leaves our notice service (wire/push) out of
+	// Register (server change_notices = false).
+	NoChangeNotices bool
 	// LogLevel is the server's live log level, which logger/v1 reads and
 	// changes; nil when the server's logger cannot change level (the
 	// logger service then answers FailedPrecondition).

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Register adds every service to s, SPIRE's and our notice stream
-// (wire/push). The server must be built with the
+// Register adds every service to s, SPIRE's and, unless
+// Config.NoChangeNotices, our notice stream (wire/push). The server must be built with the
 // API's interceptors (UnaryInterceptor, StreamInterceptor), which
 // authenticate and authorize each call.
 func (a *API) Register(s grpc.ServiceRegistrar) {
@@ -26,5 +26,9 @@ func (a *API) Register(s grpc.ServiceRegistrar) {
 	loggerv1.RegisterLoggerServer(s, &LoggerService{api: a})
 	localauthorityv1.RegisterLocalAuthorityServer(s, &LocalAuthorityService{api: a})
 	trustdomainv1.RegisterTrustDomainServer(s, &TrustDomainService{api: a})
-	push.RegisterServer(s, &NoticeService{api: a})
+	if !a.cfg.NoChangeNotices {
+		// Off, the service is unknown, as on SPIRE's server: agents get
+		// Unimplemented and poll, and no feed ever runs.
+		push.RegisterServer(s, &NoticeService{api: a})
+	}
 }

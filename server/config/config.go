@@ -134,6 +134,10 @@ type Server struct {
 	// how long a node read to authenticate an agent is trusted; nil when
 	// not set, which keeps the server's own cache window (30 s).
 	MaxAttestedNodeInfoStaleness *time.Duration
+	// NoChangeNotices is our change_notices = false: the server does not
+	// offer the change-notice service (wire/push), so our agents get
+	// Unimplemented, as from SPIRE's server, log it once and poll.
+	NoChangeNotices bool
 
 	// Federation is the federation block: the bundle endpoint and the
 	// federates_with relationships.
@@ -346,6 +350,10 @@ func (srv *Server) parse(s *hclconf.Section) present {
 	var staleness time.Duration
 	if s.Duration("max_attested_node_info_staleness", &staleness) {
 		srv.MaxAttestedNodeInfoStaleness = &staleness
+	}
+	notices := true
+	if s.Bool("change_notices", &notices) {
+		srv.NoChangeNotices = !notices
 	}
 
 	srv.Federation = parseFederation(s)
