@@ -5,12 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/server/ca"
-	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
-	"github.com/spiffe-hw/spire-hw/server/nodeattestor/tpm"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -18,6 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/spiffe-hw/spire-hw/server/ca"
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/jointoken"
+	"github.com/spiffe-hw/spire-hw/server/nodeattestor/tpm"
 )
 
 // AgentService implements agent/v1.
@@ -201,16 +203,29 @@ func (s *AgentService) BanAgent(ctx context.Context, req *agentv1.BanAgentReques
 	if err != nil {
 		return nil, err
 	}
-	n, err := s.api.cfg.DataStore.FetchAttestedNode(ctx, id.String())
-	if err != nil {
-		return nil, dsError("agent "+id.String(), err)
+	// A ban must win over whatever it races with (a renewal or an
+	// activation through another server), so on a conflict it reads the
+	// node again and bans that, once. It is conditional all the same:
+	// it writes the node's other columns back as it read them, which a
+	// blind write would do over a newer row.
+	for attempt := 0; ; attempt++ {
+		var n *datastore.AttestedNode
+		if n, err = s.api.cfg.DataStore.FetchAttestedNode(ctx, id.String()); err != nil && attempt == 0 {
+			return nil, dsError("agent "+id.String(), err)
+		} else if err != nil {
+			break // deleted meanwhile: reported below, after forgetting it
+		}
+		read := n.Serials()
+		n.CertSerial, n.NewCertSerial, n.Selectors = "", "", nil
+		err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, n, read)
+		if !errors.Is(err, datastore.ErrConflict) || attempt == 1 {
+			break
+		}
 	}
-	n.CertSerial, n.NewCertSerial, n.Selectors = "", "", nil
-	err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, n)
 	s.api.nodes.forget(id.String())
 	s.api.notices.evict(id.String(), agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id))
 	if err != nil {
-		return nil, dsError("ban agent "+id.String(), err)
+		return nil, s.api.nodeWriteError(ctx, "ban agent", id.String(), err)
 	}
 	s.api.cfg.Log.Info("Agent banned", "agent_id", id.String(), "caller_id", callerName(ctx), "caller_addr", peerAddr(ctx))
 	return &emptypb.Empty{}, nil
@@ -356,14 +371,9 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	if !res.AgentID.MemberOf(s.api.cfg.TrustDomain) {
 		return status.Errorf(codes.Internal, "attestor returned agent ID %q outside the trust domain", res.AgentID)
 	}
-	existing, err := s.api.cfg.DataStore.FetchAttestedNode(ctx, res.AgentID.String())
-	switch {
-	case errors.Is(err, datastore.ErrNotFound):
-		existing = nil
-	case err != nil:
-		return dsError("fetch attested node", err)
-	case existing.Banned():
-		return status.Error(codes.PermissionDenied, "failed to attest: agent is banned")
+	existing, err := s.fetchAttestable(ctx, res.AgentID.String())
+	if err != nil {
+		return err
 	}
 	svid, err := s.api.cfg.CA.IssueX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: res.AgentID, PublicKey: csr.PublicKey, TTL: s.api.cfg.AgentTTL, Kind: ca.KindAgent})
 	if err != nil {
@@ -380,16 +390,38 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	if node.Selectors == nil {
 		node.Selectors = []*types.Selector{}
 	}
-	if existing == nil {
-		err = s.api.cfg.DataStore.CreateAttestedNode(ctx, node)
-	} else {
-		err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, node)
+	reattest := existing != nil
+	// The write is conditional on the node as read: a ban made
+	// meanwhile (through another server) must not be undone. Losing the
+	// race is retried once from a fresh read, which is correct here, not
+	// a lost update: the agent has just proved its identity afresh and
+	// its SVID is not sent yet, so replacing what the winner wrote is
+	// what the two calls one after the other would have done, and the
+	// fresh read refuses a node banned in between.
+	for attempt := 0; ; attempt++ {
+		if existing == nil {
+			err = s.api.cfg.DataStore.CreateAttestedNode(ctx, node)
+		} else {
+			err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, node, existing.Serials())
+		}
+		lost := errors.Is(err, datastore.ErrConflict) || errors.Is(err, datastore.ErrAlreadyExists) ||
+			(existing != nil && errors.Is(err, datastore.ErrNotFound))
+		if !lost || attempt == 1 {
+			break
+		}
+		if existing, err = s.fetchAttestable(ctx, node.SPIFFEID); err != nil {
+			s.api.nodes.forget(node.SPIFFEID)
+			return err
+		}
 	}
 	s.api.nodes.forget(node.SPIFFEID)
-	if err != nil {
-		return dsError("store attested node", err)
+	if errors.Is(err, datastore.ErrAlreadyExists) {
+		err = fmt.Errorf("%w (created concurrently)", datastore.ErrConflict)
 	}
-	s.api.cfg.Log.Info("Agent attested", "agent_id", res.AgentID.String(), "attestation_type", params.Data.Type, "reattest", existing != nil)
+	if err != nil {
+		return s.api.nodeWriteError(ctx, "store attested node", node.SPIFFEID, err)
+	}
+	s.api.cfg.Log.Info("Agent attested", "agent_id", res.AgentID.String(), "attestation_type", params.Data.Type, "reattest", reattest)
 	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{Result: &agentv1.AttestAgentResponse_Result{
 		Svid:         x509SVIDToProto(res.AgentID, svid),
 		Reattestable: res.CanReattest,
@@ -445,14 +477,52 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if err != nil {
 		return nil, signError("failed to sign agent SVID", err)
 	}
+	// Conditional on the node just read, and not retried on a conflict:
+	// what overtook this call may be another renewal whose SVID is
+	// already on its way to this agent, and writing our serial over its
+	// pending one would leave the agent holding an SVID the database no
+	// longer knows. Aborted lets the agent renew again with the SVID it
+	// authenticates with, which is still valid; a concurrent activation
+	// or ban is then seen by that retry.
+	read := node.Serials()
 	node.NewCertSerial, node.NewCertNotAfter = svid.Serial.String(), svid.NotAfter.Unix()
 	node.Selectors = nil
-	err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, node)
+	err = s.api.cfg.DataStore.UpdateAttestedNode(ctx, node, read)
 	s.api.nodes.forget(node.SPIFFEID)
 	if err != nil {
-		return nil, dsError("update attested node", err)
+		return nil, s.api.nodeWriteError(ctx, "renew agent", node.SPIFFEID, err)
 	}
 	return &agentv1.RenewAgentResponse{Svid: x509SVIDToProto(c.ID, svid)}, nil
+}
+
+// fetchAttestable reads the node an attestation is about to write: nil
+// when there is none yet, PermissionDenied when it is banned.
+func (s *AgentService) fetchAttestable(ctx context.Context, id string) (*datastore.AttestedNode, error) {
+	n, err := s.api.cfg.DataStore.FetchAttestedNode(ctx, id)
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, dsError("fetch attested node", err)
+	case n.Banned():
+		return nil, status.Error(codes.PermissionDenied, "failed to attest: agent is banned")
+	}
+	return n, nil
+}
+
+// nodeWriteError maps the failure of a node write. A write that lost its
+// race with another write of the same node (datastore.ErrConflict: another
+// server, or another call of this one, changed the node since it was read)
+// is Aborted, which tells the caller to retry; it is logged as a refusal,
+// rate-limited per source since a caller can provoke it at will.
+func (a *API) nodeWriteError(ctx context.Context, op, agentID string, err error) error {
+	if !errors.Is(err, datastore.ErrConflict) {
+		return dsError(op, err)
+	}
+	a.sec.refused("node_conflict", sourceKey(ctx), "Node write refused: the node changed since it was read",
+		"operation", op, "agent_id", agentID, "caller_id", callerName(ctx), "caller_addr", peerAddr(ctx),
+		"reason", "another server or call wrote the node first")
+	return status.Errorf(codes.Aborted, "%s: agent %q was changed concurrently (by another server or call); retry", op, agentID)
 }
 
 // residentAgentKey reports whether n carries the selector the tpm attestor

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/wire/push"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -17,6 +15,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/wire/push"
 )
 
 // Role is what a caller may do.
@@ -200,31 +201,52 @@ func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.
 		// strength of a cached copy.
 		node, err = a.nodes.fetch(ctx, id.String(), true)
 	}
-	switch {
-	case errors.Is(err, datastore.ErrNotFound):
-		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
-	case err != nil:
-		return nil, status.Errorf(codes.Internal, "fetch attested node: %v", err)
-	case node.Banned():
-		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id)
-	}
-	switch serial {
-	case node.CertSerial:
-		return node, nil
-	case node.NewCertSerial:
+	for attempt := 0; ; attempt++ {
+		switch {
+		case errors.Is(err, datastore.ErrNotFound):
+			return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
+		case err != nil:
+			return nil, status.Errorf(codes.Internal, "fetch attested node: %v", err)
+		case node.Banned():
+			return nil, agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id)
+		}
+		switch serial {
+		case node.CertSerial:
+			return node, nil
+		case node.NewCertSerial:
+		default:
+			return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %q presented an SVID that is not active (serial %s)", id, serial)
+		}
+		// Activation is conditional on the node as read (from the
+		// database, above): a renewal or ban through another server
+		// that overtook it must not be overwritten. Losing is retried
+		// once from a fresh read, which is correct here: the caller
+		// proves it holds this serial on this very connection, and
+		// the decision depends only on the stored node. Most often
+		// the winner was the same activation (the agent's calls
+		// reaching two servers at once), and the re-read finds the
+		// serial current; after a renewal or ban it is refused as
+		// that node says.
+		read := node.Serials()
 		node.CertSerial, node.CertNotAfter = node.NewCertSerial, node.NewCertNotAfter
 		node.NewCertSerial, node.NewCertNotAfter = "", 0
 		sels := node.Selectors
 		node.Selectors = nil // leave the stored selectors alone
-		err := a.cfg.DataStore.UpdateAttestedNode(ctx, node)
+		err = a.cfg.DataStore.UpdateAttestedNode(ctx, node, read)
 		node.Selectors = sels
 		a.nodes.forget(id.String())
-		if err != nil {
+		switch {
+		case err == nil:
+			return node, nil
+		case errors.Is(err, datastore.ErrConflict) && attempt == 0:
+			node, err = a.nodes.fetch(ctx, id.String(), true)
+		case errors.Is(err, datastore.ErrConflict):
+			return nil, a.nodeWriteError(ctx, "activate renewed agent SVID", id.String(), err)
+		case errors.Is(err, datastore.ErrNotFound):
+			return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
+		default:
 			return nil, status.Errorf(codes.Internal, "activate renewed agent SVID: %v", err)
 		}
-		return node, nil
-	default:
-		return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %q presented an SVID that is not active (serial %s)", id, serial)
 	}
 }
 

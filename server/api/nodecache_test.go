@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/server/datastore"
-	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
 )
 
 // countingStore is the real SQLite store counting node fetches; during
@@ -70,7 +71,7 @@ func TestNodeCache(t *testing.T) {
 	// Another server renews the agent: the new serial works at once.
 	renewed := *node
 	renewed.NewCertSerial, renewed.NewCertNotAfter, renewed.Selectors = "11", now.Add(2*time.Hour).Unix(), nil
-	if err := st.UpdateAttestedNode(ctx, &renewed); err != nil {
+	if err := st.UpdateAttestedNode(ctx, &renewed, node.Serials()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.authenticateAgent(ctx, id, cert(11)); err != nil {
@@ -87,8 +88,9 @@ func TestNodeCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	read := banned.Serials()
 	banned.CertSerial, banned.NewCertSerial, banned.Selectors = "", "", nil
-	if err := st.UpdateAttestedNode(ctx, banned); err != nil {
+	if err := st.UpdateAttestedNode(ctx, banned, read); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(nodeTTL)
@@ -123,7 +125,7 @@ func TestNodeCacheRaces(t *testing.T) {
 		ds.during = nil
 		banned := *node
 		banned.CertSerial, banned.NewCertSerial = "", ""
-		if err := st.UpdateAttestedNode(ctx, &banned); err != nil {
+		if err := st.UpdateAttestedNode(ctx, &banned, node.Serials()); err != nil {
 			t.Error(err)
 		}
 		a.nodes.forget(id.String())
@@ -136,7 +138,7 @@ func TestNodeCacheRaces(t *testing.T) {
 	}
 
 	// Unbanned again, cached; then another server bans it behind the cache.
-	if err := st.UpdateAttestedNode(ctx, node); err != nil {
+	if err := st.UpdateAttestedNode(ctx, node, datastore.NodeSerials{}); err != nil {
 		t.Fatal(err)
 	}
 	a.nodes.forget(id.String())
@@ -146,7 +148,7 @@ func TestNodeCacheRaces(t *testing.T) {
 	}
 	banned := *node
 	banned.CertSerial, banned.NewCertSerial = "", ""
-	if err := st.UpdateAttestedNode(ctx, &banned); err != nil {
+	if err := st.UpdateAttestedNode(ctx, &banned, node.Serials()); err != nil {
 		t.Fatal(err)
 	}
 	svc := &AgentService{api: a}

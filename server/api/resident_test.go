@@ -51,7 +51,7 @@ func TestResidentKeyAgentCannotRenew(t *testing.T) {
 		t.Fatal("join-token node is reattestable: the test would not isolate the resident-key rule")
 	}
 	node.Selectors = append(node.Selectors, &types.Selector{Type: "tpm", Value: "agent_key:resident"})
-	if err := ds.UpdateAttestedNode(ctx, node); err != nil {
+	if err := ds.UpdateAttestedNode(ctx, node, node.Serials()); err != nil {
 		t.Fatal(err)
 	}
 

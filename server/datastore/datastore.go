@@ -106,6 +106,23 @@ type AttestedNode struct {
 // Banned reports whether the node is banned.
 func (n *AttestedNode) Banned() bool { return n.CertSerial == "" && n.NewCertSerial == "" }
 
+// NodeSerials are a node's two serial numbers as a caller read them: what
+// UpdateAttestedNode expects to find still stored. They serve as the row's
+// version because every change of a node's state (attestation, renewal,
+// activation of a renewed SVID, ban) changes them and none brings back an
+// earlier pair: serials are random and never reissued, and a banned node
+// ("", "") is only ever deleted.
+type NodeSerials struct {
+	CertSerial    string
+	NewCertSerial string
+}
+
+// Serials returns the node's serials, to make a write of it conditional on
+// what was read.
+func (n *AttestedNode) Serials() NodeSerials {
+	return NodeSerials{CertSerial: n.CertSerial, NewCertSerial: n.NewCertSerial}
+}
+
 // ListAttestedNodesRequest filters nodes; every set field must match.
 type ListAttestedNodesRequest struct {
 	ByAttestationType string
@@ -151,8 +168,12 @@ type DataStore interface {
 	ListAttestedNodes(ctx context.Context, req *ListAttestedNodesRequest) (nodes []*AttestedNode, nextToken string, err error)
 	CountAttestedNodes(ctx context.Context, req *ListAttestedNodesRequest) (int32, error)
 	// UpdateAttestedNode replaces the node's columns (and its selectors when
-	// n.Selectors is non-nil). ErrNotFound when absent.
-	UpdateAttestedNode(ctx context.Context, n *AttestedNode) error
+	// n.Selectors is non-nil) if its stored serials are still expect, the
+	// ones the caller read before deciding: a compare-and-swap, so that of
+	// two servers (or calls) writing the same node from the same read one
+	// wins and the other gets ErrConflict, with the winner's row left as
+	// it wrote it. ErrNotFound when the node is absent.
+	UpdateAttestedNode(ctx context.Context, n *AttestedNode, expect NodeSerials) error
 	// DeleteAttestedNode removes the node and its selectors.
 	DeleteAttestedNode(ctx context.Context, spiffeID string) (*AttestedNode, error)
 	// SetNodeSelectors replaces a node's selectors; it does not require the

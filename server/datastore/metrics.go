@@ -125,10 +125,10 @@ func (w metricsStore) CountAttestedNodes(ctx context.Context, req *ListAttestedN
 	return w.ds.CountAttestedNodes(ctx, req)
 }
 
-func (w metricsStore) UpdateAttestedNode(ctx context.Context, n *AttestedNode) (err error) {
+func (w metricsStore) UpdateAttestedNode(ctx context.Context, n *AttestedNode, expect NodeSerials) (err error) {
 	done := w.call("node", "update")
 	defer func() { done(err) }()
-	return w.ds.UpdateAttestedNode(ctx, n)
+	return w.ds.UpdateAttestedNode(ctx, n, expect)
 }
 
 func (w metricsStore) DeleteAttestedNode(ctx context.Context, spiffeID string) (_ *AttestedNode, err error) {

@@ -56,6 +56,8 @@ func testDataStore(t *testing.T, open func(t *testing.T) datastore.DataStore) {
 		{"FederationConcurrentCreate", testFederationConcurrentCreate},
 		{"KeysExact", testKeysExact},
 		{"NodeUpdateUnchanged", testNodeUpdateUnchanged},
+		{"NodeUpdateConflict", testNodeUpdateConflict},
+		{"NodeUpdateRace", testNodeUpdateRace},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -541,7 +543,7 @@ func testNodeCRUD(t *testing.T, ds datastore.DataStore) {
 
 	// Nil selectors leave them alone; the ban clears both serials.
 	upd := &datastore.AttestedNode{SPIFFEID: n.SPIFFEID, AttestationType: "tpm", CertNotAfter: 100}
-	if err := ds.UpdateAttestedNode(ctx, upd); err != nil {
+	if err := ds.UpdateAttestedNode(ctx, upd, n.Serials()); err != nil {
 		t.Fatal(err)
 	}
 	got, _ = ds.FetchAttestedNode(ctx, n.SPIFFEID)
@@ -549,13 +551,13 @@ func testNodeCRUD(t *testing.T, ds datastore.DataStore) {
 		t.Fatalf("after ban: %+v", got)
 	}
 	upd.Selectors = []*types.Selector{}
-	if err := ds.UpdateAttestedNode(ctx, upd); err != nil {
+	if err := ds.UpdateAttestedNode(ctx, upd, upd.Serials()); err != nil {
 		t.Fatal(err)
 	}
 	if s, _ := ds.GetNodeSelectors(ctx, n.SPIFFEID); len(s) != 0 {
 		t.Fatalf("empty selectors not written: %v", s)
 	}
-	wantErr(t, ds.UpdateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: "spiffe://td/none"}), datastore.ErrNotFound)
+	wantErr(t, ds.UpdateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: "spiffe://td/none"}, datastore.NodeSerials{}), datastore.ErrNotFound)
 	_, err = ds.FetchAttestedNode(ctx, "spiffe://td/none")
 	wantErr(t, err, datastore.ErrNotFound)
 

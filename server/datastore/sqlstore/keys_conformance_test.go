@@ -77,11 +77,11 @@ func testNodeUpdateUnchanged(t *testing.T, ds datastore.DataStore) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if err := ds.UpdateAttestedNode(ctx, n); err != nil {
+		if err := ds.UpdateAttestedNode(ctx, n, n.Serials()); err != nil {
 			t.Fatalf("update with the current values: %v", err)
 		}
 	}
-	err := ds.UpdateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: "spiffe://td/other"})
+	err := ds.UpdateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: "spiffe://td/other"}, datastore.NodeSerials{})
 	if !errors.Is(err, datastore.ErrNotFound) {
 		t.Fatalf("update of a missing node: %v, want ErrNotFound", err)
 	}

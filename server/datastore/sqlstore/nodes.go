@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 
@@ -94,22 +95,28 @@ func (s *Store) CountAttestedNodes(ctx context.Context, req *datastore.ListAttes
 	return n, nil
 }
 
-// UpdateAttestedNode implements datastore.DataStore.
-func (s *Store) UpdateAttestedNode(ctx context.Context, n *datastore.AttestedNode) error {
+// UpdateAttestedNode implements datastore.DataStore. The condition is in
+// the UPDATE itself, so the engine decides the race: PostgreSQL re-checks
+// the WHERE on the row a concurrent writer committed, InnoDB's UPDATE reads
+// the latest row whatever the isolation level, and SQLite has one writer.
+// Only a write that matched nothing asks which of absent or changed.
+func (s *Store) UpdateAttestedNode(ctx context.Context, n *datastore.AttestedNode, expect datastore.NodeSerials) error {
 	if n == nil || n.SPIFFEID == "" {
 		return errors.New("sqlstore: update attested node: missing SPIFFE ID")
 	}
 	err := s.write(ctx, func(t txn) error {
 		res, err := t.exec(ctx, `UPDATE attested_nodes SET data_type = ?, serial_number = ?, expires_at = ?,
-			new_serial_number = ?, new_expires_at = ?, can_reattest = ? WHERE spiffe_id = ?`,
-			n.AttestationType, n.CertSerial, n.CertNotAfter, n.NewCertSerial, n.NewCertNotAfter, n.CanReattest, n.SPIFFEID)
+			new_serial_number = ?, new_expires_at = ?, can_reattest = ?
+			WHERE spiffe_id = ? AND serial_number = ? AND new_serial_number = ?`,
+			n.AttestationType, n.CertSerial, n.CertNotAfter, n.NewCertSerial, n.NewCertNotAfter, n.CanReattest,
+			n.SPIFFEID, expect.CertSerial, expect.NewCertSerial)
 		if err != nil {
 			return err
 		}
 		if k, err := res.RowsAffected(); err != nil {
 			return err
 		} else if k == 0 {
-			return fmt.Errorf("node %q: %w", n.SPIFFEID, datastore.ErrNotFound)
+			return nodeMissOrConflict(ctx, t, n.SPIFFEID)
 		}
 		if n.Selectors != nil {
 			return replaceNodeSelectors(ctx, t, n.SPIFFEID, n.Selectors)
@@ -117,6 +124,21 @@ func (s *Store) UpdateAttestedNode(ctx context.Context, n *datastore.AttestedNod
 		return nil
 	})
 	return mapErr("update attested node", err)
+}
+
+// nodeMissOrConflict tells why a conditional node update matched no row:
+// ErrNotFound when the node is absent, ErrConflict when its serials are no
+// longer the ones the caller read.
+func nodeMissOrConflict(ctx context.Context, t txn, spiffeID string) error {
+	var one int
+	err := t.queryRow(ctx, `SELECT 1 FROM attested_nodes WHERE spiffe_id = ?`, spiffeID).Scan(&one)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("node %q: %w", spiffeID, datastore.ErrNotFound)
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("node %q: its serials changed since it was read: %w", spiffeID, datastore.ErrConflict)
 }
 
 // DeleteAttestedNode implements datastore.DataStore.
