@@ -8,6 +8,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/wire/push"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -120,6 +121,22 @@ func TestNoticesFederatedBundles(t *testing.T) {
 	}
 	syncFederated(t, plain)
 	noNotice(t, pch)
+	noNotice(t, ch)
+
+	// A relationship created through trustdomain/v1 with a bundle for
+	// td2 replaces td2's bundle; nobody kicks the feed, its look finds it.
+	rel := webRelationship("td2.org", "https://td2.invalid/bundle")
+	rel.TrustDomainBundle = foreignBundle(t, "td2.org")
+	created, err := trustdomainv1.NewTrustDomainClient(admin).BatchCreateFederationRelationship(ctx, &trustdomainv1.BatchCreateFederationRelationshipRequest{
+		FederationRelationships: []*types.FederationRelationship{rel}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "create relationship", created.Results[0].Status, codes.OK, "OK")
+	if c := nextNotice(t, ch, errc); c != push.FederatedBundles {
+		t.Fatalf("notice %v, want federated_bundles", c)
+	}
+	syncFederated(t, fed)
 	noNotice(t, ch)
 
 	// A deleted bundle is a change; once the agent has found it gone,
