@@ -240,8 +240,10 @@ func (n *notices) feed(ctx context.Context) {
 		}
 		f, err := n.readFederated(ctx)
 		if err != nil {
+			// Entries and the own bundle still go out; the federated
+			// bundles are looked at again next time.
 			n.api.cfg.Log.Debug("Notice feed could not read the federated bundles", "error", err)
-			continue
+			f = fed
 		}
 		if s != snap || v != ver || !sameFederated(f, fed) {
 			snap, ver, fed = s, v, f

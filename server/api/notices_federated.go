@@ -154,7 +154,6 @@ func (s *subscriber) federatedChange(tds []string, cur federatedVersions) (fold 
 	return h.Sum64() | 1, changed
 }
 
-// sameFederated says whether two looks found the same federated bundles.
-func sameFederated(a, b federatedVersions) bool {
-	return a != nil && b != nil && maps.Equal(a, b)
-}
+// sameFederated says whether two looks found the same federated bundles
+// (none and an empty look are the same).
+func sameFederated(a, b federatedVersions) bool { return maps.Equal(a, b) }

@@ -51,6 +51,22 @@ func setFederated(t *testing.T, admin *grpc.ClientConn, td string, der []byte) {
 	}
 }
 
+// withoutOwnBundle forwards notices with the Bundle bit cleared, and drops
+// those about the own bundle only: a fresh server's CA may still publish
+// an authority (its JWT key, say) after the agents' first sync, which is
+// a change they are rightly told of, but not what this test is about.
+func withoutOwnBundle(in <-chan push.Change) <-chan push.Change {
+	out := make(chan push.Change, cap(in))
+	go func() {
+		for c := range in {
+			if c &^= push.Bundle; c != 0 {
+				out <- c
+			}
+		}
+	}()
+	return out
+}
+
 // TestNoticesFederatedBundles: a changed foreign bundle is pushed to the
 // agents whose entries federate with its trust domain, and to no other.
 func TestNoticesFederatedBundles(t *testing.T) {
@@ -69,12 +85,12 @@ func TestNoticesFederatedBundles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch, errc := notices(t, st)
-		if c := nextNotice(t, ch, errc); c != push.Open {
+		raw, errc := notices(t, st)
+		if c := nextNotice(t, raw, errc); c != push.Open {
 			t.Fatalf("first notice %v, want open", c)
 		}
 		syncFederated(t, a)
-		return ch, errc
+		return withoutOwnBundle(raw), errc
 	}
 	ch, errc := subscribe(fed)
 	pch, perrc := subscribe(plain)
