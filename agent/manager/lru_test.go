@@ -93,6 +93,23 @@ func TestX509SVIDCacheMaxSize(t *testing.T) {
 	if got := heldIDs(m); !slices.Equal(got, []string{"d", "e"}) {
 		t.Fatalf("after the subscribers left SVIDs are held for %v, want [d e]", got)
 	}
+	// Only the entries that hold an SVID are persisted: the others are
+	// of no use to a restart before the server answers.
+	if err := m.persist(); err != nil {
+		t.Fatal(err)
+	}
+	st, errs := m.store.load()
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	var stored []string
+	for _, e := range st.entries {
+		stored = append(stored, e.Id)
+	}
+	sort.Strings(stored)
+	if !slices.Equal(stored, []string{"d", "e"}) {
+		t.Fatalf("persisted entries %v, want those holding SVIDs, [d e]", stored)
+	}
 }
 
 // TestSubscribeWaitsOneRound: a subscriber whose SVID cannot be minted (the

@@ -694,9 +694,19 @@ func (m *Manager) installAgentSVID(ctx context.Context, svid *x509svid.SVID) err
 
 // persist writes the cache to the data directory.
 func (m *Manager) persist() error {
-	st := &state{entries: m.cache.Entries(), svids: map[string]storedSVID{}, bundles: map[string]*types.Bundle{}}
+	st := &state{svids: map[string]storedSVID{}, bundles: map[string]*types.Bundle{}}
 	for id, s := range m.cache.SVIDs() {
 		st.svids[id] = storedSVID{revision: s.Entry.GetRevisionNumber(), chain: s.SVID, key: s.PrivateKey}
+	}
+	// Only the entries that hold an SVID: they are what a restart serves
+	// before the server answers, and an entry without one is of no use
+	// until the server is back, when the sync fetches it again. Beyond
+	// x509_svid_cache_max_size that is most of them: 50,000 entries
+	// rewritten on every change held 27 MiB of bbolt pages alone.
+	for _, e := range m.cache.Entries() {
+		if _, ok := st.svids[e.Id]; ok {
+			st.entries = append(st.entries, e)
+		}
 	}
 	m.mu.Lock()
 	for td, b := range m.bundles {
