@@ -58,11 +58,13 @@ func TestX509SVIDCacheMaxSize(t *testing.T) {
 	addr, _ := srv.serve(t, "127.0.0.1:0")
 	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
 	m.cfg.SyncInterval = time.Hour
-	m.cfg.X509SVIDCacheMaxSize = 2
+	m.cfg.X509SVIDCacheMaxSize = 3
+	// No notice stream: this test counts syncs.
+	m.cfg.DisableNotices = true
 	run(t, m)
 	waitFor(t, "the first round", func() bool { return len(m.cache.Entries()) == 5 && len(m.cache.SVIDs()) > 0 })
-	if got := heldIDs(m); !slices.Equal(got, []string{"a", "b"}) {
-		t.Fatalf("after the first sync SVIDs are held for %v, want [a b] (limit 2, entry order)", got)
+	if got := heldIDs(m); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("after the first sync SVIDs are held for %v, want [a b c] (limit 3, entry order)", got)
 	}
 	// JWT-SVIDs do not need an X.509-SVID held.
 	e, _ := m.cache.Entry("e")
@@ -74,24 +76,39 @@ func TestX509SVIDCacheMaxSize(t *testing.T) {
 	if m.cache.Missing(selectors("uid:a")) {
 		t.Fatal("a's SVID is missing")
 	}
+	// snapshot counts every read of the entries, BatchNewX509SVID's too.
+	fetches := func() int {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.syncs - srv.x509Calls
+	}
+	syncs := fetches()
 	subD := subscribeWithin(t, m, 5*time.Second, "d", "uid:d")
 	defer subD.Finish()
 	subE := subscribeWithin(t, m, 5*time.Second, "e", "uid:e")
 	defer subE.Finish()
-	// The round for e evicted b (never asked for) and kept a (asked for),
-	// d and e (subscribed): three, one above the limit.
-	if got := heldIDs(m); !slices.Equal(got, []string{"a", "d", "e"}) {
-		t.Fatalf("with d and e subscribed SVIDs are held for %v, want [a d e]", got)
+	// They were minted without a sync (entries are not fetched again for
+	// them), so nothing was evicted yet: five, two above the limit.
+	if n := fetches() - syncs; n != 0 {
+		t.Fatalf("%d syncs to mint SVIDs on demand, want none", n)
 	}
-
-	// Without subscribers the least recently asked for goes: a, then d
-	// would, until two are left.
+	if got := heldIDs(m); !slices.Equal(got, []string{"a", "b", "c", "d", "e"}) {
+		t.Fatalf("with d and e subscribed SVIDs are held for %v, want [a b c d e]", got)
+	}
+	// The next sync evicts b and c (never asked for) and keeps a (asked
+	// for), d and e (subscribed).
+	m.noticed()
+	waitFor(t, "the eviction of b and c", func() bool { return len(m.cache.SVIDs()) == 3 })
+	if got := heldIDs(m); !slices.Equal(got, []string{"a", "d", "e"}) {
+		t.Fatalf("after a sync with d and e subscribed SVIDs are held for %v, want [a d e]", got)
+	}
+	// Without subscribers nothing more goes: three is the limit.
 	subD.Finish()
 	subE.Finish()
 	m.noticed()
-	waitFor(t, "the eviction of a", func() bool { return len(m.cache.SVIDs()) == 2 })
-	if got := heldIDs(m); !slices.Equal(got, []string{"d", "e"}) {
-		t.Fatalf("after the subscribers left SVIDs are held for %v, want [d e]", got)
+	time.Sleep(300 * time.Millisecond)
+	if got := heldIDs(m); !slices.Equal(got, []string{"a", "d", "e"}) {
+		t.Fatalf("after the subscribers left SVIDs are held for %v, want [a d e]", got)
 	}
 	// Only the entries that hold an SVID are persisted: the others are
 	// of no use to a restart before the server answers.
@@ -107,8 +124,8 @@ func TestX509SVIDCacheMaxSize(t *testing.T) {
 		stored = append(stored, e.Id)
 	}
 	sort.Strings(stored)
-	if !slices.Equal(stored, []string{"d", "e"}) {
-		t.Fatalf("persisted entries %v, want those holding SVIDs, [d e]", stored)
+	if !slices.Equal(stored, []string{"a", "d", "e"}) {
+		t.Fatalf("persisted entries %v, want those holding SVIDs, [a d e]", stored)
 	}
 }
 

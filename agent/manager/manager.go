@@ -162,6 +162,9 @@ type Manager struct {
 
 	// notices wakes the run loop for a change notice (see noticed).
 	notices chan struct{}
+	// svidsWanted wakes it to mint the SVIDs a waiting workload lacks
+	// (see wantSVIDs).
+	svidsWanted chan struct{}
 
 	// taintRenewedAt is when the run loop last renewed the agent SVID
 	// because it chained to a tainted authority; only Run uses it.
@@ -222,18 +225,19 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		cfg:       cfg,
-		log:       log,
-		clock:     cfg.Clock,
-		client:    cl,
-		cache:     cache.New(cfg.TrustDomain, cfg.Clock, cfg.Metrics),
-		store:     st,
-		stored:    newStoredSVIDs(cfg.SVIDStores, cfg.TrustDomain, log),
-		bundles:   map[string]*types.Bundle{},
-		jwts:      newJWTCache(cfg.JWTSVIDCacheMaxSize),
-		roundDone: make(chan struct{}),
-		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		notices:   make(chan struct{}, 1),
+		cfg:         cfg,
+		log:         log,
+		clock:       cfg.Clock,
+		client:      cl,
+		cache:       cache.New(cfg.TrustDomain, cfg.Clock, cfg.Metrics),
+		store:       st,
+		stored:      newStoredSVIDs(cfg.SVIDStores, cfg.TrustDomain, log),
+		bundles:     map[string]*types.Bundle{},
+		jwts:        newJWTCache(cfg.JWTSVIDCacheMaxSize),
+		roundDone:   make(chan struct{}),
+		rnd:         rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		notices:     make(chan struct{}, 1),
+		svidsWanted: make(chan struct{}, 1),
 
 		lastContact: cfg.Clock(),
 		rebootstrap: cfg.RebootstrapMode,
@@ -399,7 +403,7 @@ func (m *Manager) SubscribeToCacheChanges(ctx context.Context, selectors []*type
 		m.roundMu.Lock()
 		started, done := m.roundsStarted, m.roundDone
 		m.roundMu.Unlock()
-		m.noticed()
+		m.wantSVIDs()
 		for m.cache.Missing(selectors) {
 			select {
 			case <-ctx.Done():

@@ -96,12 +96,21 @@ func (m *Manager) watchNotices(ctx context.Context) {
 func (m *Manager) waitOrNotice(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	case <-m.notices:
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-m.svidsWanted:
+			// A workload waits for SVIDs beyond the cache limit: mint
+			// them without a sync, then go on waiting for this one.
+			m.beginRound()
+			m.mintWanted(ctx)
+			m.endRound()
+		case <-m.notices:
+			waiting = false
+		}
 	}
 	t.Reset(noticeDebounce)
 	select {

@@ -163,6 +163,11 @@ func TestPeer(t *testing.T) {
 		if c := res.Cache[impl]; c == nil || c.AgentRSS <= 0 || c.AgentPeak < c.AgentRSS || c.Entries != sz.CacheEntries {
 			t.Errorf("%s: cache result %+v", impl, c)
 		}
+		// A full cache holds the limit, and the on-demand SVIDs are
+		// held (beyond it) while the stream is open.
+		if c := res.LRU[impl]; c == nil || c.AgentRSS <= 0 || c.Held != sz.LRULimit || c.OnDemand <= 0 || c.HeldAfter < lruWanted {
+			t.Errorf("%s: LRU result %+v", impl, c)
+		}
 	}
 	for _, impl := range workload {
 		for _, c := range sz.Concurrency {
@@ -174,7 +179,7 @@ func TestPeer(t *testing.T) {
 	if runtime.NumCPU() > 1 && !strings.Contains(md, "at equal CPU: server on CPU") {
 		t.Error("fleet ran with more than one CPU but does not say how it split them")
 	}
-	for _, want := range []string{"### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "ours (lineage)", "Every size tried"} {
+	for _, want := range []string{"### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "### 7.", "ours (lineage)", "Every size tried"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -205,6 +205,12 @@ func workloadSelector() *types.Selector {
 // its own SPIFFE ID under prefix and the harness's uid selector, in
 // batches, and returns their IDs. progress, if set, sees each batch land.
 func (s *server) createEntries(ctx context.Context, parent spiffeid.ID, prefix string, n int, progress func(done int)) ([]string, error) {
+	return s.createEntriesFor(ctx, parent, prefix, n, workloadSelector(), progress)
+}
+
+// createEntriesFor is createEntries with another selector than the
+// harness's.
+func (s *server) createEntriesFor(ctx context.Context, parent spiffeid.ID, prefix string, n int, sel *types.Selector, progress func(done int)) ([]string, error) {
 	const batch = 500
 	client := entryv1.NewEntryClient(s.admin)
 	ids := make([]string, 0, n)
@@ -214,7 +220,7 @@ func (s *server) createEntries(ctx context.Context, parent spiffeid.ID, prefix s
 			es = append(es, &types.Entry{
 				ParentId:    &types.SPIFFEID{TrustDomain: parent.TrustDomain().Name(), Path: parent.Path()},
 				SpiffeId:    &types.SPIFFEID{TrustDomain: trustDomain.Name(), Path: fmt.Sprintf("%s/%d", prefix, i)},
-				Selectors:   []*types.Selector{workloadSelector()},
+				Selectors:   []*types.Selector{sel},
 				X509SvidTtl: 3600,
 			})
 		}
@@ -328,7 +334,7 @@ const agentConf = `agent {
     socket_path = %q
     trust_bundle_path = %q
     trust_domain = %q
-}
+%s}
 plugins {
     NodeAttestor "join_token" {
         plugin_data {}
@@ -345,6 +351,12 @@ plugins {
 // startAgent runs im's agent against s with a fresh join token and waits
 // until it reports healthy.
 func startAgent(ctx context.Context, g *group, root string, im Impl, s *server) (*agent, error) {
+	return startAgentWith(ctx, g, root, im, s, nil)
+}
+
+// startAgentWith is startAgent with more agent-block settings: extra gets
+// the agent's directory and returns HCL lines.
+func startAgentWith(ctx context.Context, g *group, root string, im Impl, s *server, extra func(dir string) string) (*agent, error) {
 	dir, err := os.MkdirTemp(root, "agt")
 	if err != nil {
 		return nil, fmt.Errorf("compare: %w", err)
@@ -367,7 +379,15 @@ func startAgent(ctx context.Context, g *group, root string, im Impl, s *server) 
 	}
 	port := s.addr[strings.LastIndex(s.addr, ":")+1:]
 	conf := filepath.Join(dir, "agent.conf")
-	text := fmt.Sprintf(agentConf, filepath.Join(dir, "data"), port, a.socket, bundle, trustDomain.Name(), wa)
+	more := ""
+	if extra != nil {
+		more = extra(dir)
+	}
+	// BENCH_AGENT_PPROF=<port>, as BENCH_SERVER_PPROF for the agent.
+	if p := os.Getenv("BENCH_AGENT_PPROF"); p != "" {
+		more += fmt.Sprintf("    profiling_enabled = true\n    profiling_port = %s\n", p)
+	}
+	text := fmt.Sprintf(agentConf, filepath.Join(dir, "data"), port, a.socket, bundle, trustDomain.Name(), more, wa)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, fmt.Errorf("compare: %w", err)
 	}

@@ -34,6 +34,9 @@ type Sizes struct {
 	// CacheEntries is the number of entries an agent caches when its
 	// memory is measured (scenario 6, one round).
 	CacheEntries int
+	// LRUEntries and LRULimit are scenario 7's: entries no workload
+	// matches, beyond an x509_svid_cache_max_size of LRULimit.
+	LRUEntries, LRULimit int
 	// FleetSteps are the simulated fleet sizes tried in turn until p99
 	// sync latency passes FleetTarget (scenario 5, one round).
 	FleetSteps []int
@@ -54,14 +57,14 @@ type Sizes struct {
 // FullSizes are the issue's sizes, for `make bench-peer`.
 func FullSizes() Sizes {
 	return Sizes{Rounds: 5, Attestations: 50, Entries: 1000, WorkloadCalls: 200, Concurrency: []int{1, 8},
-		Batches: []int{1, 50, 500}, BatchCSRs: 1000, CacheEntries: 10000,
+		Batches: []int{1, 50, 500}, BatchCSRs: 1000, CacheEntries: 10000, LRUEntries: 50000, LRULimit: 1000,
 		FleetSteps: []int{250, 500, 750, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 7000, 8000, 10000}, FleetEntries: 10, FleetInterval: 5 * time.Second, FleetWindow: 30 * time.Second, FleetAlways: 1000}
 }
 
 // TinySizes exercise every code path in seconds, for `make test`.
 func TinySizes() Sizes {
 	return Sizes{Rounds: 1, Attestations: 3, Entries: 5, WorkloadCalls: 4, Concurrency: []int{1, 2},
-		Batches: []int{1, 3}, BatchCSRs: 6, CacheEntries: 10,
+		Batches: []int{1, 3}, BatchCSRs: 6, CacheEntries: 10, LRUEntries: 12, LRULimit: 4,
 		FleetSteps: []int{2, 4}, FleetEntries: 2, FleetInterval: 200 * time.Millisecond, FleetWindow: time.Second}
 }
 
@@ -98,6 +101,7 @@ type Results struct {
 	Fetch map[int]map[string]*Throughput
 	Batch map[int]map[string]*Throughput
 	Cache map[string]*CacheResult
+	LRU   map[string]*LRUResult
 	// Fleet holds each implementation's fleet sizes, smallest first.
 	Fleet map[string][]FleetStep
 	// FleetCPUs says how the fleet scenario split the CPUs between server
@@ -130,7 +134,7 @@ func (h *Harness) Run(ctx context.Context) (*Results, error) {
 	defer g.stopAll()
 
 	r := &Results{Sizes: h.Sizes, Attest: map[string]*Dist{}, Propagation: map[string]*Dist{},
-		Fetch: map[int]map[string]*Throughput{}, Batch: map[int]map[string]*Throughput{}, Cache: map[string]*CacheResult{}}
+		Fetch: map[int]map[string]*Throughput{}, Batch: map[int]map[string]*Throughput{}, Cache: map[string]*CacheResult{}, LRU: map[string]*LRUResult{}}
 	pair := []Impl{h.Ours}
 	workload := []Impl{h.Ours}
 	if h.Lineage {
@@ -162,6 +166,7 @@ func (h *Harness) Run(ctx context.Context) (*Results, error) {
 		{"3 workload", workload, h.Sizes.Rounds, min(len(h.Sizes.Concurrency), h.Sizes.WorkloadCalls), s.workload},
 		{"2 propagation", pair, h.Sizes.Rounds, h.Sizes.Entries, s.propagation},
 		{"6 cache", pair, 1, h.Sizes.CacheEntries, s.cache},
+		{"7 lru", pair, 1, h.Sizes.LRUEntries, s.lru},
 		{"5 fleet", pair, 1, min(len(h.Sizes.FleetSteps), h.Sizes.FleetEntries), s.fleet},
 	}
 	for _, st := range steps {

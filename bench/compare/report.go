@@ -105,6 +105,7 @@ func (t *table) String() string { return t.b.String() }
 func durFmt(v float64) string   { return fmtDur(time.Duration(v)) }
 func rateFmt(v float64) string  { return fmt.Sprintf("%.0f/s", v) }
 func bytesFmt(v float64) string { return fmt.Sprintf("%.1f MiB", v/(1<<20)) }
+func countFmt(v float64) string { return thousands(int(v)) }
 
 // pairCols are the implementations scenario 1 ran (ours and the peer,
 // not the lineage variant).
@@ -141,7 +142,7 @@ func tpVal(m map[string]*Throughput, f func(*Throughput) float64) func(string) (
 	}
 }
 
-func cacheVal(m map[string]*CacheResult, f func(*CacheResult) float64) func(string) (float64, bool) {
+func cacheVal[V any](m map[string]V, f func(V) float64) func(string) (float64, bool) {
 	return func(impl string) (float64, bool) {
 		c, ok := m[impl]
 		if !ok {
@@ -304,6 +305,18 @@ func (r *Results) Tables() string {
 		t.row("agent peak RSS", cacheVal(r.Cache, func(c *CacheResult) float64 { return float64(c.AgentPeak) }), bytesFmt, true)
 		t.row("server RSS", cacheVal(r.Cache, func(c *CacheResult) float64 { return float64(c.ServerRSS) }), bytesFmt, true)
 		t.row("time to fill", cacheVal(r.Cache, func(c *CacheResult) float64 { return float64(c.Fill) }), durFmt, true)
+		b.WriteString(t.String())
+	}
+	if len(r.LRU) > 0 {
+		fmt.Fprintf(&b, "\n### 7. Agent memory with %s entries beyond an SVID cache of %s\n\n", thousands(sz.LRUEntries), thousands(sz.LRULimit))
+		fmt.Fprintf(&b, "One agent with `x509_svid_cache_max_size = %d`; %s entries no workload matches are created, then, once the agent holds its %s SVIDs and has synced every entry, %d more that the harness matches (the cache is full, so neither agent mints them); the harness then opens a Workload API stream and waits for those %d SVIDs, which each agent mints on demand.\n\n",
+			sz.LRULimit, thousands(sz.LRUEntries), thousands(sz.LRULimit), lruWanted, lruWanted)
+		t := r.newTable(colsOf(r, r.LRU))
+		t.row("agent RSS, entries synced, cache full", cacheVal(r.LRU, func(c *LRUResult) float64 { return float64(c.AgentRSS) }), bytesFmt, true)
+		t.row("agent peak RSS", cacheVal(r.LRU, func(c *LRUResult) float64 { return float64(c.AgentPeak) }), bytesFmt, true)
+		t.row("X.509-SVIDs held, cache full", cacheVal(r.LRU, func(c *LRUResult) float64 { return float64(c.Held) }), countFmt, false)
+		t.row("stream open to the on-demand SVIDs", cacheVal(r.LRU, func(c *LRUResult) float64 { return float64(c.OnDemand) }), durFmt, true)
+		t.row("X.509-SVIDs held with the stream open", cacheVal(r.LRU, func(c *LRUResult) float64 { return float64(c.HeldAfter) }), countFmt, false)
 		b.WriteString(t.String())
 	}
 	return b.String()
