@@ -407,9 +407,8 @@ func compareString(a, b string) int {
 func (c *Cache) FetchWorkloadUpdate(selectors []*types.Selector) *WorkloadUpdate {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	set := newSelectorSet(selectors)
-	c.touchLocked(c.matchLocked(set))
-	u, _ := c.buildLocked(set)
+	u, _ := c.buildLocked(newSelectorSet(selectors))
+	c.touchLocked(u.Entries)
 	return u
 }
 
@@ -518,8 +517,8 @@ func (c *Cache) Subscribe(ctx context.Context, selectors []*types.Selector) Subs
 	s := &subscription{c: c, set: newSelectorSet(selectors), ch: make(chan *WorkloadUpdate, 1)}
 	c.mu.Lock()
 	c.subs[s] = struct{}{}
-	c.touchLocked(c.matchLocked(s.set))
 	u, sum := c.buildLocked(s.set)
+	c.touchLocked(u.Entries)
 	s.deliverLocked(u, sum, true)
 	c.mu.Unlock()
 	stop := context.AfterFunc(ctx, s.Finish)

@@ -52,15 +52,16 @@ func (c *Cache) Active() map[string]struct{} {
 
 func (c *Cache) activeLocked() map[string]struct{} {
 	out := map[string]struct{}{}
-	for s := range c.subs {
-		for _, e := range c.matchLocked(s.set) {
+	add := func(set map[selectorKey]struct{}) {
+		for _, e := range c.matchLocked(set) {
 			out[e.Id] = struct{}{}
 		}
 	}
+	for s := range c.subs {
+		add(s.set)
+	}
 	for w := range c.wants {
-		for _, e := range c.matchLocked(w.set) {
-			out[e.Id] = struct{}{}
-		}
+		add(w.set)
 	}
 	return out
 }
