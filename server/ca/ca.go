@@ -33,6 +33,7 @@ import (
 
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
 	"github.com/spiffe-hw/spire-hw/server/credentialcomposer"
+	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 	"github.com/spiffe-hw/spire-hw/telemetry"
 )
@@ -60,11 +61,13 @@ var (
 )
 
 // Store is what the CA needs from the datastore; datastore.DataStore
-// satisfies it. FetchCAJournal must return an error wrapping
-// datastore.ErrNotFound when nothing is stored yet.
+// satisfies it. FetchCAJournal and FindCAJournal must return an error
+// wrapping datastore.ErrNotFound when nothing matches.
 type Store interface {
-	FetchCAJournal(ctx context.Context, name string) ([]byte, error)
-	SetCAJournal(ctx context.Context, name string, data []byte) error
+	FetchCAJournal(ctx context.Context, name string) (*datastore.CAJournal, error)
+	FindCAJournal(ctx context.Context, activeX509AuthorityIDs []string) (*datastore.CAJournal, error)
+	SetCAJournal(ctx context.Context, j *datastore.CAJournal) error
+	PruneCAJournals(ctx context.Context, expiresBefore time.Time) (int, error)
 	AppendBundle(ctx context.Context, b *types.Bundle) (*types.Bundle, error)
 	PruneBundle(ctx context.Context, trustDomain string, expiresBefore time.Time) (bool, error)
 	FetchBundle(ctx context.Context, trustDomain string) (*types.Bundle, error)
@@ -118,6 +121,13 @@ type Manager struct {
 	x509 [2]*x509Slot
 	jwt  [2]*jwtSlot
 
+	// journalName is the row of this server's journal among those of
+	// every server sharing the datastore; "" until first written. Guarded
+	// by rotateMu, as every write of the journal.
+	journalName string
+	// journalsPruned is when expired journals were last pruned.
+	journalsPruned time.Time
+
 	// jwtUnsupportedOnce keeps the warning about an upstream that cannot
 	// publish JWT keys to one per process, as SPIRE does.
 	jwtUnsupportedOnce sync.Once
@@ -126,10 +136,13 @@ type Manager struct {
 	taintedCh chan struct{}
 }
 
-// New loads the journal, checks that the recorded keys are still the ones in
+// New finds this server's journal (the one whose active X.509 CA key the
+// key manager holds), checks that the recorded keys are still the ones in
 // the key manager, and runs one rotation step, so that the returned Manager
 // has an active X.509 CA and JWT key. A key swapped behind the journal's
-// back is an error wrapping ErrKeyMismatch.
+// back is an error wrapping ErrKeyMismatch; when the active X.509 CA's own
+// key was swapped the journal cannot be told from another server's, and
+// the CA starts afresh, as SPIRE's does.
 func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("ca: trust domain is required")

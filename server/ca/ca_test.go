@@ -363,7 +363,7 @@ type journalView struct {
 func readJournal(t *testing.T, s *memStore) journalView {
 	t.Helper()
 	var v journalView
-	if err := json.Unmarshal(s.journal("ca"), &v); err != nil {
+	if err := json.Unmarshal(s.journal(t), &v); err != nil {
 		t.Fatalf("journal: %v", err)
 	}
 	return v
@@ -567,7 +567,7 @@ func TestRestartReusesJournal(t *testing.T) {
 	if err := m1.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	journal := e.store.journal("ca")
+	journal := e.store.journal(t)
 
 	km2, err := disk.New(keysPath)
 	if err != nil {
@@ -578,7 +578,7 @@ func TestRestartReusesJournal(t *testing.T) {
 	if !m2.ActiveX509CA().Equal(m1.ActiveX509CA()) || m2.JWTKeyID() != m1.JWTKeyID() {
 		t.Fatal("restart did not reuse the active CA and JWT key")
 	}
-	if !bytes.Equal(e.store.journal("ca"), journal) {
+	if !bytes.Equal(e.store.journal(t), journal) {
 		t.Fatal("restart rewrote an unchanged journal")
 	}
 	if len(m2.X509Authorities()) != 2 {
@@ -625,11 +625,17 @@ func TestRestartWithLostKeysStartsFresh(t *testing.T) {
 	}
 }
 
+// TestSwappedKeyDetected: a key swapped behind the journal under a slot
+// other than the one the journal is found by is refused.
 func TestSwappedKeyDetected(t *testing.T) {
-	for _, id := range []string{"x509-CA-A", "JWT-Signer-A"} {
+	for _, id := range []string{"x509-CA-B", "JWT-Signer-A"} {
 		t.Run(id, func(t *testing.T) {
 			e := newEnv()
-			mustNew(t, e.config())
+			m := mustNew(t, e.config())
+			e.clock.Set(e.clock.Now().Add(3 * time.Hour)) // prepare B
+			if err := m.Rotate(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := e.km.GenerateKey(context.Background(), id, keymanager.ECP256); err != nil {
 				t.Fatal(err)
 			}
@@ -638,6 +644,36 @@ func TestSwappedKeyDetected(t *testing.T) {
 				t.Fatalf("ca.New with a swapped %s = %v, want ErrKeyMismatch", id, err)
 			}
 		})
+	}
+}
+
+// TestSwappedActiveKeyStartsAfresh: with the active CA's own key replaced,
+// the journal is no longer this server's (it cannot be told from another
+// server's), so the CA starts a new one and leaves the old one alone; the
+// old authority stays in the bundle until it expires.
+func TestSwappedActiveKeyStartsAfresh(t *testing.T) {
+	e := newEnv()
+	m1 := mustNew(t, e.config())
+	old := e.store.journal(t)
+	if _, err := e.km.GenerateKey(context.Background(), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	m2 := mustNew(t, e.config())
+	if m2.ActiveX509CA().Equal(m1.ActiveX509CA()) {
+		t.Fatal("CA reused although its key was replaced")
+	}
+	if len(e.store.journals) != 2 {
+		t.Fatalf("%d journals, want the old one and a new one", len(e.store.journals))
+	}
+	kept := false
+	for _, j := range e.store.journals {
+		kept = kept || bytes.Equal(j.Data, old)
+	}
+	if !kept {
+		t.Fatal("the old journal was rewritten")
+	}
+	if b := e.store.bundle(t, td); len(b.X509Authorities) != 2 {
+		t.Fatalf("bundle has %d X.509 authorities, want both", len(b.X509Authorities))
 	}
 }
 

@@ -10,8 +10,16 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 )
 
-// journalName is the datastore key of the CA journal.
-const journalName = "ca"
+const (
+	// journalPrefix heads the name of each server's journal, followed by
+	// the first authority ID it was found by.
+	journalPrefix = "ca/"
+	// legacyJournalName is the single journal of releases before several
+	// servers shared a database; its server claims it at the next write.
+	legacyJournalName = "ca"
+	// journalPruneInterval is how often expired journals are pruned.
+	journalPruneInterval = time.Hour
+)
 
 const journalVersion = 1
 

@@ -17,15 +17,18 @@ import (
 // journalStore records only the journal; the bundle calls succeed.
 type journalStore struct{ data []byte }
 
-func (s *journalStore) FetchCAJournal(context.Context, string) ([]byte, error) {
-	if s.data == nil {
-		return nil, datastore.ErrNotFound
-	}
-	return s.data, nil
+func (s *journalStore) FetchCAJournal(context.Context, string) (*datastore.CAJournal, error) {
+	return nil, datastore.ErrNotFound
 }
-func (s *journalStore) SetCAJournal(_ context.Context, _ string, d []byte) error {
-	s.data = d
+func (s *journalStore) FindCAJournal(context.Context, []string) (*datastore.CAJournal, error) {
+	return nil, datastore.ErrNotFound
+}
+func (s *journalStore) SetCAJournal(_ context.Context, j *datastore.CAJournal) error {
+	s.data = j.Data
 	return nil
+}
+func (s *journalStore) PruneCAJournals(context.Context, time.Time) (int, error) {
+	return 0, nil
 }
 func (s *journalStore) AppendBundle(_ context.Context, b *types.Bundle) (*types.Bundle, error) {
 	return b, nil

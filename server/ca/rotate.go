@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -113,6 +114,13 @@ func (m *Manager) Rotate(ctx context.Context) error {
 	}
 	if err := m.rotateJWT(ctx, now); err != nil {
 		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		// Only with this server's authorities in force: its own journal
+		// is then never among the expired.
+		if err := m.pruneJournals(ctx, now); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	prune := m.cfg.Metrics.StartCall("ca", "manager", "bundle", "prune")
 	changed, err := m.cfg.Store.PruneBundle(ctx, m.cfg.TrustDomain.Name(), now)
@@ -308,13 +316,82 @@ func rotateSlots[T any, S interface {
 	return next, changed, nil
 }
 
+// persist writes this server's journal. It is found again by the active
+// X.509 CA's authority ID (the prepared one's before any is active), and
+// pruned by other servers once the last of its authorities expired.
 func (m *Manager) persist(ctx context.Context, x [2]*x509Slot, j [2]*jwtSlot) error {
 	data, err := encodeJournal(x, j)
 	if err != nil {
 		return fmt.Errorf("ca: journal: encode: %w", err)
 	}
-	if err := m.cfg.Store.SetCAJournal(ctx, journalName, data); err != nil {
+	s := activeOf(x[:])
+	if s == nil {
+		s = preparedOf(x[:])
+	}
+	if s == nil {
+		// Nothing to find it by, as SPIRE: a restart starts afresh,
+		// which loses nothing the slots hold yet.
+		m.cfg.Log.Debug("ca: no X.509 CA yet; the journal is written with the first")
+		return nil
+	}
+	id, err := authorityIDOf(s.cert.PublicKey)
+	if err != nil {
+		return fmt.Errorf("ca: journal: %w", err)
+	}
+	var expires time.Time
+	for _, s := range x {
+		if s != nil && s.notAfter.After(expires) {
+			expires = s.notAfter
+		}
+	}
+	for _, s := range j {
+		if s != nil && s.notAfter.After(expires) {
+			expires = s.notAfter
+		}
+	}
+	name := m.journalName
+	if name == "" {
+		// Two servers never hold one key, so the first authority names
+		// the journal uniquely for good.
+		name = journalPrefix + id
+	}
+	rec := &datastore.CAJournal{Name: name, ActiveX509AuthorityID: id, ExpiresAt: expires.Unix(), Data: data}
+	if err := m.cfg.Store.SetCAJournal(ctx, rec); err != nil {
 		return fmt.Errorf("ca: journal: store: %w", err)
+	}
+	if m.journalName == "" {
+		m.cfg.Log.Info("ca: created this server's CA journal", "ca_journal", name, "local_authority_id", id)
+		m.journalName = name
+	}
+	return nil
+}
+
+// authorityIDOf is the authority ID a journal is found by: the subject key
+// ID (hex) of the CA's public key, computed from the key rather than read
+// from a certificate an upstream authority may have given another one.
+func authorityIDOf(pub any) (string, error) {
+	ski, err := subjectKeyID(pub)
+	if err != nil {
+		return "", err
+	}
+	return KeyIDString(ski), nil
+}
+
+// pruneJournals deletes, about hourly, the journals of servers gone for
+// good: those whose authorities all expired. Every server runs it; the
+// database decides, and a live server's own journal always holds an
+// unexpired authority.
+func (m *Manager) pruneJournals(ctx context.Context, now time.Time) error {
+	if now.Sub(m.journalsPruned) < journalPruneInterval {
+		return nil
+	}
+	n, err := m.cfg.Store.PruneCAJournals(ctx, now)
+	if err != nil {
+		return fmt.Errorf("ca: prune CA journals: %w", err)
+	}
+	m.journalsPruned = now
+	if n > 0 {
+		m.cfg.Log.Info("ca: pruned the CA journals of servers whose authorities all expired", "count", n)
 	}
 	return nil
 }
@@ -495,21 +572,20 @@ func (m *Manager) jwtPublished(ctx context.Context, s *jwtSlot) (bool, error) {
 	return false, nil
 }
 
-// load reads the journal and attaches each active or prepared slot's key. A
-// key missing from the key manager (a memory key manager after a restart)
-// retires its slot; a key that differs from the recorded one is an error.
+// load finds this server's journal and attaches each active or prepared
+// slot's key. A key missing from the key manager (a memory key manager
+// after a restart) retires its slot; a key that differs from the recorded
+// one is an error.
 func (m *Manager) load(ctx context.Context) error {
-	data, err := m.cfg.Store.FetchCAJournal(ctx, journalName)
-	if errors.Is(err, datastore.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("ca: journal: fetch: %w", err)
-	}
-	xs, js, err := decodeJournal(data)
-	if err != nil {
+	rec, err := m.findJournal(ctx)
+	if err != nil || rec == nil {
 		return err
 	}
+	xs, js, err := decodeJournal(rec.Data)
+	if err != nil {
+		return fmt.Errorf("%w (CA journal %q)", err, rec.Name)
+	}
+	m.journalName = rec.Name
 	for i, s := range xs {
 		if s == nil || s.status == statusOld {
 			continue
@@ -556,6 +632,66 @@ func (m *Manager) load(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// findJournal returns this server's journal among those of every server
+// sharing the datastore: the one whose active X.509 CA key the key manager
+// holds, as SPIRE finds its own. The single journal of older releases
+// (legacyJournalName, no authority recorded) is this server's if its
+// active X.509 CA key is. Nil when there is none: a new server, or one
+// whose keys are gone.
+func (m *Manager) findJournal(ctx context.Context) (*datastore.CAJournal, error) {
+	var ids []string
+	for _, kid := range x509KeyIDs {
+		key, err := m.cfg.KeyManager.GetKey(ctx, kid)
+		if errors.Is(err, keymanager.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ca: journal: get key %q: %w", kid, err)
+		}
+		id, err := authorityIDOf(key.Public())
+		if err != nil {
+			return nil, fmt.Errorf("ca: journal: key %q: %w", kid, err)
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rec, err := m.cfg.Store.FindCAJournal(ctx, ids)
+	if err == nil {
+		return rec, nil
+	}
+	if !errors.Is(err, datastore.ErrNotFound) {
+		return nil, fmt.Errorf("ca: journal: find: %w", err)
+	}
+	rec, err = m.cfg.Store.FetchCAJournal(ctx, legacyJournalName)
+	if errors.Is(err, datastore.ErrNotFound) {
+		m.cfg.Log.Info("ca: no CA journal matches this server's keys; starting a new one")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: journal: fetch: %w", err)
+	}
+	if rec.ActiveX509AuthorityID != "" {
+		// Claimed since, by the server whose keys it names.
+		m.cfg.Log.Info("ca: no CA journal matches this server's keys; starting a new one")
+		return nil, nil
+	}
+	xs, _, err := decodeJournal(rec.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%w (CA journal %q)", err, rec.Name)
+	}
+	if s := activeOf(xs[:]); s != nil {
+		id, err := authorityIDOf(s.cert.PublicKey)
+		if err == nil && slices.Contains(ids, id) {
+			return rec, nil
+		}
+	}
+	m.cfg.Log.Warn("ca: the CA journal of an older release does not match this server's keys: another server's, or this server's keys were replaced; starting a new one",
+		"ca_journal", legacyJournalName)
+	return nil, nil
 }
 
 func (m *Manager) attachKey(ctx context.Context, id string, want any) (keymanager.Key, error) {

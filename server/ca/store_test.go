@@ -24,7 +24,7 @@ import (
 // never removes the last X.509 authority).
 type memStore struct {
 	mu       sync.Mutex
-	journals map[string][]byte
+	journals map[string]*datastore.CAJournal
 	bundles  map[string]*types.Bundle
 	// failJournal makes SetCAJournal fail, to test that nothing is
 	// committed without the journal.
@@ -35,27 +35,64 @@ var _ ca.Store = (*memStore)(nil)
 var _ ca.Store = datastore.DataStore(nil)
 
 func newMemStore() *memStore {
-	return &memStore{journals: map[string][]byte{}, bundles: map[string]*types.Bundle{}}
+	return &memStore{journals: map[string]*datastore.CAJournal{}, bundles: map[string]*types.Bundle{}}
 }
 
-func (s *memStore) FetchCAJournal(_ context.Context, name string) ([]byte, error) {
+func (s *memStore) FetchCAJournal(_ context.Context, name string) (*datastore.CAJournal, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d, ok := s.journals[name]
+	j, ok := s.journals[name]
 	if !ok {
 		return nil, fmt.Errorf("memstore: journal %q: %w", name, datastore.ErrNotFound)
 	}
-	return append([]byte(nil), d...), nil
+	c := *j
+	c.Data = append([]byte(nil), j.Data...)
+	return &c, nil
 }
 
-func (s *memStore) SetCAJournal(_ context.Context, name string, data []byte) error {
+func (s *memStore) FindCAJournal(ctx context.Context, ids []string) (*datastore.CAJournal, error) {
+	s.mu.Lock()
+	var name string
+	for _, id := range ids {
+		for n, j := range s.journals {
+			if id != "" && j.ActiveX509AuthorityID == id {
+				name = n
+			}
+		}
+		if name != "" {
+			break
+		}
+	}
+	s.mu.Unlock()
+	if name == "" {
+		return nil, fmt.Errorf("memstore: no journal for %q: %w", ids, datastore.ErrNotFound)
+	}
+	return s.FetchCAJournal(ctx, name)
+}
+
+func (s *memStore) SetCAJournal(_ context.Context, j *datastore.CAJournal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failJournal {
 		return fmt.Errorf("memstore: journal write refused")
 	}
-	s.journals[name] = append([]byte(nil), data...)
+	c := *j
+	c.Data = append([]byte(nil), j.Data...)
+	s.journals[j.Name] = &c
 	return nil
+}
+
+func (s *memStore) PruneCAJournals(_ context.Context, expiresBefore time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for name, j := range s.journals {
+		if j.ExpiresAt > 0 && j.ExpiresAt < expiresBefore.Unix() {
+			delete(s.journals, name)
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (s *memStore) AppendBundle(_ context.Context, b *types.Bundle) (*types.Bundle, error) {
@@ -161,10 +198,19 @@ func (s *memStore) FetchBundle(_ context.Context, td string) (*types.Bundle, err
 	return proto.Clone(cur).(*types.Bundle), nil
 }
 
-func (s *memStore) journal(name string) []byte {
+// journal returns the data of the only journal stored: the tests' CA is
+// the only server.
+func (s *memStore) journal(t *testing.T) []byte {
+	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]byte(nil), s.journals[name]...)
+	if len(s.journals) != 1 {
+		t.Fatalf("%d journals stored, want 1", len(s.journals))
+	}
+	for _, j := range s.journals {
+		return append([]byte(nil), j.Data...)
+	}
+	return nil
 }
 
 // x509Bundle converts the stored bundle with go-spiffe, as a relying party

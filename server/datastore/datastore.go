@@ -106,6 +106,21 @@ type AttestedNode struct {
 // Banned reports whether the node is banned.
 func (n *AttestedNode) Banned() bool { return n.CertSerial == "" && n.NewCertSerial == "" }
 
+// CAJournal is one server's record of its CA slots (server/ca encodes
+// Data). Servers sharing a database each keep their own, found again by
+// the authority ID (subject key ID, hex) of the X.509 CA that was active
+// when it was last written, as SPIRE's ca_journal rows are.
+type CAJournal struct {
+	// Name identifies the row; it never changes once written.
+	Name string
+	// ActiveX509AuthorityID is the active X.509 CA's subject key ID.
+	ActiveX509AuthorityID string
+	// ExpiresAt is when the last of the journal's authorities expires
+	// (Unix seconds); 0 when unknown.
+	ExpiresAt int64
+	Data      []byte
+}
+
 // NodeSerials are a node's two serial numbers as a caller read them: what
 // UpdateAttestedNode expects to find still stored. They serve as the row's
 // version because every change of a node's state (attestation, renewal,
@@ -238,10 +253,19 @@ type DataStore interface {
 	// trust domain's bundle, as SPIRE does; ErrNotFound when absent.
 	DeleteFederationRelationship(ctx context.Context, trustDomain string) error
 
-	// FetchCAJournal returns the CA journal blob stored under name, or
+	// FetchCAJournal returns the CA journal stored under name, or
 	// ErrNotFound.
-	FetchCAJournal(ctx context.Context, name string) ([]byte, error)
-	SetCAJournal(ctx context.Context, name string, data []byte) error
+	FetchCAJournal(ctx context.Context, name string) (*CAJournal, error)
+	// FindCAJournal returns the journal whose active X.509 authority is
+	// one of ids, or ErrNotFound: how a server finds its own among those
+	// of every server sharing the database.
+	FindCAJournal(ctx context.Context, activeX509AuthorityIDs []string) (*CAJournal, error)
+	// SetCAJournal stores j under j.Name, replacing what was there.
+	SetCAJournal(ctx context.Context, j *CAJournal) error
+	// PruneCAJournals deletes the journals whose authorities all expired
+	// before expiresBefore (servers gone for good) and returns how many.
+	// A journal without an expiry (written before it was recorded) stays.
+	PruneCAJournals(ctx context.Context, expiresBefore time.Time) (int, error)
 
 	Close() error
 }

@@ -251,16 +251,29 @@ func (w metricsStore) DeleteFederationRelationship(ctx context.Context, trustDom
 	return w.ds.DeleteFederationRelationship(ctx, trustDomain)
 }
 
-func (w metricsStore) FetchCAJournal(ctx context.Context, name string) (_ []byte, err error) {
+func (w metricsStore) FetchCAJournal(ctx context.Context, name string) (_ *CAJournal, err error) {
 	done := w.call("ca_journal", "fetch")
 	defer func() { done(err) }()
 	return w.ds.FetchCAJournal(ctx, name)
 }
 
-func (w metricsStore) SetCAJournal(ctx context.Context, name string, data []byte) (err error) {
+// FindCAJournal is SPIRE's FetchCAJournal (by active authority ID).
+func (w metricsStore) FindCAJournal(ctx context.Context, ids []string) (_ *CAJournal, err error) {
+	done := w.call("ca_journal", "fetch")
+	defer func() { done(err) }()
+	return w.ds.FindCAJournal(ctx, ids)
+}
+
+func (w metricsStore) SetCAJournal(ctx context.Context, j *CAJournal) (err error) {
 	done := w.call("ca_journal", "set")
 	defer func() { done(err) }()
-	return w.ds.SetCAJournal(ctx, name, data)
+	return w.ds.SetCAJournal(ctx, j)
+}
+
+func (w metricsStore) PruneCAJournals(ctx context.Context, expiresBefore time.Time) (_ int, err error) {
+	done := w.call("ca_journal", "prune")
+	defer func() { done(err) }()
+	return w.ds.PruneCAJournals(ctx, expiresBefore)
 }
 
 // ConsumeJoinToken is SPIRE's fetch and delete of a join token in one

@@ -963,19 +963,67 @@ func testBundleConcurrentAppend(t *testing.T, ds datastore.DataStore) {
 func testCAJournal(t *testing.T, ds datastore.DataStore) {
 	_, err := ds.FetchCAJournal(ctx, "server")
 	wantErr(t, err, datastore.ErrNotFound)
-	for _, data := range [][]byte{[]byte("v1"), {0, 1, 2, 255}, {}} {
-		if err := ds.SetCAJournal(ctx, "server", data); err != nil {
+	_, err = ds.FindCAJournal(ctx, []string{"aa", ""})
+	wantErr(t, err, datastore.ErrNotFound)
+	_, err = ds.FindCAJournal(ctx, nil)
+	wantErr(t, err, datastore.ErrNotFound)
+	for _, j := range []*datastore.CAJournal{
+		{Name: "server", ActiveX509AuthorityID: "aa", ExpiresAt: 100, Data: []byte("v1")},
+		{Name: "server", ActiveX509AuthorityID: "bb", ExpiresAt: 200, Data: []byte{0, 1, 2, 255}},
+		{Name: "server", ActiveX509AuthorityID: "bb", ExpiresAt: 300, Data: []byte{}},
+	} {
+		if err := ds.SetCAJournal(ctx, j); err != nil {
 			t.Fatal(err)
 		}
 		got, err := ds.FetchCAJournal(ctx, "server")
-		if err != nil || string(got) != string(data) {
-			t.Fatalf("FetchCAJournal = %q, %v; want %q", got, err, data)
+		if err != nil || got.Name != j.Name || got.ActiveX509AuthorityID != j.ActiveX509AuthorityID ||
+			got.ExpiresAt != j.ExpiresAt || string(got.Data) != string(j.Data) {
+			t.Fatalf("FetchCAJournal = %+v, %v; want %+v", got, err, j)
 		}
 	}
-	if err := ds.SetCAJournal(ctx, "other", []byte("x")); err != nil {
+	if err := ds.SetCAJournal(ctx, &datastore.CAJournal{Name: "other", ActiveX509AuthorityID: "cc", ExpiresAt: 50, Data: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := ds.FetchCAJournal(ctx, "server"); len(got) != 0 {
-		t.Fatalf("journals are not separate: %q", got)
+	if err := ds.SetCAJournal(ctx, &datastore.CAJournal{Name: "legacy", Data: []byte("l")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ds.FetchCAJournal(ctx, "server"); len(got.Data) != 0 {
+		t.Fatalf("journals are not separate: %q", got.Data)
+	}
+	// A server finds its own journal by the authority of its active CA,
+	// whichever of its keys holds it; the replaced authority no longer
+	// finds it, and an empty ID never matches a row without one.
+	for _, c := range []struct {
+		ids  []string
+		want string
+	}{
+		{[]string{"zz", "bb"}, "server"},
+		{[]string{"cc", "bb"}, "other"},
+		{[]string{"aa"}, ""},
+		{[]string{""}, ""},
+	} {
+		got, err := ds.FindCAJournal(ctx, c.ids)
+		if c.want == "" {
+			wantErr(t, err, datastore.ErrNotFound)
+			continue
+		}
+		if err != nil || got.Name != c.want {
+			t.Fatalf("FindCAJournal(%q) = %+v, %v; want %q", c.ids, got, err, c.want)
+		}
+	}
+	// Pruning takes the journals whose authorities all expired, and keeps
+	// one whose expiry is unknown.
+	if n, err := ds.PruneCAJournals(ctx, time.Unix(300, 0)); err != nil || n != 1 {
+		t.Fatalf("PruneCAJournals = %d, %v; want 1", n, err)
+	}
+	_, err = ds.FetchCAJournal(ctx, "other")
+	wantErr(t, err, datastore.ErrNotFound)
+	for _, name := range []string{"server", "legacy"} {
+		if _, err := ds.FetchCAJournal(ctx, name); err != nil {
+			t.Fatalf("%s pruned: %v", name, err)
+		}
+	}
+	if n, err := ds.PruneCAJournals(ctx, time.Unix(301, 0)); err != nil || n != 1 {
+		t.Fatalf("PruneCAJournals = %d, %v; want 1", n, err)
 	}
 }

@@ -335,3 +335,30 @@ func TestMigrationAddsFederation(t *testing.T) {
 		t.Fatalf("bundle from before the migration: %v", fr.TrustDomainBundle)
 	}
 }
+
+// TestMigrationKeepsCAJournal upgrades a version-2 database, whose single
+// journal had no authority ID: the row stays, unclaimed, for its server to
+// find by name.
+func TestMigrationKeepsCAJournal(t *testing.T) {
+	cfg := sqliteConfig(t)
+	saved := migrations
+	t.Cleanup(func() { migrations, schemaVersion = saved, len(saved) })
+	migrations, schemaVersion = saved[:2], 2
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec(`INSERT INTO ca_journal (name, data) VALUES ('ca', x'7b7d')`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	migrations, schemaVersion = saved, len(saved)
+	s = openStore(t, cfg)
+	j, err := s.FetchCAJournal(ctx, "ca")
+	if err != nil || string(j.Data) != "{}" || j.ActiveX509AuthorityID != "" || j.ExpiresAt != 0 {
+		t.Fatalf("journal after the migration: %+v, %v", j, err)
+	}
+	if n, err := s.PruneCAJournals(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("PruneCAJournals = %d, %v; the unclaimed journal must stay", n, err)
+	}
+}

@@ -147,6 +147,16 @@ var migrations = []migration{
 			endpoint_spiffe_id {str} NOT NULL DEFAULT ''
 		)`,
 	},
+	// 3: a CA journal per server, as SPIRE's ca_journal rows: servers
+	// sharing the database find their own by the authority ID of the X.509
+	// CA active when it was written, and prune those whose authorities
+	// all expired. The row written before (name "ca") keeps "" and 0
+	// until its server claims it.
+	{
+		`ALTER TABLE ca_journal ADD COLUMN active_x509_authority_id {str} NOT NULL DEFAULT ''`,
+		`ALTER TABLE ca_journal ADD COLUMN expires_at BIGINT NOT NULL DEFAULT 0`,
+		`CREATE INDEX ca_journal_active_x509_authority_id ON ca_journal (active_x509_authority_id)`,
+	},
 }
 
 // schemaVersion is the schema version this code writes.

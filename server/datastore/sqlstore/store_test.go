@@ -75,7 +75,7 @@ func TestMigrations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.SetCAJournal(ctx, "j", []byte("kept")); err != nil {
+			if err := s.SetCAJournal(ctx, &datastore.CAJournal{Name: "j", Data: []byte("kept")}); err != nil {
 				t.Fatal(err)
 			}
 			s.Close()
@@ -85,8 +85,8 @@ func TestMigrations(t *testing.T) {
 			if err != nil {
 				t.Fatalf("reopen: %v", err)
 			}
-			if got, err := s.FetchCAJournal(ctx, "j"); err != nil || string(got) != "kept" {
-				t.Fatalf("after reopen: %q, %v", got, err)
+			if got, err := s.FetchCAJournal(ctx, "j"); err != nil || string(got.Data) != "kept" {
+				t.Fatalf("after reopen: %v, %v", got, err)
 			}
 			var version int
 			if err := s.r.QueryRow(`SELECT version FROM schema_version WHERE id = 1`).Scan(&version); err != nil || version != schemaVersion {
@@ -161,11 +161,11 @@ func TestSQLiteConnectionStrings(t *testing.T) {
 			t.Errorf("%s: %v", conn, err)
 			continue
 		}
-		if err := s.SetCAJournal(ctx, "x", []byte("y")); err != nil {
+		if err := s.SetCAJournal(ctx, &datastore.CAJournal{Name: "x", Data: []byte("y")}); err != nil {
 			t.Errorf("%s: write: %v", conn, err)
 		}
-		if got, err := s.FetchCAJournal(ctx, "x"); err != nil || string(got) != "y" {
-			t.Errorf("%s: read back %q, %v", conn, got, err)
+		if got, err := s.FetchCAJournal(ctx, "x"); err != nil || string(got.Data) != "y" {
+			t.Errorf("%s: read back %v, %v", conn, got, err)
 		}
 		var mode string
 		if err := s.w.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {

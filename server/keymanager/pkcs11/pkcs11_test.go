@@ -206,8 +206,9 @@ func TestCAWithHSMKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Swap the key under the active slot's label behind the journal.
-	if _, err := km.Token().GenerateKey(ctx, "x509-CA-A", hsm.ECP256); err != nil {
+	// Swap the active JWT key behind the journal (found by the X.509 CA's
+	// key, which stays).
+	if _, err := km.Token().GenerateKey(ctx, "JWT-Signer-A", hsm.ECP256); err != nil {
 		t.Fatal(err)
 	}
 	_ = km.Close()
