@@ -61,8 +61,9 @@ func (p *nodePruner) run(ctx context.Context) error {
 
 // prune deletes, in one pass, the nodes whose SVID expired before
 // now - expiredFor, never a banned one, and a node that cannot re-attest
-// only with includeTOFU. Each node is read again just before it goes, so
-// that one that re-attested since the listing stays.
+// only with includeTOFU. Each node is read again just before it goes, and
+// deleted only if its serials are still the ones read, so that one that
+// re-attested since (through any server) stays.
 func (p *nodePruner) prune(ctx context.Context) (int, error) {
 	before := p.clock().Add(-p.expiredFor)
 	notBanned := false
@@ -90,7 +91,14 @@ func (p *nodePruner) prune(ctx context.Context) (int, error) {
 		case cur.Banned() || cur.CertNotAfter >= before.Unix() || (!p.includeTOFU && !cur.CanReattest):
 			continue
 		}
-		if _, err := p.ds.DeleteAttestedNode(ctx, n.SPIFFEID); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		// Conditional on the serials just read: a server sharing the
+		// database may re-attest or renew the node between the read and
+		// the delete, and then it stays.
+		_, err = p.ds.DeleteAttestedNodeIf(ctx, n.SPIFFEID, cur.Serials())
+		switch {
+		case errors.Is(err, datastore.ErrNotFound) || errors.Is(err, datastore.ErrConflict):
+			continue
+		case err != nil:
 			return pruned, err
 		}
 		p.log.Debug("Pruned expired agent", "spiffe_id", n.SPIFFEID, "expired_at", time.Unix(cur.CertNotAfter, 0).UTC())

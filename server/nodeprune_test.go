@@ -69,3 +69,47 @@ func TestNodePrune(t *testing.T) {
 		})
 	}
 }
+
+// reattestBeforeDelete is a store on which another server re-attests the
+// node just before the pruner's delete reaches the database.
+type reattestBeforeDelete struct {
+	datastore.DataStore
+	t   *testing.T
+	now time.Time
+}
+
+func (s reattestBeforeDelete) DeleteAttestedNodeIf(ctx context.Context, id string, expect datastore.NodeSerials) (*datastore.AttestedNode, error) {
+	n, err := s.FetchAttestedNode(ctx, id)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	re := *n
+	re.CertSerial, re.CertNotAfter = "2", s.now.Add(time.Hour).Unix()
+	if err := s.UpdateAttestedNode(ctx, &re, n.Serials()); err != nil {
+		s.t.Fatal(err)
+	}
+	return s.DataStore.DeleteAttestedNodeIf(ctx, id, expect)
+}
+
+// TestNodePruneReattested: a node that re-attests (through another server)
+// after the pruner read it expired stays, with its new SVID.
+func TestNodePruneReattested(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	ds := sqlitetest.Open(t)
+	const id = "spiffe://example.org/spire/agent/x/old"
+	if err := ds.CreateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: id, AttestationType: "x",
+		CertSerial: "1", CertNotAfter: now.Add(-48 * time.Hour).Unix(), CanReattest: true}); err != nil {
+		t.Fatal(err)
+	}
+	p := newNodePruner(reattestBeforeDelete{DataStore: ds, t: t, now: now}, 24*time.Hour, false, quiet())
+	p.clock = func() time.Time { return now }
+	n, err := p.prune(ctx)
+	if err != nil || n != 0 {
+		t.Fatalf("prune = %d, %v; want 0 pruned", n, err)
+	}
+	got, err := ds.FetchAttestedNode(ctx, id)
+	if err != nil || got.CertSerial != "2" {
+		t.Fatalf("re-attested node after prune: %+v, %v", got, err)
+	}
+}

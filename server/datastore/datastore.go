@@ -149,6 +149,39 @@ type ListAttestedNodesRequest struct {
 	DataConsistency   DataConsistency
 }
 
+// EventKind names a change table: every write of a registration entry or
+// an attested node appends an event to its table in the write's own
+// transaction (SPIRE's registered_entries_events and
+// attested_node_entries_events), so that servers sharing the database
+// learn what changed by reading the events after the last one they saw.
+type EventKind int
+
+const (
+	// EntryEvents are registration entry changes; an event's Key is the
+	// entry ID.
+	EntryEvents EventKind = iota
+	// NodeEvents are attested node changes (its row or its selectors); an
+	// event's Key is the node's SPIFFE ID.
+	NodeEvents
+)
+
+// String is the kind's table name.
+func (k EventKind) String() string {
+	if k == NodeEvents {
+		return "attested_node_entries_events"
+	}
+	return "registered_entries_events"
+}
+
+// Event says that the entry or node Key changed; the reader fetches its
+// current state. IDs grow with every event, but transactions commit in
+// any order, so an ID may show up after a greater one has (a gap that
+// the reader checks again for a while).
+type Event struct {
+	ID  int64
+	Key string
+}
+
 // JoinToken is a single-use secret that attests one agent.
 type JoinToken struct {
 	Token     string
@@ -174,6 +207,9 @@ type DataStore interface {
 	// PruneEntries deletes, in one transaction, the entries whose
 	// ExpiresAt is set and before expiresBefore, and returns them.
 	PruneEntries(ctx context.Context, expiresBefore time.Time) ([]*types.Entry, error)
+	// FetchEntries returns the entries with these IDs that exist, in ID
+	// order; an absent ID is skipped (the entry was deleted).
+	FetchEntries(ctx context.Context, ids []string) ([]*types.Entry, error)
 	// EntriesRevision changes whenever any entry is created, updated or
 	// deleted, so caches can tell cheaply whether to reload.
 	EntriesRevision(ctx context.Context) (int64, error)
@@ -191,6 +227,12 @@ type DataStore interface {
 	UpdateAttestedNode(ctx context.Context, n *AttestedNode, expect NodeSerials) error
 	// DeleteAttestedNode removes the node and its selectors.
 	DeleteAttestedNode(ctx context.Context, spiffeID string) (*AttestedNode, error)
+	// DeleteAttestedNodeIf removes the node and its selectors if its
+	// stored serials are still expect, and returns what it removed:
+	// ErrConflict when they changed (a pruner must not delete a node that
+	// re-attested through another server since it was read), ErrNotFound
+	// when the node is absent.
+	DeleteAttestedNodeIf(ctx context.Context, spiffeID string, expect NodeSerials) (*AttestedNode, error)
 	// SetNodeSelectors replaces a node's selectors; it does not require the
 	// node to exist (SPIRE stores selectors keyed by SPIFFE ID).
 	SetNodeSelectors(ctx context.Context, spiffeID string, selectors []*types.Selector) error
@@ -252,6 +294,22 @@ type DataStore interface {
 	// DeleteFederationRelationship removes the relationship but keeps the
 	// trust domain's bundle, as SPIRE does; ErrNotFound when absent.
 	DeleteFederationRelationship(ctx context.Context, trustDomain string) error
+
+	// ListEvents returns up to limit events of kind with an ID greater
+	// than afterID, in ID order (limit <= 0: all of them).
+	ListEvents(ctx context.Context, kind EventKind, afterID int64, limit int) ([]Event, error)
+	// FetchEvents returns those of the events with these IDs that exist,
+	// in ID order: how a reader finds an event whose transaction
+	// committed after a later one's.
+	FetchEvents(ctx context.Context, kind EventKind, ids []int64) ([]Event, error)
+	// LastEventID is the greatest event ID of kind, 0 when there is none.
+	LastEventID(ctx context.Context, kind EventKind) (int64, error)
+	// PruneEvents deletes the events of every kind written before
+	// olderThan, except the newest of each kind (whose ID keeps the next
+	// ones growing on engines that recount it from the table), and
+	// returns how many it deleted. Servers sharing the database may all
+	// call it: a second call finds nothing left to delete.
+	PruneEvents(ctx context.Context, olderThan time.Time) (int64, error)
 
 	// FetchCAJournal returns the CA journal stored under name, or
 	// ErrNotFound.

@@ -288,4 +288,49 @@ func (w metricsStore) ConsumeJoinToken(ctx context.Context, token string, now ti
 }
 
 // Close closes the wrapped store.
+func (w metricsStore) FetchEntries(ctx context.Context, ids []string) (_ []*types.Entry, err error) {
+	done := w.call("registration_entry", "fetch_many")
+	defer func() { done(err) }()
+	return w.ds.FetchEntries(ctx, ids)
+}
+
+func (w metricsStore) DeleteAttestedNodeIf(ctx context.Context, spiffeID string, expect NodeSerials) (_ *AttestedNode, err error) {
+	done := w.call("node", "delete")
+	defer func() { done(err) }()
+	return w.ds.DeleteAttestedNodeIf(ctx, spiffeID, expect)
+}
+
+// Event reads are counted under SPIRE's names for them
+// (datastore.registration_entry_event.list, datastore.node_event.list).
+func eventKey(k EventKind) string {
+	if k == NodeEvents {
+		return "node_event"
+	}
+	return "registration_entry_event"
+}
+
+func (w metricsStore) ListEvents(ctx context.Context, kind EventKind, afterID int64, limit int) (_ []Event, err error) {
+	done := w.call(eventKey(kind), "list")
+	defer func() { done(err) }()
+	return w.ds.ListEvents(ctx, kind, afterID, limit)
+}
+
+func (w metricsStore) FetchEvents(ctx context.Context, kind EventKind, ids []int64) (_ []Event, err error) {
+	done := w.call(eventKey(kind), "fetch")
+	defer func() { done(err) }()
+	return w.ds.FetchEvents(ctx, kind, ids)
+}
+
+func (w metricsStore) LastEventID(ctx context.Context, kind EventKind) (_ int64, err error) {
+	done := w.call(eventKey(kind), "last_id")
+	defer func() { done(err) }()
+	return w.ds.LastEventID(ctx, kind)
+}
+
+func (w metricsStore) PruneEvents(ctx context.Context, olderThan time.Time) (_ int64, err error) {
+	done := w.call("event", "prune")
+	defer func() { done(err) }()
+	return w.ds.PruneEvents(ctx, olderThan)
+}
+
 func (w metricsStore) Close() error { return w.ds.Close() }

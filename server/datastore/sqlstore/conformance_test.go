@@ -58,6 +58,11 @@ func testDataStore(t *testing.T, open func(t *testing.T) datastore.DataStore) {
 		{"NodeUpdateUnchanged", testNodeUpdateUnchanged},
 		{"NodeUpdateConflict", testNodeUpdateConflict},
 		{"NodeUpdateRace", testNodeUpdateRace},
+		{"EntryEvents", testEntryEvents},
+		{"EntryFetchMany", testEntryFetchMany},
+		{"NodeEvents", testNodeEvents},
+		{"NodeDeleteIf", testNodeDeleteIf},
+		{"EventPrune", testEventPrune},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

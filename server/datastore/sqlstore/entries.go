@@ -47,6 +47,9 @@ func (s *Store) CreateEntry(ctx context.Context, e *types.Entry) (*types.Entry, 
 		if err := writeEntryChildren(ctx, t, id, e, true, true, true); err != nil {
 			return err
 		}
+		if err := appendEvent(ctx, t, datastore.EntryEvents, id); err != nil {
+			return err
+		}
 		out, err = fetchEntry(ctx, t, id)
 		return err
 	})
@@ -193,6 +196,9 @@ func (s *Store) UpdateEntry(ctx context.Context, e *types.Entry, mask *types.Ent
 				return err
 			}
 		}
+		if err := appendEvent(ctx, t, datastore.EntryEvents, cur.Id); err != nil {
+			return err
+		}
 		out, err = fetchEntry(ctx, t, cur.Id)
 		return err
 	})
@@ -214,8 +220,10 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (*types.Entry, error
 			return err
 		}
 		// Children go by ON DELETE CASCADE.
-		_, err = t.exec(ctx, `DELETE FROM registered_entries WHERE id = ?`, id)
-		return err
+		if _, err = t.exec(ctx, `DELETE FROM registered_entries WHERE id = ?`, id); err != nil {
+			return err
+		}
+		return appendEvent(ctx, t, datastore.EntryEvents, id)
 	})
 	if err != nil {
 		return nil, mapErr("delete entry", err)
@@ -251,6 +259,9 @@ func (s *Store) PruneEntries(ctx context.Context, expiresBefore time.Time) ([]*t
 				return err
 			}
 			if _, err := t.exec(ctx, `DELETE FROM registered_entries WHERE id = ?`, id); err != nil {
+				return err
+			}
+			if err := appendEvent(ctx, t, datastore.EntryEvents, id); err != nil {
 				return err
 			}
 			out = append(out, e)

@@ -25,6 +25,9 @@ type migration []string
 //   - {str}: a short string that is indexed or has a default, which MySQL
 //     cannot give a TEXT column.
 //   - {blob}: bytes.
+//   - {serial}: an integer primary key the engine numbers, never reusing
+//     a number (SQLite's AUTOINCREMENT; a PostgreSQL sequence; InnoDB's
+//     counter, which MariaDB 10.2.4+ and MySQL 8 persist across restarts).
 //
 // MySQL strings that take part in an index are VARCHAR(255), as SPIRE's
 // schema has them there: three of them (a selector's entry, type and value)
@@ -33,18 +36,21 @@ type migration []string
 // binary collation Open picked (byte order, as elsewhere), and DYNAMIC rows
 // (for index keys over 767 bytes).
 func dialect(eng engine, collation, stmt string) string {
-	var key, str, blob string
+	var key, str, blob, serial string
 	switch eng {
 	case sqliteEngine:
 		key, str, blob = "TEXT", "TEXT", "BLOB"
+		serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
 	case postgresEngine:
 		key, str, blob = `TEXT COLLATE "C"`, "TEXT", "BYTEA"
+		serial = "BIGSERIAL PRIMARY KEY"
 	case mysqlEngine:
 		// MEDIUMBLOB holds 16 MiB, as SPIRE's bundle and CA journal
 		// columns.
 		key, str, blob = "VARCHAR(255)", "VARCHAR(255)", "MEDIUMBLOB"
+		serial = "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY"
 	}
-	stmt = strings.NewReplacer("{key}", key, "{str}", str, "{blob}", blob).Replace(stmt)
+	stmt = strings.NewReplacer("{key}", key, "{str}", str, "{blob}", blob, "{serial}", serial).Replace(stmt)
 	if eng == mysqlEngine && strings.HasPrefix(stmt, "CREATE TABLE") {
 		stmt += " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=" + collation + " ROW_FORMAT=DYNAMIC"
 	}
@@ -156,6 +162,26 @@ var migrations = []migration{
 		`ALTER TABLE ca_journal ADD COLUMN active_x509_authority_id {str} NOT NULL DEFAULT ''`,
 		`ALTER TABLE ca_journal ADD COLUMN expires_at BIGINT NOT NULL DEFAULT 0`,
 		`CREATE INDEX ca_journal_active_x509_authority_id ON ca_journal (active_x509_authority_id)`,
+	},
+	// 4: change tables (SPIRE's registered_entries_events and
+	// attested_node_entries_events). Every entry or node write appends
+	// the key it changed in its own transaction; servers sharing the
+	// database read the events after the last one they saw to update
+	// their caches, and prune those older than prune_events_older_than
+	// (created_at, Unix seconds).
+	{
+		`CREATE TABLE registered_entries_events (
+			id {serial},
+			created_at BIGINT NOT NULL,
+			entry_id {str} NOT NULL
+		)`,
+		`CREATE INDEX registered_entries_events_created_at ON registered_entries_events (created_at)`,
+		`CREATE TABLE attested_node_entries_events (
+			id {serial},
+			created_at BIGINT NOT NULL,
+			spiffe_id {str} NOT NULL
+		)`,
+		`CREATE INDEX attested_node_entries_events_created_at ON attested_node_entries_events (created_at)`,
 	},
 }
 

@@ -27,9 +27,11 @@ func (s *Store) CreateAttestedNode(ctx context.Context, n *datastore.AttestedNod
 			return err
 		}
 		if n.Selectors != nil {
-			return replaceNodeSelectors(ctx, t, n.SPIFFEID, n.Selectors)
+			if err := replaceNodeSelectors(ctx, t, n.SPIFFEID, n.Selectors); err != nil {
+				return err
+			}
 		}
-		return nil
+		return appendEvent(ctx, t, datastore.NodeEvents, n.SPIFFEID)
 	})
 	return mapErr("create attested node", err)
 }
@@ -119,9 +121,11 @@ func (s *Store) UpdateAttestedNode(ctx context.Context, n *datastore.AttestedNod
 			return nodeMissOrConflict(ctx, t, n.SPIFFEID)
 		}
 		if n.Selectors != nil {
-			return replaceNodeSelectors(ctx, t, n.SPIFFEID, n.Selectors)
+			if err := replaceNodeSelectors(ctx, t, n.SPIFFEID, n.Selectors); err != nil {
+				return err
+			}
 		}
-		return nil
+		return appendEvent(ctx, t, datastore.NodeEvents, n.SPIFFEID)
 	})
 	return mapErr("update attested node", err)
 }
@@ -149,16 +153,23 @@ func (s *Store) DeleteAttestedNode(ctx context.Context, spiffeID string) (*datas
 		if out, err = fetchNode(ctx, t, spiffeID); err != nil {
 			return err
 		}
-		if _, err := t.exec(ctx, `DELETE FROM attested_nodes WHERE spiffe_id = ?`, spiffeID); err != nil {
-			return err
-		}
-		_, err = t.exec(ctx, `DELETE FROM node_selectors WHERE spiffe_id = ?`, spiffeID)
-		return err
+		return deleteNode(ctx, t, spiffeID)
 	})
 	if err != nil {
 		return nil, mapErr("delete attested node", err)
 	}
 	return out, nil
+}
+
+// deleteNode removes the node, its selectors, and records the event.
+func deleteNode(ctx context.Context, t txn, spiffeID string) error {
+	if _, err := t.exec(ctx, `DELETE FROM attested_nodes WHERE spiffe_id = ?`, spiffeID); err != nil {
+		return err
+	}
+	if _, err := t.exec(ctx, `DELETE FROM node_selectors WHERE spiffe_id = ?`, spiffeID); err != nil {
+		return err
+	}
+	return appendEvent(ctx, t, datastore.NodeEvents, spiffeID)
 }
 
 // SetNodeSelectors implements datastore.DataStore.
@@ -167,7 +178,10 @@ func (s *Store) SetNodeSelectors(ctx context.Context, spiffeID string, selectors
 		return errors.New("sqlstore: set node selectors: missing SPIFFE ID")
 	}
 	err := s.write(ctx, func(t txn) error {
-		return replaceNodeSelectors(ctx, t, spiffeID, selectors)
+		if err := replaceNodeSelectors(ctx, t, spiffeID, selectors); err != nil {
+			return err
+		}
+		return appendEvent(ctx, t, datastore.NodeEvents, spiffeID)
 	})
 	return mapErr("set node selectors", err)
 }
