@@ -1,0 +1,143 @@
+package wlapi
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/protobuf/proto"
+)
+
+// fullSize is set by BENCH_REPORT=1: the tests then run at the sizes the
+// report is made from.
+var fullSize = os.Getenv("BENCH_REPORT") == "1"
+
+// sizes are calls per round and kind, and rounds.
+func sizes() (calls, rounds int) {
+	if fullSize {
+		return 1000, 9
+	}
+	return 50, 2
+}
+
+// gospiffeFetch is one new-connection FetchX509SVID through go-spiffe, as
+// a workload makes it, checked to carry the expected SVID.
+func gospiffeFetch(ctx context.Context, a *agent) (time.Duration, error) {
+	start := time.Now()
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.socket))
+	d := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	if svid.ID != a.want {
+		return 0, fmt.Errorf("got SVID %s, want %s", svid.ID, a.want)
+	}
+	return d, nil
+}
+
+// rawCheckedFetch is rawFetch, with the message checked to hold the
+// expected SVID and its key (decoding is outside the timed part).
+func rawCheckedFetch(a *agent, req []byte) (time.Duration, error) {
+	d, msg, err := rawFetch(a.socket, req)
+	if err != nil {
+		return 0, err
+	}
+	var resp workload.X509SVIDResponse
+	if err := proto.Unmarshal(msg, &resp); err != nil {
+		return 0, err
+	}
+	if len(resp.Svids) != 1 || resp.Svids[0].SpiffeId != a.want.String() || len(resp.Svids[0].X509SvidKey) == 0 {
+		return 0, fmt.Errorf("unexpected response: %d SVIDs", len(resp.Svids))
+	}
+	return d, nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// dist is one agent's calls, by kind.
+type dist struct {
+	gospiffe, raw []time.Duration
+	// roundP50 are each round's p50s, by kind.
+	gospiffeP50, rawP50 []time.Duration
+}
+
+// TestShares times, in interleaved rounds against agent processes,
+// new-connection FetchX509SVID through go-spiffe and through the raw HTTP/2
+// client. The agent is this build ("current") and, if
+// BENCH_WLAPI_BASELINE names the test binary of this package built from an
+// older commit, that build too ("baseline"), so that a change is measured
+// against its baseline in the same run. BENCH_WLAPI_PROFILE=<prefix> has
+// each agent write a CPU profile to <prefix>.<mode>.
+func TestShares(t *testing.T) {
+	ctx := context.Background()
+	req := rawRequest()
+	calls, rounds := sizes()
+	prof := os.Getenv("BENCH_WLAPI_PROFILE")
+	bins := [][2]string{{"current", os.Args[0]}}
+	if b := os.Getenv("BENCH_WLAPI_BASELINE"); b != "" {
+		bins = append([][2]string{{"baseline", b}}, bins...)
+	}
+	var agents []*agent
+	for _, b := range bins {
+		p := ""
+		if prof != "" {
+			p = prof + "." + b[0]
+		}
+		agents = append(agents, spawnAgent(t, b[0], b[1], p))
+	}
+	// Warm-up: the first calls pay for lazy initialisation on both sides.
+	for _, a := range agents {
+		for range 20 {
+			if _, err := gospiffeFetch(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rawCheckedFetch(a, req); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	res := make([]dist, len(agents))
+	for r := range rounds {
+		for k := range agents {
+			// Rounds alternate which agent goes first.
+			i := (k + r) % len(agents)
+			a, d := agents[i], &res[i]
+			var g, w []time.Duration
+			for range calls {
+				x, err := gospiffeFetch(ctx, a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				g = append(g, x)
+				y, err := rawCheckedFetch(a, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w = append(w, y)
+			}
+			d.gospiffe, d.raw = append(d.gospiffe, g...), append(d.raw, w...)
+			d.gospiffeP50, d.rawP50 = append(d.gospiffeP50, median(g)), append(d.rawP50, median(w))
+		}
+	}
+	for i, a := range agents {
+		d := res[i]
+		t.Logf("%s: go-spiffe p50 %v p99 %v; raw (agent share) p50 %v p99 %v; go-spiffe share p50 %v; round p50s go-spiffe %v raw %v",
+			a.mode, median(d.gospiffe), pct(d.gospiffe, 0.99), median(d.raw), pct(d.raw, 0.99),
+			median(d.gospiffe)-median(d.raw), d.gospiffeP50, d.rawP50)
+	}
+}
