@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
+	"golang.org/x/sync/errgroup"
+
 	"github.com/spiffe-hw/spire-hw/config/hclconf"
 	"github.com/spiffe-hw/spire-hw/healthz"
 	"github.com/spiffe-hw/spire-hw/internal/daemondir"
@@ -29,13 +32,12 @@ import (
 	"github.com/spiffe-hw/spire-hw/server/config"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/endpoints"
+	"github.com/spiffe-hw/spire-hw/server/events"
 	"github.com/spiffe-hw/spire-hw/server/hostservice"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 	"github.com/spiffe-hw/spire-hw/server/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/server/notifier"
 	"github.com/spiffe-hw/spire-hw/telemetry"
-	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
-	"golang.org/x/sync/errgroup"
 )
 
 // Server is a configured, not yet running server.
@@ -58,6 +60,9 @@ type Server struct {
 	bundles *notifier.Watcher
 	// federation refreshes federated bundles and serves ours.
 	federation *federationParts
+	// events keeps the API's caches in step with the entry and node
+	// events of every server sharing the database.
+	events *events.Poller
 	// closers are plugins that hold resources (HSM sessions); nil entries
 	// and values without Close are skipped.
 	closers []any
@@ -185,6 +190,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		MaxAttestedNodeInfoStaleness: sc.MaxAttestedNodeInfoStaleness,
 		NoChangeNotices:              sc.NoChangeNotices,
 	})
+	s.events = events.New(events.Config{
+		DataStore:      s.ds,
+		Sink:           a,
+		Interval:       sc.CacheReloadInterval,
+		PruneOlderThan: sc.PruneEventsOlderThan,
+		Log:            log.With("subsystem", "events"),
+	})
+	a.FollowEvents(s.events.Sync, s.events.Interval())
+	if err := s.events.Start(ctx); err != nil {
+		return nil, fmt.Errorf("server: load the entry cache: %w", err)
+	}
 	rpcMetrics := telemetry.NewRPC(s.sinks)
 	if p := cfg.Telemetry.Prometheus; p != nil {
 		if s.metrics, err = telemetry.Listen(*p, reg, log.With("subsystem", "telemetry")); err != nil {
@@ -225,6 +241,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.svid.run(ctx) })
 	g.Go(func() error { return s.endpoints.Serve(ctx) })
 	g.Go(func() error { return pruneJoinTokens(ctx, s.ds, s.log) })
+	g.Go(func() error { return s.events.Run(ctx) })
 	entries := newEntryPruner(s.ds, s.sinks, s.log.With("subsystem", "registration_manager"))
 	g.Go(func() error { return entries.run(ctx) })
 	if d := s.cfg.Server.PruneAttestedNodesExpiredFor; d != 0 {

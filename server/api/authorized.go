@@ -2,12 +2,17 @@ package api
 
 import (
 	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/telemetry"
-	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
 // entryCache keeps every entry in memory, indexed by parent and by SPIFFE ID,
@@ -53,6 +58,14 @@ type entryCache struct {
 	loading  chan struct{} // non-nil while a reload runs; closed when it ends
 	lastEnd  time.Time     // when the last reload ended
 	lastCost time.Duration // how long it took
+
+	// follow, when set, is the events poller's Sync (FollowEvents): the
+	// snapshot is then changed only by the poller, through install and
+	// apply, and never checked against the revision. A write of this
+	// server (invalidate) makes the next request sync first, so that it
+	// sees the write; synced is the invals count the last sync covered.
+	follow func(ctx context.Context) error
+	synced uint64
 }
 
 const (
@@ -134,6 +147,9 @@ func (c *entryCache) invalidate() {
 }
 
 func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
+	if c.follow != nil {
+		return c.followedSnapshot(ctx)
+	}
 	c.mu.Lock()
 	if s := c.snap; s != nil && time.Since(c.checked) < revCheckEvery {
 		c.mu.Unlock()
@@ -215,6 +231,134 @@ func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
 		}
 		return s, err
 	}
+}
+
+// followedSnapshot is snapshot when the events poller keeps the cache. A
+// write made through this server is applied before the next request is
+// served; one made elsewhere, at the poller's next interval. When the
+// database cannot be read, the snapshot held is served: agents keep
+// their SVIDs while it is away.
+func (c *entryCache) followedSnapshot(ctx context.Context) (*entrySnapshot, error) {
+	c.mu.Lock()
+	s, invals := c.snap, c.invals
+	dirty := invals != c.synced
+	c.mu.Unlock()
+	if s != nil && !dirty {
+		return s, nil
+	}
+	err := c.follow(ctx)
+	c.mu.Lock()
+	if err == nil && invals > c.synced {
+		c.synced = invals
+	}
+	s = c.snap
+	c.mu.Unlock()
+	if s == nil {
+		if err == nil {
+			err = errors.New("entry cache not loaded")
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// install replaces the snapshot (the poller's full reload).
+func (c *entryCache) install(s *entrySnapshot) {
+	c.mu.Lock()
+	c.snap = s
+	c.mu.Unlock()
+	if c.changed != nil {
+		c.changed()
+	}
+}
+
+// reload reads every entry and installs them (the poller's full reload).
+func (c *entryCache) reload(ctx context.Context) error {
+	s, err := c.load(ctx)
+	if err != nil {
+		return err
+	}
+	c.install(s)
+	return nil
+}
+
+// Past maxPatchIDs changed entries, and a 1/maxPatchShare of all of them,
+// a full reload reads them faster than their IDs do.
+const (
+	maxPatchIDs   = 1000
+	maxPatchShare = 4
+)
+
+// apply reads the entries with these IDs again and installs a snapshot
+// with them in place of what it had (the poller's incremental update).
+func (c *entryCache) apply(ctx context.Context, ids []string) error {
+	c.mu.Lock()
+	old := c.snap
+	c.mu.Unlock()
+	if old == nil || len(ids) > maxPatchIDs && len(ids) > len(old.byID)/maxPatchShare {
+		return c.reload(ctx)
+	}
+	entries, err := c.ds.FetchEntries(ctx, ids)
+	if err != nil {
+		return err
+	}
+	changes := make(map[string]*types.Entry, len(ids))
+	for _, id := range ids {
+		changes[id] = nil
+	}
+	for _, e := range entries {
+		changes[e.Id] = e
+	}
+	c.install(old.patched(changes))
+	return nil
+}
+
+// patched returns a snapshot with changes (an entry by ID, nil for a
+// deleted one) in place of what s holds. The maps are copied, not the
+// entries, and only the index slices that changes touch are rebuilt, in
+// ID order as load makes them.
+func (s *entrySnapshot) patched(changes map[string]*types.Entry) *entrySnapshot {
+	n := &entrySnapshot{byParent: maps.Clone(s.byParent), bySPIFFEID: maps.Clone(s.bySPIFFEID), byID: maps.Clone(s.byID)}
+	parents, ids := map[string]struct{}{}, map[string]struct{}{}
+	for id, e := range changes {
+		if old := n.byID[id]; old != nil {
+			parents[protoIDString(old.ParentId)] = struct{}{}
+			ids[protoIDString(old.SpiffeId)] = struct{}{}
+		}
+		if e == nil {
+			delete(n.byID, id)
+			continue
+		}
+		n.byID[id] = e
+		parents[protoIDString(e.ParentId)] = struct{}{}
+		ids[protoIDString(e.SpiffeId)] = struct{}{}
+	}
+	rebuild := func(index map[string][]*types.Entry, keys map[string]struct{}, keyOf func(*types.Entry) string) {
+		added := make(map[string][]*types.Entry, len(keys))
+		for _, e := range changes {
+			if e != nil {
+				added[keyOf(e)] = append(added[keyOf(e)], e)
+			}
+		}
+		for k := range keys {
+			var list []*types.Entry
+			for _, e := range index[k] {
+				if _, ok := changes[e.Id]; !ok {
+					list = append(list, e)
+				}
+			}
+			list = append(list, added[k]...)
+			if len(list) == 0 {
+				delete(index, k)
+				continue
+			}
+			slices.SortFunc(list, func(a, b *types.Entry) int { return strings.Compare(a.Id, b.Id) })
+			index[k] = list
+		}
+	}
+	rebuild(n.byParent, parents, func(e *types.Entry) string { return protoIDString(e.ParentId) })
+	rebuild(n.bySPIFFEID, ids, func(e *types.Entry) string { return protoIDString(e.SpiffeId) })
+	return n
 }
 
 // load reads every entry into a new snapshot; SPIRE counts its full cache

@@ -5,9 +5,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
 )
 
 // bundleTTL bounds how long GetBundle answers from memory. Every agent
@@ -38,6 +39,22 @@ type bundleCache struct {
 	// changed, when set, is told of every invalidation (the notice
 	// stream's feed); it must not block.
 	changed func()
+	// ttl, when set, replaces bundleTTL: the events poller's interval,
+	// which refreshes the bundle after every poll (refresh).
+	ttl time.Duration
+}
+
+// refresh reads the bundle again if the cached copy is older than the
+// cache's ttl, and tells changed when it differs from the last read: the
+// events poller calls it after every poll, so that a bundle changed by
+// another server is served, and pushed to the agents, within an interval.
+func (c *bundleCache) refresh(ctx context.Context) {
+	c.mu.Lock()
+	before := c.ver
+	c.mu.Unlock()
+	if _, v, err := c.getVersion(ctx); err == nil && v != before && c.changed != nil {
+		c.changed()
+	}
 }
 
 func (c *bundleCache) get(ctx context.Context) (*types.Bundle, error) {
@@ -48,7 +65,11 @@ func (c *bundleCache) get(ctx context.Context) (*types.Bundle, error) {
 // getVersion is get with the bundle's version (see ver).
 func (c *bundleCache) getVersion(ctx context.Context) (*types.Bundle, uint64, error) {
 	c.mu.Lock()
-	if c.b != nil && time.Since(c.at) < bundleTTL {
+	ttl := bundleTTL
+	if c.ttl > 0 {
+		ttl = c.ttl
+	}
+	if c.b != nil && time.Since(c.at) < ttl {
 		b, v := c.b, c.ver
 		c.mu.Unlock()
 		return b, v, nil

@@ -11,8 +11,10 @@ import (
 // nodeTTL bounds how long a node read for authentication is trusted. Every
 // change made through this server's API takes effect at once (forget), and
 // a serial the cached node does not know is always checked against the
-// database; only a ban or eviction made by another server sharing the
-// database waits, at most nodeTTL. It is longer than an agent's sync
+// database. A ban or eviction made by another server sharing the database
+// is forgotten here when the events poller reads its event (within
+// cache_reload_interval), or else (no poller, or the database away) after
+// nodeTTL at most. It is longer than an agent's sync
 // interval (5 s) so that a fleet's syncs hit the cache: at 5 s every other
 // call of every agent queried the database.
 const nodeTTL = 30 * time.Second
@@ -84,6 +86,14 @@ func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastor
 func (c *nodeCache) forget(id string) {
 	c.mu.Lock()
 	delete(c.m, id)
+	c.gen++
+	c.mu.Unlock()
+}
+
+// forgetAll drops every node (the events poller's full reload).
+func (c *nodeCache) forgetAll() {
+	c.mu.Lock()
+	c.m = make(map[string]cachedNode)
 	c.gen++
 	c.mu.Unlock()
 }

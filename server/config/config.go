@@ -134,6 +134,13 @@ type Server struct {
 	// how long a node read to authenticate an agent is trusted; nil when
 	// not set, which keeps the server's own cache window (30 s).
 	MaxAttestedNodeInfoStaleness *time.Duration
+	// CacheReloadInterval is cache_reload_interval: how often the server
+	// reads the entry and node events that other servers sharing the
+	// database wrote (0: server/events' default, a quarter second).
+	CacheReloadInterval time.Duration
+	// PruneEventsOlderThan is prune_events_older_than: events older than
+	// this are deleted (0: SPIRE's default, 12 h).
+	PruneEventsOlderThan time.Duration
 	// NoChangeNotices is our change_notices = false: the server does not
 	// offer the change-notice service (wire/push), so our agents get
 	// Unimplemented, as from SPIRE's server, log it once and poll.
@@ -351,6 +358,14 @@ func (srv *Server) parse(s *hclconf.Section) present {
 	if s.Duration("max_attested_node_info_staleness", &staleness) {
 		srv.MaxAttestedNodeInfoStaleness = &staleness
 	}
+	for _, d := range []struct {
+		key string
+		v   *time.Duration
+	}{{"cache_reload_interval", &srv.CacheReloadInterval}, {"prune_events_older_than", &srv.PruneEventsOlderThan}} {
+		if s.Duration(d.key, d.v) && *d.v < 0 {
+			s.Errorf(d.key, "must not be negative (write a duration such as \"1s\", or leave it out for the default)")
+		}
+	}
 	notices := true
 	if s.Bool("change_notices", &notices) {
 		srv.NoChangeNotices = !notices
@@ -361,7 +376,7 @@ func (srv *Server) parse(s *hclconf.Section) present {
 	// Known to SPIRE, not implemented here.
 	for _, key := range []string{
 		"experimental",
-		"cache_reload_interval", "prune_events_older_than", "sql_transaction_timeout",
+		"sql_transaction_timeout",
 		"log_source_location", "use_legacy_downstream_x509_ca_ttl",
 		"exclude_sn_from_ca_subject", "omit_x509svid_uid", "upstream_bundle",
 		"tls_policy", "registration_uds_path",

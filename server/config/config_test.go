@@ -290,7 +290,11 @@ telemetry {
 		t.Errorf("telemetry Statsd = %+v, want localhost:8125", s)
 	}
 	all := strings.Join(c.Warnings, "\n")
-	for _, key := range []string{"server.cache_reload_interval", "server.profiling_freq",
+	// cache_reload_interval is acted on: the events poller's interval.
+	if c.Server.CacheReloadInterval != 5*time.Second || strings.Contains(all, "cache_reload_interval") {
+		t.Errorf("cache_reload_interval = %v (warnings %q), want 5s without a warning", c.Server.CacheReloadInterval, all)
+	}
+	for _, key := range []string{"server.profiling_freq",
 		"server.experimental", "server.federation.bundle_endpoint: Bundle endpoint is configured but has no profile set",
 		"server.default_svid_ttl: deprecated"} {
 		if !strings.Contains(all, key) {

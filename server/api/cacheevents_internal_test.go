@@ -1,0 +1,170 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
+	"github.com/spiffe-hw/spire-hw/server/events"
+)
+
+// sameSnapshot fails unless a and b index the same entries the same way.
+func sameSnapshot(t *testing.T, a, b *entrySnapshot) {
+	t.Helper()
+	for _, idx := range []struct {
+		name string
+		a, b map[string][]*types.Entry
+	}{{"byParent", a.byParent, b.byParent}, {"bySPIFFEID", a.bySPIFFEID, b.bySPIFFEID}} {
+		if len(idx.a) != len(idx.b) {
+			t.Fatalf("%s: %d keys, want %d", idx.name, len(idx.a), len(idx.b))
+		}
+		for k, want := range idx.b {
+			got := idx.a[k]
+			if !slices.EqualFunc(got, want, func(x, y *types.Entry) bool { return proto.Equal(x, y) }) {
+				t.Fatalf("%s[%s]: %v, want %v", idx.name, k, got, want)
+			}
+		}
+	}
+	if len(a.byID) != len(b.byID) {
+		t.Fatalf("byID: %d entries, want %d", len(a.byID), len(b.byID))
+	}
+	for id, e := range b.byID {
+		if !proto.Equal(a.byID[id], e) {
+			t.Fatalf("byID[%s] = %v, want %v", id, a.byID[id], e)
+		}
+	}
+}
+
+// TestEntryCachePatched: a snapshot patched with the entries that changed
+// equals one loaded from scratch, through creations, moves between
+// parents and SPIFFE IDs, and deletions.
+func TestEntryCachePatched(t *testing.T) {
+	ctx := context.Background()
+	ds := sqlitetest.Open(t)
+	c := newEntryCache(ds, nil)
+	if err := c.reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var ids []string
+	for round := range 30 {
+		var changed []string
+		for range 1 + rng.IntN(8) {
+			switch op := rng.IntN(3); {
+			case op == 0 || len(ids) == 0:
+				e, err := ds.CreateEntry(ctx, &types.Entry{
+					SpiffeId:  &types.SPIFFEID{TrustDomain: "example.org", Path: fmt.Sprintf("/w%d", rng.IntN(5))},
+					ParentId:  &types.SPIFFEID{TrustDomain: "example.org", Path: fmt.Sprintf("/p%d", rng.IntN(3))},
+					Selectors: []*types.Selector{{Type: "u", Value: fmt.Sprint(round, rng.Int())}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, e.Id)
+				changed = append(changed, e.Id)
+			case op == 1:
+				id := ids[rng.IntN(len(ids))]
+				_, err := ds.UpdateEntry(ctx, &types.Entry{Id: id,
+					SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: fmt.Sprintf("/w%d", rng.IntN(5))},
+					ParentId: &types.SPIFFEID{TrustDomain: "example.org", Path: fmt.Sprintf("/p%d", rng.IntN(3))}},
+					&types.EntryMask{SpiffeId: true, ParentId: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				changed = append(changed, id)
+			default:
+				i := rng.IntN(len(ids))
+				if _, err := ds.DeleteEntry(ctx, ids[i]); err != nil {
+					t.Fatal(err)
+				}
+				changed = append(changed, ids[i])
+				ids = slices.Delete(ids, i, i+1)
+			}
+		}
+		if err := c.apply(ctx, changed); err != nil {
+			t.Fatal(err)
+		}
+		want, err := c.load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameSnapshot(t, c.snap, want)
+	}
+}
+
+// TestFollowEvents: two servers' APIs on one database, each following the
+// events: a write through one is served by it at once and by the other
+// after its next poll, entries and node bans alike, and a poll that finds
+// nothing leaves the snapshot as it was.
+func TestFollowEvents(t *testing.T) {
+	ctx := context.Background()
+	ds := sqlitetest.Open(t)
+	newAPI := func() (*API, *events.Poller) {
+		a := New(Config{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), DataStore: ds})
+		p := events.New(events.Config{DataStore: ds, Sink: a})
+		a.FollowEvents(p.Sync, p.Interval())
+		if err := p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return a, p
+	}
+	a, _ := newAPI()
+	b, pb := newAPI()
+
+	// Through a: its own write is in its next snapshot.
+	e, err := ds.CreateEntry(ctx, workloadEntry("/w"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.entries.invalidate()
+	snapA, err := a.entries.snapshot(ctx)
+	if err != nil || snapA.byID[e.Id] == nil {
+		t.Fatalf("a's snapshot after its write: %v", err)
+	}
+	// b has not polled: it serves what it had, without asking.
+	snapB, _ := b.entries.snapshot(ctx)
+	if snapB.byID[e.Id] != nil {
+		t.Fatal("b has the entry before polling")
+	}
+	if err := pb.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snapB2, _ := b.entries.snapshot(ctx)
+	if snapB2.byID[e.Id] == nil {
+		t.Fatal("b lacks the entry after polling")
+	}
+	if err := pb.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := b.entries.snapshot(ctx); s != snapB2 {
+		t.Fatal("an empty poll replaced b's snapshot")
+	}
+
+	// b caches a node; a bans it; b's next poll drops it from the cache.
+	const id = "spiffe://example.org/spire/agent/x/1"
+	if err := ds.CreateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: id, AttestationType: "x", CertSerial: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.nodes.fetch(ctx, id, false); err != nil || n.Banned() {
+		t.Fatalf("b's fetch: %+v, %v", n, err)
+	}
+	if err := ds.UpdateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: id, AttestationType: "x"}, datastore.NodeSerials{CertSerial: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := b.nodes.fetch(ctx, id, false); n.Banned() {
+		t.Fatal("b's node cache saw the ban before polling (the check cannot tell)")
+	}
+	if err := pb.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.nodes.fetch(ctx, id, false); err != nil || !n.Banned() {
+		t.Fatalf("b's fetch after polling: %+v, %v; want banned", n, err)
+	}
+}

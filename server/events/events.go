@@ -1,0 +1,389 @@
+// Package events keeps a server's caches in step with a database that other
+// servers write too, as SPIRE's events-based cache does: every entry or node
+// write appends an event (the entry ID or node SPIFFE ID) in its own
+// transaction, and each server reads, every cache_reload_interval, the
+// events after the last one it saw and has its caches read again just what
+// they name. A full reload happens only at start and when the events cannot
+// be trusted to name every change (an apply failed, or more IDs are missing
+// than can be tracked).
+//
+// Event IDs are allotted when a transaction writes its event, not when it
+// commits, so an ID can become visible after a greater one has. Such a gap
+// is remembered and looked for again at every poll for EventTimeout
+// (SPIRE's 15 minutes), after which it is taken for a transaction that
+// rolled back. IDs below the last one seen at a full reload are looked at in
+// the same way for a while after it.
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe-hw/spire-hw/server/datastore"
+)
+
+// Defaults. SPIRE's events-based cache polls every cache_reload_interval
+// (5 s by default); ours is a quarter of a second, so that a change made
+// through another server is in force here well within a second, for two
+// indexed queries per interval.
+const (
+	DefaultInterval       = 250 * time.Millisecond
+	DefaultPruneOlderThan = 12 * time.Hour // SPIRE's prune_events_older_than
+	DefaultEventTimeout   = 15 * time.Minute
+	// pruneEvery is how often each server prunes; the DELETE is
+	// idempotent, so servers sharing a database need not agree on who.
+	pruneEvery = 10 * time.Minute
+	// pageSize bounds one read of new events.
+	pageSize = 5000
+	// maxTracked bounds the missing IDs tracked per table; past it the
+	// caches are reloaded instead (a gap that size is no transaction
+	// still running, but pruned or lost events).
+	maxTracked = 10000
+	// lookback is how many IDs below the last one seen at a full reload
+	// are checked for gaps: transactions that were still open then.
+	lookback = 1000
+)
+
+// Sink is what the poller keeps up to date (the server API's caches).
+type Sink interface {
+	// Reload reads every cache again from the database.
+	Reload(ctx context.Context) error
+	// EntriesChanged reads again the entries with these IDs (an absent
+	// one was deleted).
+	EntriesChanged(ctx context.Context, ids []string) error
+	// NodesChanged forgets what is cached of these nodes.
+	NodesChanged(ctx context.Context, ids []string) error
+	// Polled is called after every successful poll, for caches that
+	// check for changes without events (the bundle).
+	Polled(ctx context.Context)
+}
+
+// Config configures a Poller.
+type Config struct {
+	DataStore datastore.DataStore
+	Sink      Sink
+	// Interval is cache_reload_interval; DefaultInterval when 0.
+	Interval time.Duration
+	// PruneOlderThan is prune_events_older_than; DefaultPruneOlderThan
+	// when 0.
+	PruneOlderThan time.Duration
+	// EventTimeout is how long a missing ID is looked for;
+	// DefaultEventTimeout when 0.
+	EventTimeout time.Duration
+	Clock        func() time.Time
+	Log          *slog.Logger
+}
+
+// Stats are counts since the poller started.
+type Stats struct {
+	// Polls is the number of completed polls.
+	Polls uint64
+	// Applied is the number of events applied (each a key the caches
+	// read again).
+	Applied uint64
+	// Reloads is the number of full reloads, the first included.
+	Reloads uint64
+	// GapsFilled is the number of missing IDs found later.
+	GapsFilled uint64
+}
+
+// Poller reads the events and applies them to its sink.
+type Poller struct {
+	cfg Config
+
+	// mu serializes polls: the background loop and callers that need a
+	// change of their own server applied before they go on (Sync).
+	mu       sync.Mutex
+	trackers [2]*tracker
+	// reload asks the next poll for a full reload.
+	reload bool
+
+	kick  chan struct{}
+	stats struct{ polls, applied, reloads, gaps atomic.Uint64 }
+}
+
+// tracker follows one event table.
+type tracker struct {
+	kind datastore.EventKind
+	// last is the greatest event ID seen.
+	last int64
+	// missing are the IDs below last not seen yet, with when they were
+	// first missed.
+	missing map[int64]time.Time
+}
+
+// New returns a poller; call Start, then Run.
+func New(cfg Config) *Poller {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.PruneOlderThan <= 0 {
+		cfg.PruneOlderThan = DefaultPruneOlderThan
+	}
+	if cfg.EventTimeout <= 0 {
+		cfg.EventTimeout = DefaultEventTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	p := &Poller{cfg: cfg, reload: true, kick: make(chan struct{}, 1)}
+	for i, k := range []datastore.EventKind{datastore.EntryEvents, datastore.NodeEvents} {
+		p.trackers[i] = &tracker{kind: k, missing: map[int64]time.Time{}}
+	}
+	return p
+}
+
+// Interval is the poll interval in use.
+func (p *Poller) Interval() time.Duration { return p.cfg.Interval }
+
+// Stats returns the counts so far.
+func (p *Poller) Stats() Stats {
+	return Stats{Polls: p.stats.polls.Load(), Applied: p.stats.applied.Load(),
+		Reloads: p.stats.reloads.Load(), GapsFilled: p.stats.gaps.Load()}
+}
+
+// Start makes the first, full load; the caches are complete when it
+// returns nil.
+func (p *Poller) Start(ctx context.Context) error { return p.Sync(ctx) }
+
+// Kick asks the loop to poll now rather than at the next interval.
+func (p *Poller) Kick() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run polls every interval, and prunes old events now and then, until ctx
+// ends. A failed poll is logged and retried at the next interval; the
+// caches keep serving what they hold meanwhile.
+func (p *Poller) Run(ctx context.Context) error {
+	p.cfg.Log.Info("Following entry and node events", "cache_reload_interval", p.cfg.Interval,
+		"prune_events_older_than", p.cfg.PruneOlderThan)
+	t := time.NewTicker(p.cfg.Interval)
+	defer t.Stop()
+	// The first prune comes at a random point of the period, so that
+	// servers started together do not prune together.
+	prune := time.NewTimer(time.Duration(rand.Int64N(int64(pruneEvery))))
+	defer prune.Stop()
+	var failing bool
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-p.kick:
+		case <-prune.C:
+			prune.Reset(pruneEvery)
+			n, err := p.cfg.DataStore.PruneEvents(ctx, p.cfg.Clock().Add(-p.cfg.PruneOlderThan))
+			if err != nil && ctx.Err() == nil {
+				p.cfg.Log.Warn("Failed to prune events", "error", err)
+			} else if n > 0 {
+				p.cfg.Log.Debug("Pruned events", "count", n)
+			}
+			continue
+		}
+		err := p.Sync(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil && !failing:
+			p.cfg.Log.Warn("Failed to read entry and node events; serving the cached entries and nodes meanwhile", "error", err)
+			failing = true
+		case err == nil && failing:
+			p.cfg.Log.Info("Reading entry and node events again")
+			failing = false
+		}
+	}
+}
+
+// Sync polls once: when it returns nil, every change committed before it
+// was called is in the caches.
+func (p *Poller) Sync(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reload {
+		if err := p.fullReload(ctx); err != nil {
+			return err
+		}
+		p.reload = false
+	} else if err := p.poll(ctx); err != nil {
+		var inc inconsistency
+		if !errors.As(err, &inc) {
+			return err
+		}
+		p.cfg.Log.Warn("Reloading the entry and node caches", "reason", err)
+		if err := p.fullReload(ctx); err != nil {
+			p.reload = true
+			return err
+		}
+	}
+	p.stats.polls.Add(1)
+	p.cfg.Sink.Polled(ctx)
+	return nil
+}
+
+// inconsistency is a poll's finding that the events cannot name every
+// change; a full reload follows.
+type inconsistency struct{ reason string }
+
+func (e inconsistency) Error() string { return e.reason }
+
+// fullReload reads the last event IDs, then every cache: a change
+// committed after the IDs were read is in the caches and its event is
+// applied again (harmless). The IDs missing just below the last ones
+// are tracked: their transactions may not have committed yet.
+func (p *Poller) fullReload(ctx context.Context) error {
+	lasts := make([]int64, len(p.trackers))
+	for i, tr := range p.trackers {
+		last, err := p.cfg.DataStore.LastEventID(ctx, tr.kind)
+		if err != nil {
+			return err
+		}
+		lasts[i] = last
+	}
+	if err := p.cfg.Sink.Reload(ctx); err != nil {
+		return fmt.Errorf("reload the caches: %w", err)
+	}
+	p.stats.reloads.Add(1)
+	now := p.cfg.Clock()
+	for i, tr := range p.trackers {
+		tr.last, tr.missing = lasts[i], map[int64]time.Time{}
+		evs, err := p.cfg.DataStore.ListEvents(ctx, tr.kind, max(0, tr.last-lookback), 0)
+		if err != nil {
+			// The caches are loaded; only the gaps are not known.
+			p.cfg.Log.Debug("Could not read the recent events after a reload", "error", err)
+			continue
+		}
+		prev := int64(-1)
+		for _, ev := range evs {
+			if ev.ID > tr.last {
+				break
+			}
+			if prev >= 0 {
+				for id := prev + 1; id < ev.ID; id++ {
+					tr.missing[id] = now
+				}
+			}
+			prev = ev.ID
+		}
+		if prev >= 0 {
+			for id := prev + 1; id <= tr.last; id++ {
+				tr.missing[id] = now
+			}
+		}
+	}
+	return nil
+}
+
+// poll applies the events after the last seen and the missing ones that
+// showed up.
+func (p *Poller) poll(ctx context.Context) error {
+	now := p.cfg.Clock()
+	keys := make([][]string, len(p.trackers))
+	type pending struct {
+		last    int64
+		missing map[int64]time.Time
+		gaps    int
+	}
+	next := make([]pending, len(p.trackers))
+	for i, tr := range p.trackers {
+		// Work on copies, committed once the sink has the changes: a
+		// failed apply leaves the trackers where they were.
+		missing := make(map[int64]time.Time, len(tr.missing))
+		for id, at := range tr.missing {
+			if now.Sub(at) < p.cfg.EventTimeout {
+				missing[id] = at
+			}
+		}
+		var gaps int
+		if len(missing) > 0 {
+			ids := make([]int64, 0, len(missing))
+			for id := range missing {
+				ids = append(ids, id)
+			}
+			found, err := p.cfg.DataStore.FetchEvents(ctx, tr.kind, ids)
+			if err != nil {
+				return err
+			}
+			for _, ev := range found {
+				delete(missing, ev.ID)
+				keys[i] = append(keys[i], ev.Key)
+				gaps++
+			}
+		}
+		last := tr.last
+		for {
+			evs, err := p.cfg.DataStore.ListEvents(ctx, tr.kind, last, pageSize)
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				if ev.ID-last-1 > maxTracked-int64(len(missing)) {
+					return inconsistency{fmt.Sprintf("%v: %d event IDs missing after %d", tr.kind, ev.ID-last-1, last)}
+				}
+				for id := last + 1; id < ev.ID; id++ {
+					missing[id] = now
+				}
+				last = ev.ID
+				keys[i] = append(keys[i], ev.Key)
+			}
+			if len(evs) < pageSize {
+				break
+			}
+		}
+		next[i] = pending{last: last, missing: missing, gaps: gaps}
+	}
+	if err := p.apply(ctx, keys); err != nil {
+		return inconsistency{fmt.Sprintf("apply events: %v", err)}
+	}
+	for i, tr := range p.trackers {
+		tr.last, tr.missing = next[i].last, next[i].missing
+		p.stats.gaps.Add(uint64(next[i].gaps))
+	}
+	return nil
+}
+
+func (p *Poller) apply(ctx context.Context, keys [][]string) error {
+	for i, tr := range p.trackers {
+		ks := dedup(keys[i])
+		if len(ks) == 0 {
+			continue
+		}
+		var err error
+		if tr.kind == datastore.EntryEvents {
+			err = p.cfg.Sink.EntriesChanged(ctx, ks)
+		} else {
+			err = p.cfg.Sink.NodesChanged(ctx, ks)
+		}
+		if err != nil {
+			return err
+		}
+		p.stats.applied.Add(uint64(len(keys[i])))
+	}
+	return nil
+}
+
+func dedup(keys []string) []string {
+	if len(keys) < 2 {
+		return keys
+	}
+	seen := make(map[string]struct{}, len(keys))
+	out := keys[:0:0]
+	for _, k := range keys {
+		if _, ok := seen[k]; !ok {
+			seen[k] = struct{}{}
+			out = append(out, k)
+		}
+	}
+	return out
+}
