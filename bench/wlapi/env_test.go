@@ -1,8 +1,10 @@
 package wlapi
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -49,6 +51,16 @@ type agent struct {
 	socket string
 	want   spiffeid.ID
 	cmd    *exec.Cmd
+	out    *bufio.Reader
+}
+
+// serverTimes returns the agent process's server times (see serverTimes)
+// since the last call.
+func (a *agent) serverTimes() ([]time.Duration, error) {
+	if err := a.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		return nil, err
+	}
+	return readTimes(a.out)
 }
 
 // Environment of the agent process the bench re-executes itself as.
@@ -78,7 +90,16 @@ func TestAgentProcess(t *testing.T) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	serveAgent(ctx, t, socket)
+	st := &serverTimes{}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		for range usr1 {
+			os.Stdout.WriteString(timesLine(st.take()))
+		}
+	}()
+	serveAgent(ctx, t, socket, st)
 }
 
 // spawnAgent starts the agent process from the test binary bin (named
@@ -89,11 +110,15 @@ func spawnAgent(t testing.TB, mode, bin, profile string) *agent {
 	socket := filepath.Join(t.TempDir(), "agent.sock")
 	cmd := exec.Command(bin, "-test.run=^TestAgentProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), socketEnv+"="+socket, profileEnv+"="+profile)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{mode: mode, socket: socket, want: spiffeIDWant(), cmd: cmd}
+	a := &agent{mode: mode, socket: socket, want: spiffeIDWant(), cmd: cmd, out: bufio.NewReader(out)}
 	t.Cleanup(func() { a.stop(t) })
 	waitSocket(t, socket)
 	return a
@@ -105,6 +130,7 @@ func (a *agent) stop(t testing.TB) {
 		return
 	}
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	_, _ = io.Copy(io.Discard, a.out)
 	if err := a.cmd.Wait(); err != nil {
 		t.Errorf("agent process (%s): %v", a.mode, err)
 	}
@@ -132,8 +158,10 @@ func waitSocket(t testing.TB, socket string) {
 
 // serveAgent serves the Workload API on socket until ctx is done, with the
 // unix attestor and a cache holding one SVID for this process's uid (and
-// entries for other uids, as an agent's cache holds).
-func serveAgent(ctx context.Context, t testing.TB, socket string, opts ...grpc.ServerOption) {
+// entries for other uids, as an agent's cache holds). It serves as
+// workloadapi.Serve does (same connection limits and gRPC options), with
+// each connection timed into st.
+func serveAgent(ctx context.Context, t testing.TB, socket string, st *serverTimes, opts ...grpc.ServerOption) {
 	t.Helper()
 	td := benchTD
 	ca := workloadapitest.NewCA(t, td)
@@ -162,7 +190,21 @@ func serveAgent(ctx context.Context, t testing.TB, socket string, opts ...grpc.S
 		TrustDomain: td,
 		Log:         slog.New(slog.DiscardHandler),
 	}
-	if err := agentapi.Serve(ctx, agentapi.ServeConfig{SocketPath: socket}, agentapi.New(cfg), opts...); err != nil {
+	l, err := agentapi.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := agentapi.NewServer(agentapi.New(cfg), append(agentapi.ServerOptions(agentapi.Limits{}), opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(agentapi.LimitListener(timedListener{l, st}, agentapi.Limits{}, cfg.Log)) }()
+	select {
+	case <-ctx.Done():
+		s.Stop()
+		<-errc
+	case err := <-errc:
 		t.Fatal(err)
 	}
 }

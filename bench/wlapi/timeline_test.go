@@ -81,7 +81,7 @@ func TestTimeline(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		serveAgent(ctx, t, socket, grpc.StatsHandler(tl),
+		serveAgent(ctx, t, socket, &serverTimes{}, grpc.StatsHandler(tl),
 			grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 				tl.mark("3 handler starts")
 				return h(srv, timedStream{ss, tl})
