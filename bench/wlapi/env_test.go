@@ -188,7 +188,9 @@ func serveAgent(ctx context.Context, t testing.TB, socket string, st *serverTime
 		Manager:     cacheManager{c},
 		Attestors:   []agentapi.Attestor{unix.New(unix.Config{})},
 		TrustDomain: td,
-		Log:         slog.New(slog.DiscardHandler),
+		// The agent logs as text at INFO (logging.New); With pre-formats
+		// attributes there, which a discarding handler would not show.
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	l, err := agentapi.Listen(socket)
 	if err != nil {
