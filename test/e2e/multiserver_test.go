@@ -37,6 +37,13 @@ import (
 // its CA key is its own (a disk key manager in its own directory).
 func startSharedServer(t *testing.T, dsn string) *serverEnv {
 	t.Helper()
+	return startSharedServerOn(t, "postgres", dsn)
+}
+
+// startSharedServerOn is startSharedServer on a database of databaseType
+// ("postgres" or "mysql").
+func startSharedServerOn(t *testing.T, databaseType, dsn string) *serverEnv {
+	t.Helper()
 	dir := shortTempDir(t)
 	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: freePort(t)}
 	conf := fmt.Sprintf(`server {
@@ -50,7 +57,7 @@ func startSharedServer(t *testing.T, dsn string) *serverEnv {
 plugins {
     DataStore "sql" {
         plugin_data {
-            database_type = "postgres"
+            database_type = %q
             connection_string = %q
         }
     }
@@ -61,7 +68,7 @@ plugins {
     }
     %s
 }
-`, s.port, s.socket, filepath.Join(dir, "data"), dsn, filepath.Join(dir, "data/keys.json"), joinTokenAttestor)
+`, s.port, s.socket, filepath.Join(dir, "data"), databaseType, dsn, filepath.Join(dir, "data/keys.json"), joinTokenAttestor)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -237,6 +244,17 @@ func TestTwoServersRenewSameAgent(t *testing.T) {
 			t.Fatalf("round %d: stored %+v after syncing with serial %s", round, got, serialOf(svid))
 		}
 	}
+	// The entry was created through A: B serves it once its events
+	// poller has read the entry's event.
+	connB0 := agentConn(t, srvB, bundle, cur)
+	within(t, time.Now(), "entry created through A served by B", func() error {
+		ids, err := syncEntries(ctx, connB0)
+		if err != nil || len(ids) != 1 {
+			return fmt.Errorf("entries %v, %v", ids, err)
+		}
+		return nil
+	})
+	connB0.Close()
 	syncBoth(0, cur)
 
 	const rounds = 20
