@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/agent/keymanager/disk"
@@ -70,6 +71,28 @@ type state struct {
 type store struct {
 	dir string
 	db  *bolt.DB
+
+	// written is what the database holds, by entry ID, as far as save
+	// knows: nil until the first save, which rewrites everything (so that
+	// records load skipped are dropped); later saves write only what
+	// changed. Rewriting 10,000 entries and SVIDs on every change
+	// allocated a page for every record each time (bbolt's Tx.allocate
+	// and the JSON of the SVIDs were 32 MiB of the agent's 100 MiB heap
+	// while it filled). mu serializes saves, which read and replace it.
+	mu      sync.Mutex
+	written *writtenState
+}
+
+// writtenState identifies the persisted records: an entry by its revision,
+// an SVID by its revision and leaf certificate.
+type writtenState struct {
+	entries map[string]int64
+	svids   map[string]svidMark
+}
+
+type svidMark struct {
+	revision int64
+	leaf     *x509.Certificate
 }
 
 // openStore opens the cache in dir; log gets a warning when an existing
@@ -116,17 +139,28 @@ func (s *store) close() error { return s.db.Close() }
 // save replaces the persisted state in one transaction, so that a crash
 // leaves either the old state or the new one.
 func (s *store) save(st *state) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := &writtenState{entries: make(map[string]int64, len(st.entries)), svids: make(map[string]svidMark, len(st.svids))}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEntries, bucketSVIDs, bucketBundles} {
-			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
-				return err
+		prev := s.written
+		if prev == nil {
+			prev = &writtenState{}
+			for _, name := range [][]byte{bucketEntries, bucketSVIDs} {
+				if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+					return err
+				}
+				if _, err := tx.CreateBucket(name); err != nil {
+					return err
+				}
 			}
 		}
-		entries, err := tx.CreateBucket(bucketEntries)
-		if err != nil {
-			return err
-		}
+		entries := tx.Bucket(bucketEntries)
 		for _, e := range st.entries {
+			next.entries[e.Id] = e.RevisionNumber
+			if rev, ok := prev.entries[e.Id]; ok && rev == e.RevisionNumber {
+				continue
+			}
 			b, err := proto.Marshal(e)
 			if err != nil {
 				return err
@@ -135,15 +169,28 @@ func (s *store) save(st *state) error {
 				return err
 			}
 		}
-		svids, err := tx.CreateBucket(bucketSVIDs)
-		if err != nil {
-			return err
+		for id := range prev.entries {
+			if _, ok := next.entries[id]; !ok {
+				if err := entries.Delete([]byte(id)); err != nil {
+					return err
+				}
+			}
 		}
+		svids := tx.Bucket(bucketSVIDs)
 		for id, sv := range st.svids {
+			mark := svidMark{revision: sv.revision}
+			if len(sv.chain) > 0 {
+				mark.leaf = sv.chain[0]
+			}
+			next.svids[id] = mark
+			if old, ok := prev.svids[id]; ok && old == mark {
+				continue
+			}
 			rec := svidRecord{Revision: sv.revision}
 			for _, c := range sv.chain {
 				rec.Chain = append(rec.Chain, c.Raw)
 			}
+			var err error
 			if rec.Key, err = x509.MarshalPKCS8PrivateKey(sv.key); err != nil {
 				return err
 			}
@@ -154,6 +201,17 @@ func (s *store) save(st *state) error {
 			if err := svids.Put([]byte(id), b); err != nil {
 				return err
 			}
+		}
+		for id := range prev.svids {
+			if _, ok := next.svids[id]; !ok {
+				if err := svids.Delete([]byte(id)); err != nil {
+					return err
+				}
+			}
+		}
+		// A handful of bundles: rewritten whole.
+		if err := tx.DeleteBucket(bucketBundles); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return err
 		}
 		bundles, err := tx.CreateBucket(bucketBundles)
 		if err != nil {
@@ -175,8 +233,11 @@ func (s *store) save(st *state) error {
 		return tx.Bucket(bucketMeta).Put(keyReattest, reattest)
 	})
 	if err != nil {
+		// The transaction rolled back: what was written before stands,
+		// unless it never was known.
 		return fmt.Errorf("manager: save cache: %w", err)
 	}
+	s.written = next
 	return nil
 }
 

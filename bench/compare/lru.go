@@ -106,7 +106,7 @@ func (s *scenarioRun) lru(ctx context.Context, im Impl, _ int) error {
 	if res.Held, err = held(); err != nil {
 		return err
 	}
-	if err := saveAgentHeap(ctx, im); err != nil {
+	if err := saveAgentHeap(ctx, im, "lru", ag.proc.Pid()); err != nil {
 		return err
 	}
 
@@ -161,10 +161,12 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // saveAgentHeap writes the agent's heap profile to
-// $BENCH_AGENT_PROFILE/<impl>-heap.pprof when both that and
+// $BENCH_AGENT_PROFILE/<impl>-<scenario>-heap.pprof when both that and
 // BENCH_AGENT_PPROF are set, so that a memory figure comes with where the
-// memory goes.
-func saveAgentHeap(ctx context.Context, im Impl) error {
+// memory goes; <impl>-<scenario>-smaps.txt beside it has the kernel's
+// split of the resident memory (anonymous: the Go heap and stacks; file:
+// the binary and bbolt's map of the cache).
+func saveAgentHeap(ctx context.Context, im Impl, scenario string, pid int) error {
 	dir, port := os.Getenv("BENCH_AGENT_PROFILE"), os.Getenv("BENCH_AGENT_PPROF")
 	if dir == "" || port == "" {
 		return nil
@@ -182,5 +184,12 @@ func saveAgentHeap(ctx context.Context, im Impl) error {
 	if err != nil {
 		return fmt.Errorf("compare: agent heap profile: %w", err)
 	}
-	return os.WriteFile(filepath.Join(dir, im.Name+"-heap.pprof"), b, 0o644)
+	if err := os.WriteFile(filepath.Join(dir, im.Name+"-"+scenario+"-heap.pprof"), b, 0o644); err != nil {
+		return err
+	}
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return fmt.Errorf("compare: %w", err)
+	}
+	return os.WriteFile(filepath.Join(dir, im.Name+"-"+scenario+"-smaps.txt"), smaps, 0o644)
 }

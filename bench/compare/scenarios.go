@@ -319,6 +319,9 @@ func (s *scenarioRun) cache(ctx context.Context, im Impl, _ int) error {
 	if res.AgentRSS, res.AgentPeak, err = rss(ag.proc.Pid()); err != nil {
 		return err
 	}
+	if err := saveAgentHeap(ctx, im, "cache", ag.proc.Pid()); err != nil {
+		return err
+	}
 	if res.ServerRSS, res.ServerPeak, err = rss(srv.proc.Pid()); err != nil {
 		return err
 	}

@@ -1,0 +1,146 @@
+package manager
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"testing"
+
+	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	bolt "go.etcd.io/bbolt"
+)
+
+// storeState builds a state of n entries, each with an SVID, at revision rev.
+func storeState(t *testing.T, n int, rev int64, cert *x509.Certificate) *state {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &state{svids: map[string]storedSVID{}, bundles: map[string]*types.Bundle{"example.org": {TrustDomain: "example.org"}}}
+	for i := range n {
+		id := fmt.Sprintf("entry-%04d", i)
+		st.entries = append(st.entries, &types.Entry{Id: id, RevisionNumber: rev, SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: fmt.Sprintf("/w/%d/%d", i, rev)}})
+		st.svids[id] = storedSVID{revision: rev, chain: []*x509.Certificate{cert}, key: key}
+	}
+	return st
+}
+
+// loaded reads the store back as entry ID -> SPIFFE ID path, and the IDs
+// holding an SVID with their revisions.
+func loaded(t *testing.T, s *store) (map[string]string, map[string]int64) {
+	t.Helper()
+	st, problems := s.load()
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	entries, svids := map[string]string{}, map[string]int64{}
+	for _, e := range st.entries {
+		entries[e.Id] = e.SpiffeId.GetPath()
+	}
+	for id, sv := range st.svids {
+		svids[id] = sv.revision
+	}
+	return entries, svids
+}
+
+func writes(s *store) int64 { st := s.db.Stats(); return st.TxStats.GetWrite() }
+
+// TestStoreSavesWhatChanged: saves after the first write only the records
+// that changed, and what a restart loads is always the last state saved:
+// changed, added and removed entries and SVIDs, and a record the first
+// load could not read is gone after the first save.
+func TestStoreSavesWhatChanged(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openStore(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := selfSigned(t)
+	st := storeState(t, 500, 1, cert)
+	if err := s.save(st); err != nil {
+		t.Fatal(err)
+	}
+	before := writes(s)
+	if err := s.save(st); err != nil {
+		t.Fatal(err)
+	}
+	unchanged := writes(s) - before
+	full := before // the first save wrote everything
+
+	// Entries 0-9 change, 10-19 go, 500-509 come; SVID 20 is renewed.
+	next := storeState(t, 510, 1, cert)
+	for i := range 10 {
+		next.entries[i].RevisionNumber = 2
+		next.entries[i].SpiffeId.Path = fmt.Sprintf("/changed/%d", i)
+	}
+	next.entries = slices.Delete(next.entries, 10, 20)
+	for i := 10; i < 20; i++ {
+		delete(next.svids, fmt.Sprintf("entry-%04d", i))
+	}
+	renewed := next.svids["entry-0020"]
+	renewed.chain = []*x509.Certificate{selfSigned(t)}
+	next.svids["entry-0020"] = renewed
+	// The other SVIDs are the ones already saved.
+	for id, sv := range st.svids {
+		if _, ok := next.svids[id]; ok && id != "entry-0020" {
+			next.svids[id] = sv
+		}
+	}
+	before = writes(s)
+	if err := s.save(next); err != nil {
+		t.Fatal(err)
+	}
+	changed := writes(s) - before
+	if unchanged*4 > full || changed*4 > full {
+		t.Fatalf("writes: first save %d, unchanged save %d, a few changes %d: later saves rewrite everything", full, unchanged, changed)
+	}
+	check := func(s *store, want *state) {
+		t.Helper()
+		entries, svids := loaded(t, s)
+		wantEntries, wantSVIDs := map[string]string{}, map[string]int64{}
+		for _, e := range want.entries {
+			wantEntries[e.Id] = e.SpiffeId.GetPath()
+		}
+		for id, sv := range want.svids {
+			wantSVIDs[id] = sv.revision
+		}
+		if !maps.Equal(entries, wantEntries) || !maps.Equal(svids, wantSVIDs) {
+			t.Fatalf("loaded %d entries, %d SVIDs; want %d, %d", len(entries), len(svids), len(wantEntries), len(wantSVIDs))
+		}
+	}
+	check(s, next)
+	st2, _ := s.load()
+	if !st2.svids["entry-0020"].chain[0].Equal(renewed.chain[0]) {
+		t.Fatal("the renewed SVID was not saved")
+	}
+
+	// A restart: a record the load cannot read is dropped by the first
+	// save, which rewrites everything.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSVIDs).Put([]byte("garbage"), []byte("{"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	s, err = openStore(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if _, problems := s.load(); len(problems) != 1 {
+		t.Fatalf("load problems %v, want the garbage record", problems)
+	}
+	if err := s.save(next); err != nil {
+		t.Fatal(err)
+	}
+	if _, problems := s.load(); len(problems) != 0 {
+		t.Fatalf("after the first save: %v", problems)
+	}
+	check(s, next)
+}
