@@ -66,6 +66,10 @@ type entryCache struct {
 	// sees the write; synced is the invals count the last sync covered.
 	follow func(ctx context.Context) error
 	synced uint64
+	// syncing is non-nil while a request's sync runs, closed when it
+	// ends; syncingAt is the invals count it covers.
+	syncing   chan struct{}
+	syncingAt uint64
 }
 
 const (
@@ -235,31 +239,57 @@ func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
 
 // followedSnapshot is snapshot when the events poller keeps the cache. A
 // write made through this server is applied before the next request is
-// served; one made elsewhere, at the poller's next interval. When the
-// database cannot be read, the snapshot held is served: agents keep
-// their SVIDs while it is away.
+// served; one made elsewhere, at the poller's next interval. Requests
+// that need a sync share one: those that arrive while a sync that started
+// after their server's last write runs wait for it, and the others are
+// served the snapshot held, as they are during a reload. When the sync
+// fails (the database is away) the snapshot held is served, and the
+// poller's next interval tries again: agents keep their SVIDs meanwhile.
 func (c *entryCache) followedSnapshot(ctx context.Context) (*entrySnapshot, error) {
-	c.mu.Lock()
-	s, invals := c.snap, c.invals
-	dirty := invals != c.synced
-	c.mu.Unlock()
-	if s != nil && !dirty {
+	for {
+		c.mu.Lock()
+		s, invals := c.snap, c.invals
+		if s != nil && c.synced >= invals {
+			c.mu.Unlock()
+			return s, nil
+		}
+		if c.syncing != nil {
+			wait, covers := c.syncing, c.syncingAt >= invals
+			c.mu.Unlock()
+			if s != nil && !covers {
+				return s, nil
+			}
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				if s != nil {
+					return s, nil
+				}
+				return nil, ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		c.syncing, c.syncingAt = done, invals
+		c.mu.Unlock()
+
+		err := c.follow(ctx)
+		c.mu.Lock()
+		c.syncing = nil
+		close(done)
+		// Failed or not, this write is now the poller's to bring in, so
+		// that requests do not each retry a database that is away.
+		c.synced = max(c.synced, invals)
+		s = c.snap
+		c.mu.Unlock()
+		if s == nil {
+			if err == nil {
+				err = errors.New("entry cache not loaded")
+			}
+			return nil, err
+		}
 		return s, nil
 	}
-	err := c.follow(ctx)
-	c.mu.Lock()
-	if err == nil && invals > c.synced {
-		c.synced = invals
-	}
-	s = c.snap
-	c.mu.Unlock()
-	if s == nil {
-		if err == nil {
-			err = errors.New("entry cache not loaded")
-		}
-		return nil, err
-	}
-	return s, nil
 }
 
 // install replaces the snapshot (the poller's full reload).

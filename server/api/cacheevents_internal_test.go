@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -166,5 +169,77 @@ func TestFollowEvents(t *testing.T) {
 	}
 	if n, err := b.nodes.fetch(ctx, id, false); err != nil || !n.Banned() {
 		t.Fatalf("b's fetch after polling: %+v, %v; want banned", n, err)
+	}
+}
+
+// TestFollowedSnapshotShared: after a write through this server, many
+// concurrent requests share the sync that brings it in instead of each
+// running one, and all of them are served; with the database away, the
+// snapshot held is served and the failed sync is not retried by every
+// request.
+func TestFollowedSnapshotShared(t *testing.T) {
+	ctx := context.Background()
+	ds := sqlitetest.Open(t)
+	a := New(Config{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), DataStore: ds})
+	p := events.New(events.Config{DataStore: ds, Sink: a})
+	var mu sync.Mutex
+	var syncs int
+	var fail error
+	a.FollowEvents(func(ctx context.Context) error {
+		mu.Lock()
+		syncs++
+		err := fail
+		mu.Unlock()
+		if err != nil {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond) // long enough for the others to arrive
+		return p.Sync(ctx)
+	}, p.Interval())
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e, err := ds.CreateEntry(ctx, workloadEntry("/w"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.entries.invalidate()
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := a.entries.snapshot(ctx)
+			if err == nil && s.byID[e.Id] == nil {
+				err = fmt.Errorf("snapshot without the entry written before the request")
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if syncs != 1 {
+		t.Fatalf("%d syncs for 50 requests after one write, want 1", syncs)
+	}
+
+	// The database goes away: the next request after a write tries once,
+	// then every request is served the snapshot held.
+	mu.Lock()
+	fail, syncs = errors.New("database away"), 0
+	mu.Unlock()
+	a.entries.invalidate()
+	for range 10 {
+		if s, err := a.entries.snapshot(ctx); err != nil || s.byID[e.Id] == nil {
+			t.Fatalf("snapshot with the database away: %v", err)
+		}
+	}
+	if syncs != 1 {
+		t.Fatalf("%d syncs with the database away, want 1", syncs)
 	}
 }
