@@ -8,17 +8,16 @@ package workloadapi
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
-	"github.com/spiffe-hw/spire-hw/agent/cache"
-	"github.com/spiffe-hw/spire-hw/agent/peer"
-	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -31,6 +30,10 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/spiffe-hw/spire-hw/agent/cache"
+	"github.com/spiffe-hw/spire-hw/agent/peer"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 )
 
 // Config is what a Handler needs.
@@ -54,6 +57,11 @@ type Config struct {
 type Handler struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
 	c Config
+	// metricNames are the attestors' metric labels, in Attestors' order,
+	// worked out once rather than on every call.
+	metricNames []string
+	// keys holds the PKCS#8 form of the SVID keys served.
+	keys keyCache
 }
 
 var _ workload.SpiffeWorkloadAPIServer = (*Handler)(nil)
@@ -63,7 +71,11 @@ func New(cfg Config) *Handler {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Handler{c: cfg}
+	h := &Handler{c: cfg}
+	for _, a := range cfg.Attestors {
+		h.metricNames = append(h.metricNames, attestorMetricName(a))
+	}
+	return h
 }
 
 // standardClaims survive validation of a foreign JWT-SVID.
@@ -79,7 +91,7 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 			log.Info("workloadapi: no identity issued")
 			return nil, status.Error(codes.PermissionDenied, "no identity issued")
 		}
-		resp, err := composeX509SVIDResponse(update, ids)
+		resp, err := composeX509SVIDResponse(update, ids, h.keys.pkcs8)
 		if err != nil {
 			log.Error("workloadapi: compose X.509-SVID response", "err", err)
 			return nil, status.Errorf(codes.Unavailable, "could not serialize response: %v", err)
@@ -285,7 +297,9 @@ func (h *Handler) attestCaller(ctx context.Context, method string) (_ []*types.S
 		h.c.Log.Error("workloadapi: no peer credentials on connection; serve with NewServer", "method", method)
 		return nil, nil, status.Error(codes.Internal, "caller credentials unavailable")
 	}
-	log := h.c.Log.With("method", method, "pid", info.PID, "uid", info.UID)
+	// Most calls log nothing: the attributes are formatted only for a
+	// call that does (callLog).
+	log := callLog(h.c.Log, slog.String("method", method), slog.Int("pid", int(info.PID)), slog.Uint64("uid", uint64(info.UID)))
 
 	pidfd, err := info.DupPIDFD()
 	if err != nil {
@@ -324,9 +338,10 @@ func (h *Handler) attestPIDFD(ctx context.Context, log *slog.Logger, pid int32, 
 		wg        sync.WaitGroup
 		selectors []*types.Selector
 	)
-	attest := func(a Attestor) {
+	attest := func(i int) {
+		a := h.c.Attestors[i]
 		call := h.c.Metrics.StartCall("workload_api", "workload_attestor")
-		call.AddLabel("attestor", attestorMetricName(a))
+		call.AddLabel("attestor", h.metricNames[i])
 		s, err := a.Attest(ctx, pid, pidfd)
 		call.Done(&err)
 		if err != nil {
@@ -344,11 +359,11 @@ func (h *Handler) attestPIDFD(ctx context.Context, log *slog.Logger, pid int32, 
 	// external plugin (configured after the built-ins, as a rule) is then
 	// waited for without an extra hand-off (bench/RESULTS-plugin.md).
 	n := len(h.c.Attestors)
-	for _, a := range h.c.Attestors[:max(n-1, 0)] {
-		wg.Go(func() { attest(a) })
+	for i := range max(n-1, 0) {
+		wg.Go(func() { attest(i) })
 	}
 	if n > 0 {
-		attest(h.c.Attestors[n-1])
+		attest(n - 1)
 	}
 	wg.Wait()
 
@@ -382,6 +397,17 @@ func attestorName(a Attestor) string {
 }
 
 func dedupSelectors(in []*types.Selector) []*types.Selector {
+	if len(in) <= 16 {
+		// A caller has a handful of selectors: comparing them pairwise
+		// costs less than a map.
+		out := in[:0]
+		for _, s := range in {
+			if !slices.ContainsFunc(out, func(o *types.Selector) bool { return o.Type == s.Type && o.Value == s.Value }) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
 	seen := make(map[[2]string]bool, len(in))
 	out := in[:0]
 	for _, s := range in {
@@ -451,7 +477,9 @@ func entryID(e *types.Entry) (spiffeid.ID, error) {
 	return spiffeid.FromPath(td, e.SpiffeId.Path)
 }
 
-func composeX509SVIDResponse(update *cache.WorkloadUpdate, ids []cache.Identity) (*workload.X509SVIDResponse, error) {
+// composeX509SVIDResponse builds the response for ids; pkcs8 marshals a
+// key (x509.MarshalPKCS8PrivateKey, or a cache of it).
+func composeX509SVIDResponse(update *cache.WorkloadUpdate, ids []cache.Identity, pkcs8 func(crypto.Signer) ([]byte, error)) (*workload.X509SVIDResponse, error) {
 	if update.Bundle == nil {
 		return nil, errors.New("bundle not available")
 	}
@@ -465,7 +493,7 @@ func composeX509SVIDResponse(update *cache.WorkloadUpdate, ids []cache.Identity)
 		if err != nil {
 			return nil, err
 		}
-		key, err := x509.MarshalPKCS8PrivateKey(id.PrivateKey)
+		key, err := pkcs8(id.PrivateKey)
 		if err != nil {
 			return nil, fmt.Errorf("marshal key for %s: %w", sid, err)
 		}
