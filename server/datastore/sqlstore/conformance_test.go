@@ -63,6 +63,7 @@ func testDataStore(t *testing.T, open func(t *testing.T) datastore.DataStore) {
 		{"NodeEvents", testNodeEvents},
 		{"NodeDeleteIf", testNodeDeleteIf},
 		{"EventPrune", testEventPrune},
+		{"EntryPruneConcurrent", testEntryPruneConcurrent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

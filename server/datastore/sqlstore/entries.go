@@ -237,6 +237,14 @@ func (s *Store) PruneEntries(ctx context.Context, expiresBefore time.Time) ([]*t
 	var out []*types.Entry
 	err := s.write(ctx, func(t txn) error {
 		out = nil // a retried transaction starts over
+		// The revision row's lock first: a server pruning at the same
+		// moment holds it until it commits, and the listing below then
+		// sees what that server deleted, so the two split the work
+		// instead of both failing on entries the other deleted.
+		var rev int64
+		if err := t.queryRow(ctx, `SELECT revision FROM entries_revision WHERE id = 1`+t.forUpdate()).Scan(&rev); err != nil {
+			return err
+		}
 		var ids []string
 		err := eachRow(ctx, t, `SELECT id FROM registered_entries WHERE expires_at != 0 AND expires_at < ? ORDER BY id`,
 			[]any{expiresBefore.Unix()}, func(scan func(...any) error) error {

@@ -232,3 +232,51 @@ func testEventPrune(t *testing.T, ds datastore.DataStore) {
 		t.Fatalf("event ID after prune %d, want > %d", got, lastEntry)
 	}
 }
+
+// testEntryPruneConcurrent: servers sharing a database prune at the same
+// moment; every expired entry is pruned by exactly one of them and
+// neither fails.
+func testEntryPruneConcurrent(t *testing.T, ds datastore.DataStore) {
+	const n = 30
+	for i := range n {
+		mustCreate(t, ds, testEntry{spiffe: "/x" + itoa(i), parent: "/p", sels: []string{"a", itoa(i)}, expiresAt: time.Now().Unix() - 10}.entry())
+	}
+	const pruners = 4
+	results := make(chan []string, pruners)
+	errs := make(chan error, pruners)
+	start := make(chan struct{})
+	for range pruners {
+		go func() {
+			<-start
+			out, err := ds.PruneEntries(ctx, time.Now())
+			var ids []string
+			for _, e := range out {
+				ids = append(ids, e.Id)
+			}
+			results <- ids
+			errs <- err
+		}()
+	}
+	close(start)
+	seen := map[string]int{}
+	for range pruners {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent prune: %v", err)
+		}
+		for _, id := range <-results {
+			seen[id]++
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d entries pruned, want %d", len(seen), n)
+	}
+	for id, k := range seen {
+		if k != 1 {
+			t.Fatalf("entry %s pruned by %d pruners", id, k)
+		}
+	}
+	keys, _ := eventKeys(t, ds, datastore.EntryEvents, 0)
+	if len(keys) != 2*n {
+		t.Fatalf("%d entry events, want %d (a creation and a deletion each)", len(keys), 2*n)
+	}
+}
