@@ -102,6 +102,7 @@ type Results struct {
 	Batch map[int]map[string]*Throughput
 	Cache map[string]*CacheResult
 	LRU   map[string]*LRUResult
+	Idle  map[string]*IdleResult
 	// Fleet holds each implementation's fleet sizes, smallest first.
 	Fleet map[string][]FleetStep
 	// FleetCPUs says how the fleet scenario split the CPUs between server
@@ -134,7 +135,7 @@ func (h *Harness) Run(ctx context.Context) (*Results, error) {
 	defer g.stopAll()
 
 	r := &Results{Sizes: h.Sizes, Attest: map[string]*Dist{}, Propagation: map[string]*Dist{},
-		Fetch: map[int]map[string]*Throughput{}, Batch: map[int]map[string]*Throughput{}, Cache: map[string]*CacheResult{}, LRU: map[string]*LRUResult{}}
+		Fetch: map[int]map[string]*Throughput{}, Batch: map[int]map[string]*Throughput{}, Cache: map[string]*CacheResult{}, LRU: map[string]*LRUResult{}, Idle: map[string]*IdleResult{}}
 	pair := []Impl{h.Ours}
 	workload := []Impl{h.Ours}
 	if h.Lineage {
@@ -167,6 +168,7 @@ func (h *Harness) Run(ctx context.Context) (*Results, error) {
 		{"2 propagation", pair, h.Sizes.Rounds, h.Sizes.Entries, s.propagation},
 		{"6 cache", pair, 1, h.Sizes.CacheEntries, s.cache},
 		{"7 lru", pair, 1, h.Sizes.LRUEntries, s.lru},
+		{"8 idle", pair, 1, 1, s.idle},
 		{"5 fleet", pair, 1, min(len(h.Sizes.FleetSteps), h.Sizes.FleetEntries), s.fleet},
 	}
 	for _, st := range steps {

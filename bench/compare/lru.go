@@ -164,7 +164,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // $BENCH_AGENT_PROFILE/<impl>-<scenario>-heap.pprof when both that and
 // BENCH_AGENT_PPROF are set, so that a memory figure comes with where the
 // memory goes; <impl>-<scenario>-smaps.txt beside it has the kernel's
-// split of the resident memory (anonymous: the Go heap and stacks; file:
+// split of the resident memory by mapping (anonymous: the Go heap and stacks; file:
 // the binary and bbolt's map of the cache).
 func saveAgentHeap(ctx context.Context, im Impl, scenario string, pid int) error {
 	dir, port := os.Getenv("BENCH_AGENT_PROFILE"), os.Getenv("BENCH_AGENT_PPROF")
@@ -187,7 +187,7 @@ func saveAgentHeap(ctx context.Context, im Impl, scenario string, pid int) error
 	if err := os.WriteFile(filepath.Join(dir, im.Name+"-"+scenario+"-heap.pprof"), b, 0o644); err != nil {
 		return err
 	}
-	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
 		return fmt.Errorf("compare: %w", err)
 	}
