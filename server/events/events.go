@@ -4,8 +4,9 @@
 // transaction, and each server reads, every cache_reload_interval, the
 // events after the last one it saw and has its caches read again just what
 // they name. A full reload happens only at start and when the events cannot
-// be trusted to name every change (an apply failed, or more IDs are missing
-// than can be tracked).
+// be trusted to name every change (an apply failed, more IDs are missing
+// than can be tracked, or the events could not be read for so long that
+// some may have been pruned unread).
 //
 // Event IDs are allotted when a transaction writes its event, not when it
 // commits, so an ID can become visible after a greater one has. Such a gap
@@ -103,6 +104,10 @@ type Poller struct {
 	trackers [2]*tracker
 	// reload asks the next poll for a full reload.
 	reload bool
+	// lastOK is when a sync last succeeded: a server that could not read
+	// the events for half of prune_events_older_than may have missed
+	// some that were pruned meanwhile, and reloads.
+	lastOK time.Time
 
 	kick  chan struct{}
 	stats struct{ polls, applied, reloads, gaps atomic.Uint64 }
@@ -211,6 +216,10 @@ func (p *Poller) Run(ctx context.Context) error {
 func (p *Poller) Sync(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	now := p.cfg.Clock()
+	if !p.lastOK.IsZero() && now.Sub(p.lastOK) > p.cfg.PruneOlderThan/2 {
+		p.reload = true
+	}
 	if p.reload {
 		if err := p.fullReload(ctx); err != nil {
 			return err
@@ -227,6 +236,7 @@ func (p *Poller) Sync(ctx context.Context) error {
 			return err
 		}
 	}
+	p.lastOK = now
 	p.stats.polls.Add(1)
 	p.cfg.Sink.Polled(ctx)
 	return nil

@@ -298,3 +298,23 @@ func TestPollerTooManyMissing(t *testing.T) {
 	sync1(t, p)
 	wantTook(t, r, nil, nil, 2)
 }
+
+// TestPollerLongOutage: a server that could not read the events for half
+// of prune_events_older_than reloads, since events it never read may have
+// been pruned by the others meanwhile.
+func TestPollerLongOutage(t *testing.T) {
+	ds := sqlitetest.Open(t)
+	now := time.Unix(1_800_000_000, 0)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
+	r := &recorder{}
+	p := New(Config{DataStore: ds, Sink: r, Clock: clock, PruneOlderThan: 12 * time.Hour})
+	sync1(t, p)
+	advance(5 * time.Hour)
+	sync1(t, p)
+	wantTook(t, r, nil, nil, 1)
+	advance(7 * time.Hour)
+	sync1(t, p)
+	wantTook(t, r, nil, nil, 2)
+}
