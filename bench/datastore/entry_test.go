@@ -279,7 +279,8 @@ func kernel() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// writeReport writes ../RESULTS-datastore.md from this run.
+// writeReport writes the SQLite durability section of
+// ../RESULTS-datastore.md from this run.
 func writeReport() error {
 	var b strings.Builder
 	b.WriteString("# SQLite durability: synchronous=FULL vs NORMAL for entry creation\n\n")
@@ -301,7 +302,7 @@ func writeReport() error {
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f | **%.0f%%** | %s |\n", r.sc.what, median(r.normal), median(r.full), 100*median(r.ratios), strings.Join(es, " "))
 	}
 	fmt.Fprintf(&b, "\n%d rounds per scenario after a warm-up round per mode; entries/s are medians over rounds.\n", rounds())
-	return os.WriteFile(filepath.Join("..", "RESULTS-datastore.md"), []byte(b.String()), 0o644)
+	return writeSection("sqlite-durability", b.String())
 }
 
 func numCPU() int { return runtime.NumCPU() }
