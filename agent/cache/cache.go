@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
@@ -483,6 +485,22 @@ func writeInt(h hashWriter, v int64) {
 	h.Write(b[:])
 }
 
+// jwtKeyBytes identifies a JWT authority's key for the digest. The digest
+// only tells one update from another within this process, so an ECDSA key
+// (what SPIRE's servers make) is written as its curve and point, without
+// the ASN.1 encoding of its PKIX form, which was most of the cost of
+// building a workload's update (bench/wlapi); other keys keep the PKIX form.
+func jwtKeyBytes(k crypto.PublicKey) ([]byte, error) {
+	if ek, ok := k.(*ecdsa.PublicKey); ok && ek != nil && ek.Curve != nil {
+		p, err := ek.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		return append([]byte("ecdsa "+ek.Curve.Params().Name+" "), p...), nil
+	}
+	return x509.MarshalPKIXPublicKey(k)
+}
+
 func hashBundle(h hashWriter, b *spiffebundle.Bundle) {
 	if b == nil {
 		writeInt(h, -1)
@@ -501,7 +519,7 @@ func hashBundle(h hashWriter, b *spiffebundle.Bundle) {
 	slices.Sort(kids)
 	for _, kid := range kids {
 		writeString(h, kid)
-		if der, err := x509.MarshalPKIXPublicKey(jwt[kid]); err == nil {
+		if der, err := jwtKeyBytes(jwt[kid]); err == nil {
 			h.Write(der)
 		}
 	}
