@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -39,8 +40,9 @@ type bundleCache struct {
 	// changed, when set, is told of every invalidation (the notice
 	// stream's feed); it must not block.
 	changed func()
-	// ttl, when set, replaces bundleTTL: the events poller's interval,
-	// which refreshes the bundle after every poll (refresh).
+	// ttl, when set, replaces bundleTTL: twice the events poller's
+	// interval, since the poller reads the bundle after every poll
+	// (refresh) and agents are served from that copy.
 	ttl time.Duration
 }
 
@@ -52,7 +54,9 @@ func (c *bundleCache) refresh(ctx context.Context) {
 	c.mu.Lock()
 	before := c.ver
 	c.mu.Unlock()
-	if _, v, err := c.getVersion(ctx); err == nil && v != before && c.changed != nil {
+	// Read whatever the copy's age: agents are served from the copy
+	// this keeps fresh, and only read themselves if the poller stalls.
+	if _, v, err := c.read(ctx, true); err == nil && v != before && c.changed != nil {
 		c.changed()
 	}
 }
@@ -64,12 +68,17 @@ func (c *bundleCache) get(ctx context.Context) (*types.Bundle, error) {
 
 // getVersion is get with the bundle's version (see ver).
 func (c *bundleCache) getVersion(ctx context.Context) (*types.Bundle, uint64, error) {
+	return c.read(ctx, false)
+}
+
+// read is getVersion; force reads the database whatever the copy's age.
+func (c *bundleCache) read(ctx context.Context, force bool) (*types.Bundle, uint64, error) {
 	c.mu.Lock()
 	ttl := bundleTTL
 	if c.ttl > 0 {
 		ttl = c.ttl
 	}
-	if c.b != nil && time.Since(c.at) < ttl {
+	if !force && c.b != nil && time.Since(c.at) < ttl {
 		b, v := c.b, c.ver
 		c.mu.Unlock()
 		return b, v, nil
@@ -78,6 +87,13 @@ func (c *bundleCache) getVersion(ctx context.Context) (*types.Bundle, uint64, er
 	c.mu.Unlock()
 	b, err := c.ds.FetchBundle(ctx, c.td)
 	if err != nil {
+		// With the database away, the last bundle read is served, so
+		// that agents keep syncing; a missing bundle is an error.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.prev != nil && !errors.Is(err, datastore.ErrNotFound) && ctx.Err() == nil {
+			return c.prev, c.ver, nil
+		}
 		return nil, 0, err
 	}
 	c.mu.Lock()

@@ -15,12 +15,12 @@ import (
 // (server/events), whose Sink a becomes: entries are then changed by the
 // entry events instead of reloaded when the revision moves, nodes are
 // forgotten at their events, and the bundle is read again after every poll
-// of the given interval. sync is the poller's Sync, which a request runs
+// of the given interval (agents served from that copy). sync is the poller's Sync, which a request runs
 // first after a write through this server so that it sees the write.
 // Call it before serving.
 func (a *API) FollowEvents(sync func(ctx context.Context) error, interval time.Duration) {
 	a.entries.follow = sync
-	a.bundle.ttl = interval
+	a.bundle.ttl = 2 * interval
 }
 
 var _ events.Sink = (*API)(nil)

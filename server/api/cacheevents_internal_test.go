@@ -243,3 +243,43 @@ func TestFollowedSnapshotShared(t *testing.T) {
 		t.Fatalf("%d syncs with the database away, want 1", syncs)
 	}
 }
+
+// TestCachesServeWithDatabaseAway: with the database gone (its store
+// closed), a node copy past its ttl still authenticates its agent and the
+// last bundle read is still served, so that agents keep syncing; a node
+// never read is still an error, as is a fresh read.
+func TestCachesServeWithDatabaseAway(t *testing.T) {
+	ctx := context.Background()
+	ds := sqlitetest.Open(t)
+	const id = "spiffe://example.org/spire/agent/x/1"
+	if err := ds.CreateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: id, AttestationType: "x", CertSerial: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ds.CreateBundle(ctx, &types.Bundle{TrustDomain: "example.org", SequenceNumber: 7}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	nodes := newNodeCache(ds, func() time.Time { return now }, time.Second)
+	bundle := &bundleCache{ds: ds, td: "example.org", ttl: time.Millisecond}
+	if _, err := nodes.fetch(ctx, id, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bundle.get(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ds.Close()
+	now = now.Add(time.Hour)
+	time.Sleep(5 * time.Millisecond)
+	if n, err := nodes.fetch(ctx, id, false); err != nil || n.CertSerial != "1" {
+		t.Fatalf("node with the database away: %+v, %v", n, err)
+	}
+	if _, err := nodes.fetch(ctx, id, true); err == nil {
+		t.Fatal("a fresh node read with the database away succeeded")
+	}
+	if _, err := nodes.fetch(ctx, "spiffe://example.org/spire/agent/x/other", false); err == nil {
+		t.Fatal("an uncached node with the database away was served")
+	}
+	if b, err := bundle.get(ctx); err != nil || b.SequenceNumber != 7 {
+		t.Fatalf("bundle with the database away: %v, %v", b, err)
+	}
+}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -54,6 +55,7 @@ func newNodeCache(ds datastore.DataStore, clock func() time.Time, ttl time.Durat
 // Selectors slice is shared and read-only.
 func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastore.AttestedNode, error) {
 	now := c.clock()
+	var stale *datastore.AttestedNode
 	if !fresh {
 		c.mu.Lock()
 		e, ok := c.m[id]
@@ -62,12 +64,22 @@ func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastor
 			n := *e.node
 			return &n, nil
 		}
+		if ok {
+			stale = e.node
+		}
 	}
 	c.mu.Lock()
 	gen := c.gen
 	c.mu.Unlock()
 	node, err := c.ds.FetchAttestedNode(ctx, id)
 	if err != nil {
+		// The database is away (not a missing node): a copy past its
+		// ttl still authenticates the agent's call, so that agents keep
+		// syncing while it is; forget and fresh reads never get here.
+		if stale != nil && !errors.Is(err, datastore.ErrNotFound) && ctx.Err() == nil {
+			n := *stale
+			return &n, nil
+		}
 		return nil, err
 	}
 	kept := *node
