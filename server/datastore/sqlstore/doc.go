@@ -9,7 +9,12 @@
 // Every change that touches more than one row runs in one transaction, and
 // uniqueness (duplicate entries, join tokens, bundles) is enforced by UNIQUE
 // constraints rather than by read-then-write checks, so concurrent callers
-// cannot race past it. SQLite admits a single writer: the store funnels all
+// cannot race past it. Every entry and node write also appends an event
+// (registered_entries_events, attested_node_entries_events) in its own
+// transaction, for the caches of servers sharing the database
+// (server/events).
+//
+// SQLite admits a single writer: the store funnels all
 // writes through one connection (readers use their own pool, which WAL mode
 // lets run beside the writer), so in-process writers queue instead of
 // failing with SQLITE_BUSY.
