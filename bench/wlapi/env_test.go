@@ -110,6 +110,11 @@ func spawnAgent(t testing.TB, mode, bin, profile string) *agent {
 	socket := filepath.Join(t.TempDir(), "agent.sock")
 	cmd := exec.Command(bin, "-test.run=^TestAgentProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), socketEnv+"="+socket, profileEnv+"="+profile)
+	// BENCH_WLAPI_AGENT_GOMAXPROCS=<n> runs the agents with n Ps, to see
+	// what the hand-offs between their threads cost.
+	if p := os.Getenv("BENCH_WLAPI_AGENT_GOMAXPROCS"); p != "" {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+p)
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
