@@ -38,7 +38,9 @@ const (
 
 // Config configures a Client.
 type Config struct {
-	// ServerAddress is the server's host:port.
+	// ServerAddress is the server's host:port. A name that resolves to
+	// several addresses (servers sharing one database) is balanced round
+	// robin, and a server that dies is failed over (see dial.go).
 	ServerAddress string
 	// TrustDomain is the agent's and server's trust domain; the server must
 	// present spiffe://<TrustDomain>/spire/server.
@@ -64,8 +66,14 @@ type Client struct {
 	svid   atomic.Pointer[x509svid.SVID]
 	bundle atomic.Pointer[x509bundle.Bundle]
 
+	// dialOpts are added to every dial; tests set a resolver of their
+	// own here.
+	dialOpts []grpc.DialOption
+
 	mu   sync.Mutex
 	conn *grpc.ClientConn
+	// conns logs the connections of conn to the server's addresses.
+	conns *serverConns
 	// connCtx ends when conn is retired or closed, and with it the
 	// notice stream on conn (see WatchChanges).
 	connCtx    context.Context
@@ -121,6 +129,7 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.connCancel()
+	c.conns.retired.Store(true)
 	err := c.conn.Close()
 	c.conn = nil
 	return err
@@ -137,6 +146,7 @@ func (c *Client) retireConn() {
 	}
 	old := c.conn
 	c.conn = nil
+	c.conns.retired.Store(true)
 	// The notice stream moves to the next connection now; calls in
 	// flight get a call timeout.
 	c.connCancel()
@@ -166,16 +176,18 @@ func (c *Client) agentConnCtx() (*grpc.ClientConn, context.Context, error) {
 		return nil, nil, errors.New("client: not attested: no agent SVID or bundle")
 	}
 	tlsCfg := tlsconfig.MTLSClientConfig(svidSource{c}, bundleSource{c}, tlsconfig.AuthorizeID(c.serverID))
-	conn, err := grpc.NewClient(c.cfg.ServerAddress, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+	conns := newServerConns(c.log)
+	conn, err := grpc.NewClient(target(c.cfg.ServerAddress), c.dialOptions(credentials.NewTLS(tlsCfg),
+		grpc.WithStatsHandler(conns),
 		// Only while a call is open, which the notice stream always is:
 		// a server that vanished without closing the connection is
 		// noticed within Time+Timeout, not at the next poll's timeout.
 		// The server permits a ping every 5 s.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}))
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: dial %s: %w", c.cfg.ServerAddress, err)
 	}
-	c.conn = conn
+	c.conn, c.conns = conn, conns
 	c.connCtx, c.connCancel = context.WithCancel(context.Background())
 	return conn, c.connCtx, nil
 }

@@ -8,8 +8,6 @@ import (
 	"io"
 	"sync"
 
-	"github.com/spiffe-hw/spire-hw/agent/cache"
-	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -22,6 +20,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-hw/spire-hw/agent/cache"
+	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
 )
 
 const (
@@ -54,7 +55,8 @@ type AttestResult struct {
 func (c *Client) Attest(ctx context.Context, att nodeattestor.Attestor, csr []byte) (*AttestResult, error) {
 	peer := &peerChain{}
 	tlsCfg := c.bootstrapTLS(peer)
-	conn, err := grpc.NewClient(c.cfg.ServerAddress, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	// Any of the servers behind the address can attest the agent.
+	conn, err := grpc.NewClient(target(c.cfg.ServerAddress), c.dialOptions(credentials.NewTLS(tlsCfg))...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", c.cfg.ServerAddress, err)
 	}
