@@ -132,8 +132,11 @@ func withDatabase(dsn, name string) string {
 type server struct {
 	dir  string
 	port int
-	cmd  *exec.Cmd
-	done chan struct{}
+	// bin, data and cred start the server again (see Instance).
+	bin, data string
+	cred      *syscall.Credential
+	cmd       *exec.Cmd
+	done      chan struct{}
 }
 
 func (s *server) dsn(db string) string {
@@ -197,38 +200,49 @@ func startServer() (*server, error) {
 	if err != nil {
 		return fail(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
-	if err != nil {
+	s := &server{dir: dir, port: port, bin: bin, data: data, cred: cred}
+	if err := s.launch(); err != nil {
 		return fail(err)
 	}
-	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", dir, "-p", strconv.Itoa(port),
+	return s, nil
+}
+
+// launch runs postgres on the server's data directory and port and waits
+// until it accepts connections.
+func (s *server) launch() error {
+	logf, err := os.OpenFile(filepath.Join(s.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), "-D", s.data, "-k", s.dir, "-p", strconv.Itoa(s.port),
 		"-c", "listen_addresses=127.0.0.1",
 		// Durability is worthless for a throwaway server and costs seconds.
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = procAttr(cred)
-	cmd.Dir = dir
+	cmd.SysProcAttr = procAttr(s.cred)
+	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fail(fmt.Errorf("start postgres: %w", err))
+		return fmt.Errorf("start postgres: %w", err)
 	}
 	logf.Close()
-	s := &server{dir: dir, port: port, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(s.done) }()
+	done := make(chan struct{})
+	s.cmd, s.done = cmd, done
+	go func() { _ = cmd.Wait(); close(done) }()
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
-		case <-s.done:
-			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			return fail(fmt.Errorf("postgres exited: %s", lastLines(string(log), 10)))
+		case <-done:
+			log, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
+			return fmt.Errorf("postgres exited: %s", lastLines(string(log), 10))
 		default:
 		}
 		if err := ping(s.dsn("postgres")); err == nil {
-			return s, nil
+			return nil
 		} else if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("postgres not ready after 30s: %w", err)
+			s.halt()
+			return fmt.Errorf("postgres not ready after 30s: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -245,9 +259,18 @@ func ping(dsn string) error {
 	return db.PingContext(ctx)
 }
 
-// stop shuts the server down (fast mode: clients are disconnected) and
-// removes its directory.
+// stop shuts the server down and removes its directory.
 func (s *server) stop() {
+	s.halt()
+	os.RemoveAll(s.dir)
+}
+
+// halt shuts the server down (fast mode: clients are disconnected),
+// keeping its data directory; a halted server does nothing.
+func (s *server) halt() {
+	if s.cmd == nil {
+		return
+	}
 	_ = s.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-s.done:
@@ -255,7 +278,57 @@ func (s *server) stop() {
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
-	os.RemoveAll(s.dir)
+	s.cmd = nil
+}
+
+// Instance is a PostgreSQL server of one test's own, which the test may
+// stop and start again on the same data directory and port, to see what
+// its clients do while the database is away and after it is back.
+type Instance struct {
+	mu  sync.Mutex
+	srv *server
+	dsn string
+}
+
+// StartInstance starts a server of the test's own (never the shared one,
+// nor PG_TEST_DSN's) with one empty database, stopped and removed when the
+// test ends. It skips the test (or fails it under REQUIRE_SIM=1) when no
+// server can be started.
+func StartInstance(tb testing.TB) *Instance {
+	tb.Helper()
+	srv, err := startServer()
+	if err != nil {
+		simtest.Skip(tb, "postgres: "+err.Error())
+		return nil
+	}
+	tb.Cleanup(srv.stop)
+	if err := adminExec(srv.dsn("postgres"), "CREATE DATABASE test"); err != nil {
+		tb.Fatalf("postgres: create database: %v", err)
+	}
+	return &Instance{srv: srv, dsn: srv.dsn("test")}
+}
+
+// DSN is the connection string of the instance's database; it stays the
+// same across Stop and Start.
+func (i *Instance) DSN() string { return i.dsn }
+
+// Stop shuts the server down (its clients are disconnected); the data
+// stays for Start.
+func (i *Instance) Stop() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.srv.halt()
+}
+
+// Start runs the stopped server again on its data directory and port and
+// waits until it accepts connections.
+func (i *Instance) Start() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.srv.cmd != nil {
+		return errors.New("postgres: instance is running")
+	}
+	return i.srv.launch()
 }
 
 func freePort() (int, error) {
