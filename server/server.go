@@ -195,6 +195,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		Sink:           a,
 		Interval:       sc.CacheReloadInterval,
 		PruneOlderThan: sc.PruneEventsOlderThan,
+		Metrics:        s.sinks,
 		Log:            log.With("subsystem", "events"),
 	})
 	a.FollowEvents(s.events.Sync, s.events.Interval())

@@ -288,8 +288,10 @@ func (w metricsStore) ConsumeJoinToken(ctx context.Context, token string, now ti
 }
 
 // Close closes the wrapped store.
+// FetchEntries is SPIRE's FetchRegistrationEntries, which it counts as a
+// fetch.
 func (w metricsStore) FetchEntries(ctx context.Context, ids []string) (_ []*types.Entry, err error) {
-	done := w.call("registration_entry", "fetch_many")
+	done := w.call("registration_entry", "fetch")
 	defer func() { done(err) }()
 	return w.ds.FetchEntries(ctx, ids)
 }
@@ -321,15 +323,20 @@ func (w metricsStore) FetchEvents(ctx context.Context, kind EventKind, ids []int
 	return w.ds.FetchEvents(ctx, kind, ids)
 }
 
+// LastEventID reads the end of the event list; SPIRE's counterpart is a
+// listing, and is counted as one.
 func (w metricsStore) LastEventID(ctx context.Context, kind EventKind) (_ int64, err error) {
-	done := w.call(eventKey(kind), "last_id")
+	done := w.call(eventKey(kind), "list")
 	defer func() { done(err) }()
 	return w.ds.LastEventID(ctx, kind)
 }
 
+// PruneEvents prunes both tables, which SPIRE does in a call each: both
+// counters count it.
 func (w metricsStore) PruneEvents(ctx context.Context, olderThan time.Time) (_ int64, err error) {
-	done := w.call("event", "prune")
-	defer func() { done(err) }()
+	doneEntries := w.call(eventKey(EntryEvents), "prune")
+	doneNodes := w.call(eventKey(NodeEvents), "prune")
+	defer func() { doneEntries(err); doneNodes(err) }()
 	return w.ds.PruneEvents(ctx, olderThan)
 }
 

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
+	"github.com/spiffe-hw/spire-hw/telemetry"
 )
 
 // Defaults. SPIRE's events-based cache polls every cache_reload_interval
@@ -79,6 +80,10 @@ type Config struct {
 	EventTimeout time.Duration
 	Clock        func() time.Time
 	Log          *slog.Logger
+	// Metrics gets SPIRE's gauges of the event IDs being looked for
+	// (entry.skipped_entry_event_ids.count,
+	// node.skipped_node_event_ids.count); nil drops them.
+	Metrics *telemetry.Metrics
 }
 
 // Stats are counts since the poller started.
@@ -238,6 +243,8 @@ func (p *Poller) Sync(ctx context.Context) error {
 	}
 	p.lastOK = now
 	p.stats.polls.Add(1)
+	p.cfg.Metrics.SetGauge([]string{"entry", "skipped_entry_event_ids", "count"}, float32(len(p.trackers[0].missing)))
+	p.cfg.Metrics.SetGauge([]string{"node", "skipped_node_event_ids", "count"}, float32(len(p.trackers[1].missing)))
 	p.cfg.Sink.Polled(ctx)
 	return nil
 }
