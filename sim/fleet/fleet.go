@@ -32,6 +32,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 )
 
 // DefaultSyncInterval is a SPIRE agent's sync interval.
@@ -41,6 +43,12 @@ const DefaultSyncInterval = 5 * time.Second
 type Server struct {
 	// Addr is the server's agent API, host:port.
 	Addr string
+	// Addrs, when set, are the agent APIs of several servers sharing one
+	// database: each agent connects to all of them and balances its
+	// calls round robin, as a real agent does with a server_address that
+	// resolves to several addresses, so that a server that dies is failed
+	// over. Addr is then ignored.
+	Addrs []string
 	// Bundle authenticates the server.
 	Bundle *x509bundle.Bundle
 }
@@ -82,6 +90,8 @@ type agent struct {
 
 	mu    sync.Mutex
 	svids map[string]bool // entry IDs it holds an SVID for
+	// lastOK is when the agent's last successful sync started.
+	lastOK time.Time
 }
 
 // Add attests a new agent with token and starts its sync loop at a random
@@ -139,6 +149,22 @@ func (f *Fleet) Held() int {
 	return n
 }
 
+// SyncedSince returns how many agents made a successful sync that started
+// at or after since, and how many agents there are.
+func (f *Fleet) SyncedSince(since time.Time) (synced, total int) {
+	f.mu.Lock()
+	agents := f.agents
+	f.mu.Unlock()
+	for _, a := range agents {
+		a.mu.Lock()
+		if !a.lastOK.Before(since) {
+			synced++
+		}
+		a.mu.Unlock()
+	}
+	return synced, len(agents)
+}
+
 // Collect returns the latencies of the syncs that started after the last
 // call and have finished, the number of those that failed and the last
 // failure. A sync in flight across a call is dropped, so that what came
@@ -183,6 +209,11 @@ func (f *Fleet) loop(a *agent) {
 			return
 		}
 		f.record(start, d, err)
+		if err == nil {
+			a.mu.Lock()
+			a.lastOK = start
+			a.mu.Unlock()
+		}
 		t.Reset(max(0, f.interval-d))
 	}
 }
@@ -306,10 +337,24 @@ func dial(srv Server, svid *x509svid.SVID) (*grpc.ClientConn, error) {
 	}
 	// Thousands of mostly idle connections: a small read buffer keeps
 	// the simulator's memory from growing with the fleet.
-	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithReadBufferSize(8<<10))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg)), grpc.WithReadBufferSize(8 << 10)}
+	target := srv.Addr
+	if len(srv.Addrs) > 0 {
+		// A resolver of this connection's own stands for a DNS name
+		// with an address per server.
+		r := manual.NewBuilderWithScheme("fleet")
+		var addrs []resolver.Address
+		for _, a := range srv.Addrs {
+			addrs = append(addrs, resolver.Address{Addr: a})
+		}
+		r.InitialState(resolver.State{Addresses: addrs})
+		target = "fleet:///servers"
+		opts = append(opts, grpc.WithResolvers(r),
+			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	}
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: dial %s: %w", srv.Addr, err)
+		return nil, fmt.Errorf("fleet: dial %s: %w", target, err)
 	}
 	return conn, nil
 }
