@@ -37,6 +37,9 @@ type Sizes struct {
 	// LRUEntries and LRULimit are scenario 7's: entries no workload
 	// matches, beyond an x509_svid_cache_max_size of LRULimit.
 	LRUEntries, LRULimit int
+	// IdleSettle is how long scenario 8 leaves an agent alone before
+	// reading its memory.
+	IdleSettle time.Duration
 	// FleetSteps are the simulated fleet sizes tried in turn until p99
 	// sync latency passes FleetTarget (scenario 5, one round).
 	FleetSteps []int
@@ -57,14 +60,14 @@ type Sizes struct {
 // FullSizes are the issue's sizes, for `make bench-peer`.
 func FullSizes() Sizes {
 	return Sizes{Rounds: 5, Attestations: 50, Entries: 1000, WorkloadCalls: 200, Concurrency: []int{1, 8},
-		Batches: []int{1, 50, 500}, BatchCSRs: 1000, CacheEntries: 10000, LRUEntries: 50000, LRULimit: 1000,
+		Batches: []int{1, 50, 500}, BatchCSRs: 1000, CacheEntries: 10000, LRUEntries: 50000, LRULimit: 1000, IdleSettle: 12 * time.Second,
 		FleetSteps: []int{250, 500, 750, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 7000, 8000, 10000}, FleetEntries: 10, FleetInterval: 5 * time.Second, FleetWindow: 30 * time.Second, FleetAlways: 1000}
 }
 
 // TinySizes exercise every code path in seconds, for `make test`.
 func TinySizes() Sizes {
 	return Sizes{Rounds: 1, Attestations: 3, Entries: 5, WorkloadCalls: 4, Concurrency: []int{1, 2},
-		Batches: []int{1, 3}, BatchCSRs: 6, CacheEntries: 10, LRUEntries: 12, LRULimit: 4,
+		Batches: []int{1, 3}, BatchCSRs: 6, CacheEntries: 10, LRUEntries: 12, LRULimit: 4, IdleSettle: time.Second,
 		FleetSteps: []int{2, 4}, FleetEntries: 2, FleetInterval: 200 * time.Millisecond, FleetWindow: time.Second}
 }
 

@@ -13,10 +13,6 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
-// idleSettle is how long scenario 8 leaves an agent alone before reading
-// its memory: two of its 5 s syncs.
-const idleSettle = 12 * time.Second
-
 // IdleResult is an agent's memory once attested, serving one SVID and
 // otherwise idle.
 type IdleResult struct {
@@ -27,7 +23,8 @@ type IdleResult struct {
 }
 
 // idle (scenario 8): an agent that attested, synced its one entry and
-// handed its SVID to a workload, then left alone for idleSettle.
+// handed its SVID to a workload, then left alone for Sizes.IdleSettle (two
+// of its 5 s syncs at full size).
 func (s *scenarioRun) idle(ctx context.Context, im Impl, _ int) error {
 	srv, err := startServer(ctx, s.g, s.root, im)
 	if err != nil {
@@ -69,7 +66,7 @@ func (s *scenarioRun) idle(ctx context.Context, im Impl, _ int) error {
 	if err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, idleSettle); err != nil {
+	if err := sleepCtx(ctx, s.h.Sizes.IdleSettle); err != nil {
 		return err
 	}
 	res := &IdleResult{}

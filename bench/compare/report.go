@@ -321,7 +321,7 @@ func (r *Results) Tables() string {
 	}
 	if len(r.Idle) > 0 {
 		fmt.Fprintf(&b, "\n### 8. Idle agent\n\n")
-		fmt.Fprintf(&b, "One agent that attested, synced its one entry and handed the SVID to a workload, then was left alone for %s (two syncs) before its memory was read from /proc. Anonymous memory is the Go heap and stacks; the rest of the RSS is file-backed (the binary, the cache database's map).\n\n", idleSettle)
+		fmt.Fprintf(&b, "One agent that attested, synced its one entry and handed the SVID to a workload, then was left alone for %s before its memory was read from /proc. Anonymous memory is the Go heap and stacks; the rest of the RSS is file-backed (the binary, the cache database's map).\n\n", sz.IdleSettle)
 		t := r.newTable(colsOf(r, r.Idle))
 		t.row("agent RSS", cacheVal(r.Idle, func(c *IdleResult) float64 { return float64(c.AgentRSS) }), bytesFmt, true)
 		t.row("agent anonymous RSS", cacheVal(r.Idle, func(c *IdleResult) float64 { return float64(c.AgentAnon) }), bytesFmt, true)
