@@ -94,7 +94,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			s.Close()
 			return nil, fmt.Errorf("sqlstore: connect to the read-only replica (ro_connection_string): %w", err)
 		}
-		s.log.Info("sqlstore: reads that tolerate lag go to the read-only replica (ro_connection_string)")
+		// SPIRE sends its full-reload entry cache's reads there; ours
+		// follow change events, which a lagging replica would contradict.
+		s.log.Warn("sqlstore: ro_connection_string is connected and checked, but no read uses it: the caches follow change events and need current reads")
 	}
 	if s.eng == mysqlEngine {
 		if s.collation, err = mysqlCollation(ctx, s.w, log); err != nil {
