@@ -9,9 +9,12 @@ package api
 import (
 	"context"
 	"crypto/x509"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -200,9 +203,33 @@ func dsError(what string, err error) error {
 		return status.Errorf(codes.AlreadyExists, "%s: already exists", what)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
+	case databaseUnreachable(err):
+		// The database is down or restarting: a passing condition the
+		// caller should retry (servers sharing a database keep serving
+		// agents from their caches meanwhile), not an internal error.
+		return status.Errorf(codes.Unavailable, "%s: database unavailable: %v", what, err)
 	default:
 		return status.Errorf(codes.Internal, "%s: %v", what, err)
 	}
+}
+
+// databaseUnreachable says whether a datastore error means that the
+// database could not be reached, on any engine: a failed dial or a broken
+// connection (database/sql's ErrBadConn, a network error, a connection cut
+// mid-reply), or an SQLSTATE of class 08 (connection exception) or 57P
+// (the server shutting down or restarting), which PostgreSQL's driver
+// reports through SQLState.
+func databaseUnreachable(err error) bool {
+	var netErr net.Error
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &netErr) {
+		return true
+	}
+	var st interface{ SQLState() string }
+	if errors.As(err, &st) {
+		code := st.SQLState()
+		return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "57P")
+	}
+	return false
 }
 
 // toStatus renders err as the per-item status of a Batch* response.
