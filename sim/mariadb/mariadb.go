@@ -21,6 +21,7 @@ import (
 	"crypto/x509"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -200,8 +201,11 @@ type server struct {
 	dir                           string
 	port                          int
 	caFile, clientCert, clientKey string
-	cmd                           *exec.Cmd
-	done                          chan struct{}
+	// mariadbd, data and cred start the server again (see Instance).
+	mariadbd, data string
+	cred           *syscall.Credential
+	cmd            *exec.Cmd
+	done           chan struct{}
 }
 
 // adminDSN reaches the server as root over its Unix socket, which
@@ -265,7 +269,7 @@ func startServer() (*server, error) {
 			return fail(err)
 		}
 	}
-	s := &server{dir: dir, done: make(chan struct{})}
+	s := &server{dir: dir, mariadbd: mariadbd, cred: cred}
 	if err := s.writeTLSFiles(uid, gid); err != nil {
 		return fail(err)
 	}
@@ -282,36 +286,47 @@ func startServer() (*server, error) {
 	if s.port, err = freePort(); err != nil {
 		return fail(err)
 	}
-	logFile := filepath.Join(dir, "mariadb.log")
-	cmd := exec.Command(mariadbd, "--no-defaults", "--datadir="+data, "--socket="+s.socket(),
+	s.data = data
+	if err := s.launch(); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// launch runs mariadbd on the server's data directory and port and waits
+// until it accepts connections.
+func (s *server) launch() error {
+	logFile := filepath.Join(s.dir, "mariadb.log")
+	cmd := exec.Command(s.mariadbd, "--no-defaults", "--datadir="+s.data, "--socket="+s.socket(),
 		"--port="+strconv.Itoa(s.port), "--bind-address=127.0.0.1", "--skip-name-resolve",
-		"--pid-file="+filepath.Join(dir, "mariadb.pid"), "--log-error="+logFile, "--tmpdir="+dir,
+		"--pid-file="+filepath.Join(s.dir, "mariadb.pid"), "--log-error="+logFile, "--tmpdir="+s.dir,
 		"--skip-log-bin", "--max-connections=500",
-		"--ssl-ca="+s.caFile, "--ssl-cert="+filepath.Join(dir, "server.pem"), "--ssl-key="+filepath.Join(dir, "server.key"),
+		"--ssl-ca="+s.caFile, "--ssl-cert="+filepath.Join(s.dir, "server.pem"), "--ssl-key="+filepath.Join(s.dir, "server.key"),
 		// Durability is worthless for a throwaway server and costs seconds.
 		"--innodb-flush-method=nosync", "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
 		"--innodb-buffer-pool-size=64M")
-	cmd.SysProcAttr = procAttr(cred)
-	cmd.Dir = dir
+	cmd.SysProcAttr = procAttr(s.cred)
+	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {
-		return fail(fmt.Errorf("start mariadbd: %w", err))
+		return fmt.Errorf("start mariadbd: %w", err)
 	}
-	s.cmd = cmd
-	go func() { _ = cmd.Wait(); close(s.done) }()
+	done := make(chan struct{})
+	s.cmd, s.done = cmd, done
+	go func() { _ = cmd.Wait(); close(done) }()
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
-		case <-s.done:
+		case <-done:
 			log, _ := os.ReadFile(logFile)
-			return fail(fmt.Errorf("mariadbd exited: %s", lastLines(string(log), 10)))
+			return fmt.Errorf("mariadbd exited: %s", lastLines(string(log), 10))
 		default:
 		}
 		if err := ping(s.adminDSN()); err == nil {
-			return s, nil
+			return nil
 		} else if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("mariadbd not ready after 60s: %w", err)
+			s.halt()
+			return fmt.Errorf("mariadbd not ready after 60s: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -374,9 +389,18 @@ func ping(dsn string) error {
 	return db.PingContext(ctx)
 }
 
-// stop shuts the server down (SIGTERM: a normal shutdown) and removes its
-// directory.
+// stop shuts the server down and removes its directory.
 func (s *server) stop() {
+	s.halt()
+	os.RemoveAll(s.dir)
+}
+
+// halt shuts the server down (SIGTERM: a normal shutdown), keeping its
+// data directory; a halted server does nothing.
+func (s *server) halt() {
+	if s.cmd == nil {
+		return
+	}
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
@@ -384,7 +408,63 @@ func (s *server) stop() {
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
-	os.RemoveAll(s.dir)
+	s.cmd = nil
+}
+
+// Instance is a MariaDB server of one test's own, which the test may stop
+// and start again on the same data directory and port, to see what its
+// clients do while the database is away and after it is back.
+type Instance struct {
+	mu  sync.Mutex
+	srv *server
+	dsn string
+}
+
+// StartInstance starts a server of the test's own (never the shared one,
+// nor MYSQL_TEST_DSN's) with one empty database and its user, stopped and
+// removed when the test ends. It skips the test (or fails it under
+// REQUIRE_SIM=1) when no server can be started.
+func StartInstance(tb testing.TB) *Instance {
+	tb.Helper()
+	srv, err := startServer()
+	if err != nil {
+		simtest.Skip(tb, "mariadb: "+err.Error())
+		return nil
+	}
+	tb.Cleanup(srv.stop)
+	password := randomHex(12)
+	if err := adminExec(srv.adminDSN(), "CREATE DATABASE test",
+		fmt.Sprintf("CREATE USER 'test'@'%%' IDENTIFIED BY '%s'", password),
+		"GRANT ALL PRIVILEGES ON test.* TO 'test'@'%'"); err != nil {
+		tb.Fatalf("mariadb: create database and user: %v", err)
+	}
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.DBName, cfg.ParseTime = "test", password, "test", true
+	cfg.Net, cfg.Addr = "tcp", srv.addr()
+	return &Instance{srv: srv, dsn: cfg.FormatDSN()}
+}
+
+// DSN is the connection string of the instance's database; it stays the
+// same across Stop and Start.
+func (i *Instance) DSN() string { return i.dsn }
+
+// Stop shuts the server down (its clients are disconnected); the data
+// stays for Start.
+func (i *Instance) Stop() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.srv.halt()
+}
+
+// Start runs the stopped server again on its data directory and port and
+// waits until it accepts connections.
+func (i *Instance) Start() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.srv.cmd != nil {
+		return errors.New("mariadb: instance is running")
+	}
+	return i.srv.launch()
 }
 
 func freePort() (int, error) {

@@ -1,0 +1,38 @@
+package mariadb
+
+import (
+	"database/sql"
+	"testing"
+)
+
+// TestInstanceStopStart: a stopped instance refuses connections, and
+// started again it serves the same database with what was written
+// before, at the same DSN.
+func TestInstanceStopStart(t *testing.T) {
+	inst := StartInstance(t)
+	db, err := sql.Open("mysql", inst.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE kept (x INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO kept VALUES (7)`); err != nil {
+		t.Fatal(err)
+	}
+	inst.Stop()
+	if err := ping(inst.DSN()); err == nil {
+		t.Fatal("a stopped instance accepted a connection")
+	}
+	if err := inst.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.Start(); err == nil {
+		t.Fatal("Start of a running instance succeeded")
+	}
+	var x int
+	if err := db.QueryRow(`SELECT x FROM kept`).Scan(&x); err != nil || x != 7 {
+		t.Fatalf("after restart: x = %d, %v; want 7", x, err)
+	}
+}
