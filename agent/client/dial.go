@@ -25,7 +25,32 @@ import (
 // is reconnected by gRPC's own jittered backoff, and the name is resolved
 // again when a connection fails (at most every 30 s), so that a changed
 // record takes effect.
-const roundRobinServiceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+//
+// A call a server answers Unavailable (its database is away and it has no
+// copy of what the call needs, say a node it never read) is retried by
+// gRPC, and round robin sends the retry to the next server. Only calls
+// that a repeat cannot harm are retried: bundle reads, entry syncs and
+// SVID signing; never attestation or renewal, where a repeat after a
+// lost answer could replace an SVID the agent was already sent.
+const roundRobinServiceConfig = `{
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "methodConfig": [{
+    "name": [
+      {"service": "spire.api.server.bundle.v1.Bundle"},
+      {"service": "spire.api.server.entry.v1.Entry", "method": "SyncAuthorizedEntries"},
+      {"service": "spire.api.server.entry.v1.Entry", "method": "GetAuthorizedEntries"},
+      {"service": "spire.api.server.svid.v1.SVID", "method": "BatchNewX509SVID"},
+      {"service": "spire.api.server.svid.v1.SVID", "method": "NewJWTSVID"}
+    ],
+    "retryPolicy": {
+      "maxAttempts": 3,
+      "initialBackoff": "0.1s",
+      "maxBackoff": "1s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]
+}`
 
 // target makes a host:port a gRPC target of the DNS resolver; a target
 // with a scheme of its own (unix:, dns://, a test's resolver) is kept.

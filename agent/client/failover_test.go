@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,9 +21,11 @@ import (
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 
 	"github.com/spiffe-hw/spire-hw/sim/x509/testpki"
 )
@@ -33,9 +36,14 @@ type bundleServer struct {
 	bundlev1.UnimplementedBundleServer
 	index uint64
 	root  []byte
+	// unavailable makes it answer as a server whose database is away.
+	unavailable *atomic.Bool
 }
 
 func (s *bundleServer) GetBundle(context.Context, *bundlev1.GetBundleRequest) (*types.Bundle, error) {
+	if s.unavailable.Load() {
+		return nil, status.Error(codes.Unavailable, "fetch attested node: database unavailable")
+	}
 	return &types.Bundle{TrustDomain: "example.org", SequenceNumber: s.index,
 		X509Authorities: []*types.X509Certificate{{Asn1: s.root}}}, nil
 }
@@ -65,7 +73,8 @@ func (b *syncBuffer) String() string {
 // after one server is stopped every call is answered by the other two
 // (the client holds the SVID it had: there is nothing to attest), the loss is
 // logged with the lost address, and a server started again on that
-// address takes calls again.
+// address takes calls again; a server answering Unavailable has its calls
+// retried on the others.
 func TestFailoverAcrossAddresses(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	root, err := testpki.NewRoot("root")
@@ -104,9 +113,10 @@ func TestFailoverAcrossAddresses(t *testing.T) {
 		}
 		listeners = append(listeners, l)
 	}
+	unavailable := make([]atomic.Bool, len(listeners))
 	serve := func(i uint64, l net.Listener) *grpc.Server {
 		s := grpc.NewServer(grpc.Creds(credentials.NewTLS(serverTLS)))
-		bundlev1.RegisterBundleServer(s, &bundleServer{index: i, root: root.Cert.Raw})
+		bundlev1.RegisterBundleServer(s, &bundleServer{index: i, root: root.Cert.Raw, unavailable: &unavailable[i]})
 		go func() { _ = s.Serve(l) }()
 		t.Cleanup(s.Stop)
 		return s
@@ -199,6 +209,13 @@ func TestFailoverAcrossAddresses(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "Reconnected to server") {
 		t.Fatalf("no log of the reconnection:\n%s", logs.String())
+	}
+
+	// A server up but answering Unavailable (its database away, the
+	// caller's node never read): every call is retried on another.
+	unavailable[0].Store(true)
+	if by = calls(60); by[failedCall] != 0 || by[0] != 0 {
+		t.Fatalf("with server 0 answering Unavailable, calls by server: %v; want all on 1 and 2", by)
 	}
 }
 
