@@ -205,6 +205,11 @@ func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.
 		switch {
 		case errors.Is(err, datastore.ErrNotFound):
 			return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
+		case err != nil && databaseUnreachable(err):
+			// A node this server never read cannot be authenticated
+			// without the database (a ban would go unseen); the agent
+			// retries, on another server (agent/client's retry policy).
+			return nil, status.Errorf(codes.Unavailable, "fetch attested node: database unavailable: %v", err)
 		case err != nil:
 			return nil, status.Errorf(codes.Internal, "fetch attested node: %v", err)
 		case node.Banned():
