@@ -126,31 +126,42 @@ func (s *EntryService) BatchCreateEntry(ctx context.Context, req *entryv1.BatchC
 	if len(req.Entries) > MaxBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "too many entries: %d, at most %d per request", len(req.Entries), MaxBatch)
 	}
-	resp := &entryv1.BatchCreateEntryResponse{}
-	for _, in := range req.Entries {
+	// Results in request order: refusals of validation in place, the
+	// valid entries created in one transaction.
+	results := make([]*entryv1.BatchCreateEntryResponse_Result, len(req.Entries))
+	var valid []*types.Entry
+	var at []int
+	for i, in := range req.Entries {
 		e, err := s.api.validateEntry(in, nil)
 		if err != nil {
-			resp.Results = append(resp.Results, &entryv1.BatchCreateEntryResponse_Result{
+			results[i] = &entryv1.BatchCreateEntryResponse_Result{
 				Status: toStatus(status.Errorf(codes.InvalidArgument, "failed to convert entry: %v", err)), Entry: in,
-			})
+			}
 			continue
 		}
-		created, err := s.api.cfg.DataStore.CreateEntry(ctx, e)
-		s.api.entries.invalidate()
-		if errors.Is(err, datastore.ErrAlreadyExists) {
-			existing := s.findSimilar(ctx, e)
-			resp.Results = append(resp.Results, &entryv1.BatchCreateEntryResponse_Result{
-				Status: toStatus(status.Error(codes.AlreadyExists, "similar entry already exists")), Entry: applyEntryMask(existing, req.OutputMask),
-			})
-			continue
-		}
-		if err != nil {
-			resp.Results = append(resp.Results, &entryv1.BatchCreateEntryResponse_Result{Status: toStatus(dsError("create entry", err)), Entry: in})
-			continue
-		}
-		resp.Results = append(resp.Results, &entryv1.BatchCreateEntryResponse_Result{Status: toStatus(nil), Entry: applyEntryMask(created, req.OutputMask)})
+		valid = append(valid, e)
+		at = append(at, i)
 	}
-	return resp, nil
+	if len(valid) > 0 {
+		created, errs, err := s.api.cfg.DataStore.CreateEntries(ctx, valid)
+		s.api.entries.invalidate()
+		for k, i := range at {
+			switch {
+			case err != nil:
+				results[i] = &entryv1.BatchCreateEntryResponse_Result{Status: toStatus(dsError("create entry", err)), Entry: req.Entries[i]}
+			case errors.Is(errs[k], datastore.ErrAlreadyExists):
+				existing := s.findSimilar(ctx, valid[k])
+				results[i] = &entryv1.BatchCreateEntryResponse_Result{
+					Status: toStatus(status.Error(codes.AlreadyExists, "similar entry already exists")), Entry: applyEntryMask(existing, req.OutputMask),
+				}
+			case errs[k] != nil:
+				results[i] = &entryv1.BatchCreateEntryResponse_Result{Status: toStatus(dsError("create entry", errs[k])), Entry: req.Entries[i]}
+			default:
+				results[i] = &entryv1.BatchCreateEntryResponse_Result{Status: toStatus(nil), Entry: applyEntryMask(created[k], req.OutputMask)}
+			}
+		}
+	}
+	return &entryv1.BatchCreateEntryResponse{Results: results}, nil
 }
 
 // findSimilar returns the entry with the same SPIFFE ID, parent and

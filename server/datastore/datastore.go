@@ -196,6 +196,11 @@ type DataStore interface {
 	// An entry with the same SPIFFE ID, parent ID and selector set already
 	// present yields ErrAlreadyExists, as does a duplicate ID.
 	CreateEntry(ctx context.Context, e *types.Entry) (*types.Entry, error)
+	// CreateEntries is CreateEntry for a batch in one transaction: either
+	// every entry that could be created is, or (err != nil) none is.
+	// created[i] is the stored entries[i], or nil with errs[i] saying why
+	// that one alone was refused (ErrAlreadyExists, an invalid ID).
+	CreateEntries(ctx context.Context, entries []*types.Entry) (created []*types.Entry, errs []error, err error)
 	FetchEntry(ctx context.Context, id string) (*types.Entry, error)
 	ListEntries(ctx context.Context, req *ListEntriesRequest) (entries []*types.Entry, nextToken string, err error)
 	CountEntries(ctx context.Context, req *ListEntriesRequest) (int32, error)

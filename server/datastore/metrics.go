@@ -54,6 +54,12 @@ func codeOf(err error) error {
 	return err
 }
 
+func (w metricsStore) CreateEntries(ctx context.Context, entries []*types.Entry) (_ []*types.Entry, _ []error, err error) {
+	done := w.call("registration_entry", "create")
+	defer func() { done(err) }()
+	return w.ds.CreateEntries(ctx, entries)
+}
+
 func (w metricsStore) CreateEntry(ctx context.Context, e *types.Entry) (_ *types.Entry, err error) {
 	done := w.call("registration_entry", "create")
 	defer func() { done(err) }()

@@ -33,6 +33,7 @@ func testDataStore(t *testing.T, open func(t *testing.T) datastore.DataStore) {
 	}{
 		{"EntryCRUD", testEntryCRUD},
 		{"EntryDuplicates", testEntryDuplicates},
+		{"EntryBatch", testEntryBatch},
 		{"EntryConcurrentDuplicates", testEntryConcurrentDuplicates},
 		{"EntryUpdate", testEntryUpdate},
 		{"EntriesRevision", testEntriesRevision},

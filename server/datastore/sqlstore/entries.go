@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,42 +22,106 @@ const entryCols = `e.id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_t
 
 // CreateEntry implements datastore.DataStore.
 func (s *Store) CreateEntry(ctx context.Context, e *types.Entry) (*types.Entry, error) {
-	if err := checkEntryIDs(e); err != nil {
+	id, err := newEntryIDFor(e)
+	if err != nil {
 		return nil, fmt.Errorf("sqlstore: create entry: %w", err)
 	}
-	id := e.GetId()
-	if id == "" {
-		var err error
-		if id, err = newEntryID(); err != nil {
-			return nil, fmt.Errorf("sqlstore: create entry: %w", err)
-		}
-	}
 	var out *types.Entry
-	err := s.write(ctx, func(t txn) error {
+	err = s.write(ctx, func(t txn) error {
 		if err := bumpEntriesRevision(ctx, t); err != nil {
 			return err
 		}
-		_, err := t.exec(ctx, `INSERT INTO registered_entries (id, spiffe_id, parent_id, x509_svid_ttl,
-			jwt_svid_ttl, admin, downstream, expires_at, store_svid, hint, created_at, revision_number, unique_key)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)`,
-			id, spiffeIDString(e.SpiffeId), spiffeIDString(e.ParentId), e.X509SvidTtl, e.JwtSvidTtl,
-			e.Admin, e.Downstream, e.ExpiresAt, e.StoreSvid, e.Hint, time.Now().Unix(), entryUniqueKey(e))
-		if err != nil {
-			return err
-		}
-		if err := writeEntryChildren(ctx, t, id, e, true, true, true); err != nil {
-			return err
-		}
-		if err := appendEvent(ctx, t, datastore.EntryEvents, id); err != nil {
-			return err
-		}
-		out, err = fetchEntry(ctx, t, id)
+		out, err = insertEntry(ctx, t, id, e)
 		return err
 	})
 	if err != nil {
 		return nil, mapErr("create entry", err)
 	}
 	return out, nil
+}
+
+// CreateEntries implements datastore.DataStore. Each entry is inserted
+// under a savepoint, so that one refused as a duplicate is undone alone
+// (a failed statement aborts a PostgreSQL transaction); the batch commits
+// once, which on SQLite is one sync of the WAL instead of one per entry.
+func (s *Store) CreateEntries(ctx context.Context, entries []*types.Entry) ([]*types.Entry, []error, error) {
+	ids := make([]string, len(entries))
+	invalid := make([]error, len(entries))
+	for i, e := range entries {
+		var err error
+		if ids[i], err = newEntryIDFor(e); err != nil {
+			invalid[i] = fmt.Errorf("sqlstore: create entry: %w", err)
+		}
+	}
+	var created []*types.Entry
+	var errs []error
+	err := s.write(ctx, func(t txn) error {
+		// Afresh on every attempt: a MySQL deadlock runs this again.
+		created, errs = make([]*types.Entry, len(entries)), slices.Clone(invalid)
+		if err := bumpEntriesRevision(ctx, t); err != nil {
+			return err
+		}
+		for i, e := range entries {
+			if errs[i] != nil {
+				continue
+			}
+			// Savepoints bypass the statement cache: PostgreSQL cannot
+			// prepare them.
+			if _, err := t.tx.ExecContext(ctx, "SAVEPOINT entry"); err != nil {
+				return err
+			}
+			out, err := insertEntry(ctx, t, ids[i], e)
+			if isUniqueViolation(err) {
+				if _, rerr := t.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT entry"); rerr != nil {
+					return rerr
+				}
+				errs[i] = mapErr("create entry", err)
+			} else if err != nil {
+				return err
+			}
+			if _, err := t.tx.ExecContext(ctx, "RELEASE SAVEPOINT entry"); err != nil {
+				return err
+			}
+			created[i] = out
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, mapErr("create entries", err)
+	}
+	return created, errs, nil
+}
+
+// newEntryIDFor checks e's IDs and returns its entry ID, a new one when
+// it has none.
+func newEntryIDFor(e *types.Entry) (string, error) {
+	if err := checkEntryIDs(e); err != nil {
+		return "", err
+	}
+	if id := e.GetId(); id != "" {
+		return id, nil
+	}
+	return newEntryID()
+}
+
+// insertEntry writes e under id, with its children and its event, and
+// reads it back.
+func insertEntry(ctx context.Context, t txn, id string, e *types.Entry) (*types.Entry, error) {
+	_, err := t.exec(ctx, `INSERT INTO registered_entries (id, spiffe_id, parent_id, x509_svid_ttl,
+		jwt_svid_ttl, admin, downstream, expires_at, store_svid, hint, created_at, revision_number, unique_key)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)`,
+		id, spiffeIDString(e.SpiffeId), spiffeIDString(e.ParentId), e.X509SvidTtl, e.JwtSvidTtl,
+		e.Admin, e.Downstream, e.ExpiresAt, e.StoreSvid, e.Hint, time.Now().Unix(), entryUniqueKey(e))
+	if err != nil {
+		return nil, err
+	}
+	if err := writeEntryChildren(ctx, t, id, e, true, true, true); err != nil {
+		return nil, err
+	}
+	if err := appendEvent(ctx, t, datastore.EntryEvents, id); err != nil {
+		return nil, err
+	}
+	return fetchEntry(ctx, t, id)
 }
 
 // FetchEntry implements datastore.DataStore.
