@@ -50,6 +50,7 @@ func report() (md, svg string) {
 		fmt.Fprintf(&b, "- %s: %s\n", e.name, e.note)
 	}
 
+	b.WriteString(batchReport())
 	b.WriteString("\n## A fleet against one, two and three servers sharing one PostgreSQL database\n\n")
 	fmt.Fprintf(&b, "%d simulated agents (sim/fleet), %d entries each, spread evenly over the servers and syncing in a closed\n"+
 		"loop (each agent syncs again as soon as its last sync ended: GetBundle, GetAuthorizedEntries, no signing),\n"+

@@ -46,6 +46,12 @@ type cachedNode struct {
 	at   time.Time
 }
 
+// maxNodeStaleness bounds how long past its ttl a node read before the
+// database went away still authenticates its agent: a ban written through
+// another server just before the outage, which this server had no time to
+// read, is then in force after it at the latest.
+const maxNodeStaleness = 5 * time.Minute
+
 func newNodeCache(ds datastore.DataStore, clock func() time.Time, ttl time.Duration) *nodeCache {
 	return &nodeCache{ds: ds, clock: clock, ttl: ttl, m: make(map[string]cachedNode)}
 }
@@ -64,7 +70,7 @@ func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastor
 			n := *e.node
 			return &n, nil
 		}
-		if ok {
+		if ok && c.ttl > 0 && now.Sub(e.at) < c.ttl+maxNodeStaleness {
 			stale = e.node
 		}
 	}
@@ -74,8 +80,10 @@ func (c *nodeCache) fetch(ctx context.Context, id string, fresh bool) (*datastor
 	node, err := c.ds.FetchAttestedNode(ctx, id)
 	if err != nil {
 		// The database is away (not a missing node): a copy past its
-		// ttl still authenticates the agent's call, so that agents keep
-		// syncing while it is; forget and fresh reads never get here.
+		// ttl, by at most maxNodeStaleness, still authenticates the
+		// agent's call, so that agents keep syncing while it is; forget
+		// and fresh reads never get here, nor does a copy of an operator
+		// who asked for every call to read the database (ttl 0).
 		if stale != nil && !errors.Is(err, datastore.ErrNotFound) && ctx.Err() == nil {
 			n := *stale
 			return &n, nil

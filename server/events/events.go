@@ -4,9 +4,9 @@
 // transaction, and each server reads, every cache_reload_interval, the
 // events after the last one it saw and has its caches read again just what
 // they name. A full reload happens only at start and when the events cannot
-// be trusted to name every change (an apply failed, more IDs are missing
-// than can be tracked, or the events could not be read for so long that
-// some may have been pruned unread).
+// be trusted to name every change (more IDs are missing than can be
+// tracked, or the events could not be read for so long that some may have
+// been pruned unread).
 //
 // Event IDs are allotted when a transaction writes its event, not when it
 // commits, so an ID can become visible after a greater one has. Such a gap
@@ -48,7 +48,8 @@ const (
 	// still running, but pruned or lost events).
 	maxTracked = 10000
 	// lookback is how many IDs below the last one seen at a full reload
-	// are checked for gaps: transactions that were still open then.
+	// are checked for gaps: transactions that were still open then. It
+	// covers the largest batch of entries (api.MaxBatch) written in one.
 	lookback = 1000
 )
 
@@ -255,16 +256,35 @@ type inconsistency struct{ reason string }
 
 func (e inconsistency) Error() string { return e.reason }
 
-// fullReload reads the last event IDs, then every cache: a change
-// committed after the IDs were read is in the caches and its event is
-// applied again (harmless). The IDs missing just below the last ones
-// are tracked: their transactions may not have committed yet.
+// fullReload reads the last event IDs and the events just below them,
+// then every cache. The IDs absent from that window are tracked: their
+// transactions may still be open, and commit before or after the caches
+// are read (a change applied twice is harmless). The window is read before
+// the caches, not after: an ID that committed in between would have looked
+// seen, and its change would have been lost until the next full reload.
 func (p *Poller) fullReload(ctx context.Context) error {
+	now := p.cfg.Clock()
 	lasts := make([]int64, len(p.trackers))
+	missing := make([]map[int64]time.Time, len(p.trackers))
 	for i, tr := range p.trackers {
 		last, err := p.cfg.DataStore.LastEventID(ctx, tr.kind)
 		if err != nil {
 			return err
+		}
+		from := max(0, last-lookback)
+		evs, err := p.cfg.DataStore.ListEvents(ctx, tr.kind, from, 0)
+		if err != nil {
+			return fmt.Errorf("read the recent events: %w", err)
+		}
+		seen := make(map[int64]bool, len(evs))
+		for _, ev := range evs {
+			seen[ev.ID] = true
+		}
+		missing[i] = map[int64]time.Time{}
+		for id := from + 1; id <= last; id++ {
+			if !seen[id] {
+				missing[i][id] = now
+			}
 		}
 		lasts[i] = last
 	}
@@ -272,32 +292,8 @@ func (p *Poller) fullReload(ctx context.Context) error {
 		return fmt.Errorf("reload the caches: %w", err)
 	}
 	p.stats.reloads.Add(1)
-	now := p.cfg.Clock()
 	for i, tr := range p.trackers {
-		tr.last, tr.missing = lasts[i], map[int64]time.Time{}
-		evs, err := p.cfg.DataStore.ListEvents(ctx, tr.kind, max(0, tr.last-lookback), 0)
-		if err != nil {
-			// The caches are loaded; only the gaps are not known.
-			p.cfg.Log.Debug("Could not read the recent events after a reload", "error", err)
-			continue
-		}
-		prev := int64(-1)
-		for _, ev := range evs {
-			if ev.ID > tr.last {
-				break
-			}
-			if prev >= 0 {
-				for id := prev + 1; id < ev.ID; id++ {
-					tr.missing[id] = now
-				}
-			}
-			prev = ev.ID
-		}
-		if prev >= 0 {
-			for id := prev + 1; id <= tr.last; id++ {
-				tr.missing[id] = now
-			}
-		}
+		tr.last, tr.missing = lasts[i], missing[i]
 	}
 	return nil
 }
@@ -316,11 +312,12 @@ func (p *Poller) poll(ctx context.Context) error {
 	for i, tr := range p.trackers {
 		// Work on copies, committed once the sink has the changes: a
 		// failed apply leaves the trackers where they were.
+		// Expired IDs are looked for a last time before they are
+		// dropped, so that an outage longer than EventTimeout does not
+		// drop unread a change that committed during it.
 		missing := make(map[int64]time.Time, len(tr.missing))
 		for id, at := range tr.missing {
-			if now.Sub(at) < p.cfg.EventTimeout {
-				missing[id] = at
-			}
+			missing[id] = at
 		}
 		var gaps int
 		if len(missing) > 0 {
@@ -336,6 +333,11 @@ func (p *Poller) poll(ctx context.Context) error {
 				delete(missing, ev.ID)
 				keys[i] = append(keys[i], ev.Key)
 				gaps++
+			}
+			for id, at := range missing {
+				if now.Sub(at) >= p.cfg.EventTimeout {
+					delete(missing, id)
+				}
 			}
 		}
 		last := tr.last
@@ -360,8 +362,11 @@ func (p *Poller) poll(ctx context.Context) error {
 		}
 		next[i] = pending{last: last, missing: missing, gaps: gaps}
 	}
+	// A failed apply (the database away, the caller's context ended) is
+	// retried at the next poll: the trackers stay, and applying a change
+	// again is harmless.
 	if err := p.apply(ctx, keys); err != nil {
-		return inconsistency{fmt.Sprintf("apply events: %v", err)}
+		return fmt.Errorf("apply events: %w", err)
 	}
 	for i, tr := range p.trackers {
 		tr.last, tr.missing = next[i].last, next[i].missing
