@@ -67,9 +67,8 @@ type entryCache struct {
 	follow func(ctx context.Context) error
 	synced uint64
 	// syncing is non-nil while a request's sync runs, closed when it
-	// ends; syncingAt is the invals count it covers.
-	syncing   chan struct{}
-	syncingAt uint64
+	// ends.
+	syncing chan struct{}
 }
 
 const (
@@ -240,9 +239,9 @@ func (c *entryCache) snapshot(ctx context.Context) (*entrySnapshot, error) {
 // followedSnapshot is snapshot when the events poller keeps the cache. A
 // write made through this server is applied before the next request is
 // served; one made elsewhere, at the poller's next interval. Requests
-// that need a sync share one: those that arrive while a sync that started
-// after their server's last write runs wait for it, and the others are
-// served the snapshot held, as they are during a reload. When the sync
+// that need a sync share one: those that arrive while a sync runs wait for
+// it, and start the next if it began before their server's last write.
+// When the sync
 // fails (the database is away) the snapshot held is served, and the
 // poller's next interval tries again: agents keep their SVIDs meanwhile.
 func (c *entryCache) followedSnapshot(ctx context.Context) (*entrySnapshot, error) {
@@ -254,11 +253,12 @@ func (c *entryCache) followedSnapshot(ctx context.Context) (*entrySnapshot, erro
 			return s, nil
 		}
 		if c.syncing != nil {
-			wait, covers := c.syncing, c.syncingAt >= invals
+			// A sync that started before this server's last write cannot
+			// bring it in: wait for it, then start one that does (serving
+			// the snapshot held would hand out an entry just deleted
+			// here).
+			wait := c.syncing
 			c.mu.Unlock()
-			if s != nil && !covers {
-				return s, nil
-			}
 			select {
 			case <-wait:
 				continue
@@ -270,7 +270,7 @@ func (c *entryCache) followedSnapshot(ctx context.Context) (*entrySnapshot, erro
 			}
 		}
 		done := make(chan struct{})
-		c.syncing, c.syncingAt = done, invals
+		c.syncing = done
 		c.mu.Unlock()
 
 		err := c.follow(ctx)

@@ -290,3 +290,64 @@ func TestCachesServeWithDatabaseAway(t *testing.T) {
 		t.Fatalf("bundle with the database away: %v, %v", b, err)
 	}
 }
+
+// TestFollowedSnapshotAfterWriteDuringSync: a write made through this
+// server while a sync that began before it runs is in the snapshot the
+// next request gets: that request waits for the running sync and then
+// runs its own, instead of being served the snapshot without the write
+// (an entry deleted here would have been handed out once more).
+func TestFollowedSnapshotAfterWriteDuringSync(t *testing.T) {
+	ctx := context.Background()
+	ds := sqlitetest.Open(t)
+	a := New(Config{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), DataStore: ds})
+	p := events.New(events.Config{DataStore: ds, Sink: a})
+	inSync, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	a.FollowEvents(func(ctx context.Context) error {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			close(inSync)
+			<-release
+		}
+		return p.Sync(ctx)
+	}, p.Interval())
+	e, err := ds.CreateEntry(ctx, workloadEntry("/w"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil { // the snapshot holds the entry
+		t.Fatal(err)
+	}
+	if _, err := ds.CreateEntry(ctx, workloadEntry("/other")); err != nil {
+		t.Fatal(err)
+	}
+	a.entries.invalidate()
+	first := make(chan error, 1)
+	go func() {
+		_, err := a.entries.snapshot(ctx)
+		first <- err
+	}()
+	<-inSync
+	// The entry is deleted through this server while that sync runs.
+	if _, err := ds.DeleteEntry(ctx, e.Id); err != nil {
+		t.Fatal(err)
+	}
+	a.entries.invalidate()
+	second := make(chan *entrySnapshot, 1)
+	go func() {
+		s, err := a.entries.snapshot(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		second <- s
+	}()
+	time.Sleep(20 * time.Millisecond) // let the second request find the sync running
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if s := <-second; s == nil || s.byID[e.Id] != nil {
+		t.Fatal("the request after the delete was served the entry deleted through this server")
+	}
+}
