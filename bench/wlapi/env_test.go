@@ -70,12 +70,12 @@ const (
 )
 
 // TestAgentProcess is the agent process: it serves until SIGTERM, writing
-// a CPU profile of its whole life if asked to. It does nothing when run
-// directly.
+// a CPU profile of its whole life if asked to. TestMain leaves it out of
+// plain runs.
 func TestAgentProcess(t *testing.T) {
 	socket := os.Getenv(socketEnv)
 	if socket == "" {
-		t.Skip("only run as the bench's agent process")
+		t.Fatal("TestAgentProcess is the bench's agent process: spawnAgent runs it with " + socketEnv + " set")
 	}
 	if p := os.Getenv(profileEnv); p != "" {
 		f, err := os.Create(p)
