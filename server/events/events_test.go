@@ -163,17 +163,40 @@ func TestPollerFailedApply(t *testing.T) {
 	wantTook(t, r, []string{e.Id}, nil, 1)
 }
 
-// rawPostgres opens the store's PostgreSQL database directly, for a
-// transaction that holds an event ID without committing.
-func rawPostgres(t *testing.T, dsn string) *sql.DB {
+// postgresStore opens a store on a new PostgreSQL database, and the same
+// database directly, for transactions that hold an event ID without
+// committing (holdEvent).
+func postgresStore(t *testing.T) (*sqlstore.Store, *sql.DB) {
 	t.Helper()
+	dsn := postgres.Start(t)
+	ds, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ds.Close() })
 	pc, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := stdlib.OpenDB(*pc)
-	t.Cleanup(func() { db.Close() })
-	return db
+	raw := stdlib.OpenDB(*pc)
+	t.Cleanup(func() { raw.Close() })
+	return ds, raw
+}
+
+// holdEvent opens a transaction on raw that takes the next entry event ID
+// for key and leaves it open; it is rolled back when the test ends unless
+// the test ends it first.
+func holdEvent(t *testing.T, raw *sql.DB, key string, at time.Time) *sql.Tx {
+	t.Helper()
+	tx, err := raw.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if _, err := tx.ExecContext(ctx, `INSERT INTO registered_entries_events (created_at, entry_id) VALUES ($1, $2)`, at.Unix(), key); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
 
 // TestPollerGap: a transaction that took an event ID and commits after a
@@ -181,13 +204,7 @@ func rawPostgres(t *testing.T, dsn string) *sql.DB {
 // never commits stops being looked for after the event timeout. Real
 // concurrent transactions on PostgreSQL.
 func TestPollerGap(t *testing.T) {
-	dsn := postgres.Start(t)
-	ds, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ds.Close() })
-	raw := rawPostgres(t, dsn)
+	ds, raw := postgresStore(t)
 	now := time.Unix(1_800_000_000, 0)
 	var clockMu sync.Mutex
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
@@ -197,14 +214,7 @@ func TestPollerGap(t *testing.T) {
 	wantTook(t, r, nil, nil, 1)
 
 	// Two writers take IDs N and N+1; N+1 commits first.
-	slow, err := raw.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Rollback()
-	if _, err := slow.ExecContext(ctx, `INSERT INTO registered_entries_events (created_at, entry_id) VALUES ($1, 'slow')`, now.Unix()); err != nil {
-		t.Fatal(err)
-	}
+	slow := holdEvent(t, raw, "slow", now)
 	fast, err := ds.CreateEntry(ctx, entry("/fast"))
 	if err != nil {
 		t.Fatal(err)
@@ -222,13 +232,7 @@ func TestPollerGap(t *testing.T) {
 
 	// A writer that rolls back leaves a gap for good: looked for until the
 	// event timeout, then no more (and no reload).
-	lost, err := raw.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lost.ExecContext(ctx, `INSERT INTO registered_entries_events (created_at, entry_id) VALUES ($1, 'lost')`, now.Unix()); err != nil {
-		t.Fatal(err)
-	}
+	lost := holdEvent(t, raw, "lost", now)
 	after, err := ds.CreateEntry(ctx, entry("/after"))
 	if err != nil {
 		t.Fatal(err)
@@ -254,24 +258,11 @@ func TestPollerGap(t *testing.T) {
 // TestPollerGapAtStart: a transaction still open when the server loads
 // its caches (its ID below the last one then) is applied when it commits.
 func TestPollerGapAtStart(t *testing.T) {
-	dsn := postgres.Start(t)
-	ds, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ds.Close() })
-	raw := rawPostgres(t, dsn)
+	ds, raw := postgresStore(t)
 	if _, err := ds.CreateEntry(ctx, entry("/first")); err != nil {
 		t.Fatal(err)
 	}
-	slow, err := raw.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Rollback()
-	if _, err := slow.ExecContext(ctx, `INSERT INTO registered_entries_events (created_at, entry_id) VALUES ($1, 'slow')`, time.Now().Unix()); err != nil {
-		t.Fatal(err)
-	}
+	slow := holdEvent(t, raw, "slow", time.Now())
 	if _, err := ds.CreateEntry(ctx, entry("/second")); err != nil {
 		t.Fatal(err)
 	}
@@ -292,21 +283,8 @@ func TestPollerGapAtStart(t *testing.T) {
 // events after the caches were read took it for seen, and tracking only
 // the gaps after the first visible event never looked for it.
 func TestPollerCommitDuringReload(t *testing.T) {
-	dsn := postgres.Start(t)
-	ds, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ds.Close() })
-	raw := rawPostgres(t, dsn)
-	slow, err := raw.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Rollback()
-	if _, err := slow.ExecContext(ctx, `INSERT INTO registered_entries_events (created_at, entry_id) VALUES ($1, 'slow')`, time.Now().Unix()); err != nil {
-		t.Fatal(err)
-	}
+	ds, raw := postgresStore(t)
+	slow := holdEvent(t, raw, "slow", time.Now())
 	if _, err := ds.CreateEntry(ctx, entry("/second")); err != nil {
 		t.Fatal(err)
 	}
@@ -327,27 +305,14 @@ func TestPollerCommitDuringReload(t *testing.T) {
 // meanwhile) is still applied at the next poll: expired IDs are looked for
 // once more before they are dropped.
 func TestPollerGapCommittedPastTimeout(t *testing.T) {
-	dsn := postgres.Start(t)
-	ds, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ds.Close() })
-	raw := rawPostgres(t, dsn)
+	ds, raw := postgresStore(t)
 	now := time.Unix(1_800_000_000, 0)
 	var clockMu sync.Mutex
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
 	r := &recorder{}
 	p := New(Config{DataStore: ds, Sink: r, Clock: clock, EventTimeout: time.Minute})
 	sync1(t, p)
-	slow, err := raw.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Rollback()
-	if _, err := slow.ExecContext(ctx, `INSERT INTO registered_entries_events (created_at, entry_id) VALUES ($1, 'slow')`, now.Unix()); err != nil {
-		t.Fatal(err)
-	}
+	slow := holdEvent(t, raw, "slow", now)
 	fast, err := ds.CreateEntry(ctx, entry("/fast"))
 	if err != nil {
 		t.Fatal(err)
@@ -367,13 +332,7 @@ func TestPollerGapCommittedPastTimeout(t *testing.T) {
 // TestPollerTooManyMissing: IDs missing past what can be tracked (events
 // lost or pruned meanwhile) make the caches reload.
 func TestPollerTooManyMissing(t *testing.T) {
-	dsn := postgres.Start(t)
-	ds, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ds.Close() })
-	raw := rawPostgres(t, dsn)
+	ds, raw := postgresStore(t)
 	r := &recorder{}
 	p := New(Config{DataStore: ds, Sink: r})
 	sync1(t, p)
