@@ -83,6 +83,10 @@ type subscriber struct {
 	// served; bundle the version of the bundle its last GetBundle got.
 	entries atomic.Uint64
 	bundle  atomic.Uint64
+	// gotEntries and gotBundle are set by the first of each: an agent
+	// part way through its first sync (entries served, bundle not yet)
+	// must not be told that the bundle it is about to fetch changed.
+	gotEntries, gotBundle atomic.Bool
 	// syncs counts the agent's sync calls, so the handler can tell
 	// whether the agent acts on its notices.
 	syncs atomic.Uint64
@@ -180,6 +184,7 @@ func (n *notices) lookup(id string) *subscriber {
 func (n *notices) servedEntries(id string, digest uint64) {
 	if sub := n.lookup(id); sub != nil {
 		sub.entries.Store(digest)
+		sub.gotEntries.Store(true)
 		sub.syncs.Add(1)
 	}
 }
@@ -188,6 +193,7 @@ func (n *notices) servedEntries(id string, digest uint64) {
 func (n *notices) servedBundle(id string, ver uint64) {
 	if sub := n.lookup(id); sub != nil {
 		sub.bundle.Store(ver)
+		sub.gotBundle.Store(true)
 		sub.syncs.Add(1)
 	}
 }
@@ -331,10 +337,10 @@ func (s *NoticeService) Subscribe(stream grpc.ServerStream) error {
 			return err
 		}
 		var ch push.Change
-		if entries := m.digest; entries != sub.entries.Load() && entries != notifiedEntries {
+		if entries := m.digest; sub.gotEntries.Load() && entries != sub.entries.Load() && entries != notifiedEntries {
 			notifiedEntries, ch = entries, ch|push.Entries
 		}
-		if bundle != sub.bundle.Load() && bundle != notifiedBundle {
+		if sub.gotBundle.Load() && bundle != sub.bundle.Load() && bundle != notifiedBundle {
 			notifiedBundle, ch = bundle, ch|push.Bundle
 		}
 		if m.digest != fedOf {

@@ -236,3 +236,33 @@ func TestNoticesUnsyncedAgentCut(t *testing.T) {
 		t.Fatalf("%d notices before the stream ended, want 1..16", got)
 	}
 }
+
+// An agent part way through its first sync (entries fetched, bundle not
+// yet) is not told that the bundle changed when a wave comes in between:
+// it fetches the bundle next anyway. A change to its own entries still
+// reaches it.
+func TestNoticesMidFirstSync(t *testing.T) {
+	s := servertest.Start(t, servertest.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, other := s.NewAgent(t), s.NewAgent(t)
+	admin := s.Admin(t)
+	st, err := push.Subscribe(ctx, a.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, errc := notices(t, st)
+	if c := nextNotice(t, ch, errc); c != push.Open {
+		t.Fatalf("first notice %v, want open", c)
+	}
+	if _, err := entryv1.NewEntryClient(a.Conn).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// A wave that changes nothing for a.
+	createEntry(t, admin, &types.Entry{ParentId: idOf(other.ID), SpiffeId: pid("/o"), Selectors: []*types.Selector{{Type: "unix", Value: "uid:9"}}})
+	noNotice(t, ch)
+	createEntry(t, admin, &types.Entry{ParentId: idOf(a.ID), SpiffeId: pid("/a"), Selectors: []*types.Selector{{Type: "unix", Value: "uid:1"}}})
+	if c := nextNotice(t, ch, errc); c != push.Entries {
+		t.Fatalf("notice %v, want entries only", c)
+	}
+}
