@@ -176,7 +176,7 @@ func (a *API) authenticate(ctx context.Context) (*Caller, error) {
 	}
 	snap, err := a.entries.snapshot(ctx)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "load entries: %v", err)
+		return nil, dsError("load entries", err)
 	}
 	if snap.isAdmin(id.String()) {
 		c.Role = RoleAdmin
@@ -250,7 +250,7 @@ func (a *API) authenticateAgent(ctx context.Context, id spiffeid.ID, cert *x509.
 		case errors.Is(err, datastore.ErrNotFound):
 			return nil, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
 		default:
-			return nil, status.Errorf(codes.Internal, "activate renewed agent SVID: %v", err)
+			return nil, dsError("activate renewed agent SVID", err)
 		}
 	}
 }

@@ -243,7 +243,7 @@ func (s *EntryService) GetAuthorizedEntries(ctx context.Context, req *entryv1.Ge
 	}
 	entries, err := s.api.syncedEntries(ctx, c)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "authorized entries: %v", err)
+		return nil, dsError("authorized entries", err)
 	}
 	resp := &entryv1.GetAuthorizedEntriesResponse{}
 	for _, e := range entries {
@@ -268,7 +268,7 @@ func (s *EntryService) SyncAuthorizedEntries(stream entryv1.Entry_SyncAuthorized
 	mask := first.OutputMask
 	entries, err := s.api.syncedEntries(ctx, c)
 	if err != nil {
-		return status.Errorf(codes.Internal, "authorized entries: %v", err)
+		return dsError("authorized entries", err)
 	}
 	if len(entries) < syncPageSize {
 		return sendEntryPages(stream, entries, mask)

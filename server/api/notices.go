@@ -395,7 +395,7 @@ func (s *NoticeService) changeFor(ctx context.Context, c *Caller, nc *nodeCheck)
 	case errors.Is(err, datastore.ErrNotFound):
 		return nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
 	case err != nil:
-		return nil, 0, status.Errorf(codes.Internal, "fetch attested node: %v", err)
+		return nil, 0, dsError("fetch attested node", err)
 	case node.Banned():
 		return nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id)
 	case serial != node.CertSerial && serial != node.NewCertSerial:
@@ -403,12 +403,12 @@ func (s *NoticeService) changeFor(ctx context.Context, c *Caller, nc *nodeCheck)
 	}
 	snap, err := s.api.entries.snapshot(ctx)
 	if err != nil {
-		return nil, 0, status.Errorf(codes.Internal, "entries: %v", err)
+		return nil, 0, dsError("entries", err)
 	}
 	m = snap.authorizedMemoFor(id, s.api.serverID().String(), node.Selectors)
 	_, ver, err := s.api.bundle.getVersion(ctx)
 	if err != nil {
-		return nil, 0, status.Errorf(codes.Internal, "bundle: %v", err)
+		return nil, 0, dsError("bundle", err)
 	}
 	return m, ver, nil
 }

@@ -110,7 +110,7 @@ func (s *SVIDService) BatchNewX509SVID(ctx context.Context, req *svidv1.BatchNew
 	}
 	entries, err := s.api.authorizedEntries(ctx, c)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "authorized entries: %v", err)
+		return nil, dsError("authorized entries", err)
 	}
 	byID := make(map[string]*types.Entry, len(entries))
 	for _, e := range entries {
@@ -166,7 +166,7 @@ func (s *SVIDService) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequ
 	}
 	entries, err := s.api.authorizedEntries(ctx, c)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "authorized entries: %v", err)
+		return nil, dsError("authorized entries", err)
 	}
 	for _, e := range entries {
 		if e.Id != req.EntryId {
