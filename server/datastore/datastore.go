@@ -209,8 +209,9 @@ type DataStore interface {
 	// duplicate another entry yields ErrAlreadyExists.
 	UpdateEntry(ctx context.Context, e *types.Entry, mask *types.EntryMask) (*types.Entry, error)
 	DeleteEntry(ctx context.Context, id string) (*types.Entry, error)
-	// PruneEntries deletes, in one transaction, the entries whose
-	// ExpiresAt is set and before expiresBefore, and returns them.
+	// PruneEntries deletes the entries whose ExpiresAt is set and before
+	// expiresBefore, a few hundred per transaction, and returns them
+	// (those deleted before a failure too, with the error).
 	PruneEntries(ctx context.Context, expiresBefore time.Time) ([]*types.Entry, error)
 	// FetchEntries returns the entries with these IDs that exist, in ID
 	// order; an absent ID is skipped (the entry was deleted).

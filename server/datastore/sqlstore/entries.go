@@ -296,12 +296,28 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (*types.Entry, error
 	return out, nil
 }
 
-// PruneEntries implements datastore.DataStore: one transaction deletes
-// every entry with an expiry before expiresBefore (0 never expires).
+// PruneEntries implements datastore.DataStore: it deletes every entry
+// with an expiry before expiresBefore (0 never expires), pruneBatch per
+// transaction.
 func (s *Store) PruneEntries(ctx context.Context, expiresBefore time.Time) ([]*types.Entry, error) {
 	var out []*types.Entry
-	err := s.write(ctx, func(t txn) error {
-		out = nil // a retried transaction starts over
+	for {
+		batch, more, err := s.pruneEntriesBatch(ctx, expiresBefore)
+		out = append(out, batch...)
+		if err != nil || !more {
+			return out, err
+		}
+	}
+}
+
+// pruneEntriesBatch is one transaction of PruneEntries: at most
+// pruneBatch entries, so that the event IDs one transaction holds while
+// it is open stay within what a server polling the events looks back
+// over for gaps (server/events' lookback), and no prune holds the
+// revision row's lock for long. more says the batch was full.
+func (s *Store) pruneEntriesBatch(ctx context.Context, expiresBefore time.Time) (out []*types.Entry, more bool, err error) {
+	err = s.write(ctx, func(t txn) error {
+		out, more = nil, false // a retried transaction starts over
 		// The revision row's lock first: a server pruning at the same
 		// moment holds it until it commits, and the listing below then
 		// sees what that server deleted, so the two split the work
@@ -311,8 +327,8 @@ func (s *Store) PruneEntries(ctx context.Context, expiresBefore time.Time) ([]*t
 			return err
 		}
 		var ids []string
-		err := eachRow(ctx, t, `SELECT id FROM registered_entries WHERE expires_at != 0 AND expires_at < ? ORDER BY id`,
-			[]any{expiresBefore.Unix()}, func(scan func(...any) error) error {
+		err := eachRow(ctx, t, `SELECT id FROM registered_entries WHERE expires_at != 0 AND expires_at < ? ORDER BY id LIMIT ?`,
+			[]any{expiresBefore.Unix(), pruneBatch}, func(scan func(...any) error) error {
 				var id string
 				if err := scan(&id); err != nil {
 					return err
@@ -339,13 +355,18 @@ func (s *Store) PruneEntries(ctx context.Context, expiresBefore time.Time) ([]*t
 			}
 			out = append(out, e)
 		}
+		more = len(ids) == pruneBatch
 		return nil
 	})
 	if err != nil {
-		return nil, mapErr("prune entries", err)
+		return nil, false, mapErr("prune entries", err)
 	}
-	return out, nil
+	return out, more, nil
 }
+
+// pruneBatch bounds the entries one PruneEntries transaction deletes
+// (a variable for tests).
+var pruneBatch = 500
 
 // EntriesRevision implements datastore.DataStore.
 func (s *Store) EntriesRevision(ctx context.Context) (int64, error) {

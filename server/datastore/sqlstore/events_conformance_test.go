@@ -280,3 +280,50 @@ func testEntryPruneConcurrent(t *testing.T, ds datastore.DataStore) {
 		t.Fatalf("%d entry events, want %d (a creation and a deletion each)", len(keys), 2*n)
 	}
 }
+
+// TestPruneEntriesInBatches: a prune of more expired entries than one
+// transaction takes deletes them all, each once, in transactions of at
+// most pruneBatch (each moves the revision once), and leaves the others.
+// Not part of the parallel conformance suite: it sets pruneBatch.
+func TestPruneEntriesInBatches(t *testing.T) {
+	defer func(n int) { pruneBatch = n }(pruneBatch)
+	pruneBatch = 7
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) {
+			ds := openStore(t, eng.cfg(t))
+			const expired = 30 // four full batches and a part
+			for i := range expired {
+				mustCreate(t, ds, testEntry{spiffe: "/x" + itoa(i), parent: "/p", sels: []string{"a", itoa(i)}, expiresAt: time.Now().Unix() - 10}.entry())
+			}
+			kept := mustCreate(t, ds, testEntry{spiffe: "/kept", parent: "/p", sels: []string{"b", "1"}}.entry())
+			r0, err := ds.EntriesRevision(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := ds.PruneEntries(ctx, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for _, e := range out {
+				if seen[e.Id] {
+					t.Fatalf("entry %s returned twice", e.Id)
+				}
+				seen[e.Id] = true
+			}
+			if len(seen) != expired {
+				t.Fatalf("%d entries pruned, want %d", len(seen), expired)
+			}
+			if _, err := ds.FetchEntry(ctx, kept.Id); err != nil {
+				t.Fatalf("unexpired entry: %v", err)
+			}
+			r1, err := ds.EntriesRevision(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := int64((expired + pruneBatch - 1) / pruneBatch); r1-r0 != want {
+				t.Fatalf("revision moved by %d, want %d (one per transaction)", r1-r0, want)
+			}
+		})
+	}
+}
