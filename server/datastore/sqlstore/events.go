@@ -104,29 +104,59 @@ func (s *Store) LastEventID(ctx context.Context, kind datastore.EventKind) (int6
 // table stays whatever its age: MariaDB before 10.2.4 and MySQL before 8
 // recount an InnoDB counter from MAX(id) at restart, and an empty table
 // would then number from 1 again, below what every server has seen.
+//
+// It deletes pruneEventsBatch events per transaction, each batch a range
+// of IDs: InnoDB locks the index range a DELETE scans, and a DELETE by
+// created_at alone, with no younger event after the range, locked the gap
+// up to the end of the index, where every write appends its event, until
+// it committed. A range of IDs that ends at an existing ID holds only
+// that range, and a batch only briefly.
 func (s *Store) PruneEvents(ctx context.Context, olderThan time.Time) (int64, error) {
 	var total int64
 	for _, kind := range []datastore.EventKind{datastore.EntryEvents, datastore.NodeEvents} {
-		var n int64
-		err := s.write(ctx, func(t txn) error {
-			var last int64
-			if err := t.queryRow(ctx, `SELECT COALESCE(MAX(id), 0) FROM `+kind.String()).Scan(&last); err != nil {
+		for {
+			var n int64
+			err := s.write(ctx, func(t txn) error {
+				var last, hi int64
+				if err := t.queryRow(ctx, `SELECT COALESCE(MAX(id), 0) FROM `+kind.String()).Scan(&last); err != nil {
+					return err
+				}
+				// The highest ID of the next batch: the oldest
+				// pruneEventsBatch old events, in ID order.
+				if err := t.queryRow(ctx, `SELECT COALESCE(MAX(id), 0) FROM (SELECT id FROM `+kind.String()+
+					` WHERE created_at < ? AND id < ? ORDER BY id LIMIT ?) batch`, olderThan.Unix(), last, pruneEventsBatch).Scan(&hi); err != nil {
+					return err
+				}
+				if hi == 0 {
+					n = 0
+					return nil
+				}
+				// By ID alone, so that InnoDB scans (and locks) the
+				// primary key's range and nothing past it. An event
+				// below hi younger than the cut would have had to wait
+				// about the whole retention to commit: none does.
+				res, err := t.exec(ctx, `DELETE FROM `+kind.String()+` WHERE id <= ?`, hi)
+				if err != nil {
+					return err
+				}
+				n, err = res.RowsAffected()
 				return err
-			}
-			res, err := t.exec(ctx, `DELETE FROM `+kind.String()+` WHERE created_at < ? AND id < ?`, olderThan.Unix(), last)
+			})
 			if err != nil {
-				return err
+				return total, mapErr("prune "+kind.String(), err)
 			}
-			n, err = res.RowsAffected()
-			return err
-		})
-		if err != nil {
-			return total, mapErr("prune "+kind.String(), err)
+			total += n
+			if n < int64(pruneEventsBatch) {
+				break
+			}
 		}
-		total += n
 	}
 	return total, nil
 }
+
+// pruneEventsBatch bounds the events one PruneEvents transaction deletes
+// (a variable for tests).
+var pruneEventsBatch = 1000
 
 // FetchEntries implements datastore.DataStore.
 func (s *Store) FetchEntries(ctx context.Context, ids []string) ([]*types.Entry, error) {

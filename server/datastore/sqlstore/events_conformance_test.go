@@ -327,3 +327,31 @@ func TestPruneEntriesInBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneEventsInBatches: more old events than one transaction takes
+// are all pruned but the newest of the table.
+func TestPruneEventsInBatches(t *testing.T) {
+	defer func(n int) { pruneEventsBatch = n }(pruneEventsBatch)
+	pruneEventsBatch = 4
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) {
+			ds := openStore(t, eng.cfg(t))
+			const n = 11 // two full batches and a part, plus the newest
+			for i := range n + 1 {
+				mustCreate(t, ds, testEntry{spiffe: "/e" + itoa(i), parent: "/p", sels: []string{"a", itoa(i)}}.entry())
+			}
+			last, err := ds.LastEventID(ctx, datastore.EntryEvents)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ds.PruneEvents(ctx, time.Now().Add(time.Hour))
+			if err != nil || got != n {
+				t.Fatalf("PruneEvents = %d, %v; want %d", got, err, n)
+			}
+			evs, err := ds.ListEvents(ctx, datastore.EntryEvents, 0, 0)
+			if err != nil || len(evs) != 1 || evs[0].ID != last {
+				t.Fatalf("after prune: %+v, %v; want only ID %d", evs, err, last)
+			}
+		})
+	}
+}
