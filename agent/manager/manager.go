@@ -473,6 +473,10 @@ func (m *Manager) Run(ctx context.Context) error {
 	renewAt := time.Time{}
 	// bootstrapped is set by the first round that succeeds.
 	bootstrapped := false
+	// pollAt is when the poll is due; noticed says a notice, not the
+	// poll, started this round (see nextPoll).
+	var pollAt time.Time
+	noticed := false
 	for {
 		m.beginRound()
 		wait, err := m.step(ctx, &renewAt)
@@ -508,10 +512,19 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.lastContact = m.clock()
 			m.lastSync = m.lastContact
 			m.mu.Unlock()
+			now := time.Now()
+			if noticed && !pollAt.IsZero() {
+				pollAt = nextPoll(pollAt, now, m.cfg.SyncInterval)
+				wait = min(wait, pollAt.Sub(now))
+			} else {
+				pollAt = now.Add(wait)
+			}
 		}
-		if !m.waitOrNotice(ctx, wait) {
+		ok, n := m.waitOrNotice(ctx, wait)
+		if !ok {
 			return nil
 		}
+		noticed = n
 	}
 }
 

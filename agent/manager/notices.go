@@ -92,16 +92,16 @@ func (m *Manager) watchNotices(ctx context.Context) {
 
 // waitOrNotice waits d, or less if a notice arrives; then, for a
 // notice, noticeDebounce more, gathering what follows it. It returns
-// false when ctx ends.
-func (m *Manager) waitOrNotice(ctx context.Context, d time.Duration) bool {
+// false when ctx ends, and whether a notice ended the wait.
+func (m *Manager) waitOrNotice(ctx context.Context, d time.Duration) (ok, noticed bool) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for waiting := true; waiting; {
 		select {
 		case <-ctx.Done():
-			return false
+			return false, false
 		case <-t.C:
-			return true
+			return true, false
 		case <-m.svidsWanted:
 			// A workload waits for SVIDs beyond the cache limit: mint
 			// them without a sync, then go on waiting for this one.
@@ -115,7 +115,7 @@ func (m *Manager) waitOrNotice(ctx context.Context, d time.Duration) bool {
 	t.Reset(noticeDebounce)
 	select {
 	case <-ctx.Done():
-		return false
+		return false, false
 	case <-t.C:
 	}
 	// Notices of the burst are covered by the coming sync.
@@ -123,5 +123,17 @@ func (m *Manager) waitOrNotice(ctx context.Context, d time.Duration) bool {
 	case <-m.notices:
 	default:
 	}
-	return true
+	return true, true
+}
+
+// nextPoll returns when the poll due at due falls after a sync that a
+// notice brought forward at now: at its own time, so that the agents one
+// change reached (every agent, for a bundle change) do not poll in step
+// from then on, unless that is within half an interval, when the sync
+// just made stands for it and the one after is due.
+func nextPoll(due, now time.Time, interval time.Duration) time.Time {
+	for due.Sub(now) < interval/2 {
+		due = due.Add(interval)
+	}
+	return due
 }

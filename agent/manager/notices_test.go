@@ -199,3 +199,73 @@ func TestNoticesDisabled(t *testing.T) {
 	default:
 	}
 }
+
+// syncRounds returns when each of srv's sync rounds began: its entry
+// fetches, those less than 100 ms apart taken as one round.
+func (s *fakeServer) syncRounds() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []time.Time
+	for _, at := range s.syncAt {
+		if len(out) == 0 || at.Sub(out[len(out)-1]) >= 100*time.Millisecond {
+			out = append(out, at)
+		}
+	}
+	return out
+}
+
+// A sync that a notice brings forward leaves the poll where it was: the
+// agents one change reaches (every agent, for a bundle change) must not
+// poll in step from then on.
+func TestNoticeKeepsPollPhase(t *testing.T) {
+	const interval = 2 * time.Second
+	ca := newTestCA(t)
+	notices := newFakeNotices()
+	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1", notices: notices,
+		entries: []*types.Entry{workloadEntry("web", 1, "uid:1000")}}
+	addr, _ := srv.serve(t, "127.0.0.1:0")
+	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
+	m.cfg.SyncInterval = interval
+	run(t, m)
+	waitOpened(t, notices)
+	// A poll after the stream's own sync: the phase to keep.
+	n := len(srv.syncRounds())
+	var poll time.Time
+	waitFor(t, "a poll", func() bool {
+		r := srv.syncRounds()
+		if len(r) > n && time.Since(r[len(r)-1]) < interval/2 {
+			poll = r[len(r)-1]
+			return true
+		}
+		return false
+	})
+	// Near the middle of the interval, a notice.
+	time.Sleep(time.Until(poll.Add(interval * 45 / 100)))
+	n = len(srv.syncRounds())
+	notices.send <- push.Entries
+	waitFor(t, "the notice's sync", func() bool { return len(srv.syncRounds()) > n })
+	waitFor(t, "the poll after it", func() bool { return len(srv.syncRounds()) > n+1 })
+	r := srv.syncRounds()
+	next := r[n+1].Sub(poll)
+	// On the poll's own schedule (interval after the last poll), not an
+	// interval after the notice's sync (about 1.45 intervals).
+	if next < interval*8/10 || next > interval*12/10 {
+		t.Fatalf("poll %v after the previous one, with a notice between; want about %v", next, interval)
+	}
+}
+
+func TestNextPoll(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		due, now, want time.Duration // from t0
+	}{
+		{due: 5 * time.Second, now: 1 * time.Second, want: 5 * time.Second},         // well ahead: kept
+		{due: 5 * time.Second, now: 3 * time.Second, want: 10 * time.Second},        // under half an interval: the next one
+		{due: 5 * time.Second, now: 2500 * time.Millisecond, want: 5 * time.Second}, // exactly half: kept
+		{due: 5 * time.Second, now: 17 * time.Second, want: 20 * time.Second},       // long past: the grid goes on
+	} {
+		if got := nextPoll(t0.Add(tc.due), t0.Add(tc.now), 5*time.Second).Sub(t0); got != tc.want {
+			t.Errorf("nextPoll(due %v, now %v) = %v, want %v", tc.due, tc.now, got, tc.want)
+		}
+	}
+}

@@ -134,6 +134,8 @@ type fakeServer struct {
 	// syncs counts entry fetches (GetAuthorizedEntries and
 	// SyncAuthorizedEntries).
 	syncs int
+	// syncAt is when each of them came.
+	syncAt []time.Time
 	// notices, if set, serves our notice stream (wire/push); a server
 	// without it answers Unimplemented, as SPIRE's.
 	notices *fakeNotices
@@ -232,6 +234,7 @@ func (s *fakeServer) snapshot() []*types.Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.syncs++
+	s.syncAt = append(s.syncAt, time.Now())
 	out := make([]*types.Entry, len(s.entries))
 	for i, e := range s.entries {
 		out[i] = proto.Clone(e).(*types.Entry)
