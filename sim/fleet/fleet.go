@@ -5,6 +5,11 @@
 // and runs the sync loop a real agent runs every interval (GetBundle,
 // SyncAuthorizedEntries, BatchNewX509SVID for entries it holds no SVID
 // for). The fleet records how long each sync takes.
+//
+// With WithPush, each agent also holds our server's change-notice stream
+// (wire/push) open, as our agent does, and syncs at once on a notice, so
+// that a benchmark can weigh what the streams of an idle fleet cost the
+// server.
 package fleet
 
 import (
@@ -18,8 +23,10 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/wire/push"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -34,6 +41,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 )
 
 // DefaultSyncInterval is a SPIRE agent's sync interval.
@@ -57,12 +65,17 @@ type Server struct {
 type Fleet struct {
 	srv      Server
 	interval time.Duration
+	push     bool
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
+	// The notice streams' counters (see PushStats).
+	opened, open, notices, noticeSyncs atomic.Int64
+
 	mu      sync.Mutex
 	agents  []*agent
+	byID    map[spiffeid.ID]*agent
 	lat     []time.Duration
 	failed  int
 	lastErr error
@@ -71,14 +84,30 @@ type Fleet struct {
 	since time.Time
 }
 
+// Option changes how a fleet's agents behave.
+type Option func(*Fleet)
+
+// WithPush makes every agent open a change-notice stream (wire/push)
+// once it has attested, and sync at once on each notice it receives,
+// the Open that starts a stream included (the sync that closes the gap
+// between the agent's last sync and the subscription). The poll goes on
+// at the interval, as our agent's does. A stream that ends is reopened
+// after a jittered exponential backoff; against a server without the
+// service (SPIRE's) the agent asks again only every ten minutes.
+func WithPush() Option { return func(f *Fleet) { f.push = true } }
+
 // New returns an empty fleet whose agents sync every interval (0 means
 // DefaultSyncInterval).
-func New(srv Server, interval time.Duration) *Fleet {
+func New(srv Server, interval time.Duration, opts ...Option) *Fleet {
 	if interval <= 0 {
 		interval = DefaultSyncInterval
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Fleet{srv: srv, interval: interval, ctx: ctx, cancel: cancel}
+	f := &Fleet{srv: srv, interval: interval, ctx: ctx, cancel: cancel, byID: map[spiffeid.ID]*agent{}}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
 }
 
 // agent is one simulated agent.
@@ -88,6 +117,10 @@ type agent struct {
 	key  crypto.Signer
 	csr  []byte
 
+	// notice, with push on, holds a notice the sync loop has not yet
+	// acted on; notices that arrive before it syncs are one.
+	notice chan struct{}
+
 	mu    sync.Mutex
 	svids map[string]bool // entry IDs it holds an SVID for
 	// lastOK is when the agent's last successful sync started.
@@ -95,8 +128,9 @@ type agent struct {
 }
 
 // Add attests a new agent with token and starts its sync loop at a random
-// phase of the interval, as agents started over time would be. It returns
-// the agent's SPIFFE ID, to parent its entries to.
+// phase of the interval, as agents started over time would be, and with
+// push on its notice stream. It returns the agent's SPIFFE ID, to parent
+// its entries to.
 func (f *Fleet) Add(ctx context.Context, token string) (spiffeid.ID, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -120,11 +154,19 @@ func (f *Fleet) Add(ctx context.Context, token string) (spiffeid.ID, error) {
 		return spiffeid.ID{}, err
 	}
 	a := &agent{id: svid.ID, conn: conn, key: key, csr: csr, svids: map[string]bool{}}
+	if f.push {
+		a.notice = make(chan struct{}, 1)
+	}
 	f.mu.Lock()
 	f.agents = append(f.agents, a)
+	f.byID[a.id] = a
 	f.mu.Unlock()
 	f.wg.Add(1)
 	go f.loop(a)
+	if f.push {
+		f.wg.Add(1)
+		go f.watch(a)
+	}
 	return svid.ID, nil
 }
 
@@ -147,6 +189,39 @@ func (f *Fleet) Held() int {
 		a.mu.Unlock()
 	}
 	return n
+}
+
+// Holds reports whether the agent id holds an SVID for the entry entryID.
+func (f *Fleet) Holds(id spiffeid.ID, entryID string) bool {
+	f.mu.Lock()
+	a := f.byID[id]
+	f.mu.Unlock()
+	if a == nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.svids[entryID]
+}
+
+// PushStats counts what the fleet's notice streams did since the fleet
+// was made; all zero with push off.
+type PushStats struct {
+	// Opened counts the streams the server opened (its Open notice
+	// received), reopenings included.
+	Opened int64
+	// Open is the number of streams open now.
+	Open int64
+	// Notices counts the change notices received, Open not included.
+	Notices int64
+	// NoticeSyncs counts the syncs a notice started, Open's included;
+	// fewer than the notices when several came in before one sync.
+	NoticeSyncs int64
+}
+
+// PushStats returns the notice streams' counters.
+func (f *Fleet) PushStats() PushStats {
+	return PushStats{Opened: f.opened.Load(), Open: f.open.Load(), Notices: f.notices.Load(), NoticeSyncs: f.noticeSyncs.Load()}
 }
 
 // SyncedSince returns how many agents made a successful sync that started
@@ -187,7 +262,7 @@ func (f *Fleet) Close() {
 	for _, a := range f.agents {
 		a.conn.Close()
 	}
-	f.agents = nil
+	f.agents, f.byID = nil, map[spiffeid.ID]*agent{}
 }
 
 func (f *Fleet) loop(a *agent) {
@@ -195,10 +270,13 @@ func (f *Fleet) loop(a *agent) {
 	t := time.NewTimer(mrand.N(f.interval))
 	defer t.Stop()
 	for {
+		// a.notice is nil with push off: only the poll wakes the loop.
 		select {
 		case <-f.ctx.Done():
 			return
 		case <-t.C:
+		case <-a.notice:
+			f.noticeSyncs.Add(1)
 		}
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(f.ctx, 30*time.Second)
@@ -216,6 +294,89 @@ func (f *Fleet) loop(a *agent) {
 		}
 		t.Reset(max(0, f.interval-d))
 	}
+}
+
+const (
+	// pushBackoffBase and pushBackoffCap bound the wait before a notice
+	// stream that ended is reopened: our agent's retry schedule.
+	pushBackoffBase = time.Second
+	pushBackoffCap  = 30 * time.Second
+	// pushRetryUnsupported is how long an agent whose server has no
+	// notice service waits before asking again, as our agent does.
+	pushRetryUnsupported = 10 * time.Minute
+)
+
+// watch keeps a's notice stream open until the fleet closes.
+func (f *Fleet) watch(a *agent) {
+	defer f.wg.Done()
+	failures := 0
+	for {
+		opened, err := f.subscribe(a)
+		if f.ctx.Err() != nil {
+			return
+		}
+		if opened {
+			failures = 0
+		}
+		failures++
+		wait := pushBackoff(failures)
+		if status.Code(err) == codes.Unimplemented {
+			wait = pushRetryUnsupported
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-f.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// subscribe holds one notice stream of a's until it ends, telling a's
+// sync loop of every notice; opened says whether the server opened it.
+func (f *Fleet) subscribe(a *agent) (opened bool, err error) {
+	ctx, cancel := context.WithCancel(f.ctx)
+	defer cancel()
+	st, err := push.Subscribe(ctx, a.conn)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if opened {
+			f.open.Add(-1)
+		}
+	}()
+	for {
+		if _, err := st.Recv(); err != nil {
+			return opened, err
+		}
+		// The first notice of a stream is Open.
+		if !opened {
+			opened = true
+			f.opened.Add(1)
+			f.open.Add(1)
+		} else {
+			f.notices.Add(1)
+		}
+		select {
+		case a.notice <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// pushBackoff is the wait after the n-th consecutive stream failure
+// (n >= 1): doubling from pushBackoffBase up to pushBackoffCap, its upper
+// half random, so that the streams of a fleet cut together (a server
+// restart) are not reopened in step.
+func pushBackoff(n int) time.Duration {
+	d := pushBackoffBase
+	for i := 1; i < n && d < pushBackoffCap; i++ {
+		d *= 2
+	}
+	d = min(d, pushBackoffCap)
+	return d/2 + mrand.N(d/2+1)
 }
 
 // record keeps the outcome of a sync that started at start, unless it
