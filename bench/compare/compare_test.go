@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,6 +101,16 @@ func TestPeer(t *testing.T) {
 			h.Sizes.FleetSteps = append(h.Sizes.FleetSteps, n)
 		}
 	}
+	// BENCH_FLEET_PUSH=1 runs the fleet for ours twice, polling and with
+	// change notices, at every size of the sweep (an A/B needs both at
+	// each); tiny runs always do, so that `make test` covers the streams.
+	switch {
+	case os.Getenv("BENCH_FLEET_PUSH") == "1":
+		h.FleetPush = true
+		h.Sizes.FleetAlways = slices.Max(h.Sizes.FleetSteps)
+	case !report && h.Only == nil:
+		h.FleetPush = true
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := h.Run(ctx)
@@ -139,6 +150,10 @@ func TestPeer(t *testing.T) {
 		pair = append(pair, h.Peer.Name)
 		workload = append(workload, h.Peer.Name)
 	}
+	fleets := slices.Clone(pair)
+	if h.FleetPush {
+		fleets = append(fleets, "ours (push)")
+	}
 	sz := h.Sizes
 	perImpl := perRound(sz.Attestations, sz.Rounds) * sz.Rounds
 	for _, impl := range pair {
@@ -153,13 +168,6 @@ func TestPeer(t *testing.T) {
 				t.Errorf("%s: batches of %d: %+v", impl, b, tp)
 			}
 		}
-		// Under a loaded `make test` the sweep may stop early; the first
-		// size must still have synced, without failures.
-		if st := res.Fleet[impl]; len(st) == 0 || st[0].Agents != sz.FleetSteps[0] {
-			t.Errorf("%s: fleet steps %+v", impl, st)
-		} else if err := checkFleetStep(st[0], sz, runtime.NumCPU()); err != nil {
-			t.Errorf("%s: fleet step %+v: %v", impl, st[0], err)
-		}
 		if c := res.Cache[impl]; c == nil || c.AgentRSS <= 0 || c.AgentPeak < c.AgentRSS || c.Entries != sz.CacheEntries {
 			t.Errorf("%s: cache result %+v", impl, c)
 		}
@@ -168,6 +176,18 @@ func TestPeer(t *testing.T) {
 		if c := res.LRU[impl]; c == nil || c.AgentRSS <= 0 || c.Held != sz.LRULimit || c.OnDemand <= 0 || c.HeldAfter < lruWanted {
 			t.Errorf("%s: LRU result %+v", impl, c)
 		}
+	}
+	for _, impl := range fleets {
+		// Under a loaded `make test` the sweep may stop early; the first
+		// size must still have synced, without failures.
+		if st := res.Fleet[impl]; len(st) == 0 || st[0].Agents != sz.FleetSteps[0] {
+			t.Errorf("%s: fleet steps %+v", impl, st)
+		} else if err := checkFleetStep(st[0], sz, runtime.NumCPU(), strings.HasSuffix(impl, " (push)")); err != nil {
+			t.Errorf("%s: fleet step %+v: %v", impl, st[0], err)
+		}
+	}
+	if h.FleetPush && !strings.Contains(md, "### 5b. Fleet with change notices: ours against ours (push)") {
+		t.Error("push fleet ran but the report has no comparison of it")
 	}
 	for _, impl := range workload {
 		for _, c := range sz.Concurrency {
@@ -187,8 +207,8 @@ func TestPeer(t *testing.T) {
 	if strings.Count(svg, "<polyline") != len(pair)+len(workload) {
 		t.Errorf("plot has %d lines, want %d", strings.Count(svg, "<polyline"), len(pair)+len(workload))
 	}
-	if fs := res.FleetSVG(); strings.Count(fs, "<polyline") != len(pair) {
-		t.Errorf("fleet plot has %d lines, want %d", strings.Count(fs, "<polyline"), len(pair))
+	if fs := res.FleetSVG(); strings.Count(fs, "<polyline") != len(fleets) {
+		t.Errorf("fleet plot has %d lines, want %d", strings.Count(fs, "<polyline"), len(fleets))
 	}
 	if !report {
 		if !strings.Contains(progress.String(), "scenario 6 cache · ours · round 1/1") {
@@ -204,8 +224,10 @@ func TestPeer(t *testing.T) {
 // that are neither negative nor more than the machine has. CPU is read in
 // clock ticks (10 ms), so over the tiny run's one-second window a few
 // cheap syncs can round to zero: a CPU figure must be above zero only when
-// the window is long enough for a tick to be certain (full sizes).
-func checkFleetStep(st FleetStep, sz Sizes, cpus int) error {
+// the window is long enough for a tick to be certain (full sizes). A
+// fleet with push on had every agent's stream open through the window
+// (none ended and was reopened in it); one polling opened none.
+func checkFleetStep(st FleetStep, sz Sizes, cpus int, push bool) error {
 	switch {
 	case st.Syncs <= 0:
 		return errors.New("no syncs counted in the window")
@@ -213,8 +235,14 @@ func checkFleetStep(st FleetStep, sz Sizes, cpus int) error {
 		return fmt.Errorf("%d syncs failed", st.Failed)
 	case st.P50 <= 0 || st.P99 < st.P50:
 		return fmt.Errorf("latencies p50 %v, p99 %v: not measured", st.P50, st.P99)
-	case st.RSS <= 0:
+	case st.RSS <= 0 || st.RSSAvg <= 0:
 		return errors.New("server RSS not measured")
+	case st.Propagation <= 0:
+		return errors.New("the entry after the window was not timed")
+	case push && (st.Subscribed != int64(st.Agents) || st.Reopened != 0):
+		return fmt.Errorf("%d of %d streams open at the end of the window, %d reopened in it", st.Subscribed, st.Agents, st.Reopened)
+	case !push && (st.Subscribed != 0 || st.Notices != 0 || st.NoticeSyncs != 0):
+		return fmt.Errorf("polling fleet with %d streams, %d notices", st.Subscribed, st.Notices)
 	}
 	// A window's CPU divided by its wall time is in cores; the slack
 	// covers one tick of rounding and the reads just outside the window.
@@ -237,26 +265,42 @@ func checkFleetStep(st FleetStep, sz Sizes, cpus int) error {
 // rounded to zero, and refuses what a broken measurement would give.
 func TestCheckFleetStep(t *testing.T) {
 	tiny, full := TinySizes(), FullSizes()
-	good := FleetStep{Agents: 2, Syncs: 9, P50: 2 * time.Millisecond, P99: 5 * time.Millisecond, CPU: 0.01, SimCPU: 0, RSS: 30 << 20}
-	if err := checkFleetStep(good, tiny, 2); err != nil {
+	good := FleetStep{Agents: 2, Syncs: 9, P50: 2 * time.Millisecond, P99: 5 * time.Millisecond, CPU: 0.01, SimCPU: 0, RSS: 30 << 20, RSSAvg: 29 << 20, Propagation: 40 * time.Millisecond}
+	if err := checkFleetStep(good, tiny, 2, false); err != nil {
 		t.Fatalf("tiny step with a zero simulator CPU refused: %v", err)
 	}
+	goodPush := good
+	goodPush.Subscribed, goodPush.Notices, goodPush.NoticeSyncs = 2, 1, 1
+	if err := checkFleetStep(goodPush, tiny, 2, true); err != nil {
+		t.Fatalf("push step with every stream open refused: %v", err)
+	}
 	for name, tc := range map[string]struct {
-		mut func(*FleetStep)
-		sz  Sizes
+		mut  func(*FleetStep)
+		sz   Sizes
+		push bool
 	}{
-		"no syncs":              {func(s *FleetStep) { s.Syncs = 0 }, tiny},
-		"a failed sync":         {func(s *FleetStep) { s.Failed = 1 }, tiny},
-		"no latency":            {func(s *FleetStep) { s.P50, s.P99 = 0, 0 }, tiny},
-		"p99 below p50":         {func(s *FleetStep) { s.P99 = time.Millisecond }, tiny},
-		"no RSS":                {func(s *FleetStep) { s.RSS = 0 }, tiny},
-		"negative CPU":          {func(s *FleetStep) { s.CPU = -0.1 }, tiny},
-		"ticks, not cores":      {func(s *FleetStep) { s.SimCPU = 37 }, tiny},
-		"zero CPU, full window": {func(s *FleetStep) {}, full},
+		"no syncs":                  {func(s *FleetStep) { s.Syncs = 0 }, tiny, false},
+		"a failed sync":             {func(s *FleetStep) { s.Failed = 1 }, tiny, false},
+		"no latency":                {func(s *FleetStep) { s.P50, s.P99 = 0, 0 }, tiny, false},
+		"p99 below p50":             {func(s *FleetStep) { s.P99 = time.Millisecond }, tiny, false},
+		"no RSS":                    {func(s *FleetStep) { s.RSS = 0 }, tiny, false},
+		"no mean RSS":               {func(s *FleetStep) { s.RSSAvg = 0 }, tiny, false},
+		"no propagation":            {func(s *FleetStep) { s.Propagation = 0 }, tiny, false},
+		"negative CPU":              {func(s *FleetStep) { s.CPU = -0.1 }, tiny, false},
+		"ticks, not cores":          {func(s *FleetStep) { s.SimCPU = 37 }, tiny, false},
+		"zero CPU, full window":     {func(s *FleetStep) {}, full, false},
+		"push, a stream missing":    {func(s *FleetStep) { s.Subscribed = 1 }, tiny, true},
+		"push, none open":           {func(s *FleetStep) { s.Subscribed = 0 }, tiny, true},
+		"push, a stream reopened":   {func(s *FleetStep) { s.Subscribed, s.Reopened = 2, 1 }, tiny, true},
+		"polling, a stream open":    {func(s *FleetStep) { s.Subscribed = 1 }, tiny, false},
+		"polling, a notice counted": {func(s *FleetStep) { s.Notices = 1 }, tiny, false},
 	} {
 		st := good
+		if tc.push {
+			st = goodPush
+		}
 		tc.mut(&st)
-		if err := checkFleetStep(st, tc.sz, 2); err == nil {
+		if err := checkFleetStep(st, tc.sz, 2, tc.push); err == nil {
 			t.Errorf("%s: accepted %+v", name, st)
 		}
 	}

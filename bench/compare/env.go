@@ -44,6 +44,10 @@ type Impl struct {
 	// Lineage makes the agent attest workloads with our "lineage"
 	// attestor instead of "unix"; only our agent has it.
 	Lineage bool
+	// FleetPush makes the fleet scenario's simulated agents hold our
+	// change-notice stream (sim/fleet's WithPush); only our server has
+	// the service.
+	FleetPush bool
 }
 
 func (i Impl) server() string { return filepath.Join(i.Dir, "spire-server") }

@@ -34,8 +34,20 @@ type FleetStep struct {
 	// window, in cores: near the CPUs it has, the simulator and not the
 	// server limits the size.
 	SimCPU float64
-	// RSS is the server's resident memory at the end of the window.
-	RSS int64
+	// RSS is the server's resident memory at the end of the window, and
+	// RSSAvg its mean over the window's once-a-second reads: less at the
+	// mercy of where the server's garbage collection happened to be.
+	RSS, RSSAvg int64
+	// Subscribed is the number of agents whose notice stream was open
+	// at the end of the window; Notices and NoticeSyncs count the change
+	// notices the fleet received in it and the syncs they started, and
+	// Reopened the streams opened in it (all zero with push off).
+	Subscribed, Notices, NoticeSyncs, Reopened int64
+	// Propagation is the time, after the window, from the creation of
+	// one entry for one agent (BatchCreateEntry called) until that agent
+	// held its SVID, with the fleet still syncing: a notice's worth with
+	// push on, up to a poll interval with it off.
+	Propagation time.Duration
 }
 
 // Sustained reports whether the step met FleetTarget with no failed syncs.
@@ -44,7 +56,7 @@ func (s FleetStep) Sustained() bool { return s.Failed == 0 && s.Syncs > 0 && s.P
 // fleet (scenario 5) grows a simulated fleet (sim/fleet) step by step
 // against one server, each agent with its own entries, and measures sync
 // latency and server CPU and memory at each size until p99 passes
-// FleetTarget.
+// FleetTarget. With im.FleetPush every agent holds a notice stream too.
 func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 	sz := s.h.Sizes
 	// Equal CPU: the server gets one CPU of its own and the simulator
@@ -65,22 +77,34 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		return err
 	}
 	defer srv.close()
-	f := fleet.New(fleet.Server{Addr: srv.addr, Bundle: srv.bundle}, sz.FleetInterval)
+	var opts []fleet.Option
+	if im.FleetPush {
+		opts = append(opts, fleet.WithPush())
+	}
+	f := fleet.New(fleet.Server{Addr: srv.addr, Bundle: srv.bundle}, sz.FleetInterval, opts...)
 	defer f.Close()
 	// The simulated agents share the machine with the server under test:
 	// collecting their garbage less often leaves it more CPU, for both
 	// implementations alike.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	var agents []spiffeid.ID
 	for _, n := range sz.FleetSteps {
-		if err := s.growFleet(ctx, srv, f, n); err != nil {
+		added, err := s.growFleet(ctx, srv, f, n)
+		if err != nil {
 			return err
 		}
+		agents = append(agents, added...)
 		want := n * sz.FleetEntries
-		err := poll(ctx, 10*time.Minute, 200*time.Millisecond, "fleet SVIDs", func() error {
+		err = poll(ctx, 10*time.Minute, 200*time.Millisecond, "fleet SVIDs", func() error {
 			held := f.Held()
 			s.h.bar(fmt.Sprintf("%d agents: SVIDs held", n), held, want)
 			if held < want {
 				return fmt.Errorf("compare: fleet holds %d of %d SVIDs", held, want)
+			}
+			// With push on, the window is of an idle fleet with every
+			// stream open.
+			if open := f.PushStats().Open; im.FleetPush && open < int64(n) {
+				return fmt.Errorf("compare: %d of %d notice streams open", open, n)
 			}
 			return nil
 		})
@@ -108,6 +132,8 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 			return err
 		}
 		defer stopProfile() // on an early return; a no-op once stopped
+		push0 := f.PushStats()
+		var rssSum, rssReads int64
 		start := time.Now()
 		for el := time.Duration(0); el < sz.FleetWindow; el = time.Since(start) {
 			s.h.bar(fmt.Sprintf("%d agents: measuring", n), int(el/time.Second), int(sz.FleetWindow/time.Second))
@@ -116,9 +142,15 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 				return ctx.Err()
 			case <-time.After(min(time.Second, sz.FleetWindow-el)):
 			}
+			cur, _, err := rss(srv.proc.Pid())
+			if err != nil {
+				return err
+			}
+			rssSum, rssReads = rssSum+cur, rssReads+1
 		}
 		lat, failed, lastErr := f.Collect()
 		wall := time.Since(start)
+		push1 := f.PushStats()
 		stopProfile()
 		cpu1, err := cpuTicks(srv.proc.Pid())
 		if err != nil {
@@ -134,6 +166,14 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		d := Dist{Samples: lat}
 		st.P50, st.P99 = d.Quantile(0.5), d.Quantile(0.99)
 		if st.RSS, _, err = rss(srv.proc.Pid()); err != nil {
+			return err
+		}
+		st.RSSAvg = rssSum / max(1, rssReads)
+		st.Subscribed, st.Notices = push1.Open, push1.Notices-push0.Notices
+		st.NoticeSyncs, st.Reopened = push1.NoticeSyncs-push0.NoticeSyncs, push1.Opened-push0.Opened
+		// After the window, so that it measured an idle fleet: the
+		// entry's wave wakes every subscriber.
+		if st.Propagation, err = s.propagate(ctx, srv, f, agents[len(agents)-1], n); err != nil {
 			return err
 		}
 		if s.r.Fleet == nil {
@@ -178,16 +218,53 @@ func profileSim(impl string, n int) (func(), error) {
 	}, nil
 }
 
+// propagate creates one more entry for agent, which the fleet of n
+// holds, and returns how long from the call until the agent held its
+// SVID.
+func (s *scenarioRun) propagate(ctx context.Context, srv *server, f *fleet.Fleet, agent spiffeid.ID, n int) (time.Duration, error) {
+	entry := &types.Entry{
+		ParentId:  &types.SPIFFEID{TrustDomain: agent.TrustDomain().Name(), Path: agent.Path()},
+		SpiffeId:  &types.SPIFFEID{TrustDomain: trustDomain.Name(), Path: fmt.Sprintf("/fleet-probe/%d", n)},
+		Selectors: []*types.Selector{workloadSelector()},
+	}
+	s.h.bar(fmt.Sprintf("%d agents: one more entry", n), 0, 1)
+	start := time.Now()
+	resp, err := entryv1.NewEntryClient(srv.admin).BatchCreateEntry(ctx, &entryv1.BatchCreateEntryRequest{Entries: []*types.Entry{entry}})
+	if err != nil {
+		return 0, fmt.Errorf("compare: probe entry: %w", err)
+	}
+	r := resp.Results[0]
+	if c := codes.Code(r.Status.GetCode()); c != codes.OK {
+		return 0, fmt.Errorf("compare: probe entry: %s: %s", c, r.Status.GetMessage())
+	}
+	// A few milliseconds between looks: the fleet has the harness's CPU
+	// to itself, and the figure is a notice's worth or a poll's.
+	err = poll(ctx, 2*s.h.Sizes.FleetInterval+time.Minute, 2*time.Millisecond, "probe entry's SVID", func() error {
+		if !f.Holds(agent, r.Entry.Id) {
+			return fmt.Errorf("compare: %s holds no SVID for the probe entry", agent)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	s.h.bar(fmt.Sprintf("%d agents: one more entry", n), 1, 1)
+	return d, nil
+}
+
 // growFleet attests agents until the fleet has n, a few at a time as a
-// fleet rolling out would, and registers each one's entries.
-func (s *scenarioRun) growFleet(ctx context.Context, srv *server, f *fleet.Fleet, n int) error {
+// fleet rolling out would, and registers each one's entries; it returns
+// the agents it added.
+func (s *scenarioRun) growFleet(ctx context.Context, srv *server, f *fleet.Fleet, n int) ([]spiffeid.ID, error) {
 	add := n - f.Len()
 	if add <= 0 {
-		return nil
+		return nil, nil
 	}
 	var (
 		mu    sync.Mutex
 		ids   []*types.SPIFFEID
+		added []spiffeid.ID
 		first error
 		wg    sync.WaitGroup
 	)
@@ -204,6 +281,7 @@ func (s *scenarioRun) growFleet(ctx context.Context, srv *server, f *fleet.Fleet
 					if err == nil {
 						mu.Lock()
 						ids = append(ids, &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()})
+						added = append(added, id)
 						s.h.bar(fmt.Sprintf("%d agents: attesting", n), f.Len(), n)
 						mu.Unlock()
 					}
@@ -224,7 +302,7 @@ func (s *scenarioRun) growFleet(ctx context.Context, srv *server, f *fleet.Fleet
 	close(work)
 	wg.Wait()
 	if first != nil {
-		return first
+		return nil, first
 	}
 	var es []*types.Entry
 	for _, parent := range ids {
@@ -240,16 +318,16 @@ func (s *scenarioRun) growFleet(ctx context.Context, srv *server, f *fleet.Fleet
 	for i := 0; i < len(es); i += 500 {
 		resp, err := client.BatchCreateEntry(ctx, &entryv1.BatchCreateEntryRequest{Entries: es[i:min(len(es), i+500)]})
 		if err != nil {
-			return fmt.Errorf("compare: fleet entries: %w", err)
+			return nil, fmt.Errorf("compare: fleet entries: %w", err)
 		}
 		for _, r := range resp.Results {
 			if c := codes.Code(r.Status.GetCode()); c != codes.OK {
-				return fmt.Errorf("compare: fleet entry: %s: %s", c, r.Status.GetMessage())
+				return nil, fmt.Errorf("compare: fleet entry: %s: %s", c, r.Status.GetMessage())
 			}
 		}
 		s.h.bar(fmt.Sprintf("%d agents: entries", n), min(len(es), i+500), len(es))
 	}
-	return nil
+	return added, nil
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat CPU times (100 on

@@ -79,7 +79,11 @@ type Harness struct {
 	// Lineage adds our agent with the lineage attestor to the Workload
 	// API scenario.
 	Lineage bool
-	Sizes   Sizes
+	// FleetPush adds ours with change notices on to the fleet scenario,
+	// as "ours (push)" beside ours polling, with the same binaries in
+	// the same run: the A/B of what notice streams cost the server.
+	FleetPush bool
+	Sizes     Sizes
 	// Progress receives progress bars; nil is silent.
 	Progress io.Writer
 	// Only, when set, runs just the scenarios whose numbers it lists
@@ -146,12 +150,22 @@ func (h *Harness) Run(ctx context.Context) (*Results, error) {
 		l.Name, l.Lineage = h.Ours.Name+" (lineage)", true
 		workload = append(workload, l)
 	}
+	fleets := []Impl{h.Ours}
+	if h.FleetPush {
+		p := h.Ours
+		p.Name, p.FleetPush = h.Ours.Name+" (push)", true
+		fleets = append(fleets, p)
+	}
+	// Report order: ours, its variants, the peer last.
+	impls := append(slices.Clone(workload), fleets[1:]...)
 	if h.Peer != nil {
 		pair = append(pair, *h.Peer)
 		workload = append(workload, *h.Peer)
+		fleets = append(fleets, *h.Peer)
+		impls = append(impls, *h.Peer)
 		r.Peer = h.Peer.Name
 	}
-	for _, im := range workload {
+	for _, im := range impls {
 		if err := im.Check(); err != nil {
 			return nil, err
 		}
@@ -172,7 +186,7 @@ func (h *Harness) Run(ctx context.Context) (*Results, error) {
 		{"6 cache", pair, 1, h.Sizes.CacheEntries, s.cache},
 		{"7 lru", pair, 1, h.Sizes.LRUEntries, s.lru},
 		{"8 idle", pair, 1, 1, s.idle},
-		{"5 fleet", pair, 1, min(len(h.Sizes.FleetSteps), h.Sizes.FleetEntries), s.fleet},
+		{"5 fleet", fleets, 1, min(len(h.Sizes.FleetSteps), h.Sizes.FleetEntries), s.fleet},
 	}
 	for _, st := range steps {
 		if st.size <= 0 || (h.Only != nil && !slices.Contains(h.Only, strings.Fields(st.name)[0])) {

@@ -295,6 +295,9 @@ func (r *Results) Tables() string {
 				}
 			}
 		}
+		if len(cols) > 1 {
+			b.WriteString(r.fleetPushSection(cols[0], cols[0]+" (push)"))
+		}
 	}
 
 	if len(r.Cache) > 0 {
