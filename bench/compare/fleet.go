@@ -3,6 +3,8 @@ package compare
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -169,6 +171,11 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 			return err
 		}
 		st.RSSAvg = rssSum / max(1, rssReads)
+		// Taken once the window's figures are read, so that the
+		// profiles cost the window nothing.
+		if err := profileServer(ctx, im.Name, n); err != nil {
+			return err
+		}
 		st.Subscribed, st.Notices = push1.Open, push1.Notices-push0.Notices
 		st.NoticeSyncs, st.Reopened = push1.NoticeSyncs-push0.NoticeSyncs, push1.Opened-push0.Opened
 		// After the window, so that it measured an idle fleet: the
@@ -251,6 +258,36 @@ func (s *scenarioRun) propagate(ctx context.Context, srv *server, f *fleet.Fleet
 	d := time.Since(start)
 	s.h.bar(fmt.Sprintf("%d agents: one more entry", n), 1, 1)
 	return d, nil
+}
+
+// profileServer saves the heap and goroutine profiles of the server under
+// test when BENCH_SERVER_PROFILE names a directory and BENCH_SERVER_PPROF
+// the server's profiling port: what each fleet size holds, by stack.
+func profileServer(ctx context.Context, impl string, n int) error {
+	dir, port := os.Getenv("BENCH_SERVER_PROFILE"), os.Getenv("BENCH_SERVER_PPROF")
+	if dir == "" || port == "" {
+		return nil
+	}
+	for _, kind := range []string{"heap", "goroutine"} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%s/debug/pprof/%s", port, kind), nil)
+		if err != nil {
+			return fmt.Errorf("compare: %w", err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("compare: server %s profile: %w", kind, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("compare: server %s profile: %s: %v", kind, resp.Status, err)
+		}
+		name := filepath.Join(dir, fmt.Sprintf("server-%s-%d.%s", strings.ReplaceAll(impl, " ", "_"), n, kind))
+		if err := os.WriteFile(name, b, 0o644); err != nil {
+			return fmt.Errorf("compare: %w", err)
+		}
+	}
+	return nil
 }
 
 // growFleet attests agents until the fleet has n, a few at a time as a
