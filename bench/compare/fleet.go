@@ -180,7 +180,12 @@ func (s *scenarioRun) fleet(ctx context.Context, im Impl, _ int) error {
 		st.NoticeSyncs, st.Reopened = push1.NoticeSyncs-push0.NoticeSyncs, push1.Opened-push0.Opened
 		// After the window, so that it measured an idle fleet: the
 		// entry's wave wakes every subscriber.
-		if st.Propagation, err = s.propagate(ctx, srv, f, agents[len(agents)-1], n); err != nil {
+		probeProfile := profileServerCPU(ctx, im.Name, n, "probe", 3*time.Second)
+		st.Propagation, err = s.propagate(ctx, srv, f, agents[len(agents)-1], n)
+		if perr := probeProfile(); err == nil {
+			err = perr
+		}
+		if err != nil {
 			return err
 		}
 		if s.r.Fleet == nil {
@@ -264,28 +269,53 @@ func (s *scenarioRun) propagate(ctx context.Context, srv *server, f *fleet.Fleet
 // test when BENCH_SERVER_PROFILE names a directory and BENCH_SERVER_PPROF
 // the server's profiling port: what each fleet size holds, by stack.
 func profileServer(ctx context.Context, impl string, n int) error {
+	for _, kind := range []string{"heap", "goroutine"} {
+		if err := saveServerProfile(ctx, impl, n, kind, kind); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// profileServerCPU starts a CPU profile of the server for d, under the
+// same settings as profileServer, and returns the function that waits for
+// it: what the server spends on what follows (one entry's wave).
+func profileServerCPU(ctx context.Context, impl string, n int, what string, d time.Duration) func() error {
+	if os.Getenv("BENCH_SERVER_PROFILE") == "" || os.Getenv("BENCH_SERVER_PPROF") == "" {
+		return func() error { return nil }
+	}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- saveServerProfile(ctx, impl, n, fmt.Sprintf("profile?seconds=%d", int(d/time.Second)), what+".cpu")
+	}()
+	// The profile has begun once its request is in.
+	time.Sleep(200 * time.Millisecond)
+	return func() error { return <-errc }
+}
+
+// saveServerProfile fetches one pprof endpoint of the server into
+// BENCH_SERVER_PROFILE; a no-op unless both settings are there.
+func saveServerProfile(ctx context.Context, impl string, n int, endpoint, suffix string) error {
 	dir, port := os.Getenv("BENCH_SERVER_PROFILE"), os.Getenv("BENCH_SERVER_PPROF")
 	if dir == "" || port == "" {
 		return nil
 	}
-	for _, kind := range []string{"heap", "goroutine"} {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%s/debug/pprof/%s", port, kind), nil)
-		if err != nil {
-			return fmt.Errorf("compare: %w", err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return fmt.Errorf("compare: server %s profile: %w", kind, err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("compare: server %s profile: %s: %v", kind, resp.Status, err)
-		}
-		name := filepath.Join(dir, fmt.Sprintf("server-%s-%d.%s", strings.ReplaceAll(impl, " ", "_"), n, kind))
-		if err := os.WriteFile(name, b, 0o644); err != nil {
-			return fmt.Errorf("compare: %w", err)
-		}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%s/debug/pprof/%s", port, endpoint), nil)
+	if err != nil {
+		return fmt.Errorf("compare: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("compare: server profile %s: %w", endpoint, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("compare: server profile %s: %s: %v", endpoint, resp.Status, err)
+	}
+	name := filepath.Join(dir, fmt.Sprintf("server-%s-%d.%s", strings.ReplaceAll(impl, " ", "_"), n, suffix))
+	if err := os.WriteFile(name, b, 0o644); err != nil {
+		return fmt.Errorf("compare: %w", err)
 	}
 	return nil
 }
