@@ -75,8 +75,36 @@ func TestReport(t *testing.T) {
 	fmt.Fprintf(&b, "| per stream | |\n|---|---|\n| heap, both ends | %.1f KiB |\n| of which allocated by the server (heap profile at rate 1, by stack) | %.1f KiB |\n| goroutine stacks, both ends | %.1f KiB |\n| goroutines, both ends (the server's handler and the client's stream watcher) | %.2f |\n", float64(idle.heapPerStream)/1024, float64(idle.serverHeapPerStream)/1024, float64(idle.stackPerStream)/1024, idle.goroutinesPerStream)
 	fmt.Fprintf(&b, "| process CPU of an entry change that concerns none of them, %d subscribed | %v |\n| the same with none subscribed | %v |\n\n", idle.n, idle.waveCPU.Round(10*time.Microsecond), idle.waveCPUNone.Round(10*time.Microsecond))
 	fmt.Fprintf(&b, "A change wakes every handler once for a comparison of two numbers (its agent's entries digest, memoized per entry snapshot and reused by the sync it may trigger, and the bundle version); between changes a subscriber costs no CPU: there are no per-agent timers, and the feed goroutine looks for changes made elsewhere once a second for all of them.\n")
-	if err := os.WriteFile("../RESULTS-push.md", []byte(b.String()), 0o644); err != nil {
+	old, _ := os.ReadFile("../RESULTS-push.md")
+	if err := os.WriteFile("../RESULTS-push.md", []byte(keepFleetSection(b.String(), string(old))), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fleetSection heads the part of RESULTS-push.md this test does not write.
+const fleetSection = "## Idle cost in the fleet scenario (10,000 agents)"
+
+// keepFleetSection returns the report this test wrote followed by the
+// fleet section of the old file, if it had one: that section comes from
+// another harness (bench/compare's BENCH_FLEET_PUSH run at 10,000
+// agents), so a run of this one must not drop it.
+func keepFleetSection(report, old string) string {
+	if i := strings.Index(old, fleetSection); i >= 0 {
+		return report + "\n" + old[i:]
+	}
+	return report
+}
+
+// TestKeepFleetSection: a new report keeps the old file's fleet section,
+// and only that; without one it is the report alone.
+func TestKeepFleetSection(t *testing.T) {
+	report := "# Change notices\n\nnew figures\n"
+	old := "# Change notices\n\nold figures\n\n" + fleetSection + "\n\nfleet table\n"
+	if got, want := keepFleetSection(report, old), report+"\n"+fleetSection+"\n\nfleet table\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := keepFleetSection(report, "# Change notices\n\nold figures\n"); got != report {
+		t.Errorf("without a fleet section: got %q, want the report alone", got)
 	}
 }
 
