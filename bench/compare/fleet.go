@@ -269,8 +269,10 @@ func (s *scenarioRun) propagate(ctx context.Context, srv *server, f *fleet.Fleet
 // test when BENCH_SERVER_PROFILE names a directory and BENCH_SERVER_PPROF
 // the server's profiling port: what each fleet size holds, by stack.
 func profileServer(ctx context.Context, impl string, n int) error {
-	for _, kind := range []string{"heap", "goroutine"} {
-		if err := saveServerProfile(ctx, impl, n, kind, kind); err != nil {
+	// heap?debug=1 ends with the runtime's MemStats: stacks and heap
+	// spans beside the sampled live heap.
+	for _, p := range [][2]string{{"heap", "heap"}, {"heap?debug=1", "memstats.txt"}, {"goroutine", "goroutine"}} {
+		if err := saveServerProfile(ctx, impl, n, p[0], p[1]); err != nil {
 			return err
 		}
 	}
