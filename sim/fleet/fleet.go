@@ -267,9 +267,14 @@ func (f *Fleet) Close() {
 
 func (f *Fleet) loop(a *agent) {
 	defer f.wg.Done()
-	t := time.NewTimer(mrand.N(f.interval))
+	// due is when the poll is due. A sync that a notice starts leaves it
+	// where it is, as our agent does (agent/manager's nextPoll), unless
+	// it is within half an interval, when the next one is due instead.
+	due := time.Now().Add(mrand.N(f.interval))
+	t := time.NewTimer(time.Until(due))
 	defer t.Stop()
 	for {
+		noticed := false
 		// a.notice is nil with push off: only the poll wakes the loop.
 		select {
 		case <-f.ctx.Done():
@@ -277,6 +282,7 @@ func (f *Fleet) loop(a *agent) {
 		case <-t.C:
 		case <-a.notice:
 			f.noticeSyncs.Add(1)
+			noticed = true
 		}
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(f.ctx, 30*time.Second)
@@ -292,7 +298,15 @@ func (f *Fleet) loop(a *agent) {
 			a.lastOK = start
 			a.mu.Unlock()
 		}
-		t.Reset(max(0, f.interval-d))
+		now := time.Now()
+		if noticed {
+			for due.Sub(now) < f.interval/2 {
+				due = due.Add(f.interval)
+			}
+		} else {
+			due = start.Add(f.interval)
+		}
+		t.Reset(max(0, due.Sub(now)))
 	}
 }
 
