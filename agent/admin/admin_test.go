@@ -86,8 +86,16 @@ func newManager(t *testing.T) (*manager, *wltest.CA) {
 	t.Helper()
 	ca := wltest.NewCA(t, td)
 	id := ca.Issue(t, "/spire/agent/join_token/abc")
+	certs, err := id.SVID.ParseCertificates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := id.SVID.Signer()
+	if err != nil {
+		t.Fatal(err)
+	}
 	svid := &x509svid.SVID{ID: spiffeid.RequireFromString("spiffe://example.org/spire/agent/join_token/abc"),
-		Certificates: id.SVID, PrivateKey: id.PrivateKey}
+		Certificates: certs, PrivateKey: key}
 	return &manager{svid: svid, bundle: ca.Bundle()}, ca
 }
 

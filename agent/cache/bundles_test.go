@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"crypto/x509"
 	"testing"
 	"time"
 
@@ -13,7 +12,11 @@ import (
 func bundleOf(t *testing.T, td spiffeid.TrustDomain) *spiffebundle.Bundle {
 	t.Helper()
 	id := svidFor(t, entry("x", "/ca"), time.Now().Add(time.Hour))
-	return spiffebundle.FromX509Authorities(td, []*x509.Certificate{id.SVID[0]})
+	certs, err := id.SVID.ParseCertificates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spiffebundle.FromX509Authorities(td, certs)
 }
 
 func nextBundles(t *testing.T, s BundleSubscription) Bundles {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/protobuf/proto"
 
@@ -223,7 +222,7 @@ func (c *Cache) SetSVIDs(svids map[string]Identity) {
 	c.mu.Lock()
 	for id, s := range svids {
 		e, ok := c.entries[id]
-		if !ok || len(s.SVID) == 0 || s.PrivateKey == nil {
+		if !ok || s.SVID == nil {
 			continue
 		}
 		if s.Entry == nil {
@@ -426,10 +425,10 @@ func (c *Cache) buildLocked(set map[selectorKey]struct{}) (*WorkloadUpdate, [32]
 		if !ok || !usable(e, s, now) {
 			continue
 		}
-		u.Identities = append(u.Identities, Identity{Entry: e, SVID: s.SVID, PrivateKey: s.PrivateKey})
+		u.Identities = append(u.Identities, Identity{Entry: e, SVID: s.SVID})
 		writeString(h, e.Id)
 		writeInt(h, e.RevisionNumber)
-		h.Write(s.SVID[0].Raw)
+		h.Write(s.SVID.Leaf())
 		for _, name := range e.FederatesWith {
 			td, err := spiffeid.TrustDomainFromString(name)
 			if err != nil {
@@ -460,16 +459,15 @@ func (c *Cache) buildLocked(set map[selectorKey]struct{}) (*WorkloadUpdate, [32]
 // issued for the entry's current SPIFFE ID (an entry whose ID changed keeps
 // its old SVID only until the new one arrives, and must not serve it).
 func usable(e *types.Entry, s Identity, now time.Time) bool {
-	leaf := s.SVID[0]
-	if !now.Before(leaf.NotAfter) {
+	if !now.Before(s.SVID.NotAfter()) {
 		return false
 	}
 	want, err := EntryID(e)
 	if err != nil {
 		return false
 	}
-	got, err := x509svid.IDFromCert(leaf)
-	return err == nil && got == want
+	got := s.SVID.ID()
+	return !got.IsZero() && got == want
 }
 
 type hashWriter interface{ Write([]byte) (int, error) }

@@ -43,7 +43,11 @@ func svidFor(t *testing.T, e *types.Entry, notAfter time.Time) Identity {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	return Identity{SVID: []*x509.Certificate{cert}, PrivateKey: key}
+	svid, err := NewX509SVID([]*x509.Certificate{cert}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Identity{SVID: svid}
 }
 
 func ids(u *WorkloadUpdate) []string {
@@ -201,7 +205,7 @@ func TestSlowReaderSeesLatest(t *testing.T) {
 		c.SetSVIDs(map[string]Identity{"a": last})
 	}
 	u := recv(t, s)
-	if len(u.Identities) != 1 || u.Identities[0].SVID[0] != last.SVID[0] {
+	if len(u.Identities) != 1 || u.Identities[0].SVID != last.SVID {
 		t.Fatal("slow reader did not get the latest update")
 	}
 	noUpdate(t, s)

@@ -5,8 +5,6 @@
 package cache
 
 import (
-	"crypto"
-	"crypto/x509"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -16,9 +14,10 @@ import (
 
 // Identity is one X.509-SVID a workload may receive.
 type Identity struct {
-	Entry      *types.Entry
-	SVID       []*x509.Certificate // leaf first, then intermediates
-	PrivateKey crypto.Signer
+	Entry *types.Entry
+	// SVID is nil when there is none; it is shared by every copy of the
+	// Identity (it never changes).
+	SVID *X509SVID
 }
 
 // WorkloadUpdate is everything a workload with a given set of selectors may

@@ -300,7 +300,7 @@ func (m *Manager) loadState() {
 		if e.RevisionNumber != sv.revision {
 			issued = &types.Entry{Id: id, RevisionNumber: sv.revision}
 		}
-		svids[id] = cache.Identity{Entry: issued, SVID: sv.chain, PrivateKey: sv.key}
+		svids[id] = cache.Identity{Entry: issued, SVID: sv.svid}
 	}
 	m.cache.SetSVIDs(svids)
 
@@ -713,7 +713,7 @@ func (m *Manager) installAgentSVID(ctx context.Context, svid *x509svid.SVID) err
 func (m *Manager) persist() error {
 	st := &state{svids: map[string]storedSVID{}, bundles: map[string]*types.Bundle{}}
 	for id, s := range m.cache.SVIDs() {
-		st.svids[id] = storedSVID{revision: s.Entry.GetRevisionNumber(), chain: s.SVID, key: s.PrivateKey}
+		st.svids[id] = storedSVID{revision: s.Entry.GetRevisionNumber(), svid: s.SVID}
 	}
 	// Only the entries that hold an SVID: they are what a restart serves
 	// before the server answers, and an entry without one is of no use

@@ -1,7 +1,9 @@
 package manager
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -139,14 +141,14 @@ func TestAttestSyncRestartOffline(t *testing.T) {
 			})
 			id := u.Identities[0]
 			bundle := x509bundle.FromX509Authorities(testTD, []*x509.Certificate{ca.cert})
-			got, _, err := x509svid.Verify(id.SVID, bundle)
+			got, _, err := x509svid.Verify(chainOf(t, id.SVID), bundle)
 			if err != nil {
 				t.Fatalf("issued SVID does not verify: %v", err)
 			}
 			if got.String() != "spiffe://example.org/workload/web" {
 				t.Fatalf("SVID ID %s", got)
 			}
-			if _, err := x509svid.ParseRaw(concatDER(id.SVID), mustPKCS8(t, id.PrivateKey)); err != nil {
+			if _, err := x509svid.ParseRaw(id.SVID.Chain(), id.SVID.PrivateKey()); err != nil {
 				t.Fatalf("key does not match SVID: %v", err)
 			}
 
@@ -186,8 +188,13 @@ func TestAttestSyncRestartOffline(t *testing.T) {
 			m2 := newManager(t, a, insecure)
 			defer m2.Close()
 			u2 := m2.FetchWorkloadUpdate(selectors("uid:1000"))
-			if len(u2.Identities) != 1 || u2.Bundle == nil || !u2.Identities[0].SVID[0].Equal(id.SVID[0]) {
+			if len(u2.Identities) != 1 || u2.Bundle == nil || !bytes.Equal(u2.Identities[0].SVID.Leaf(), id.SVID.Leaf()) {
 				t.Fatalf("restarted agent serves %v (bundle %v), want the stored web SVID", identityIDs(u2), u2.Bundle != nil)
+			}
+			// The stored key is served as it was read: the bytes the key
+			// marshalled to before the restart.
+			if !bytes.Equal(u2.Identities[0].SVID.PrivateKey(), id.SVID.PrivateKey()) {
+				t.Fatal("restarted agent serves the key's PKCS#8 in another form")
 			}
 			if len(u2.Bundle.JWTAuthorities()) != 1 {
 				t.Fatal("stored bundle lost its JWT authorities")
@@ -219,13 +226,24 @@ func TestAttestSyncRestartOffline(t *testing.T) {
 	}
 }
 
-func mustPKCS8(t *testing.T, key any) []byte {
+// heldSVID is chain and key as the cache holds them.
+func heldSVID(t *testing.T, chain []*x509.Certificate, key crypto.Signer) *cache.X509SVID {
 	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	s, err := cache.NewX509SVID(chain, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return der
+	return s
+}
+
+// chainOf parses a cached SVID's chain.
+func chainOf(t *testing.T, s *cache.X509SVID) []*x509.Certificate {
+	t.Helper()
+	certs, err := s.ParseCertificates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs
 }
 
 // TestSyncPaged exercises the revisions phase of SyncAuthorizedEntries:

@@ -28,12 +28,11 @@ func (m *Manager) reportStale(cacheType string, entries []*types.Entry, svids ma
 	expiring, outdated := 0, 0
 	for _, e := range entries {
 		s, ok := svids[e.Id]
-		if !ok || len(s.SVID) == 0 {
+		if !ok || s.SVID == nil {
 			continue
 		}
-		leaf := s.SVID[0]
 		switch {
-		case pastHalfLife(leaf.NotBefore, leaf.NotAfter, now):
+		case pastHalfLife(s.SVID.NotBefore(), s.SVID.NotAfter(), now):
 			expiring++
 		case s.Entry != nil && s.Entry.RevisionNumber != e.RevisionNumber:
 			outdated++

@@ -130,7 +130,7 @@ func TestReportStale(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return cache.Identity{SVID: []*x509.Certificate{c}, PrivateKey: k}
+		return cache.Identity{SVID: heldSVID(t, []*x509.Certificate{c}, k)}
 	}
 	fresh := leaf(now.Add(-time.Minute), now.Add(time.Hour))
 	old := leaf(now.Add(-time.Hour), now.Add(time.Minute))

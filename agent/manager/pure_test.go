@@ -80,7 +80,7 @@ func TestSVIDsToRenew(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return cache.Identity{Entry: e, SVID: []*x509.Certificate{cert}, PrivateKey: key}
+		return cache.Identity{Entry: e, SVID: heldSVID(t, []*x509.Certificate{cert}, key)}
 	}
 	fresh := workloadEntry("fresh", 1)
 	old := workloadEntry("old", 1)

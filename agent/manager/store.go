@@ -2,7 +2,6 @@ package manager
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/agent/cache"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager/disk"
 	"github.com/spiffe-hw/spire-hw/internal/daemondir"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -55,8 +55,7 @@ type svidRecord struct {
 // storedSVID is a decoded svidRecord.
 type storedSVID struct {
 	revision int64
-	chain    []*x509.Certificate
-	key      crypto.Signer
+	svid     *cache.X509SVID
 }
 
 // state is everything the agent persists besides its own key.
@@ -84,7 +83,8 @@ type store struct {
 }
 
 // writtenState identifies the persisted records: an entry by its revision,
-// an SVID by its revision and leaf certificate.
+// an SVID by its revision and the SVID itself (which never changes, so the
+// same one is the same record).
 type writtenState struct {
 	entries map[string]int64
 	svids   map[string]svidMark
@@ -92,7 +92,7 @@ type writtenState struct {
 
 type svidMark struct {
 	revision int64
-	leaf     *x509.Certificate
+	svid     *cache.X509SVID
 }
 
 // openStore opens the cache in dir; log gets a warning when an existing
@@ -178,22 +178,12 @@ func (s *store) save(st *state) error {
 		}
 		svids := tx.Bucket(bucketSVIDs)
 		for id, sv := range st.svids {
-			mark := svidMark{revision: sv.revision}
-			if len(sv.chain) > 0 {
-				mark.leaf = sv.chain[0]
-			}
+			mark := svidMark(sv)
 			next.svids[id] = mark
 			if old, ok := prev.svids[id]; ok && old == mark {
 				continue
 			}
-			rec := svidRecord{Revision: sv.revision}
-			for _, c := range sv.chain {
-				rec.Chain = append(rec.Chain, c.Raw)
-			}
-			var err error
-			if rec.Key, err = x509.MarshalPKCS8PrivateKey(sv.key); err != nil {
-				return err
-			}
+			rec := svidRecord{Revision: sv.revision, Chain: sv.svid.Certificates(), Key: sv.svid.PrivateKey()}
 			b, err := json.Marshal(rec)
 			if err != nil {
 				return err
@@ -291,26 +281,11 @@ func decodeSVID(v []byte) (storedSVID, error) {
 	if err := json.Unmarshal(v, &rec); err != nil {
 		return storedSVID{}, err
 	}
-	var chain []*x509.Certificate
-	for _, der := range rec.Chain {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return storedSVID{}, err
-		}
-		chain = append(chain, c)
-	}
-	if len(chain) == 0 {
-		return storedSVID{}, errors.New("empty chain")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(rec.Key)
+	svid, err := cache.ParseX509SVID(rec.Chain, rec.Key)
 	if err != nil {
 		return storedSVID{}, err
 	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return storedSVID{}, fmt.Errorf("key of type %T cannot sign", k)
-	}
-	return storedSVID{revision: rec.Revision, chain: chain, key: signer}, nil
+	return storedSVID{revision: rec.Revision, svid: svid}, nil
 }
 
 // saveAgentSVID writes the agent's chain and the X.509 authorities of its

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,11 +23,12 @@ func storeState(t *testing.T, n int, rev int64, cert *x509.Certificate) *state {
 	if err != nil {
 		t.Fatal(err)
 	}
+	svid := heldSVID(t, []*x509.Certificate{cert}, key)
 	st := &state{svids: map[string]storedSVID{}, bundles: map[string]*types.Bundle{"example.org": {TrustDomain: "example.org"}}}
 	for i := range n {
 		id := fmt.Sprintf("entry-%04d", i)
 		st.entries = append(st.entries, &types.Entry{Id: id, RevisionNumber: rev, SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: fmt.Sprintf("/w/%d/%d", i, rev)}})
-		st.svids[id] = storedSVID{revision: rev, chain: []*x509.Certificate{cert}, key: key}
+		st.svids[id] = storedSVID{revision: rev, svid: svid}
 	}
 	return st
 }
@@ -84,7 +86,11 @@ func TestStoreSavesWhatChanged(t *testing.T) {
 		delete(next.svids, fmt.Sprintf("entry-%04d", i))
 	}
 	renewed := next.svids["entry-0020"]
-	renewed.chain = []*x509.Certificate{selfSigned(t)}
+	renewedKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed.svid = heldSVID(t, []*x509.Certificate{selfSigned(t)}, renewedKey)
 	next.svids["entry-0020"] = renewed
 	// The other SVIDs are the ones already saved.
 	for id, sv := range st.svids {
@@ -116,7 +122,7 @@ func TestStoreSavesWhatChanged(t *testing.T) {
 	}
 	check(s, next)
 	st2, _ := s.load()
-	if !st2.svids["entry-0020"].chain[0].Equal(renewed.chain[0]) {
+	if !bytes.Equal(st2.svids["entry-0020"].svid.Chain(), renewed.svid.Chain()) {
 		t.Fatal("the renewed SVID was not saved")
 	}
 

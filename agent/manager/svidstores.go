@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"log/slog"
@@ -70,7 +71,7 @@ type storeRecord struct {
 // storePut is what a PutX509SVID carried, to tell whether to push again.
 type storePut struct {
 	entry   *types.Entry
-	leaf    *x509.Certificate
+	leaf    []byte                          // DER
 	bundles map[string]*spiffebundle.Bundle // by trust domain name
 }
 
@@ -152,7 +153,7 @@ func (s *storedSVIDs) svids() map[string]cache.Identity {
 	defer s.mu.Unlock()
 	out := make(map[string]cache.Identity, len(s.records))
 	for id, r := range s.records {
-		if r.entry != nil && len(r.svid.SVID) > 0 {
+		if r.entry != nil && r.svid.SVID != nil {
 			out[id] = r.svid
 		}
 	}
@@ -276,7 +277,7 @@ func (s *storedSVIDs) push(ctx context.Context) (failed bool) {
 			r = &storeRecord{}
 			s.records[w.id] = r
 		}
-		r.put = &storePut{entry: w.entry, leaf: w.svid.SVID[0], bundles: w.bundles}
+		r.put = &storePut{entry: w.entry, leaf: w.svid.SVID.Leaf(), bundles: w.bundles}
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
@@ -302,11 +303,11 @@ func (s *storedSVIDs) plan() []storeWork {
 			work = append(work, storeWork{id: id, put: r.put})
 			continue
 		}
-		if len(r.svid.SVID) == 0 {
+		if r.svid.SVID == nil {
 			continue
 		}
 		bundles := s.bundlesFor(r.entry, s.own, s.federated)
-		if r.put != nil && proto.Equal(r.put.entry, r.entry) && r.put.leaf.Equal(r.svid.SVID[0]) && bundleSetsEqual(r.put.bundles, bundles) {
+		if r.put != nil && proto.Equal(r.put.entry, r.entry) && bytes.Equal(r.put.leaf, r.svid.SVID.Leaf()) && bundleSetsEqual(r.put.bundles, bundles) {
 			continue
 		}
 		work = append(work, storeWork{id: id, entry: r.entry, svid: r.svid, put: r.put, bundles: bundles})
@@ -340,11 +341,22 @@ func (s *storedSVIDs) putSVID(ctx context.Context, log *slog.Logger, entry *type
 		log.Error("Failed to parse record", "error", err)
 		return false
 	}
+	// Parsed only here: few entries are stored, and the cache holds DER.
+	chain, err := svid.SVID.ParseCertificates()
+	if err != nil {
+		log.Error("Failed to parse SVID", "error", err)
+		return false
+	}
+	key, err := svid.SVID.Signer()
+	if err != nil {
+		log.Error("Failed to parse SVID key", "error", err)
+		return false
+	}
 	req := &svidstore.X509SVID{
 		SPIFFEID:         id,
-		CertChain:        svid.SVID,
-		PrivateKey:       svid.PrivateKey,
-		ExpiresAt:        svid.SVID[0].NotAfter,
+		CertChain:        chain,
+		PrivateKey:       key,
+		ExpiresAt:        svid.SVID.NotAfter(),
 		Metadata:         metadata,
 		FederatedBundles: map[string][]*x509.Certificate{},
 	}

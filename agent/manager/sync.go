@@ -279,7 +279,7 @@ func limitSVIDs(need []*types.Entry, held map[string]cache.Identity, active map[
 func countTainted(svids map[string]cache.Identity, taint *taintSet) int {
 	n := 0
 	for _, s := range svids {
-		if taint.chainTainted(s.SVID) {
+		if taint.svidTainted(s.SVID) {
 			n++
 		}
 	}
@@ -287,25 +287,24 @@ func countTainted(svids map[string]cache.Identity, taint *taintSet) int {
 }
 
 func needsSVID(e *types.Entry, s cache.Identity, now time.Time, taint *taintSet) bool {
-	if len(s.SVID) == 0 || s.PrivateKey == nil {
+	if s.SVID == nil {
 		return true
 	}
 	if s.Entry != nil && s.Entry.RevisionNumber != e.RevisionNumber {
 		return true
 	}
-	if taint.chainTainted(s.SVID) {
+	if taint.svidTainted(s.SVID) {
 		return true
 	}
-	leaf := s.SVID[0]
-	if pastHalfLife(leaf.NotBefore, leaf.NotAfter, now) {
+	if pastHalfLife(s.SVID.NotBefore(), s.SVID.NotAfter(), now) {
 		return true
 	}
 	want, err := cache.EntryID(e)
 	if err != nil {
 		return false // unusable entry: asking the server would fail too
 	}
-	got, err := x509svid.IDFromCert(leaf)
-	return err != nil || got != want
+	got := s.SVID.ID()
+	return got.IsZero() || got != want
 }
 
 // mintSVIDs generates a key per entry and asks the server to sign them. It
@@ -366,7 +365,13 @@ func (m *Manager) mintSVIDs(ctx context.Context, entries []*types.Entry, bundle 
 			failed++
 			continue
 		}
-		out[entryID] = cache.Identity{Entry: byID[entryID], SVID: r.Chain, PrivateKey: keys[i]}
+		svid, serr := cache.NewX509SVID(r.Chain, keys[i])
+		if serr != nil {
+			m.log.Warn("Discarding an SVID whose key cannot be kept", "entry_id", entryID, "error", serr)
+			failed++
+			continue
+		}
+		out[entryID] = cache.Identity{Entry: byID[entryID], SVID: svid}
 	}
 	if err != nil {
 		return out, err

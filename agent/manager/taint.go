@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/spiffe-hw/spire-hw/agent/cache"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
@@ -67,6 +68,28 @@ func (t *taintSet) chainTainted(chain []*x509.Certificate) bool {
 		}
 	}
 	return false
+}
+
+// svidTainted is chainTainted for an SVID the cache holds as DER. It
+// parses the chain only while some authority is tainted and the chain is
+// not one itself: every SVID is checked on every sync then, but rarely,
+// and the cache is kept free of parsed certificates the rest of the time.
+func (t *taintSet) svidTainted(s *cache.X509SVID) bool {
+	if t == nil || len(t.x509) == 0 || s == nil {
+		return false
+	}
+	for _, der := range s.Certificates() {
+		for _, a := range t.x509 {
+			if bytes.Equal(der, a.Raw) {
+				return true
+			}
+		}
+	}
+	chain, err := s.ParseCertificates()
+	if err != nil {
+		return false // the cache parsed it once already
+	}
+	return t.chainTainted(chain)
 }
 
 // jwtTainted reports whether a JWT-SVID was signed by a tainted key.

@@ -56,6 +56,12 @@ func TestChainTainted(t *testing.T) {
 		if got := taint.chainTainted(tc.chain); got != tc.want {
 			t.Errorf("%s: chainTainted = %v, want %v", name, got, tc.want)
 		}
+		if len(tc.chain) == 0 {
+			continue
+		}
+		if got := taint.svidTainted(heldSVID(t, tc.chain, oldRoot.Key)); got != tc.want {
+			t.Errorf("%s: svidTainted = %v, want %v", name, got, tc.want)
+		}
 	}
 	if (*taintSet)(nil).chainTainted([]*x509.Certificate{leafOld}) || !(*taintSet)(nil).empty() {
 		t.Error("nil set taints")
@@ -68,7 +74,7 @@ func TestChainTainted(t *testing.T) {
 	// authority only at half-life.
 	now := time.Now()
 	e := &types.Entry{Id: "e", SpiffeId: &types.SPIFFEID{TrustDomain: "example.org", Path: "/w"}}
-	svids := map[string]cache.Identity{"e": {Entry: e, SVID: []*x509.Certificate{leafOld}, PrivateKey: oldRoot.Key}}
+	svids := map[string]cache.Identity{"e": {Entry: e, SVID: heldSVID(t, []*x509.Certificate{leafOld}, oldRoot.Key)}}
 	if !needsSVID(e, svids["e"], now, taint) {
 		t.Error("tainted SVID not renewed")
 	}

@@ -17,4 +17,4 @@ var (
 )
 
 // PEMOf is the PEM chain SDS sends for id.
-func PEMOf(id cache.Identity) []byte { return pemCertificates(id.SVID) }
+func PEMOf(id cache.Identity) []byte { return pemChain(id.SVID.Certificates()) }

@@ -1,6 +1,7 @@
 package sds
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/x509"
@@ -62,7 +63,7 @@ func (f *fixture) Rotate(t testing.TB, old cache.Identity) cache.Identity {
 	t.Helper()
 	n := f.CA.Issue(t, old.Entry.SpiffeId.Path)
 	n.Entry = old.Entry
-	f.Cache.SetSVIDs(map[string]cache.Identity{old.Entry.Id: {SVID: n.SVID, PrivateKey: n.PrivateKey}})
+	f.Cache.SetSVIDs(map[string]cache.Identity{old.Entry.Id: {SVID: n.SVID}})
 	return n
 }
 
@@ -104,11 +105,12 @@ func checkTLSCertificate(t testing.TB, s *tlsv3.Secret, name string, want cache.
 		t.Fatalf("secret %q is not a TLS certificate: %v", name, s)
 	}
 	certs := parsePEMCertificates(t, tc.GetCertificateChain().GetInlineBytes())
-	if len(certs) != len(want.SVID) {
-		t.Fatalf("%d certificates in the chain, want %d", len(certs), len(want.SVID))
+	wantCerts := want.SVID.Certificates()
+	if len(certs) != len(wantCerts) {
+		t.Fatalf("%d certificates in the chain, want %d", len(certs), len(wantCerts))
 	}
 	for i := range certs {
-		if !certs[i].Equal(want.SVID[i]) {
+		if !bytes.Equal(certs[i].Raw, wantCerts[i]) {
 			t.Fatalf("certificate %d of the chain is not the SVID's", i)
 		}
 	}
@@ -123,6 +125,10 @@ func checkTLSCertificate(t testing.TB, s *tlsv3.Secret, name string, want cache.
 	pub := key.(crypto.Signer).Public().(*ecdsa.PublicKey)
 	if !pub.Equal(certs[0].PublicKey) {
 		t.Fatal("the private key does not match the leaf certificate")
+	}
+	// The key as Go marshals it, which is what SPIRE's agent sends.
+	if der, err := x509.MarshalPKCS8PrivateKey(key); err != nil || !bytes.Equal(der, block.Bytes) {
+		t.Fatalf("the private key is not the key's PKCS#8 form (%v)", err)
 	}
 }
 

@@ -120,15 +120,11 @@ func sortedTrustDomains[V any](m map[spiffeid.TrustDomain]V) []spiffeid.TrustDom
 
 // tlsCertificate is the Secret holding id's chain and key, both PEM.
 func tlsCertificate(name string, id cache.Identity) (*anypb.Any, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(id.PrivateKey)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "marshal private key of %s: %v", name, err)
-	}
 	return marshalSecret(&tlsv3.Secret{
 		Name: name,
 		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-			CertificateChain: inline(pemCertificates(id.SVID)),
-			PrivateKey:       inline(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+			CertificateChain: inline(pemChain(id.SVID.Certificates())),
+			PrivateKey:       inline(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: id.SVID.PrivateKey()})),
 		}},
 	})
 }
@@ -149,6 +145,15 @@ func pemCertificates(certs []*x509.Certificate) []byte {
 	var out []byte
 	for _, c := range certs {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
+
+// pemChain is pemCertificates for a chain held as DER.
+func pemChain(certs [][]byte) []byte {
+	var out []byte
+	for _, der := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
 	return out
 }

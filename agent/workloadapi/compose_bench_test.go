@@ -2,8 +2,6 @@ package workloadapi
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
 	"fmt"
 	"testing"
 	"time"
@@ -46,29 +44,17 @@ func BenchmarkSubscribe(b *testing.B) {
 	}
 }
 
-// BenchmarkComposeX509 is building and marshalling the first response,
-// with every key marshalled again and with the Handler's key cache.
+// BenchmarkComposeX509 is building and marshalling the first response.
 func BenchmarkComposeX509(b *testing.B) {
 	c := benchCache(b)
 	u := c.FetchWorkloadUpdate(benchSelectors)
-	var keys keyCache
-	for _, bc := range []struct {
-		name  string
-		pkcs8 func(crypto.Signer) ([]byte, error)
-	}{
-		{"marshal", func(k crypto.Signer) ([]byte, error) { return x509.MarshalPKCS8PrivateKey(k) }},
-		{"cached", keys.pkcs8},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			for b.Loop() {
-				resp, err := composeX509SVIDResponse(u, filterIdentities(u.Identities), bc.pkcs8)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := proto.Marshal(resp); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+	for b.Loop() {
+		resp, err := composeX509SVIDResponse(u, filterIdentities(u.Identities))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := proto.Marshal(resp); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -2,84 +2,9 @@ package workloadapi
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"log/slog"
-	"runtime"
 	"testing"
-	"time"
 )
-
-// The cached PKCS#8 form is the key's own, for each key, and keys that are
-// not ECDSA are marshalled as before.
-func TestKeyCacheMarshalsEachKey(t *testing.T) {
-	var c keyCache
-	for range 3 {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for range 2 {
-			got, err := c.pkcs8(k)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatal("cached PKCS#8 differs from the key's")
-			}
-			back, err := x509.ParsePKCS8PrivateKey(got)
-			if err != nil || !k.Equal(back) {
-				t.Fatalf("cached PKCS#8 does not parse back to the key: %v", err)
-			}
-		}
-	}
-	if n := c.len(); n != 3 {
-		t.Fatalf("%d keys cached, want 3", n)
-	}
-	_, ek, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.pkcs8(ek)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if back, err := x509.ParsePKCS8PrivateKey(got); err != nil || !ek.Equal(back) {
-		t.Fatalf("ed25519 key: %v", err)
-	}
-}
-
-// A key the agent dropped leaves the cache: it keeps no key (and no
-// secret) alive.
-func TestKeyCacheForgetsCollectedKeys(t *testing.T) {
-	var c keyCache
-	func() {
-		for range 5 {
-			k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.pkcs8(k); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for c.len() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d collected keys still cached", c.len())
-		}
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // countingHandler counts WithAttrs calls (where text and JSON handlers
 // format attributes).

@@ -8,7 +8,6 @@ package workloadapi
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -60,8 +59,6 @@ type Handler struct {
 	// metricNames are the attestors' metric labels, in Attestors' order,
 	// worked out once rather than on every call.
 	metricNames []string
-	// keys holds the PKCS#8 form of the SVID keys served.
-	keys keyCache
 }
 
 var _ workload.SpiffeWorkloadAPIServer = (*Handler)(nil)
@@ -91,7 +88,7 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 			log.Info("workloadapi: no identity issued")
 			return nil, status.Error(codes.PermissionDenied, "no identity issued")
 		}
-		resp, err := composeX509SVIDResponse(update, ids, h.keys.pkcs8)
+		resp, err := composeX509SVIDResponse(update, ids)
 		if err != nil {
 			log.Error("workloadapi: compose X.509-SVID response", "err", err)
 			return nil, status.Errorf(codes.Unavailable, "could not serialize response: %v", err)
@@ -426,7 +423,7 @@ func dedupSelectors(in []*types.Selector) []*types.Selector {
 // hint gets a stable answer.
 func filterIdentities(ids []cache.Identity) []cache.Identity {
 	return oldestPerHint(ids, func(id cache.Identity) *types.Entry {
-		if len(id.SVID) == 0 || id.PrivateKey == nil {
+		if id.SVID == nil {
 			return nil
 		}
 		return id.Entry
@@ -477,9 +474,8 @@ func entryID(e *types.Entry) (spiffeid.ID, error) {
 	return spiffeid.FromPath(td, e.SpiffeId.Path)
 }
 
-// composeX509SVIDResponse builds the response for ids; pkcs8 marshals a
-// key (x509.MarshalPKCS8PrivateKey, or a cache of it).
-func composeX509SVIDResponse(update *cache.WorkloadUpdate, ids []cache.Identity, pkcs8 func(crypto.Signer) ([]byte, error)) (*workload.X509SVIDResponse, error) {
+// composeX509SVIDResponse builds the response for ids.
+func composeX509SVIDResponse(update *cache.WorkloadUpdate, ids []cache.Identity) (*workload.X509SVIDResponse, error) {
 	if update.Bundle == nil {
 		return nil, errors.New("bundle not available")
 	}
@@ -493,14 +489,10 @@ func composeX509SVIDResponse(update *cache.WorkloadUpdate, ids []cache.Identity,
 		if err != nil {
 			return nil, err
 		}
-		key, err := pkcs8(id.PrivateKey)
-		if err != nil {
-			return nil, fmt.Errorf("marshal key for %s: %w", sid, err)
-		}
 		resp.Svids = append(resp.Svids, &workload.X509SVID{
 			SpiffeId:    sid.String(),
-			X509Svid:    concatDER(id.SVID),
-			X509SvidKey: key,
+			X509Svid:    bytes.Clone(id.SVID.Chain()),
+			X509SvidKey: id.SVID.PrivateKey(),
 			Bundle:      bundle,
 			Hint:        id.Entry.GetHint(),
 		})

@@ -1,6 +1,7 @@
 package workloadapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -245,16 +246,16 @@ func TestRotationIsPushed(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	got := rec.next(t, 10*time.Second).DefaultSVID()
-	if got.Certificates[0].SerialNumber.Cmp(first.SVID[0].SerialNumber) != 0 {
-		t.Fatalf("first update has serial %v, want %v", got.Certificates[0].SerialNumber, first.SVID[0].SerialNumber)
+	if !bytes.Equal(got.Certificates[0].Raw, first.SVID.Leaf()) {
+		t.Fatalf("first update has serial %v, want the first SVID", got.Certificates[0].SerialNumber)
 	}
 
 	second := e.ca.Issue(t, "/rotating")
 	e.mgr.Set(second, uid)
 	x := rec.next(t, 10*time.Second)
 	got = x.DefaultSVID()
-	if got.Certificates[0].SerialNumber.Cmp(second.SVID[0].SerialNumber) != 0 {
-		t.Fatalf("rotated update has serial %v, want %v", got.Certificates[0].SerialNumber, second.SVID[0].SerialNumber)
+	if !bytes.Equal(got.Certificates[0].Raw, second.SVID.Leaf()) {
+		t.Fatalf("rotated update has serial %v, want the rotated SVID", got.Certificates[0].SerialNumber)
 	}
 	verifySVID(t, got, x.Bundles)
 

@@ -255,7 +255,7 @@ func TestOpenStreamIsNotIdle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stream cut while open: %v", err)
 	}
-	if got := resp.Svids[0].X509Svid; !bytes.Equal(got[:len(second.SVID[0].Raw)], second.SVID[0].Raw) {
+	if got := resp.Svids[0].X509Svid; !bytes.Equal(got, second.SVID.Chain()) {
 		t.Fatal("the rotated SVID was not sent")
 	}
 	if n := goaways.Load(); n != 0 {

@@ -301,16 +301,24 @@ func TestSubscribeToX509SVIDsBySelectors(t *testing.T) {
 		t.Fatalf("SVIDs = %v, want the workload's only (no admin, no downstream)", got)
 	}
 	sv := r.X509Svids[0]
-	if sv.X509Svid.Hint != "external" || sv.X509Svid.ExpiresAt != ident.SVID[0].NotAfter.Unix() ||
-		len(sv.X509Svid.CertChain) != 1 || string(sv.X509Svid.CertChain[0]) != string(ident.SVID[0].Raw) {
+	if sv.X509Svid.Hint != "external" || sv.X509Svid.ExpiresAt != ident.SVID.NotAfter().Unix() ||
+		len(sv.X509Svid.CertChain) != 1 || string(sv.X509Svid.CertChain[0]) != string(ident.SVID.Leaf()) {
 		t.Fatalf("SVID = %+v, want the issued one with its hint", sv.X509Svid)
 	}
 	key, err := x509.ParsePKCS8PrivateKey(sv.X509SvidKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ident.PrivateKey.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(key.(crypto.Signer).Public()) {
+	signer, err := ident.SVID.Signer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !signer.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(key.(crypto.Signer).Public()) {
 		t.Fatal("key does not match the SVID's")
+	}
+	// What SPIRE's agent sends: the key as Go marshals it to PKCS#8.
+	if want, err := x509.MarshalPKCS8PrivateKey(signer); err != nil || string(want) != string(sv.X509SvidKey) {
+		t.Fatalf("key is not the key's PKCS#8 (%v)", err)
 	}
 	if len(r.FederatesWith) != 1 || r.FederatesWith[0] != "spiffe://fed.test" {
 		t.Fatalf("FederatesWith = %v", r.FederatesWith)
@@ -322,7 +330,7 @@ func TestSubscribeToX509SVIDsBySelectors(t *testing.T) {
 		en.FederatesWith = []string{fedTD.Name()}
 	})
 	r = recvX509(t, s)
-	if len(r.X509Svids) != 1 || string(r.X509Svids[0].X509Svid.CertChain[0]) != string(next.SVID[0].Raw) {
+	if len(r.X509Svids) != 1 || string(r.X509Svids[0].X509Svid.CertChain[0]) != string(next.SVID.Leaf()) {
 		t.Fatal("rotated SVID not pushed")
 	}
 	// The entry goes: an empty update, as SPIRE sends.
@@ -588,7 +596,7 @@ func TestSlowReaderDoesNotQueue(t *testing.T) {
 	for {
 		r := recvX509(t, s)
 		n++
-		if len(r.X509Svids) == 1 && string(r.X509Svids[0].X509Svid.CertChain[0]) == string(last.SVID[0].Raw) {
+		if len(r.X509Svids) == 1 && string(r.X509Svids[0].X509Svid.CertChain[0]) == string(last.SVID.Leaf()) {
 			break
 		}
 		if n > rotations {

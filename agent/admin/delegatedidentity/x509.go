@@ -1,7 +1,6 @@
 package delegatedidentity
 
 import (
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -111,29 +110,21 @@ func composeX509SVIDs(update *cache.WorkloadUpdate) (*delegatedidentityv1.Subscr
 		if identity.Entry.GetAdmin() || identity.Entry.GetDownstream() {
 			continue
 		}
-		if len(identity.SVID) == 0 {
+		if identity.SVID == nil {
 			return nil, errors.New("unable to get SVID from identity")
 		}
 		id, err := cache.EntryID(identity.Entry)
 		if err != nil {
 			return nil, fmt.Errorf("error during SPIFFE ID parsing: %w", err)
 		}
-		key, err := x509.MarshalPKCS8PrivateKey(identity.PrivateKey)
-		if err != nil {
-			return nil, fmt.Errorf("marshal key for %v: %w", id, err)
-		}
-		chain := make([][]byte, 0, len(identity.SVID))
-		for _, c := range identity.SVID {
-			chain = append(chain, c.Raw)
-		}
 		resp.X509Svids = append(resp.X509Svids, &delegatedidentityv1.X509SVIDWithKey{
 			X509Svid: &types.X509SVID{
 				Id:        idProto(id),
-				CertChain: chain,
-				ExpiresAt: identity.SVID[0].NotAfter.Unix(),
+				CertChain: identity.SVID.Certificates(),
+				ExpiresAt: identity.SVID.NotAfter().Unix(),
 				Hint:      identity.Entry.GetHint(),
 			},
-			X509SvidKey: key,
+			X509SvidKey: identity.SVID.PrivateKey(),
 		})
 	}
 	return resp, nil

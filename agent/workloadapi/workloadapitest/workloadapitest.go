@@ -109,13 +109,16 @@ func (ca *CA) Issue(t testing.TB, path string) cache.Identity {
 	if err != nil {
 		t.Fatal(err)
 	}
+	svid, err := cache.NewX509SVID([]*x509.Certificate{cert}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return cache.Identity{
 		Entry: &types.Entry{
 			Id:       fmt.Sprintf("entry-%d", serial),
 			SpiffeId: &types.SPIFFEID{TrustDomain: ca.TD.Name(), Path: path},
 		},
-		SVID:       []*x509.Certificate{cert},
-		PrivateKey: key,
+		SVID: svid,
 	}
 }
 
