@@ -1,11 +1,16 @@
 package workloadapi
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/protobuf/proto"
 
@@ -56,5 +61,64 @@ func BenchmarkComposeX509(b *testing.B) {
 		if _, err := proto.Marshal(resp); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The response is the bytes it was before the cache held DER: each SVID's
+// chain as the certificates' concatenated DER, its key as Go's PKCS#8 of
+// the key, the entry's SPIFFE ID and hint, the bundle's authorities.
+func TestComposeX509SendsTheSVIDsBytes(t *testing.T) {
+	ca := wltest.NewCA(t, td)
+	fed := wltest.NewCA(t, spiffeid.RequireTrustDomainFromString("fed.test"))
+	u := &cache.WorkloadUpdate{Bundle: ca.Bundle(), FederatedBundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{fed.TD: fed.Bundle()}}
+	for i := range 3 {
+		id := ca.Issue(t, fmt.Sprintf("/w/%d", i))
+		id.Entry.Hint = fmt.Sprintf("hint-%d", i)
+		u.Identities = append(u.Identities, id)
+	}
+	got, err := composeX509SVIDResponse(u, u.Identities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := func(certs []*x509.Certificate) []byte {
+		var out []byte
+		for _, c := range certs {
+			out = append(out, c.Raw...)
+		}
+		return out
+	}
+	want := &workload.X509SVIDResponse{FederatedBundles: map[string][]byte{"spiffe://fed.test": raw(fed.Bundle().X509Authorities())}}
+	for _, id := range u.Identities {
+		certs, err := id.SVID.ParseCertificates()
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := id.SVID.Signer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := x509.MarshalPKCS8PrivateKey(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Svids = append(want.Svids, &workload.X509SVID{
+			SpiffeId:    "spiffe://" + id.Entry.SpiffeId.TrustDomain + id.Entry.SpiffeId.Path,
+			X509Svid:    raw(certs),
+			X509SvidKey: key,
+			Bundle:      raw(ca.Bundle().X509Authorities()),
+			Hint:        id.Entry.Hint,
+		})
+	}
+	det := proto.MarshalOptions{Deterministic: true}
+	gotB, err := det.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantB, err := det.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(gotB, wantB) {
+		t.Fatalf("response differs:\n got %v\nwant %v", got, want)
 	}
 }
