@@ -310,6 +310,13 @@ func (c *Cache) SVIDs() map[string]Identity {
 	return out
 }
 
+// SVIDCount is the number of SVIDs held.
+func (c *Cache) SVIDCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.svids)
+}
+
 // Bundle returns the trust domain's bundle, or nil.
 func (c *Cache) Bundle() *spiffebundle.Bundle {
 	c.mu.Lock()

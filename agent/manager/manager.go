@@ -174,6 +174,10 @@ type Manager struct {
 	// uses them.
 	taintedX509Seen map[string]struct{}
 	taintedJWTSeen  map[string]struct{}
+
+	// memory returns the heap's idle pages after large cache changes
+	// (memory.go); nil does nothing.
+	memory *memoryReleaser
 }
 
 // New loads the persisted state from DataDir and returns a Manager that
@@ -238,6 +242,7 @@ func New(cfg Config) (*Manager, error) {
 		rnd:         rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		notices:     make(chan struct{}, 1),
 		svidsWanted: make(chan struct{}, 1),
+		memory:      newMemoryReleaser(),
 
 		lastContact: cfg.Clock(),
 		rebootstrap: cfg.RebootstrapMode,

@@ -43,6 +43,7 @@ func (m *Manager) sync(ctx context.Context) error {
 	}
 	changed := m.setBundles(ctx, entries, own, ownProto)
 	entries, stored := splitStored(entries)
+	heldBefore := m.cache.SVIDCount()
 	// Called on every sync, changed or not, for SPIRE's LRU cache metrics.
 	if m.cache.SetEntries(entries) {
 		changed = true
@@ -57,6 +58,8 @@ func (m *Manager) sync(ctx context.Context) error {
 	if m.cache.Evict(m.cfg.X509SVIDCacheMaxSize) > 0 {
 		changed = true
 	}
+	// SVIDs dropped with their entries, or by the limit.
+	svidsChanged := heldBefore - m.cache.SVIDCount()
 	svids := m.cache.SVIDs()
 	m.processTainted(taint, svids)
 	now := m.clock()
@@ -68,8 +71,10 @@ func (m *Manager) sync(ctx context.Context) error {
 			changed = true
 			m.cache.SetSVIDs(issued)
 		}
+		svidsChanged += len(issued)
 		mintErr = err
 	}
+	defer m.memory.changed(svidsChanged)
 	if mintErr == nil {
 		held := m.stored.svids()
 		m.reportStale(cacheTypeSVIDStore, stored, held, now)
@@ -236,6 +241,7 @@ func (m *Manager) mintWanted(ctx context.Context) {
 		if perr := m.persist(); perr != nil {
 			m.log.Error("Could not save the SVID cache", "error", perr)
 		}
+		m.memory.changed(len(issued))
 	}
 	if err != nil {
 		m.log.Warn("Could not mint the SVIDs a workload waits for; the next sync retries", "error", err)
