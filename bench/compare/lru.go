@@ -165,27 +165,31 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // BENCH_AGENT_PPROF are set, so that a memory figure comes with where the
 // memory goes; <impl>-<scenario>-smaps.txt beside it has the kernel's
 // split of the resident memory by mapping (anonymous: the Go heap and stacks; file:
-// the binary and bbolt's map of the cache).
+// the binary and bbolt's map of the cache). <impl>-<scenario>-heap.txt is
+// the same profile as text, which ends with the runtime's MemStats: how
+// much of the anonymous part is heap in use, idle or the next GC's goal.
 func saveAgentHeap(ctx context.Context, im Impl, scenario string, pid int) error {
 	dir, port := os.Getenv("BENCH_AGENT_PROFILE"), os.Getenv("BENCH_AGENT_PPROF")
 	if dir == "" || port == "" {
 		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+port+"/debug/pprof/heap", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("compare: agent heap profile: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("compare: agent heap profile: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, im.Name+"-"+scenario+"-heap.pprof"), b, 0o644); err != nil {
-		return err
+	for _, f := range []struct{ query, name string }{{"", "heap.pprof"}, {"?debug=1", "heap.txt"}} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+port+"/debug/pprof/heap"+f.query, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("compare: agent heap profile: %w", err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("compare: agent heap profile: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, im.Name+"-"+scenario+"-"+f.name), b, 0o644); err != nil {
+			return err
+		}
 	}
 	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
