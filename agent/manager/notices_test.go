@@ -80,6 +80,18 @@ func awaitIdentity(sub cache.Subscription, id string, within time.Duration) bool
 	}
 }
 
+// newNoticeAgent returns a server with a notice stream and one entry, and
+// an agent (not yet running) set up against it.
+func newNoticeAgent(t *testing.T) (*fakeServer, *fakeNotices, *Manager) {
+	t.Helper()
+	ca := newTestCA(t)
+	notices := newFakeNotices()
+	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1", notices: notices,
+		entries: []*types.Entry{workloadEntry("web", 1, "uid:1000")}}
+	addr, _ := srv.serve(t, "127.0.0.1:0")
+	return srv, notices, newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
+}
+
 func waitOpened(t *testing.T, n *fakeNotices) {
 	t.Helper()
 	select {
@@ -92,12 +104,7 @@ func waitOpened(t *testing.T, n *fakeNotices) {
 // A notice makes the agent sync at once, long before its poll; a burst of
 // notices is one sync, not one each.
 func TestNoticeSyncsAtOnce(t *testing.T) {
-	ca := newTestCA(t)
-	notices := newFakeNotices()
-	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1", notices: notices,
-		entries: []*types.Entry{workloadEntry("web", 1, "uid:1000")}}
-	addr, _ := srv.serve(t, "127.0.0.1:0")
-	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
+	srv, notices, m := newNoticeAgent(t)
 	m.cfg.SyncInterval = time.Hour
 	sub, _ := m.SubscribeToCacheChanges(context.Background(), selectors("uid:2000"))
 	defer sub.Finish()
@@ -182,12 +189,7 @@ func TestNoticeStreamDeniedSyncsAtOnce(t *testing.T) {
 // never opened: the agent polls, and a notice-capable server sees no
 // subscriber.
 func TestNoticesDisabled(t *testing.T) {
-	ca := newTestCA(t)
-	notices := newFakeNotices()
-	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1", notices: notices,
-		entries: []*types.Entry{workloadEntry("web", 1, "uid:1000")}}
-	addr, _ := srv.serve(t, "127.0.0.1:0")
-	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
+	srv, notices, m := newNoticeAgent(t)
 	m.cfg.DisableNotices = true
 	run(t, m)
 	// newManager polls every 100 ms: by the third sync a stream would
@@ -219,12 +221,7 @@ func (s *fakeServer) syncRounds() []time.Time {
 // poll in step from then on.
 func TestNoticeKeepsPollPhase(t *testing.T) {
 	const interval = 2 * time.Second
-	ca := newTestCA(t)
-	notices := newFakeNotices()
-	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1", notices: notices,
-		entries: []*types.Entry{workloadEntry("web", 1, "uid:1000")}}
-	addr, _ := srv.serve(t, "127.0.0.1:0")
-	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
+	srv, notices, m := newNoticeAgent(t)
 	m.cfg.SyncInterval = interval
 	run(t, m)
 	waitOpened(t, notices)

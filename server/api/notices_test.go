@@ -14,6 +14,7 @@ import (
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 )
 
@@ -31,6 +32,20 @@ func notices(t *testing.T, st *push.Stream) (<-chan push.Change, <-chan error) {
 			ch <- c
 		}
 	}()
+	return ch, errc
+}
+
+// openNotices subscribes conn's agent and reads the stream's Open.
+func openNotices(t *testing.T, ctx context.Context, conn *grpc.ClientConn) (<-chan push.Change, <-chan error) {
+	t.Helper()
+	st, err := push.Subscribe(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, errc := notices(t, st)
+	if c := nextNotice(t, ch, errc); c != push.Open {
+		t.Fatalf("first notice %v, want open", c)
+	}
 	return ch, errc
 }
 
@@ -80,23 +95,9 @@ func TestNotices(t *testing.T) {
 	a, other := s.NewAgent(t), s.NewAgent(t)
 	admin := s.Admin(t)
 
-	st, err := push.Subscribe(ctx, a.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, errc := notices(t, st)
-	if c := nextNotice(t, ch, errc); c != push.Open {
-		t.Fatalf("first notice %v, want open", c)
-	}
+	ch, errc := openNotices(t, ctx, a.Conn)
 	syncAgent(t, a)
-	ost, err := push.Subscribe(ctx, other.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	och, oerrc := notices(t, ost)
-	if c := nextNotice(t, och, oerrc); c != push.Open {
-		t.Fatalf("first notice %v, want open", c)
-	}
+	och, oerrc := openNotices(t, ctx, other.Conn)
 	syncAgent(t, other)
 
 	// An entry for a: a is told, other is not.
@@ -247,14 +248,7 @@ func TestNoticesMidFirstSync(t *testing.T) {
 	defer cancel()
 	a, other := s.NewAgent(t), s.NewAgent(t)
 	admin := s.Admin(t)
-	st, err := push.Subscribe(ctx, a.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, errc := notices(t, st)
-	if c := nextNotice(t, ch, errc); c != push.Open {
-		t.Fatalf("first notice %v, want open", c)
-	}
+	ch, errc := openNotices(t, ctx, a.Conn)
 	if _, err := entryv1.NewEntryClient(a.Conn).GetAuthorizedEntries(ctx, &entryv1.GetAuthorizedEntriesRequest{}); err != nil {
 		t.Fatal(err)
 	}
