@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -32,6 +33,10 @@ type X509SVID struct {
 	// Certificate times have whole seconds (RFC 5280 forbids fractions),
 	// so Unix seconds hold them exactly in a third of a time.Time.
 	notBefore, notAfter int64
+	// akis is each certificate's AuthorityKeyId, leaf first (nil for one
+	// without): what tells, without parsing the chain, whether a tainted
+	// authority can have signed it.
+	akis [][]byte
 }
 
 // NewX509SVID holds chain (leaf first) and key, which must be a key
@@ -52,7 +57,7 @@ func NewX509SVID(chain []*x509.Certificate, key crypto.Signer) (*X509SVID, error
 	for _, c := range chain {
 		raw = append(raw, c.Raw...)
 	}
-	return newX509SVID(raw, der, chain[0]), nil
+	return newX509SVID(raw, der, chain), nil
 }
 
 // ParseX509SVID holds an SVID read back as DER: each certificate of chain
@@ -62,16 +67,14 @@ func ParseX509SVID(chain [][]byte, key []byte) (*X509SVID, error) {
 	if len(chain) == 0 {
 		return nil, errors.New("cache: empty certificate chain")
 	}
-	var leaf *x509.Certificate
+	certs := make([]*x509.Certificate, 0, len(chain))
 	n := 0
-	for i, der := range chain {
+	for _, der := range chain {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return nil, fmt.Errorf("cache: SVID certificate: %w", err)
 		}
-		if i == 0 {
-			leaf = c
-		}
+		certs = append(certs, c)
 		n += len(der)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(key)
@@ -85,16 +88,28 @@ func ParseX509SVID(chain [][]byte, key []byte) (*X509SVID, error) {
 	for _, der := range chain {
 		raw = append(raw, der...)
 	}
-	return newX509SVID(raw, append([]byte(nil), key...), leaf), nil
+	return newX509SVID(raw, append([]byte(nil), key...), certs), nil
 }
 
-func newX509SVID(chain, key []byte, leaf *x509.Certificate) *X509SVID {
+// newX509SVID holds chain and key, the DER of certs (leaf first).
+func newX509SVID(chain, key []byte, certs []*x509.Certificate) *X509SVID {
+	leaf := certs[0]
 	s := &X509SVID{chain: chain, key: key, notBefore: leaf.NotBefore.Unix(), notAfter: leaf.NotAfter.Unix()}
 	if id, err := x509svid.IDFromCert(leaf); err == nil {
 		s.id = id
 	}
+	s.akis = make([][]byte, len(certs))
+	for i, c := range certs {
+		if len(c.AuthorityKeyId) > 0 {
+			s.akis[i] = bytes.Clone(c.AuthorityKeyId)
+		}
+	}
 	return s
 }
+
+// AuthorityKeyIDs is each certificate's AuthorityKeyId, leaf first, nil
+// for one without.
+func (s *X509SVID) AuthorityKeyIDs() [][]byte { return s.akis }
 
 // Chain is the certificate chain as concatenated DER, leaf first: the
 // Workload API's form.

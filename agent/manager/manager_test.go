@@ -227,7 +227,7 @@ func TestAttestSyncRestartOffline(t *testing.T) {
 }
 
 // heldSVID is chain and key as the cache holds them.
-func heldSVID(t *testing.T, chain []*x509.Certificate, key crypto.Signer) *cache.X509SVID {
+func heldSVID(t testing.TB, chain []*x509.Certificate, key crypto.Signer) *cache.X509SVID {
 	t.Helper()
 	s, err := cache.NewX509SVID(chain, key)
 	if err != nil {

@@ -47,49 +47,57 @@ func taintedIn(b *types.Bundle) *taintSet {
 func (t *taintSet) empty() bool { return t == nil || len(t.x509) == 0 && len(t.jwt) == 0 }
 
 // chainTainted reports whether a certificate chain (leaf first) contains a
-// tainted authority or a certificate one signed. The key IDs are compared
-// first so that the signature is checked only for a likely match: every
-// SVID is checked on every sync while an authority stays tainted.
+// tainted authority or a certificate one signed.
 func (t *taintSet) chainTainted(chain []*x509.Certificate) bool {
 	if t == nil {
 		return false
 	}
 	for _, c := range chain {
-		for _, a := range t.x509 {
-			if c.Equal(a) {
-				return true
-			}
-			if len(c.AuthorityKeyId) > 0 && !bytes.Equal(c.AuthorityKeyId, a.SubjectKeyId) {
-				continue
-			}
-			if c.CheckSignatureFrom(a) == nil {
-				return true
-			}
+		if t.certTainted(c.Raw, c.AuthorityKeyId, func() (*x509.Certificate, error) { return c, nil }) {
+			return true
 		}
 	}
 	return false
 }
 
-// svidTainted is chainTainted for an SVID the cache holds as DER. It
-// parses the chain only while some authority is tainted and the chain is
-// not one itself: every SVID is checked on every sync then, but rarely,
-// and the cache is kept free of parsed certificates the rest of the time.
+// svidTainted is chainTainted for an SVID the cache holds as DER. Every
+// SVID is checked on every sync while an authority stays tainted, so a
+// certificate is parsed only when its AuthorityKeyId (held with it) names
+// a tainted authority, or it has none.
 func (t *taintSet) svidTainted(s *cache.X509SVID) bool {
 	if t == nil || len(t.x509) == 0 || s == nil {
 		return false
 	}
-	for _, der := range s.Certificates() {
-		for _, a := range t.x509 {
-			if bytes.Equal(der, a.Raw) {
-				return true
-			}
+	akis := s.AuthorityKeyIDs()
+	for i, der := range s.Certificates() {
+		var aki []byte
+		if i < len(akis) {
+			aki = akis[i]
+		}
+		if t.certTainted(der, aki, func() (*x509.Certificate, error) { return x509.ParseCertificate(der) }) {
+			return true
 		}
 	}
-	chain, err := s.ParseCertificates()
-	if err != nil {
-		return false // the cache parsed it once already
+	return false
+}
+
+// certTainted reports whether the certificate raw, with AuthorityKeyId
+// aki, is a tainted authority or signed by one. The key IDs are compared
+// first so that the certificate is parsed (cert) and its signature
+// checked only for a likely match.
+func (t *taintSet) certTainted(raw, aki []byte, cert func() (*x509.Certificate, error)) bool {
+	for _, a := range t.x509 {
+		if bytes.Equal(raw, a.Raw) {
+			return true
+		}
+		if len(aki) > 0 && !bytes.Equal(aki, a.SubjectKeyId) {
+			continue
+		}
+		if c, err := cert(); err == nil && c.CheckSignatureFrom(a) == nil {
+			return true
+		}
 	}
-	return t.chainTainted(chain)
+	return false
 }
 
 // jwtTainted reports whether a JWT-SVID was signed by a tainted key.

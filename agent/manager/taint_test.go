@@ -106,3 +106,28 @@ func FuzzJWTKeyID(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSVIDTainted is the check every held SVID gets on every sync
+// while an authority is tainted, for an SVID that the tainted authority
+// did not sign (after the rotation, nearly all of them).
+func BenchmarkSVIDTainted(b *testing.B) {
+	oldRoot, err := testpki.NewRoot("old")
+	if err != nil {
+		b.Fatal(err)
+	}
+	newRoot, err := testpki.NewRoot("new")
+	if err != nil {
+		b.Fatal(err)
+	}
+	leaf, _, err := newRoot.Issue(testpki.Leaf{CommonName: "c"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	taint := taintedIn(&types.Bundle{X509Authorities: []*types.X509Certificate{{Asn1: oldRoot.Cert.Raw, Tainted: true}, {Asn1: newRoot.Cert.Raw}}})
+	svid := heldSVID(b, []*x509.Certificate{leaf}, newRoot.Key)
+	for b.Loop() {
+		if taint.svidTainted(svid) {
+			b.Fatal("tainted")
+		}
+	}
+}
