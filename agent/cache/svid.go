@@ -49,15 +49,7 @@ func NewX509SVID(chain []*x509.Certificate, key crypto.Signer) (*X509SVID, error
 	if err != nil {
 		return nil, fmt.Errorf("cache: marshal SVID key: %w", err)
 	}
-	n := 0
-	for _, c := range chain {
-		n += len(c.Raw)
-	}
-	raw := make([]byte, 0, n)
-	for _, c := range chain {
-		raw = append(raw, c.Raw...)
-	}
-	return newX509SVID(raw, der, chain), nil
+	return newX509SVID(chain, der), nil
 }
 
 // ParseX509SVID holds an SVID read back as DER: each certificate of chain
@@ -68,31 +60,30 @@ func ParseX509SVID(chain [][]byte, key []byte) (*X509SVID, error) {
 		return nil, errors.New("cache: empty certificate chain")
 	}
 	certs := make([]*x509.Certificate, 0, len(chain))
-	n := 0
 	for _, der := range chain {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return nil, fmt.Errorf("cache: SVID certificate: %w", err)
 		}
 		certs = append(certs, c)
-		n += len(der)
 	}
-	k, err := x509.ParsePKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("cache: SVID key: %w", err)
+	s := newX509SVID(certs, bytes.Clone(key))
+	if _, err := s.Signer(); err != nil {
+		return nil, err
 	}
-	if _, ok := k.(crypto.Signer); !ok {
-		return nil, fmt.Errorf("cache: SVID key of type %T cannot sign", k)
-	}
-	raw := make([]byte, 0, n)
-	for _, der := range chain {
-		raw = append(raw, der...)
-	}
-	return newX509SVID(raw, append([]byte(nil), key...), certs), nil
+	return s, nil
 }
 
-// newX509SVID holds chain and key, the DER of certs (leaf first).
-func newX509SVID(chain, key []byte, certs []*x509.Certificate) *X509SVID {
+// newX509SVID holds certs (leaf first) as one run of DER, with key.
+func newX509SVID(certs []*x509.Certificate, key []byte) *X509SVID {
+	n := 0
+	for _, c := range certs {
+		n += len(c.Raw)
+	}
+	chain := make([]byte, 0, n)
+	for _, c := range certs {
+		chain = append(chain, c.Raw...)
+	}
 	leaf := certs[0]
 	s := &X509SVID{chain: chain, key: key, notBefore: leaf.NotBefore.Unix(), notAfter: leaf.NotAfter.Unix()}
 	if id, err := x509svid.IDFromCert(leaf); err == nil {
