@@ -302,20 +302,26 @@ func saveServerProfile(ctx context.Context, impl string, n int, endpoint, suffix
 	if dir == "" || port == "" {
 		return nil
 	}
+	name := filepath.Join(dir, fmt.Sprintf("server-%s-%d.%s", strings.ReplaceAll(impl, " ", "_"), n, suffix))
+	return fetchProfile(ctx, port, endpoint, name)
+}
+
+// fetchProfile saves what the pprof endpoint (heap, profile?seconds=3, ...)
+// on 127.0.0.1:port answers to the file name.
+func fetchProfile(ctx context.Context, port, endpoint, name string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%s/debug/pprof/%s", port, endpoint), nil)
 	if err != nil {
 		return fmt.Errorf("compare: %w", err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("compare: server profile %s: %w", endpoint, err)
+		return fmt.Errorf("compare: profile %s: %w", endpoint, err)
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("compare: server profile %s: %s: %v", endpoint, resp.Status, err)
+		return fmt.Errorf("compare: profile %s: %s: %v", endpoint, resp.Status, err)
 	}
-	name := filepath.Join(dir, fmt.Sprintf("server-%s-%d.%s", strings.ReplaceAll(impl, " ", "_"), n, suffix))
 	if err := os.WriteFile(name, b, 0o644); err != nil {
 		return fmt.Errorf("compare: %w", err)
 	}
@@ -332,7 +338,6 @@ func (s *scenarioRun) growFleet(ctx context.Context, srv *server, f *fleet.Fleet
 	}
 	var (
 		mu    sync.Mutex
-		ids   []*types.SPIFFEID
 		added []spiffeid.ID
 		first error
 		wg    sync.WaitGroup
@@ -349,7 +354,6 @@ func (s *scenarioRun) growFleet(ctx context.Context, srv *server, f *fleet.Fleet
 					id, err = f.Add(ctx, token)
 					if err == nil {
 						mu.Lock()
-						ids = append(ids, &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()})
 						added = append(added, id)
 						s.h.bar(fmt.Sprintf("%d agents: attesting", n), f.Len(), n)
 						mu.Unlock()
@@ -374,7 +378,8 @@ func (s *scenarioRun) growFleet(ctx context.Context, srv *server, f *fleet.Fleet
 		return nil, first
 	}
 	var es []*types.Entry
-	for _, parent := range ids {
+	for _, id := range added {
+		parent := &types.SPIFFEID{TrustDomain: id.TrustDomain().Name(), Path: id.Path()}
 		for j := range s.h.Sizes.FleetEntries {
 			es = append(es, &types.Entry{
 				ParentId:  parent,

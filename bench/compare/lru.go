@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -173,21 +171,8 @@ func saveAgentHeap(ctx context.Context, im Impl, scenario string, pid int) error
 	if dir == "" || port == "" {
 		return nil
 	}
-	for _, f := range []struct{ query, name string }{{"", "heap.pprof"}, {"?debug=1", "heap.txt"}} {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+port+"/debug/pprof/heap"+f.query, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return fmt.Errorf("compare: agent heap profile: %w", err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return fmt.Errorf("compare: agent heap profile: %w", err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, im.Name+"-"+scenario+"-"+f.name), b, 0o644); err != nil {
+	for _, f := range []struct{ endpoint, name string }{{"heap", "heap.pprof"}, {"heap?debug=1", "heap.txt"}} {
+		if err := fetchProfile(ctx, port, f.endpoint, filepath.Join(dir, im.Name+"-"+scenario+"-"+f.name)); err != nil {
 			return err
 		}
 	}
