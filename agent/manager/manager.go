@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/agent/cache"
+	"github.com/spiffe-hw/spire-hw/internal/backoff"
 	"github.com/spiffe-hw/spire-hw/agent/client"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
@@ -502,7 +503,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			return fmt.Errorf("manager: bootstrap failed and retry_bootstrap is false: %w", err)
 		case err != nil:
 			failures++
-			wait = backoff(failures, m.jitter())
+			wait = backoff.Delay(failures, m.jitter())
 			m.log.Warn("Server unreachable or call failed; retrying", "error", err, "retry_in", wait)
 		default:
 			failures = 0

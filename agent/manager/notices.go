@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/agent/client"
+	"github.com/spiffe-hw/spire-hw/internal/backoff"
 	"github.com/spiffe-hw/spire-hw/wire/push"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -77,7 +78,7 @@ func (m *Manager) watchNotices(ctx context.Context) {
 				m.noticed()
 			}
 			failures++
-			wait = backoff(failures, m.jitter())
+			wait = backoff.Delay(failures, m.jitter())
 			m.log.Debug("Notice stream ended; reopening", "error", err, "retry_in", wait)
 		}
 		t := time.NewTimer(wait)

@@ -13,24 +13,6 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
-func TestBackoffBounds(t *testing.T) {
-	for n := 1; n <= 20; n++ {
-		for _, r := range []float64{0, 0.5, 0.999999} {
-			d := backoff(n, r)
-			full := min(backoffBase<<min(n-1, 10), backoffCap)
-			if d < full/2 || d > full {
-				t.Fatalf("backoff(%d, %v) = %v, want in [%v, %v]", n, r, d, full/2, full)
-			}
-			if d > backoffCap {
-				t.Fatalf("backoff(%d) = %v exceeds cap", n, d)
-			}
-		}
-	}
-	if backoff(1, 0) != 500*time.Millisecond || backoff(3, 0.999999) >= 4*time.Second {
-		t.Fatal("backoff does not grow as documented")
-	}
-}
-
 func TestRenewTime(t *testing.T) {
 	nb := time.Unix(1000, 0)
 	na := nb.Add(100 * time.Second)

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/internal/backoff"
 	"github.com/spiffe-hw/spire-hw/wire/push"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -311,10 +312,6 @@ func (f *Fleet) loop(a *agent) {
 }
 
 const (
-	// pushBackoffBase and pushBackoffCap bound the wait before a notice
-	// stream that ended is reopened: our agent's retry schedule.
-	pushBackoffBase = time.Second
-	pushBackoffCap  = 30 * time.Second
 	// pushRetryUnsupported is how long an agent whose server has no
 	// notice service waits before asking again, as our agent does.
 	pushRetryUnsupported = 10 * time.Minute
@@ -333,7 +330,7 @@ func (f *Fleet) watch(a *agent) {
 			failures = 0
 		}
 		failures++
-		wait := pushBackoff(failures)
+		wait := reopenDelay(failures)
 		if status.Code(err) == codes.Unimplemented {
 			wait = pushRetryUnsupported
 		}
@@ -380,18 +377,11 @@ func (f *Fleet) subscribe(a *agent) (opened bool, err error) {
 	}
 }
 
-// pushBackoff is the wait after the n-th consecutive stream failure
-// (n >= 1): doubling from pushBackoffBase up to pushBackoffCap, its upper
-// half random, so that the streams of a fleet cut together (a server
-// restart) are not reopened in step.
-func pushBackoff(n int) time.Duration {
-	d := pushBackoffBase
-	for i := 1; i < n && d < pushBackoffCap; i++ {
-		d *= 2
-	}
-	d = min(d, pushBackoffCap)
-	return d/2 + mrand.N(d/2+1)
-}
+// reopenDelay is the wait after the n-th consecutive stream failure: our
+// agent's retry schedule, jittered afresh for each agent so that the
+// streams of a fleet cut together (a server restart) are not reopened in
+// step.
+func reopenDelay(n int) time.Duration { return backoff.Delay(n, mrand.Float64()) }
 
 // record keeps the outcome of a sync that started at start, unless it
 // started before the last Collect.

@@ -296,7 +296,7 @@ func TestPushBackoff(t *testing.T) {
 	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 6: 30 * time.Second, 50: 30 * time.Second} {
 		seen := map[time.Duration]bool{}
 		for range 20 {
-			d := pushBackoff(n)
+			d := reopenDelay(n)
 			if d < want/2 || d > want {
 				t.Fatalf("failure %d: wait %v, want in [%v, %v]", n, d, want/2, want)
 			}
