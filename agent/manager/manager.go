@@ -19,11 +19,11 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/agent/cache"
-	"github.com/spiffe-hw/spire-hw/internal/backoff"
 	"github.com/spiffe-hw/spire-hw/agent/client"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
 	"github.com/spiffe-hw/spire-hw/agent/nodeattestor"
 	"github.com/spiffe-hw/spire-hw/agent/svidstore"
+	"github.com/spiffe-hw/spire-hw/internal/backoff"
 	"github.com/spiffe-hw/spire-hw/telemetry"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
