@@ -167,26 +167,13 @@ func startServer() (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cred *syscall.Credential
-	dir, err := os.MkdirTemp("", "pgsim-")
+	dir, cred, err := serverDir()
 	if err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*server, error) {
 		os.RemoveAll(dir)
 		return nil, err
-	}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return fail(fmt.Errorf("running as root needs the postgres user: %w", err))
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return fail(err)
-		}
 	}
 	data := filepath.Join(dir, "data")
 	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
@@ -205,6 +192,31 @@ func startServer() (*server, error) {
 		return fail(err)
 	}
 	return s, nil
+}
+
+// serverDir makes a temporary directory for a server's data, socket and
+// log, owned by the postgres user when the test runs as root (cred is then
+// whom the server runs as; nil otherwise).
+func serverDir() (string, *syscall.Credential, error) {
+	dir, err := os.MkdirTemp("", "pgsim-")
+	if err != nil {
+		return "", nil, err
+	}
+	if os.Geteuid() != 0 {
+		return dir, nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("running as root needs the postgres user: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return dir, &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 // launch runs postgres on the server's data directory and port and waits
