@@ -302,12 +302,15 @@ type DataStore interface {
 	DeleteFederationRelationship(ctx context.Context, trustDomain string) error
 
 	// ListEvents returns up to limit events of kind with an ID greater
-	// than afterID, in ID order (limit <= 0: all of them).
-	ListEvents(ctx context.Context, kind EventKind, afterID int64, limit int) ([]Event, error)
+	// than afterID, in ID order (limit <= 0: all of them). With
+	// TolerateStale it reads the replica, which shows a prefix of the
+	// primary's commits: a lagging replica delays events, it never shows
+	// one that the primary has not committed.
+	ListEvents(ctx context.Context, kind EventKind, afterID int64, limit int, c DataConsistency) ([]Event, error)
 	// FetchEvents returns those of the events with these IDs that exist,
 	// in ID order: how a reader finds an event whose transaction
-	// committed after a later one's.
-	FetchEvents(ctx context.Context, kind EventKind, ids []int64) ([]Event, error)
+	// committed after a later one's. c is as for ListEvents.
+	FetchEvents(ctx context.Context, kind EventKind, ids []int64, c DataConsistency) ([]Event, error)
 	// LastEventID is the greatest event ID of kind, 0 when there is none.
 	LastEventID(ctx context.Context, kind EventKind) (int64, error)
 	// PruneEvents deletes the events of every kind written before

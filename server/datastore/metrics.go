@@ -317,16 +317,16 @@ func eventKey(k EventKind) string {
 	return "registration_entry_event"
 }
 
-func (w metricsStore) ListEvents(ctx context.Context, kind EventKind, afterID int64, limit int) (_ []Event, err error) {
+func (w metricsStore) ListEvents(ctx context.Context, kind EventKind, afterID int64, limit int, c DataConsistency) (_ []Event, err error) {
 	done := w.call(eventKey(kind), "list")
 	defer func() { done(err) }()
-	return w.ds.ListEvents(ctx, kind, afterID, limit)
+	return w.ds.ListEvents(ctx, kind, afterID, limit, c)
 }
 
-func (w metricsStore) FetchEvents(ctx context.Context, kind EventKind, ids []int64) (_ []Event, err error) {
+func (w metricsStore) FetchEvents(ctx context.Context, kind EventKind, ids []int64, c DataConsistency) (_ []Event, err error) {
 	done := w.call(eventKey(kind), "fetch")
 	defer func() { done(err) }()
-	return w.ds.FetchEvents(ctx, kind, ids)
+	return w.ds.FetchEvents(ctx, kind, ids, c)
 }
 
 // LastEventID reads the end of the event list; SPIRE's counterpart is a

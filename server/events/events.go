@@ -203,7 +203,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		err := p.Sync(ctx)
+		err := p.sync(ctx, datastore.TolerateStale)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil
@@ -217,9 +217,21 @@ func (p *Poller) Run(ctx context.Context) error {
 	}
 }
 
-// Sync polls once: when it returns nil, every change committed before it
-// was called is in the caches.
-func (p *Poller) Sync(ctx context.Context) error {
+// Sync polls once, reading the primary database: when it returns nil,
+// every change committed before it was called is in the caches.
+func (p *Poller) Sync(ctx context.Context) error { return p.sync(ctx, datastore.RequireCurrent) }
+
+// sync polls once. The loop's polls read the events with TolerateStale,
+// from the read-only replica when there is one (ro_connection_string), as
+// SPIRE's events-based cache does: a lagging replica only delays a change
+// made through another server, since the rows the events name are read
+// from the primary. Sync, which a write through this server waits on,
+// must see that write, and reads the primary. The trackers can take both:
+// a replica shows a prefix of the primary's commits, so after a current
+// poll a stale one finds nothing new until the replica has caught up, and
+// an ID missing on the replica is looked for again like any gap. A full
+// reload always reads the primary.
+func (p *Poller) sync(ctx context.Context, c datastore.DataConsistency) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.cfg.Clock()
@@ -231,7 +243,7 @@ func (p *Poller) Sync(ctx context.Context) error {
 			return err
 		}
 		p.reload = false
-	} else if err := p.poll(ctx); err != nil {
+	} else if err := p.poll(ctx, c); err != nil {
 		var inc inconsistency
 		if !errors.As(err, &inc) {
 			return err
@@ -272,7 +284,7 @@ func (p *Poller) fullReload(ctx context.Context) error {
 			return err
 		}
 		from := max(0, last-lookback)
-		evs, err := p.cfg.DataStore.ListEvents(ctx, tr.kind, from, 0)
+		evs, err := p.cfg.DataStore.ListEvents(ctx, tr.kind, from, 0, datastore.RequireCurrent)
 		if err != nil {
 			return fmt.Errorf("read the recent events: %w", err)
 		}
@@ -299,8 +311,8 @@ func (p *Poller) fullReload(ctx context.Context) error {
 }
 
 // poll applies the events after the last seen and the missing ones that
-// showed up.
-func (p *Poller) poll(ctx context.Context) error {
+// showed up, read with consistency c.
+func (p *Poller) poll(ctx context.Context, c datastore.DataConsistency) error {
 	now := p.cfg.Clock()
 	keys := make([][]string, len(p.trackers))
 	type pending struct {
@@ -325,7 +337,7 @@ func (p *Poller) poll(ctx context.Context) error {
 			for id := range missing {
 				ids = append(ids, id)
 			}
-			found, err := p.cfg.DataStore.FetchEvents(ctx, tr.kind, ids)
+			found, err := p.cfg.DataStore.FetchEvents(ctx, tr.kind, ids, c)
 			if err != nil {
 				return err
 			}
@@ -342,7 +354,7 @@ func (p *Poller) poll(ctx context.Context) error {
 		}
 		last := tr.last
 		for {
-			evs, err := p.cfg.DataStore.ListEvents(ctx, tr.kind, last, pageSize)
+			evs, err := p.cfg.DataStore.ListEvents(ctx, tr.kind, last, pageSize, c)
 			if err != nil {
 				return err
 			}

@@ -29,7 +29,8 @@ type Config struct {
 	ConnectionString string
 	// ROConnectionString (ro_connection_string), when set, locates a
 	// read-only replica in the same format. Only reads that ask for it
-	// (datastore.TolerateStale) go there; it is never migrated.
+	// (datastore.TolerateStale: the events polls) go there, and to the
+	// primary while it fails them; it is never migrated.
 	ROConnectionString string
 	// MaxOpenConns and MaxIdleConns (max_open_conns, max_idle_conns) bound
 	// each connection pool; nil keeps the default (SPIRE's 100 on

@@ -31,12 +31,13 @@ func appendEvent(ctx context.Context, t txn, kind datastore.EventKind, key strin
 	return err
 }
 
-// ListEvents implements datastore.DataStore. It reads the primary: an
-// event seen on a lagging replica would be applied from the replica's
-// older rows, and one not yet there would be taken for a gap.
-func (s *Store) ListEvents(ctx context.Context, kind datastore.EventKind, afterID int64, limit int) ([]datastore.Event, error) {
+// ListEvents implements datastore.DataStore. With TolerateStale it reads
+// the replica, as SPIRE's events-based cache does: the rows an event
+// names are then read from the primary (server/events), so a lagging
+// replica delays a change and never serves an older row for it.
+func (s *Store) ListEvents(ctx context.Context, kind datastore.EventKind, afterID int64, limit int, c datastore.DataConsistency) ([]datastore.Event, error) {
 	var out []datastore.Event
-	err := s.read(ctx, func(t txn) error {
+	err := s.readMaybeStale(ctx, c, func(t txn) error {
 		out = nil
 		return eachRow(ctx, t, `SELECT id, `+eventKeyCol(kind)+` FROM `+kind.String()+` WHERE id > ? ORDER BY id`+limitSQL(limit),
 			[]any{afterID}, func(scan func(...any) error) error {
@@ -59,7 +60,7 @@ func (s *Store) ListEvents(ctx context.Context, kind datastore.EventKind, afterI
 const maxInList = 500
 
 // FetchEvents implements datastore.DataStore.
-func (s *Store) FetchEvents(ctx context.Context, kind datastore.EventKind, ids []int64) ([]datastore.Event, error) {
+func (s *Store) FetchEvents(ctx context.Context, kind datastore.EventKind, ids []int64, c datastore.DataConsistency) ([]datastore.Event, error) {
 	var out []datastore.Event
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), maxInList)]
@@ -68,20 +69,25 @@ func (s *Store) FetchEvents(ctx context.Context, kind datastore.EventKind, ids [
 		for i, id := range chunk {
 			args[i] = id
 		}
-		err := s.read(ctx, func(t txn) error {
+		// found is per chunk, so that a read tried again (on the
+		// primary, when the replica failed) does not add a row twice.
+		var found []datastore.Event
+		err := s.readMaybeStale(ctx, c, func(t txn) error {
+			found = found[:0]
 			return eachRow(ctx, t, `SELECT id, `+eventKeyCol(kind)+` FROM `+kind.String()+` WHERE id IN (`+placeholders(len(chunk))+`) ORDER BY id`,
 				args, func(scan func(...any) error) error {
 					var ev datastore.Event
 					if err := scan(&ev.ID, &ev.Key); err != nil {
 						return err
 					}
-					out = append(out, ev)
+					found = append(found, ev)
 					return nil
 				})
 		})
 		if err != nil {
 			return nil, mapErr("fetch "+kind.String(), err)
 		}
+		out = append(out, found...)
 	}
 	// Each chunk is in ID order; ids need not be sorted.
 	slices.SortFunc(out, func(a, b datastore.Event) int { return cmp.Compare(a.ID, b.ID) })

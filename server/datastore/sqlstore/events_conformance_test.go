@@ -16,7 +16,7 @@ import (
 // and returns the last ID seen.
 func eventKeys(t *testing.T, ds datastore.DataStore, kind datastore.EventKind, afterID int64) ([]string, int64) {
 	t.Helper()
-	evs, err := ds.ListEvents(ctx, kind, afterID, 0)
+	evs, err := ds.ListEvents(ctx, kind, afterID, 0, datastore.RequireCurrent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func testNodeEvents(t *testing.T, ds datastore.DataStore) {
 
 	// FetchEvents finds events by ID (a gap filled later), skipping IDs
 	// that do not exist.
-	evs, err := ds.FetchEvents(ctx, datastore.NodeEvents, []int64{last, last + 100, 1})
+	evs, err := ds.FetchEvents(ctx, datastore.NodeEvents, []int64{last, last + 100, 1}, datastore.RequireCurrent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func testNodeEvents(t *testing.T, ds datastore.DataStore) {
 		t.Fatalf("FetchEvents = %+v, want IDs 1 and %d", evs, last)
 	}
 	// A limit returns the first events after the ID.
-	evs, err = ds.ListEvents(ctx, datastore.NodeEvents, 1, 2)
+	evs, err = ds.ListEvents(ctx, datastore.NodeEvents, 1, 2, datastore.RequireCurrent)
 	if err != nil || len(evs) != 2 || evs[0].ID <= 1 || evs[1].ID <= evs[0].ID {
 		t.Fatalf("ListEvents(after 1, limit 2) = %+v, %v", evs, err)
 	}
@@ -222,7 +222,7 @@ func testEventPrune(t *testing.T, ds datastore.DataStore) {
 		t.Fatalf("second PruneEvents = %d, %v; want 0", n, err)
 	}
 	for kind, last := range map[datastore.EventKind]int64{datastore.EntryEvents: lastEntry, datastore.NodeEvents: lastNode} {
-		evs, err := ds.ListEvents(ctx, kind, 0, 0)
+		evs, err := ds.ListEvents(ctx, kind, 0, 0, datastore.RequireCurrent)
 		if err != nil || len(evs) != 1 || evs[0].ID != last {
 			t.Fatalf("%v after prune: %+v, %v; want only ID %d", kind, evs, err, last)
 		}
@@ -348,7 +348,7 @@ func TestPruneEventsInBatches(t *testing.T) {
 			if err != nil || got != n {
 				t.Fatalf("PruneEvents = %d, %v; want %d", got, err, n)
 			}
-			evs, err := ds.ListEvents(ctx, datastore.EntryEvents, 0, 0)
+			evs, err := ds.ListEvents(ctx, datastore.EntryEvents, 0, 0, datastore.RequireCurrent)
 			if err != nil || len(evs) != 1 || evs[0].ID != last {
 				t.Fatalf("after prune: %+v, %v; want only ID %d", evs, err, last)
 			}

@@ -160,6 +160,87 @@ func TestReplicaReads(t *testing.T) {
 			if nodes, _, _ := s.ListAttestedNodes(ctx, nil); len(nodes) != 0 {
 				t.Errorf("current node listing %v: want the primary's (none)", nodeIDs(nodes))
 			}
+			// The events that servers poll: the replica has its entry's
+			// and node's, the primary only its entry's.
+			for _, tc := range []struct {
+				c     datastore.DataConsistency
+				kind  datastore.EventKind
+				wantK string
+			}{
+				{datastore.TolerateStale, datastore.EntryEvents, "on-replica"},
+				{datastore.TolerateStale, datastore.NodeEvents, "spiffe://td/replica-node"},
+				{datastore.RequireCurrent, datastore.EntryEvents, "on-primary"},
+			} {
+				evs, err := s.ListEvents(ctx, tc.kind, 0, 0, tc.c)
+				if err != nil || len(evs) != 1 || evs[0].Key != tc.wantK {
+					t.Errorf("ListEvents(%v, consistency %d) = %v, %v; want one event for %s", tc.kind, tc.c, evs, err, tc.wantK)
+					continue
+				}
+				got, err := s.FetchEvents(ctx, tc.kind, []int64{evs[0].ID}, tc.c)
+				if err != nil || len(got) != 1 || got[0] != evs[0] {
+					t.Errorf("FetchEvents(%v, consistency %d) = %v, %v; want %v", tc.kind, tc.c, got, err, evs[0])
+				}
+			}
+			if evs, err := s.ListEvents(ctx, datastore.NodeEvents, 0, 0, datastore.RequireCurrent); err != nil || len(evs) != 0 {
+				t.Errorf("current node events %v, %v: want the primary's (none)", evs, err)
+			}
+		})
+	}
+}
+
+// TestReplicaFailsOver: a read meant for the replica that the replica
+// fails is answered by the primary, and the switch each way is logged
+// once. The replica here is a pool closed under the store, which fails
+// every read as a replica that went away does.
+func TestReplicaFailsOver(t *testing.T) {
+	for _, engine := range engines {
+		t.Run(engine.name, func(t *testing.T) {
+			replica := engine.cfg(t)
+			openStore(t, replica).Close()
+			var logs syncBuffer
+			cfg := engine.cfg(t)
+			cfg.ROConnectionString = replica.ConnectionString
+			cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+			s := openStore(t, cfg)
+			mustCreate(t, s, &types.Entry{Id: "on-primary", SpiffeId: sid("td", "/w"), ParentId: sid("td", "/p")})
+			stale := func() []datastore.Event {
+				t.Helper()
+				evs, err := s.ListEvents(ctx, datastore.EntryEvents, 0, 0, datastore.TolerateStale)
+				if err != nil {
+					t.Fatalf("stale ListEvents: %v", err)
+				}
+				return evs
+			}
+			if evs := stale(); len(evs) != 0 {
+				t.Fatalf("stale events %v with the replica up: want the replica's (none)", evs)
+			}
+			// Swap in a closed pool: every read of it fails.
+			up := s.ro
+			down, err := s.openReplica(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			down.Close()
+			s.ro = down
+			for range 3 {
+				if evs := stale(); len(evs) != 1 || evs[0].Key != "on-primary" {
+					t.Fatalf("stale events %v with the replica down: want the primary's", evs)
+				}
+				if evs, err := s.FetchEvents(ctx, datastore.EntryEvents, []int64{1}, datastore.TolerateStale); err != nil || len(evs) != 1 {
+					t.Fatalf("stale FetchEvents with the replica down: %v, %v", evs, err)
+				}
+			}
+			s.ro = up
+			if evs := stale(); len(evs) != 0 {
+				t.Fatalf("stale events %v with the replica back: want the replica's again", evs)
+			}
+			out := logs.String()
+			if n := strings.Count(out, "a read from the replica (ro_connection_string) failed"); n != 1 {
+				t.Errorf("failure logged %d times, want once:\n%s", n, out)
+			}
+			if n := strings.Count(out, "reading from the replica (ro_connection_string) again"); n != 1 {
+				t.Errorf("recovery logged %d times, want once:\n%s", n, out)
+			}
 		})
 	}
 }

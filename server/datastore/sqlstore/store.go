@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -34,8 +35,11 @@ type Store struct {
 	r   *sql.DB // reads; the same pool as w on PostgreSQL and MySQL
 	// ro serves the reads that tolerate lag: the ro_connection_string
 	// replica, or r when there is none.
-	ro  *sql.DB
-	log *slog.Logger
+	ro *sql.DB
+	// replicaFailing is set while reads meant for ro go to r, so that
+	// the change is logged once each way.
+	replicaFailing atomic.Bool
+	log            *slog.Logger
 	// logSQL, when set, receives every statement (log_sql).
 	logSQL *slog.Logger
 	// collation is the table collation on MySQL.
@@ -94,9 +98,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			s.Close()
 			return nil, fmt.Errorf("sqlstore: connect to the read-only replica (ro_connection_string): %w", err)
 		}
-		// SPIRE sends its full-reload entry cache's reads there; ours
-		// follow change events, which a lagging replica would contradict.
-		s.log.Warn("sqlstore: ro_connection_string is connected and checked, but no read uses it: the caches follow change events and need current reads")
+		s.log.Info("sqlstore: the read-only replica (ro_connection_string) serves the reads that tolerate lag: the change events that every server polls")
 	}
 	if s.eng == mysqlEngine {
 		if s.collation, err = mysqlCollation(ctx, s.w, log); err != nil {
@@ -329,10 +331,26 @@ func (s *Store) read(ctx context.Context, fn func(t txn) error) error {
 }
 
 // readMaybeStale is read for a caller that tolerates lag: it goes to the
-// read-only replica when there is one.
+// read-only replica when there is one. A read the replica fails is made
+// again on the primary, which is current and so always good enough: a
+// replica that is down or refuses the query slows those reads, it does
+// not stop them. fn may therefore run twice; each run must start afresh.
 func (s *Store) readMaybeStale(ctx context.Context, c datastore.DataConsistency, fn func(t txn) error) error {
-	if c == datastore.TolerateStale {
-		return s.readFrom(ctx, s.ro, s.roStmts, fn)
+	if c != datastore.TolerateStale || s.ro == s.r {
+		return s.read(ctx, fn)
+	}
+	err := s.readFrom(ctx, s.ro, s.roStmts, fn)
+	if err == nil {
+		if s.replicaFailing.CompareAndSwap(true, false) {
+			s.log.Info("sqlstore: reading from the replica (ro_connection_string) again")
+		}
+		return nil
+	}
+	if ctx.Err() != nil {
+		return err
+	}
+	if !s.replicaFailing.Swap(true) {
+		s.log.Warn("sqlstore: a read from the replica (ro_connection_string) failed; reading the primary until the replica answers again", "error", err)
 	}
 	return s.read(ctx, fn)
 }
