@@ -32,6 +32,7 @@ const (
 // short-lived CA is never left to expire between two ticks. It returns nil
 // when ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
+	fails := failureLog{log: m.cfg.Log, every: rotateFailLogEvery}
 	for {
 		wait := rotateInterval + time.Duration(mrand.Int64N(int64(2*rotateJitter))) - rotateJitter
 		if next, ok := m.nextDeadline(m.cfg.Clock()); ok {
@@ -45,9 +46,48 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if err := m.Rotate(ctx); err != nil && ctx.Err() == nil {
-			m.cfg.Log.Error("ca: rotation step failed", "error", err)
+		switch err := m.Rotate(ctx); {
+		case err == nil:
+			fails.succeeded()
+		case ctx.Err() == nil:
+			fails.failed(m.cfg.Clock(), err)
 		}
+	}
+}
+
+// rotateFailLogEvery is how often a rotation step that keeps failing is
+// logged again.
+const rotateFailLogEvery = time.Minute
+
+// failureLog logs a step that fails at every tick (the database away for
+// a while, as servers sharing one ride out) once when it starts failing,
+// then at most every interval with the count, and once when it works
+// again, instead of an ERROR line every ten seconds.
+type failureLog struct {
+	log   *slog.Logger
+	every time.Duration
+	// n counts the failures since the last success; since and last are
+	// when the first was and when one was last logged.
+	n           int
+	since, last time.Time
+}
+
+func (f *failureLog) failed(now time.Time, err error) {
+	f.n++
+	switch {
+	case f.n == 1:
+		f.since, f.last = now, now
+		f.log.Error("ca: rotation step failed", "error", err)
+	case now.Sub(f.last) >= f.every:
+		f.last = now
+		f.log.Error("ca: rotation step still failing", "error", err, "attempts", f.n, "failing_for", now.Sub(f.since).Round(time.Second))
+	}
+}
+
+func (f *failureLog) succeeded() {
+	if f.n > 0 {
+		f.log.Info("ca: rotation step succeeded again", "failed_attempts", f.n)
+		f.n = 0
 	}
 }
 
