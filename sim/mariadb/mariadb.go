@@ -168,7 +168,7 @@ func server0(tb testing.TB) (*server, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	if !mainActive {
-		srv, err := startServer()
+		srv, err := startServer(false)
 		if err != nil {
 			return nil, err
 		}
@@ -176,7 +176,7 @@ func server0(tb testing.TB) (*server, error) {
 		return srv, nil
 	}
 	if shared == nil && sharedErr == nil {
-		shared, sharedErr = startServer()
+		shared, sharedErr = startServer(false)
 	}
 	return shared, sharedErr
 }
@@ -204,6 +204,7 @@ type server struct {
 	// mariadbd, data and cred start the server again (see Instance).
 	mariadbd, data string
 	cred           *syscall.Credential
+	durable        bool
 	cmd            *exec.Cmd
 	done           chan struct{}
 }
@@ -237,7 +238,11 @@ func binary(names ...string) (string, error) {
 	return "", fmt.Errorf("%s not found (install the mariadb-server package or set MYSQL_TEST_DSN)", names[0])
 }
 
-func startServer() (*server, error) {
+// startServer installs and runs a server in a new directory. durable
+// makes every commit reach the operating system before it is acknowledged
+// (innodb_flush_log_at_trx_commit 2), so that it survives a kill of the
+// server; the shared servers skip it, for speed.
+func startServer(durable bool) (*server, error) {
 	installDB, err := binary("mariadb-install-db", "mysql_install_db")
 	if err != nil {
 		return nil, err
@@ -269,7 +274,7 @@ func startServer() (*server, error) {
 			return fail(err)
 		}
 	}
-	s := &server{dir: dir, mariadbd: mariadbd, cred: cred}
+	s := &server{dir: dir, mariadbd: mariadbd, cred: cred, durable: durable}
 	if err := s.writeTLSFiles(uid, gid); err != nil {
 		return fail(err)
 	}
@@ -297,13 +302,20 @@ func startServer() (*server, error) {
 // until it accepts connections.
 func (s *server) launch() error {
 	logFile := filepath.Join(s.dir, "mariadb.log")
+	flushAtCommit := "0"
+	if s.durable {
+		flushAtCommit = "2"
+	}
 	cmd := exec.Command(s.mariadbd, "--no-defaults", "--datadir="+s.data, "--socket="+s.socket(),
 		"--port="+strconv.Itoa(s.port), "--bind-address=127.0.0.1", "--skip-name-resolve",
 		"--pid-file="+filepath.Join(s.dir, "mariadb.pid"), "--log-error="+logFile, "--tmpdir="+s.dir,
 		"--skip-log-bin", "--max-connections=500",
 		"--ssl-ca="+s.caFile, "--ssl-cert="+filepath.Join(s.dir, "server.pem"), "--ssl-key="+filepath.Join(s.dir, "server.key"),
-		// Durability is worthless for a throwaway server and costs seconds.
-		"--innodb-flush-method=nosync", "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
+		// Durability against a crash of the machine is worthless for a
+		// throwaway server and costs seconds; against a kill of the
+		// server (the log written at commit, never synced) it costs
+		// little.
+		"--innodb-flush-method=nosync", "--innodb-flush-log-at-trx-commit="+flushAtCommit, "--innodb-doublewrite=0",
 		"--innodb-buffer-pool-size=64M")
 	cmd.SysProcAttr = procAttr(s.cred)
 	cmd.Dir = s.dir
@@ -411,6 +423,18 @@ func (s *server) halt() {
 	s.cmd = nil
 }
 
+// kill ends the server with SIGKILL, as a crash or the kernel's OOM
+// killer would (no shutdown: connections are cut, and the next launch
+// recovers from the redo log), keeping its data directory.
+func (s *server) kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
 // Instance is a MariaDB server of one test's own, which the test may stop
 // and start again on the same data directory and port, to see what its
 // clients do while the database is away and after it is back.
@@ -426,7 +450,7 @@ type Instance struct {
 // REQUIRE_SIM=1) when no server can be started.
 func StartInstance(tb testing.TB) *Instance {
 	tb.Helper()
-	srv, err := startServer()
+	srv, err := startServer(true)
 	if err != nil {
 		simtest.Skip(tb, "mariadb: "+err.Error())
 		return nil
@@ -454,6 +478,14 @@ func (i *Instance) Stop() {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.srv.halt()
+}
+
+// Kill ends the server with SIGKILL; the data stays for Start, which
+// recovers it. Every commit acknowledged before is kept.
+func (i *Instance) Kill() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.srv.kill()
 }
 
 // Start runs the stopped server again on its data directory and port and

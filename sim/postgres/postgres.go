@@ -92,7 +92,7 @@ func server0(tb testing.TB) (*server, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	if !mainActive {
-		srv, err := startServer()
+		srv, err := startServer(false)
 		if err != nil {
 			return nil, err
 		}
@@ -100,7 +100,7 @@ func server0(tb testing.TB) (*server, error) {
 		return srv, nil
 	}
 	if shared == nil && sharedErr == nil {
-		shared, sharedErr = startServer()
+		shared, sharedErr = startServer(false)
 	}
 	return shared, sharedErr
 }
@@ -135,6 +135,7 @@ type server struct {
 	// bin, data and cred start the server again (see Instance).
 	bin, data string
 	cred      *syscall.Credential
+	durable   bool
 	cmd       *exec.Cmd
 	done      chan struct{}
 }
@@ -162,7 +163,11 @@ func binDir() (string, error) {
 	return "", errors.New("initdb not found (install the postgresql package or set PG_TEST_DSN)")
 }
 
-func startServer() (*server, error) {
+// startServer runs initdb and a server in a new directory. durable makes
+// every commit reach the operating system before it is acknowledged
+// (synchronous_commit), so that it survives a kill of the server; the
+// shared servers skip it, for speed.
+func startServer(durable bool) (*server, error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
@@ -187,7 +192,7 @@ func startServer() (*server, error) {
 	if err != nil {
 		return fail(err)
 	}
-	s := &server{dir: dir, port: port, bin: bin, data: data, cred: cred}
+	s := &server{dir: dir, port: port, bin: bin, data: data, cred: cred, durable: durable}
 	if err := s.launch(); err != nil {
 		return fail(err)
 	}
@@ -226,10 +231,16 @@ func (s *server) launch() error {
 	if err != nil {
 		return err
 	}
+	// Durability against a crash of the machine is worthless for a
+	// throwaway server and costs seconds; against a kill of the server
+	// (the WAL written at commit, never synced) it costs little.
+	syncCommit := "synchronous_commit=off"
+	if s.durable {
+		syncCommit = "synchronous_commit=on"
+	}
 	cmd := exec.Command(filepath.Join(s.bin, "postgres"), "-D", s.data, "-k", s.dir, "-p", strconv.Itoa(s.port),
 		"-c", "listen_addresses=127.0.0.1",
-		// Durability is worthless for a throwaway server and costs seconds.
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+		"-c", "fsync=off", "-c", syncCommit, "-c", "full_page_writes=off")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = procAttr(s.cred)
 	cmd.Dir = s.dir
@@ -293,6 +304,18 @@ func (s *server) halt() {
 	s.cmd = nil
 }
 
+// kill ends the server and every backend with SIGKILL, as a crash or the
+// kernel's OOM killer would (no shutdown: connections are cut, and the
+// next launch recovers from the WAL), keeping its data directory.
+func (s *server) kill() {
+	if s.cmd == nil {
+		return
+	}
+	killTree(s.cmd.Process.Pid)
+	<-s.done
+	s.cmd = nil
+}
+
 // Instance is a PostgreSQL server of one test's own, which the test may
 // stop and start again on the same data directory and port, to see what
 // its clients do while the database is away and after it is back.
@@ -308,7 +331,7 @@ type Instance struct {
 // server can be started.
 func StartInstance(tb testing.TB) *Instance {
 	tb.Helper()
-	srv, err := startServer()
+	srv, err := startServer(true)
 	if err != nil {
 		simtest.Skip(tb, "postgres: "+err.Error())
 		return nil
@@ -330,6 +353,14 @@ func (i *Instance) Stop() {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.srv.halt()
+}
+
+// Kill ends the server with SIGKILL, its backends too; the data stays for
+// Start, which recovers it. Every commit acknowledged before is kept.
+func (i *Instance) Kill() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.srv.kill()
 }
 
 // Start runs the stopped server again on its data directory and port and
