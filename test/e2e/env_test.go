@@ -16,6 +16,8 @@ import (
 type serverEnv struct {
 	dir, socket, conf string
 	port              int
+	// ip is the address it binds, when not 127.0.0.1 ("").
+	ip string
 	// metricsPort serves Prometheus metrics (telemetry block) and
 	// profilingPort pprof (profiling_enabled).
 	metricsPort, profilingPort int

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,7 +42,7 @@ const failoverName = "spire-servers.failover.test"
 func startServerAt(t *testing.T, databaseType, dsn, ip string, port int) *serverEnv {
 	t.Helper()
 	dir := shortTempDir(t)
-	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: port}
+	s := &serverEnv{dir: dir, socket: filepath.Join(dir, "server.sock"), conf: filepath.Join(dir, "server.conf"), port: port, ip: ip}
 	conf := fmt.Sprintf(`server {
     bind_address = %q
     bind_port = "%d"
@@ -199,24 +200,28 @@ func createEntry(ctx context.Context, conn *grpc.ClientConn, path string) (strin
 }
 
 // fleetSize is the number of simulated agents of the failover test.
-const fleetSize = 200
+const fleetSize = 300
 
 // TestFailoverThreeServersPostgres (issue 14, failover): three real
 // servers on one PostgreSQL behind one name (127.0.0.2-4 in the agent's
-// /etc/hosts), 200 simulated agents balancing over the three, one real
+// /etc/hosts), 300 simulated agents balancing over the three, one real
 // agent with a go-spiffe workload whose SVIDs live 20 s, and a writer
 // creating entries through all three servers.
 //
 //   - kill -9 of one server under that load: the workload never lacks a
 //     valid SVID, every simulated agent has synced again within 10 s,
-//     the real agent fetches an entry created afterwards through a
+//     and the real agent fetches an entry created afterwards through a
 //     survivor without attesting again (its join token could not be used
-//     twice), and every entry a server acknowledged is in the database;
-//   - the killed server, restarted, serves again and has caught up;
-//   - the database stopped for 30 s: agents keep syncing from the
-//     servers' caches, the workload is given a new SVID meanwhile, a
-//     write is refused with Unavailable, and once the database is back
-//     writes succeed again through every server.
+//     twice);
+//   - the killed server, restarted, serves again: an agent of its own is
+//     served the entry created while it was down, and then one created
+//     through another server;
+//   - the database killed (kill -9) and away for 30 s: agents keep
+//     syncing from the servers' caches, the workload is given a new SVID
+//     meanwhile, a write is refused with Unavailable, and once the
+//     database is back writes succeed again through every server;
+//   - every entry a server acknowledged is in the database at the end,
+//     after both kills.
 func TestFailoverThreeServersPostgres(t *testing.T) {
 	testFailover(t, failoverDB{databaseType: "postgres", driver: "pgx", countQuery: `SELECT COUNT(*) FROM registered_entries WHERE id = $1`,
 		start: func(t *testing.T) dbInstance { return postgres.StartInstance(t) }})
@@ -229,11 +234,11 @@ func TestFailoverThreeServersMariaDB(t *testing.T) {
 		start: func(t *testing.T) dbInstance { return mariadb.StartInstance(t) }})
 }
 
-// dbInstance is a database server of the test's own that it can stop and
+// dbInstance is a database server of the test's own that it can kill and
 // start again (sim/postgres's and sim/mariadb's Instance).
 type dbInstance interface {
 	DSN() string
-	Stop()
+	Kill()
 	Start() error
 }
 
@@ -358,6 +363,10 @@ func testFailover(t *testing.T, engine failoverDB) {
 	})
 	time.Sleep(2 * time.Second)
 
+	// An agent of the test's own, to ask the killed server once it is
+	// back what its caches hold.
+	probe := attestThrough(t, ctx, servers[1], bundle)
+
 	// kill -9 one server (the one that made the real agent's token).
 	killed := servers[0]
 	if err := syscall.Kill(killed.proc.Pid(), syscall.SIGKILL); err != nil {
@@ -374,6 +383,7 @@ func testFailover(t *testing.T, engine failoverDB) {
 	t.Logf("every simulated agent synced again %v after the kill", time.Since(killedAt).Round(time.Millisecond))
 
 	servers[1].createEntry(t, "-parentID", agentID, "-spiffeID", "spiffe://example.org/failover/after-kill", "-selector", "unix:uid:0")
+	servers[2].createEntry(t, "-parentID", probe.ID.String(), "-spiffeID", "spiffe://example.org/failover/while-down", "-selector", "unix:uid:0")
 	eventually(t, 10*time.Second, "the entry created after the kill at the workload", func() error {
 		fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
 		defer fcancel()
@@ -390,26 +400,6 @@ func testFailover(t *testing.T, engine failoverDB) {
 	})
 	stopWrites()
 	writer.Wait()
-	db, err := sql.Open(engine.driver, inst.DSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ackMu.Lock()
-	for _, id := range acked {
-		var n int
-		if err := db.QueryRowContext(ctx, engine.countQuery, id).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n != 1 {
-			t.Errorf("acknowledged entry %s is not in the database", id)
-		}
-	}
-	t.Logf("%d acknowledged writes, all in the database", len(acked))
-	if len(acked) == 0 {
-		t.Error("no write was acknowledged")
-	}
-	ackMu.Unlock()
 	out := a.proc.out.String()
 	if n := strings.Count(out, "Node attestation succeeded"); n != 1 {
 		t.Errorf("the agent attested %d times; want once", n)
@@ -418,16 +408,37 @@ func testFailover(t *testing.T, engine failoverDB) {
 		t.Error("the agent did not log the lost server")
 	}
 
-	// The killed server, restarted on its journal, serves again and has
-	// caught up with what was written while it was down.
+	// The killed server, restarted on its journal, serves again: its
+	// caches hold what was written while it was down (an agent of its
+	// own is served the entry created meanwhile), and follow the events
+	// from then on (and the next one, written through another server).
 	killed.start(t)
 	if !strings.Contains(killed.cli(t, "entry", "show", "-spiffeID", "spiffe://example.org/failover/after-kill"), "after-kill") {
 		t.Fatal("the restarted server does not show the entry created while it was down")
 	}
 	admins[0] = killed.admin(t)
+	probeConn := agentConn(t, killed, bundle, probe)
+	servedByKilled := func(path string) func() error {
+		return func() error {
+			ids, err := syncEntries(ctx, probeConn)
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(ids, path) {
+				return fmt.Errorf("entries %v", ids)
+			}
+			return nil
+		}
+	}
+	if err := servedByKilled("/failover/while-down")(); err != nil {
+		t.Fatalf("the restarted server's caches miss the entry created while it was down: %v", err)
+	}
+	servers[1].createEntry(t, "-parentID", probe.ID.String(), "-spiffeID", "spiffe://example.org/failover/after-restart", "-selector", "unix:uid:0")
+	within(t, time.Now(), "an entry created through another server, served by the restarted one", servedByKilled("/failover/after-restart"))
 
-	// The database away for 30 s.
-	inst.Stop()
+	// The database killed (kill -9: connections cut, crash recovery at
+	// its start) and away for 30 s.
+	inst.Kill()
 	downAt := time.Now()
 	time.Sleep(3 * time.Second)
 	for i, admin := range admins {
@@ -466,6 +477,28 @@ func testFailover(t *testing.T, engine failoverDB) {
 		}
 		return nil
 	})
+	// Every write acknowledged before the server's kill is there, the
+	// database's kill and recovery since included.
+	db, err := sql.Open(engine.driver, inst.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ackMu.Lock()
+	for _, id := range acked {
+		var n int
+		if err := db.QueryRowContext(ctx, engine.countQuery, id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Errorf("acknowledged entry %s is not in the database", id)
+		}
+	}
+	t.Logf("%d acknowledged writes, all in the database", len(acked))
+	if len(acked) == 0 {
+		t.Error("no write was acknowledged")
+	}
+	ackMu.Unlock()
 	stopWatch()
 	watch.check(t)
 }

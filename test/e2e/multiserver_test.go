@@ -116,7 +116,11 @@ func agentConn(t *testing.T, s *serverEnv, bundle *x509bundle.Bundle, svid *x509
 	if svid != nil {
 		cfg = tlsconfig.MTLSClientConfig(svid, bundle, tlsconfig.AuthorizeID(serverID))
 	}
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", s.port), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	ip := s.ip
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	conn, err := grpc.NewClient(fmt.Sprintf("%s:%d", ip, s.port), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		t.Fatal(err)
 	}
