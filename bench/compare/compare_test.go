@@ -168,7 +168,7 @@ func TestPeer(t *testing.T) {
 				t.Errorf("%s: batches of %d: %+v", impl, b, tp)
 			}
 		}
-		if c := res.Cache[impl]; c == nil || c.AgentRSS <= 0 || c.AgentPeak < c.AgentRSS || c.Entries != sz.CacheEntries {
+		if c := res.Cache[impl]; c == nil || c.AgentRSS <= 0 || c.AgentPeak < c.AgentRSS || c.AgentSettled <= 0 || c.Entries != sz.CacheEntries {
 			t.Errorf("%s: cache result %+v", impl, c)
 		}
 		// A full cache holds the limit, and the on-demand SVIDs are

@@ -127,6 +127,11 @@ type CacheResult struct {
 	Fill                  time.Duration
 	AgentRSS, AgentPeak   int64
 	ServerRSS, ServerPeak int64
+	// AgentSettled is the agent's RSS read again IdleSettle later (two
+	// syncs), once the fill's last cache save and collections are over:
+	// what holding the SVIDs costs, where AgentRSS is what it costs just
+	// after getting them.
+	AgentSettled int64
 }
 
 // Run runs every scenario and returns the samples. Cancelling ctx (the

@@ -302,10 +302,11 @@ func (r *Results) Tables() string {
 
 	if len(r.Cache) > 0 {
 		fmt.Fprintf(&b, "### 6. Agent memory with %s entries cached\n\n", thousands(sz.CacheEntries))
-		b.WriteString("One agent, every entry matching the harness (so every SVID is signed and held); memory read from /proc once the Workload API holds them all.\n\n")
+		b.WriteString("One agent, every entry matching the harness (so every SVID is signed and held); memory read from /proc 1 s after the Workload API holds them all, and again after two syncs more.\n\n")
 		t := r.newTable(colsOf(r, r.Cache))
 		t.row("agent RSS", cacheVal(r.Cache, func(c *CacheResult) float64 { return float64(c.AgentRSS) }), bytesFmt, true)
 		t.row("agent peak RSS", cacheVal(r.Cache, func(c *CacheResult) float64 { return float64(c.AgentPeak) }), bytesFmt, true)
+		t.row("agent RSS "+sz.IdleSettle.String()+" later", cacheVal(r.Cache, func(c *CacheResult) float64 { return float64(c.AgentSettled) }), bytesFmt, true)
 		t.row("server RSS", cacheVal(r.Cache, func(c *CacheResult) float64 { return float64(c.ServerRSS) }), bytesFmt, true)
 		t.row("time to fill", cacheVal(r.Cache, func(c *CacheResult) float64 { return float64(c.Fill) }), durFmt, true)
 		b.WriteString(t.String())

@@ -325,6 +325,14 @@ func (s *scenarioRun) cache(ctx context.Context, im Impl, _ int) error {
 	if res.ServerRSS, res.ServerPeak, err = rss(srv.proc.Pid()); err != nil {
 		return err
 	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(s.h.Sizes.IdleSettle):
+	}
+	if res.AgentSettled, _, err = rss(ag.proc.Pid()); err != nil {
+		return err
+	}
 	s.r.Cache[im.Name] = res
 	return nil
 }
