@@ -97,14 +97,15 @@ func TestLegacyJournalClaimed(t *testing.T) {
 }
 
 // TestGoneServerPruned: a server that is gone for good stays in the bundle
-// until its authorities expire; then the others drop it from the bundle and
-// its journal from the store, and keep their own.
+// until its authorities (X.509 CA and JWT key) expire; then the others drop
+// each from the bundle, and its journal from the store, and keep their own.
 func TestGoneServerPruned(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv()
 	live := e.server(t, memory.New())
 	gone := e.server(t, memory.New())
 	goneCA := gone.m.ActiveX509CA()
+	goneJWT, _ := gone.m.JWTSlots()
 	t0 := e.clock.Now()
 	inBundle := func() bool {
 		for _, a := range e.store.bundle(t, td).X509Authorities {
@@ -113,6 +114,17 @@ func TestGoneServerPruned(t *testing.T) {
 			}
 		}
 		return false
+	}
+	jwtInBundle := func() bool {
+		for _, k := range e.store.bundle(t, td).JwtAuthorities {
+			if k.KeyId == goneJWT.AuthorityID {
+				return true
+			}
+		}
+		return false
+	}
+	if goneJWT.AuthorityID == "" || !jwtInBundle() {
+		t.Fatalf("the gone server's JWT key %q is not in the bundle to begin with", goneJWT.AuthorityID)
 	}
 	// CA TTL 6h: step past the gone server's expiry while the live one
 	// rotates on.
@@ -124,6 +136,9 @@ func TestGoneServerPruned(t *testing.T) {
 		expired := e.clock.Now().After(goneCA.NotAfter)
 		if inBundle() == expired {
 			t.Fatalf("at +%s (gone CA expired: %v) the bundle holds it: %v", d, expired, inBundle())
+		}
+		if jwtExpired := e.clock.Now().After(goneJWT.NotAfter); jwtInBundle() == jwtExpired {
+			t.Fatalf("at +%s (gone JWT key expired: %v) the bundle holds it: %v", d, jwtExpired, jwtInBundle())
 		}
 		if got := len(e.store.journals); got != map[bool]int{false: 2, true: 1}[expired] {
 			t.Fatalf("at +%s (gone CA expired: %v): %d journals", d, expired, got)
