@@ -47,6 +47,11 @@ const (
 	// caches are reloaded instead (a gap that size is no transaction
 	// still running, but pruned or lost events).
 	maxTracked = 10000
+	// DefaultMaxReplicaLag bounds how long the loop trusts the replica
+	// alone (ro_connection_string): one poll in that time reads the
+	// primary, so that a replica whose replay stopped while it still
+	// answers delays other servers' changes by that much, not for ever.
+	DefaultMaxReplicaLag = 10 * time.Second
 	// lookback is how many IDs below the last one seen at a full reload
 	// are checked for gaps: transactions that were still open then. It
 	// covers the largest batch of entries (api.MaxBatch) written in one.
@@ -79,8 +84,11 @@ type Config struct {
 	// EventTimeout is how long a missing ID is looked for;
 	// DefaultEventTimeout when 0.
 	EventTimeout time.Duration
-	Clock        func() time.Time
-	Log          *slog.Logger
+	// MaxReplicaLag is how long the loop may go without a poll of the
+	// primary; DefaultMaxReplicaLag when 0.
+	MaxReplicaLag time.Duration
+	Clock         func() time.Time
+	Log           *slog.Logger
 	// Metrics gets SPIRE's gauges of the event IDs being looked for
 	// (entry.skipped_entry_event_ids.count,
 	// node.skipped_node_event_ids.count); nil drops them.
@@ -114,6 +122,8 @@ type Poller struct {
 	// the events for half of prune_events_older_than may have missed
 	// some that were pruned meanwhile, and reloads.
 	lastOK time.Time
+	// lastCurrent is when a sync that read the primary last succeeded.
+	lastCurrent time.Time
 
 	kick  chan struct{}
 	stats struct{ polls, applied, reloads, gaps atomic.Uint64 }
@@ -139,6 +149,9 @@ func New(cfg Config) *Poller {
 	}
 	if cfg.EventTimeout <= 0 {
 		cfg.EventTimeout = DefaultEventTimeout
+	}
+	if cfg.MaxReplicaLag <= 0 {
+		cfg.MaxReplicaLag = DefaultMaxReplicaLag
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -203,7 +216,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		err := p.sync(ctx, datastore.TolerateStale)
+		err := p.sync(ctx, p.loopConsistency())
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil
@@ -215,6 +228,17 @@ func (p *Poller) Run(ctx context.Context) error {
 			failing = false
 		}
 	}
+}
+
+// loopConsistency is what the loop's next poll reads: the replica, unless
+// no poll has read the primary for MaxReplicaLag.
+func (p *Poller) loopConsistency() datastore.DataConsistency {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg.Clock().Sub(p.lastCurrent) >= p.cfg.MaxReplicaLag {
+		return datastore.RequireCurrent
+	}
+	return datastore.TolerateStale
 }
 
 // Sync polls once, reading the primary database: when it returns nil,
@@ -230,7 +254,8 @@ func (p *Poller) Sync(ctx context.Context) error { return p.sync(ctx, datastore.
 // a replica shows a prefix of the primary's commits, so after a current
 // poll a stale one finds nothing new until the replica has caught up, and
 // an ID missing on the replica is looked for again like any gap. A full
-// reload always reads the primary.
+// reload always reads the primary, and so does one of the loop's polls
+// every MaxReplicaLag.
 func (p *Poller) sync(ctx context.Context, c datastore.DataConsistency) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -238,11 +263,14 @@ func (p *Poller) sync(ctx context.Context, c datastore.DataConsistency) error {
 	if !p.lastOK.IsZero() && now.Sub(p.lastOK) > p.cfg.PruneOlderThan/2 {
 		p.reload = true
 	}
+	// current is whether what the caches now hold was read from the
+	// primary: a current poll, or a full reload (always the primary).
+	current := c == datastore.RequireCurrent
 	if p.reload {
 		if err := p.fullReload(ctx); err != nil {
 			return err
 		}
-		p.reload = false
+		p.reload, current = false, true
 	} else if err := p.poll(ctx, c); err != nil {
 		var inc inconsistency
 		if !errors.As(err, &inc) {
@@ -253,8 +281,12 @@ func (p *Poller) sync(ctx context.Context, c datastore.DataConsistency) error {
 			p.reload = true
 			return err
 		}
+		current = true
 	}
 	p.lastOK = now
+	if current {
+		p.lastCurrent = now
+	}
 	p.stats.polls.Add(1)
 	p.cfg.Metrics.SetGauge([]string{"entry", "skipped_entry_event_ids", "count"}, float32(len(p.trackers[0].missing)))
 	p.cfg.Metrics.SetGauge([]string{"node", "skipped_node_event_ids", "count"}, float32(len(p.trackers[1].missing)))

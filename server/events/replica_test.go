@@ -54,10 +54,11 @@ func waitEntries(t *testing.T, r *recorder, ids ...string) []string {
 // TestPollerReadsReplica, on a real PostgreSQL primary with a streaming
 // replica as ro_connection_string: the loop reads the events from the
 // replica (a change another server makes while the replica's replay is
-// paused is not seen until replay resumes), Sync reads the primary (a
-// write through this server is seen at once, and not applied again when
-// the replica catches up), and with the replica down the loop reads the
-// primary instead, saying so once.
+// paused is not seen by its polls), and the primary once every
+// MaxReplicaLag (so it is seen then, replay still paused); Sync reads the
+// primary (a write through this server is seen at once); neither is
+// applied again when the replica catches up; and with the replica down
+// the loop reads the primary instead, saying so once.
 func TestPollerReadsReplica(t *testing.T) {
 	tctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -86,7 +87,8 @@ func TestPollerReadsReplica(t *testing.T) {
 	}
 
 	r := &recorder{}
-	p := New(Config{DataStore: here, Sink: r, Interval: 20 * time.Millisecond})
+	const maxLag = 2 * time.Second
+	p := New(Config{DataStore: here, Sink: r, Interval: 20 * time.Millisecond, MaxReplicaLag: maxLag})
 	if err := p.Start(tctx); err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +108,12 @@ func TestPollerReadsReplica(t *testing.T) {
 	if err := rep.PauseReplay(tctx); err != nil {
 		t.Fatal(err)
 	}
+	// Sync reads the primary, so the loop's next look at it is maxLag
+	// away.
+	if err := p.Sync(tctx); err != nil {
+		t.Fatal(err)
+	}
+	synced := time.Now()
 	e2 := create("/2")
 	// Some 25 polls of the paused replica; one of the primary would
 	// have found e2.
@@ -113,11 +121,18 @@ func TestPollerReadsReplica(t *testing.T) {
 	if got, _, _ := r.take(); len(got) != 0 {
 		t.Fatalf("loop applied %q (e1 %s, e2 %s) while the replica's replay was paused: it did not read the replica; log:\n%s", got, e1, e2, logs.b.String())
 	}
+	// The replica still paused, the loop reads the primary once maxLag
+	// has passed.
+	waitEntries(t, r, e2)
+	if took := time.Since(synced); took < maxLag {
+		t.Fatalf("loop applied e2 %v after the last current poll, before MaxReplicaLag %v", took, maxLag)
+	}
+	e2b := create("/2b")
 	if err := p.Sync(tctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, _ := r.take(); !slices.Equal(got, []string{e2}) {
-		t.Fatalf("Sync applied %q, want %q from the primary", got, e2)
+	if got, _, _ := r.take(); !slices.Equal(got, []string{e2b}) {
+		t.Fatalf("Sync applied %q, want %q from the primary", got, e2b)
 	}
 	if err := rep.ResumeReplay(tctx); err != nil {
 		t.Fatal(err)
@@ -127,7 +142,7 @@ func TestPollerReadsReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := waitEntries(t, r, e3); !slices.Equal(got, []string{e3}) {
-		t.Fatalf("after the replica caught up the loop applied %q, want only %q (e2 was applied by Sync)", got, e3)
+		t.Fatalf("after the replica caught up the loop applied %q, want only %q (e2 and e2b were applied from the primary)", got, e3)
 	}
 
 	const warn = "a read from the replica (ro_connection_string) failed"
