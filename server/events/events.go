@@ -366,10 +366,17 @@ func (p *Poller) poll(ctx context.Context, c datastore.DataConsistency) error {
 		var gaps int
 		if len(missing) > 0 {
 			ids := make([]int64, 0, len(missing))
-			for id := range missing {
+			fc := c
+			for id, at := range missing {
 				ids = append(ids, id)
+				// The last look before an ID is dropped reads the
+				// primary: a lagging replica must not be why a
+				// change that committed is never applied.
+				if now.Sub(at) >= p.cfg.EventTimeout {
+					fc = datastore.RequireCurrent
+				}
 			}
-			found, err := p.cfg.DataStore.FetchEvents(ctx, tr.kind, ids, c)
+			found, err := p.cfg.DataStore.FetchEvents(ctx, tr.kind, ids, fc)
 			if err != nil {
 				return err
 			}

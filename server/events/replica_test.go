@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"log/slog"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe-hw/spire-hw/sim/postgres"
 )
@@ -154,5 +156,65 @@ func TestPollerReadsReplica(t *testing.T) {
 	waitEntries(t, r, e5)
 	if n := logs.count(warn) - base; n != 1 {
 		t.Fatalf("replica failure logged %d times, want once; log:\n%s", n, logs.b.String())
+	}
+}
+
+// TestPollerLastLookReadsPrimary: an ID that commits out of order just
+// before its event timeout, while the replica is behind, is still applied:
+// the last look before an ID is dropped reads the primary.
+func TestPollerLastLookReadsPrimary(t *testing.T) {
+	tctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	inst := postgres.StartInstance(t)
+	rep := inst.StartReplica(t)
+	ds, err := sqlstore.Open(tctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: inst.DSN(), ROConnectionString: rep.DSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ds.Close() })
+	raw, err := sql.Open("pgx", inst.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	now := time.Unix(1_800_000_000, 0)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	r := &recorder{}
+	p := New(Config{DataStore: ds, Sink: r, Clock: clock, EventTimeout: time.Minute})
+	sync1(t, p)
+	wantTook(t, r, nil, nil, 1)
+
+	late := holdEvent(t, raw, "late", now)
+	after, err := ds.CreateEntry(tctx, entry("/after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync1(t, p)
+	wantTook(t, r, []string{after.Id}, nil, 1)
+	if err := rep.CatchUp(tctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.PauseReplay(tctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := late.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// A stale poll before the timeout: the paused replica does not have
+	// the ID yet, which stays tracked.
+	if err := p.sync(tctx, datastore.TolerateStale); err != nil {
+		t.Fatal(err)
+	}
+	wantTook(t, r, nil, nil, 1)
+	clockMu.Lock()
+	now = now.Add(2 * time.Minute)
+	clockMu.Unlock()
+	if err := p.sync(tctx, datastore.TolerateStale); err != nil {
+		t.Fatal(err)
+	}
+	wantTook(t, r, []string{"late"}, nil, 1)
+	if err := rep.ResumeReplay(tctx); err != nil {
+		t.Fatal(err)
 	}
 }
