@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -29,12 +30,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// eventEngines are the engines servers share a database on.
+// eventEngines are the engines servers share a database on, and SQLite:
+// two stores on one file, as two servers on one host could share it, the
+// baseline of what applying an event costs without a network between.
 var eventEngines = []struct {
 	name string
 	typ  string
 	dsn  func(testing.TB) string
-}{{"PostgreSQL", sqlstore.Postgres, postgres.Start}, {"MariaDB", sqlstore.MySQL, mariadb.Start}}
+}{
+	{"SQLite", sqlstore.SQLite, func(tb testing.TB) string { return filepath.Join(tb.TempDir(), "ds.sqlite3") }},
+	{"PostgreSQL", sqlstore.Postgres, postgres.Start},
+	{"MariaDB", sqlstore.MySQL, mariadb.Start},
+}
 
 // watchSink is a server's API as its poller's sink, telling the benchmark
 // when an entry it waits for has been applied.
