@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
@@ -149,4 +152,68 @@ func TestStoreSavesWhatChanged(t *testing.T) {
 		t.Fatalf("after the first save: %v", problems)
 	}
 	check(s, next)
+}
+
+// mappedRSS is how much of the cache file is resident in this process's
+// address space (smaps), in KiB.
+func mappedRSS(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skipf("no /proc/self/smaps: %v", err)
+	}
+	var kib int
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			in = len(f) >= 6 && f[5] == path
+			continue
+		}
+		if in && strings.HasPrefix(line, "Rss:") {
+			var n int
+			fmt.Sscanf(strings.TrimPrefix(line, "Rss:"), "%d", &n)
+			kib += n
+		}
+	}
+	return kib
+}
+
+// TestStoreUnmapsAfterSave: a save leaves none of the cache file mapped in
+// the agent (it walked most of it), and what it wrote still loads, from
+// the same open database.
+func TestStoreUnmapsAfterSave(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openStore(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	st := storeState(t, 3000, 1, selfSigned(t))
+	if err := s.save(st); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, CacheFile)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Reading every record maps the file in, as the save's walk did.
+	entries, svids := loaded(t, s)
+	if len(entries) != 3000 || len(svids) != 3000 {
+		t.Fatalf("loaded %d entries and %d SVIDs, want 3000 each", len(entries), len(svids))
+	}
+	if got := mappedRSS(t, path); got < int(fi.Size()>>10)/2 {
+		t.Fatalf("only %d KiB of the %d KiB file mapped after a full read: the check cannot tell", got, fi.Size()>>10)
+	}
+	st.entries[0].RevisionNumber = 2
+	st.svids[st.entries[0].Id] = storedSVID{revision: 2, svid: st.svids[st.entries[0].Id].svid}
+	if err := s.save(st); err != nil {
+		t.Fatal(err)
+	}
+	if got := mappedRSS(t, path); got > 64 {
+		t.Fatalf("%d KiB of the cache file still mapped after a save, want none", got)
+	}
+	if _, svids := loaded(t, s); svids[st.entries[0].Id] != 2 {
+		t.Fatalf("after the save the changed SVID loads at revision %d, want 2", svids[st.entries[0].Id])
+	}
 }
