@@ -33,7 +33,7 @@ func serveAPI(t *testing.T, a *API) *grpc.ClientConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(a.UnaryInterceptor), grpc.StreamInterceptor(a.StreamInterceptor))
+	srv := grpc.NewServer(ServerCodec(), grpc.UnaryInterceptor(a.UnaryInterceptor), grpc.StreamInterceptor(a.StreamInterceptor))
 	a.Register(srv)
 	served := make(chan struct{})
 	go func() {

@@ -3,9 +3,7 @@ package api
 import (
 	"context"
 	"errors"
-	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -87,29 +85,30 @@ func (c *entryCache) reloadWait(now time.Time) time.Duration {
 	return min(maxPace, c.lastEnd.Add(paceFactor*c.lastCost).Sub(now))
 }
 
-type entrySnapshot struct {
-	byParent   map[string][]*types.Entry
-	bySPIFFEID map[string][]*types.Entry
-	byID       map[string]*types.Entry
-
-	// authorized remembers authorizedFor per agent ID. Every agent asks
-	// at every sync, and the answer changes only with the snapshot (a
-	// new one starts empty) or the node's selectors (checked on each
-	// use): at fleet scale the walk and its maps were a tenth of the
-	// server's CPU. Written once per agent and then read, so a sync.Map;
-	// it holds at most one memo per agent that synced.
-	authorized sync.Map // agent ID -> *authorizedMemo
-}
-
-// authorizedMemo is one agent's authorized entries and what they were
-// worked out from.
+// authorizedMemo is one agent's authorized entries (indexes into its
+// snapshot) and what they were worked out from.
 type authorizedMemo struct {
 	serverID  string
 	selectors []selectorKey
-	entries   []*types.Entry
+	entries   []int32
+	// sorted is entries in index order, for contains, when there are
+	// too many to scan.
+	sorted []int32
 	// digest names the entries and their revisions, so that the notice
 	// stream can tell whether an agent's entries moved (pushDigest).
 	digest uint64
+}
+
+// memoScanMax is how many entries contains scans rather than searches.
+const memoScanMax = 32
+
+// contains tells whether entry i is among the memo's.
+func (m *authorizedMemo) contains(i int32) bool {
+	if m.sorted == nil {
+		return slices.Contains(m.entries, i)
+	}
+	_, ok := slices.BinarySearch(m.sorted, i)
+	return ok
 }
 
 type selectorKey struct{ typ, value string }
@@ -325,7 +324,7 @@ func (c *entryCache) apply(ctx context.Context, ids []string) error {
 	c.mu.Lock()
 	old := c.snap
 	c.mu.Unlock()
-	if old == nil || len(ids) > maxPatchIDs && len(ids) > len(old.byID)/maxPatchShare {
+	if old == nil || len(ids) > maxPatchIDs && len(ids) > old.len()/maxPatchShare {
 		return c.reload(ctx)
 	}
 	entries, err := c.ds.FetchEntries(ctx, ids)
@@ -343,54 +342,6 @@ func (c *entryCache) apply(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// patched returns a snapshot with changes (an entry by ID, nil for a
-// deleted one) in place of what s holds. The maps are copied, not the
-// entries, and only the index slices that changes touch are rebuilt, in
-// ID order as load makes them.
-func (s *entrySnapshot) patched(changes map[string]*types.Entry) *entrySnapshot {
-	n := &entrySnapshot{byParent: maps.Clone(s.byParent), bySPIFFEID: maps.Clone(s.bySPIFFEID), byID: maps.Clone(s.byID)}
-	parents, ids := map[string]struct{}{}, map[string]struct{}{}
-	for id, e := range changes {
-		if old := n.byID[id]; old != nil {
-			parents[protoIDString(old.ParentId)] = struct{}{}
-			ids[protoIDString(old.SpiffeId)] = struct{}{}
-		}
-		if e == nil {
-			delete(n.byID, id)
-			continue
-		}
-		n.byID[id] = e
-		parents[protoIDString(e.ParentId)] = struct{}{}
-		ids[protoIDString(e.SpiffeId)] = struct{}{}
-	}
-	rebuild := func(index map[string][]*types.Entry, keys map[string]struct{}, keyOf func(*types.Entry) string) {
-		added := make(map[string][]*types.Entry, len(keys))
-		for _, e := range changes {
-			if e != nil {
-				added[keyOf(e)] = append(added[keyOf(e)], e)
-			}
-		}
-		for k := range keys {
-			var list []*types.Entry
-			for _, e := range index[k] {
-				if _, ok := changes[e.Id]; !ok {
-					list = append(list, e)
-				}
-			}
-			list = append(list, added[k]...)
-			if len(list) == 0 {
-				delete(index, k)
-				continue
-			}
-			slices.SortFunc(list, func(a, b *types.Entry) int { return strings.Compare(a.Id, b.Id) })
-			index[k] = list
-		}
-	}
-	rebuild(n.byParent, parents, func(e *types.Entry) string { return protoIDString(e.ParentId) })
-	rebuild(n.bySPIFFEID, ids, func(e *types.Entry) string { return protoIDString(e.SpiffeId) })
-	return n
-}
-
 // load reads every entry into a new snapshot; SPIRE counts its full cache
 // rebuild, the counterpart of this, as entry.cache.reload.
 func (c *entryCache) load(ctx context.Context) (_ *entrySnapshot, err error) {
@@ -400,35 +351,15 @@ func (c *entryCache) load(ctx context.Context) (_ *entrySnapshot, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &entrySnapshot{
-		byParent:   make(map[string][]*types.Entry),
-		bySPIFFEID: make(map[string][]*types.Entry),
-		byID:       make(map[string]*types.Entry, len(entries)),
-	}
-	for _, e := range entries {
-		parent, id := protoIDString(e.ParentId), protoIDString(e.SpiffeId)
-		s.byParent[parent] = append(s.byParent[parent], e)
-		s.bySPIFFEID[id] = append(s.bySPIFFEID[id], e)
-		s.byID[e.Id] = e
-	}
-	return s, nil
+	return newSnapshot(entries), nil
 }
 
-func (s *entrySnapshot) isAdmin(id string) bool {
-	for _, e := range s.bySPIFFEID[id] {
-		if e.Admin {
-			return true
-		}
-	}
-	return false
-}
-
-// authorizedFor returns the entries an agent may obtain SVIDs for: those
-// parented to the agent, the node-alias entries (parented to the server)
-// whose selectors the node's selectors satisfy, and, transitively, every
-// entry parented to one of those. The slice is shared with later calls:
-// callers must not modify it.
-func (s *entrySnapshot) authorizedFor(agentID, serverID string, nodeSelectors []*types.Selector) []*types.Entry {
+// authorizedFor returns the entries an agent may obtain SVIDs for, as
+// indexes into s: those parented to the agent, the node-alias entries
+// (parented to the server) whose selectors the node's selectors satisfy,
+// and, transitively, every entry parented to one of those. The slice is
+// shared with later calls: callers must not modify it.
+func (s *entrySnapshot) authorizedFor(agentID, serverID string, nodeSelectors []*types.Selector) []int32 {
 	return s.authorizedMemoFor(agentID, serverID, nodeSelectors).entries
 }
 
@@ -438,85 +369,32 @@ func (s *entrySnapshot) authorizedMemoFor(agentID, serverID string, nodeSelector
 		return m.(*authorizedMemo)
 	}
 	out := s.walkAuthorized(agentID, serverID, nodeSelectors)
-	m := &authorizedMemo{serverID: serverID, selectors: selectorKeys(nodeSelectors), entries: out, digest: pushDigest(out)}
+	m := &authorizedMemo{serverID: serverID, selectors: selectorKeys(nodeSelectors), entries: slices.Clip(out), digest: s.pushDigest(out)}
+	if len(out) > memoScanMax {
+		m.sorted = slices.Sorted(slices.Values(out))
+	}
 	s.authorized.Store(agentID, m)
 	return m
-}
-
-// walkAuthorized works out authorizedFor's answer.
-func (s *entrySnapshot) walkAuthorized(agentID, serverID string, nodeSelectors []*types.Selector) []*types.Entry {
-	have := make(map[string]struct{}, len(nodeSelectors))
-	for _, sel := range nodeSelectors {
-		have[sel.Type+":"+sel.Value] = struct{}{}
-	}
-	var out []*types.Entry
-	seen := make(map[string]struct{})
-	queue := []string{agentID}
-	visitedParent := map[string]struct{}{agentID: {}}
-	add := func(e *types.Entry) {
-		if _, ok := seen[e.Id]; ok {
-			return
-		}
-		seen[e.Id] = struct{}{}
-		out = append(out, e)
-		child := protoIDString(e.SpiffeId)
-		if _, ok := visitedParent[child]; !ok {
-			visitedParent[child] = struct{}{}
-			queue = append(queue, child)
-		}
-	}
-	for _, alias := range s.byParent[serverID] {
-		if selectorsSatisfied(alias.Selectors, have) {
-			add(alias)
-		}
-	}
-	for len(queue) > 0 {
-		parent := queue[0]
-		queue = queue[1:]
-		for _, e := range s.byParent[parent] {
-			add(e)
-		}
-	}
-	return out
-}
-
-func selectorsSatisfied(required []*types.Selector, have map[string]struct{}) bool {
-	if len(required) == 0 {
-		return false
-	}
-	for _, sel := range required {
-		if _, ok := have[sel.Type+":"+sel.Value]; !ok {
-			return false
-		}
-	}
-	return true
-}
-
-// authorizedEntries returns the calling agent's authorized entries.
-func (a *API) authorizedEntries(ctx context.Context, c *Caller) ([]*types.Entry, error) {
-	m, err := a.authorizedMemo(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	return m.entries, nil
 }
 
 // syncedEntries is authorizedEntries for the entry sync RPCs: what they
 // serve is what the agent now holds, which its notice stream compares
 // with later changes.
-func (a *API) syncedEntries(ctx context.Context, c *Caller) ([]*types.Entry, error) {
-	m, err := a.authorizedMemo(ctx, c)
+func (a *API) syncedEntries(ctx context.Context, c *Caller) (*entrySnapshot, *authorizedMemo, error) {
+	snap, m, err := a.authorizedEntries(ctx, c)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a.notices.servedEntries(c.ID.String(), m.digest)
-	return m.entries, nil
+	return snap, m, nil
 }
 
-func (a *API) authorizedMemo(ctx context.Context, c *Caller) (*authorizedMemo, error) {
+// authorizedEntries returns the calling agent's authorized entries, as
+// indexes into the snapshot returned with them.
+func (a *API) authorizedEntries(ctx context.Context, c *Caller) (*entrySnapshot, *authorizedMemo, error) {
 	snap, err := a.entries.snapshot(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The node authenticated for this call carries its selectors (nil
 	// when it has none, as a join-token node).
@@ -524,7 +402,7 @@ func (a *API) authorizedMemo(ctx context.Context, c *Caller) (*authorizedMemo, e
 	if c.Node != nil {
 		selectors = c.Node.Selectors
 	} else if selectors, err = a.cfg.DataStore.GetNodeSelectors(ctx, c.ID.String()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return snap.authorizedMemoFor(c.ID.String(), a.serverID().String(), selectors), nil
+	return snap, snap.authorizedMemoFor(c.ID.String(), a.serverID().String(), selectors), nil
 }

@@ -43,7 +43,7 @@ func TestEntryCacheServesPreviousSnapshotDuringReload(t *testing.T) {
 
 	close(slow.release) // the first load goes through
 	first, err := c.snapshot(ctx)
-	if err != nil || len(first.byID) != 1 {
+	if err != nil || first.len() != 1 {
 		t.Fatalf("first snapshot: %v, %v", first, err)
 	}
 	// Fresh channels: the first load already signalled started.
@@ -74,12 +74,12 @@ func TestEntryCacheServesPreviousSnapshotDuringReload(t *testing.T) {
 		t.Fatal("a request queued behind the reload")
 	}
 	close(slow.release)
-	if s := <-reloaded; len(s.byID) != 2 {
-		t.Fatalf("reload saw %d entries, want 2", len(s.byID))
+	if s := <-reloaded; s.len() != 2 {
+		t.Fatalf("reload saw %d entries, want 2", s.len())
 	}
 	after, err := c.snapshot(ctx)
-	if err != nil || len(after.byID) != 2 {
-		t.Fatalf("after the reload: %d entries, %v", len(after.byID), err)
+	if err != nil || after.len() != 2 {
+		t.Fatalf("after the reload: %d entries, %v", after.len(), err)
 	}
 }
 
@@ -118,8 +118,8 @@ func TestEntryCachePacesCostlyReloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s.byID) != 1 {
-		t.Fatalf("the paced reload missed the change: %d entries", len(s.byID))
+	if s.len() != 1 {
+		t.Fatalf("the paced reload missed the change: %d entries", s.len())
 	}
 	if waited, least := time.Since(start), paceFactor*slow.cost; waited < least {
 		t.Fatalf("a reload after one of %v started after %v, want at least %v", slow.cost, waited, least)
@@ -138,8 +138,8 @@ func TestEntryCachePacesCostlyReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.invalidate()
-	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 2 {
-		t.Fatalf("cheap reload: %v entries, %v", len(s.byID), err)
+	if s, err := c.snapshot(ctx); err != nil || s.len() != 2 {
+		t.Fatalf("cheap reload: %v entries, %v", s.len(), err)
 	}
 }
 
@@ -151,7 +151,7 @@ func TestEntryCacheSeesOtherServersWrites(t *testing.T) {
 	st := sqlitetest.Open(t)
 	revs := &revisionCounter{DataStore: st}
 	c := newEntryCache(revs, nil)
-	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 0 {
+	if s, err := c.snapshot(ctx); err != nil || s.len() != 0 {
 		t.Fatalf("empty store: %v, %v", s, err)
 	}
 	// Within revCheckEvery requests cost no query.
@@ -167,8 +167,8 @@ func TestEntryCacheSeesOtherServersWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(revCheckEvery)
-	if s, err := c.snapshot(ctx); err != nil || len(s.byID) != 1 {
-		t.Fatalf("after %v: %d entries, %v", revCheckEvery, len(s.byID), err)
+	if s, err := c.snapshot(ctx); err != nil || s.len() != 1 {
+		t.Fatalf("after %v: %d entries, %v", revCheckEvery, s.len(), err)
 	}
 }
 
@@ -199,20 +199,20 @@ func TestAuthorizedForRemembersPerAgent(t *testing.T) {
 		return &types.Entry{Id: eid, ParentId: id(parent), SpiffeId: id(spiffeID), Selectors: sels}
 	}
 	rack := &types.Selector{Type: "tpm", Value: "model:rack"}
-	s := &entrySnapshot{byParent: map[string][]*types.Entry{
-		agentA:                      {entry("a1", "/spire/agent/a", "/w/a1")},
-		agentB:                      {entry("b1", "/spire/agent/b", "/w/b1")},
-		serverID:                    {entry("alias", "/spire/server", "/rack", rack)},
-		"spiffe://example.org/rack": {entry("r1", "/rack", "/w/r1")},
-	}}
-	ids := func(es []*types.Entry) []string {
+	s := newSnapshot([]*types.Entry{
+		entry("a1", "/spire/agent/a", "/w/a1"),
+		entry("b1", "/spire/agent/b", "/w/b1"),
+		entry("alias", "/spire/server", "/rack", rack),
+		entry("r1", "/rack", "/w/r1"),
+	})
+	ids := func(es []int32) []string {
 		var out []string
-		for _, e := range es {
-			out = append(out, e.Id)
+		for _, i := range es {
+			out = append(out, s.id(i))
 		}
 		return out
 	}
-	check := func(name, agent, srv string, sels []*types.Selector, want ...string) []*types.Entry {
+	check := func(name, agent, srv string, sels []*types.Selector, want ...string) []int32 {
 		t.Helper()
 		got := s.authorizedFor(agent, srv, sels)
 		if g := ids(got); !slices.Equal(g, want) {

@@ -22,26 +22,26 @@ import (
 // sameSnapshot fails unless a and b index the same entries the same way.
 func sameSnapshot(t *testing.T, a, b *entrySnapshot) {
 	t.Helper()
+	va, vb := viewOf(a), viewOf(b)
 	for _, idx := range []struct {
 		name string
-		a, b map[string][]*types.Entry
-	}{{"byParent", a.byParent, b.byParent}, {"bySPIFFEID", a.bySPIFFEID, b.bySPIFFEID}} {
+		a, b map[string][]string
+	}{{"byParent", va.byParent, vb.byParent}, {"bySPIFFEID", va.bySPIFFEID, vb.bySPIFFEID}} {
 		if len(idx.a) != len(idx.b) {
 			t.Fatalf("%s: %d keys, want %d", idx.name, len(idx.a), len(idx.b))
 		}
 		for k, want := range idx.b {
-			got := idx.a[k]
-			if !slices.EqualFunc(got, want, func(x, y *types.Entry) bool { return proto.Equal(x, y) }) {
+			if got := idx.a[k]; !slices.Equal(got, want) {
 				t.Fatalf("%s[%s]: %v, want %v", idx.name, k, got, want)
 			}
 		}
 	}
-	if len(a.byID) != len(b.byID) {
-		t.Fatalf("byID: %d entries, want %d", len(a.byID), len(b.byID))
+	if a.len() != b.len() {
+		t.Fatalf("byID: %d entries, want %d", a.len(), b.len())
 	}
-	for id, e := range b.byID {
-		if !proto.Equal(a.byID[id], e) {
-			t.Fatalf("byID[%s] = %v, want %v", id, a.byID[id], e)
+	for id, e := range vb.byID {
+		if !proto.Equal(va.byID[id], e) {
+			t.Fatalf("byID[%s] = %v, want %v", id, va.byID[id], e)
 		}
 	}
 }
@@ -128,19 +128,19 @@ func TestFollowEvents(t *testing.T) {
 	}
 	a.entries.invalidate()
 	snapA, err := a.entries.snapshot(ctx)
-	if err != nil || snapA.byID[e.Id] == nil {
+	if err != nil || !hasEntry(snapA, e.Id) {
 		t.Fatalf("a's snapshot after its write: %v", err)
 	}
 	// b has not polled: it serves what it had, without asking.
 	snapB, _ := b.entries.snapshot(ctx)
-	if snapB.byID[e.Id] != nil {
+	if hasEntry(snapB, e.Id) {
 		t.Fatal("b has the entry before polling")
 	}
 	if err := pb.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	snapB2, _ := b.entries.snapshot(ctx)
-	if snapB2.byID[e.Id] == nil {
+	if !hasEntry(snapB2, e.Id) {
 		t.Fatal("b lacks the entry after polling")
 	}
 	if err := pb.Sync(ctx); err != nil {
@@ -211,7 +211,7 @@ func TestFollowedSnapshotShared(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			s, err := a.entries.snapshot(ctx)
-			if err == nil && s.byID[e.Id] == nil {
+			if err == nil && !hasEntry(s, e.Id) {
 				err = fmt.Errorf("snapshot without the entry written before the request")
 			}
 			errs <- err
@@ -235,7 +235,7 @@ func TestFollowedSnapshotShared(t *testing.T) {
 	mu.Unlock()
 	a.entries.invalidate()
 	for range 10 {
-		if s, err := a.entries.snapshot(ctx); err != nil || s.byID[e.Id] == nil {
+		if s, err := a.entries.snapshot(ctx); err != nil || !hasEntry(s, e.Id) {
 			t.Fatalf("snapshot with the database away: %v", err)
 		}
 	}
@@ -347,7 +347,7 @@ func TestFollowedSnapshotAfterWriteDuringSync(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if s := <-second; s == nil || s.byID[e.Id] != nil {
+	if s := <-second; s == nil || hasEntry(s, e.Id) {
 		t.Fatal("the request after the delete was served the entry deleted through this server")
 	}
 }

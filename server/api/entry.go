@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // EntryService implements entry/v1.
@@ -241,20 +242,21 @@ func (s *EntryService) GetAuthorizedEntries(ctx context.Context, req *entryv1.Ge
 	if err != nil {
 		return nil, err
 	}
-	entries, err := s.api.syncedEntries(ctx, c)
+	snap, m, err := s.api.syncedEntries(ctx, c)
 	if err != nil {
 		return nil, dsError("authorized entries", err)
 	}
 	resp := &entryv1.GetAuthorizedEntriesResponse{}
-	for _, e := range entries {
-		resp.Entries = append(resp.Entries, applyEntryMask(e, req.OutputMask))
+	for _, i := range m.entries {
+		resp.Entries = append(resp.Entries, applyEntryMask(snap.entry(i), req.OutputMask))
 	}
 	return resp, nil
 }
 
 // SyncAuthorizedEntries implements entry/v1's paged sync: small sets are
 // sent whole; larger ones as revisions first, then the entries the agent
-// asks for by ID.
+// asks for by ID. Entries go out as the snapshot holds them, encoded
+// (rawMessage), with the mask applied to their encoding.
 func (s *EntryService) SyncAuthorizedEntries(stream entryv1.Entry_SyncAuthorizedEntriesServer) error {
 	ctx := stream.Context()
 	c, err := callerAgent(ctx)
@@ -265,21 +267,21 @@ func (s *EntryService) SyncAuthorizedEntries(stream entryv1.Entry_SyncAuthorized
 	if err != nil {
 		return err
 	}
-	mask := first.OutputMask
-	entries, err := s.api.syncedEntries(ctx, c)
+	keep := maskFields(first.OutputMask)
+	snap, m, err := s.api.syncedEntries(ctx, c)
 	if err != nil {
 		return dsError("authorized entries", err)
 	}
+	entries := m.entries
 	if len(entries) < syncPageSize {
-		return sendEntryPages(stream, entries, mask)
+		return sendEntryPages(stream, snap, entries, keep)
 	}
-	byID := make(map[string]*types.Entry, len(entries))
 	for i := 0; i < len(entries); i += syncPageSize {
 		page := entries[i:min(i+syncPageSize, len(entries))]
 		resp := &entryv1.SyncAuthorizedEntriesResponse{More: i+syncPageSize < len(entries)}
-		for _, e := range page {
-			byID[e.Id] = e
-			resp.EntryRevisions = append(resp.EntryRevisions, &entryv1.EntryRevision{Id: e.Id, RevisionNumber: e.RevisionNumber, CreatedAt: e.CreatedAt})
+		for _, k := range page {
+			e := &snap.ents[k]
+			resp.EntryRevisions = append(resp.EntryRevisions, &entryv1.EntryRevision{Id: snap.id(k), RevisionNumber: e.revision, CreatedAt: e.createdAt})
 		}
 		if err := stream.Send(resp); err != nil {
 			return err
@@ -293,34 +295,38 @@ func (s *EntryService) SyncAuthorizedEntries(stream entryv1.Entry_SyncAuthorized
 		if err != nil {
 			return err
 		}
-		if len(req.Ids) > len(byID) {
-			return status.Errorf(codes.InvalidArgument, "asked for %d entries, only %d are authorized", len(req.Ids), len(byID))
+		if len(req.Ids) > len(entries) {
+			return status.Errorf(codes.InvalidArgument, "asked for %d entries, only %d are authorized", len(req.Ids), len(entries))
 		}
-		want := make([]*types.Entry, 0, len(req.Ids))
+		want := make([]int32, 0, len(req.Ids))
 		for _, id := range req.Ids {
 			// IDs the agent is not authorized for are skipped, not
 			// disclosed.
-			if e, ok := byID[id]; ok {
-				want = append(want, e)
+			if k, ok := snap.find(id); ok && m.contains(k) {
+				want = append(want, k)
 			}
 		}
-		if err := sendEntryPages(stream, want, mask); err != nil {
+		if err := sendEntryPages(stream, snap, want, keep); err != nil {
 			return err
 		}
 	}
 }
 
-func sendEntryPages(stream entryv1.Entry_SyncAuthorizedEntriesServer, entries []*types.Entry, mask *types.EntryMask) error {
+func sendEntryPages(stream entryv1.Entry_SyncAuthorizedEntriesServer, snap *entrySnapshot, entries []int32, keep keptFields) error {
 	if len(entries) == 0 {
-		return stream.Send(&entryv1.SyncAuthorizedEntriesResponse{})
+		return stream.SendMsg(rawMessage(nil))
 	}
 	for i := 0; i < len(entries); i += syncPageSize {
 		page := entries[i:min(i+syncPageSize, len(entries))]
-		resp := &entryv1.SyncAuthorizedEntriesResponse{More: i+syncPageSize < len(entries)}
-		for _, e := range page {
-			resp.Entries = append(resp.Entries, applyEntryMask(e, mask))
+		var b []byte
+		for _, k := range page {
+			b = snap.appendEntry(b, entrySyncEntries, k, keep)
 		}
-		if err := stream.Send(resp); err != nil {
+		if i+syncPageSize < len(entries) {
+			b = protowire.AppendTag(b, entrySyncMore, protowire.VarintType)
+			b = protowire.AppendVarint(b, 1)
+		}
+		if err := stream.SendMsg(rawMessage(b)); err != nil {
 			return err
 		}
 	}

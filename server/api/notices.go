@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,14 +262,14 @@ func (n *notices) feed(ctx context.Context) {
 
 // pushDigest names a set of entries and their revisions; never 0, which
 // means "not served yet".
-func pushDigest(entries []*types.Entry) uint64 {
+func (s *entrySnapshot) pushDigest(entries []int32) uint64 {
 	h := fnv.New64a()
 	var buf [8]byte
-	for _, e := range entries {
-		_, _ = h.Write([]byte(e.Id))
-		r := uint64(e.RevisionNumber)
-		for i := range buf {
-			buf[i] = byte(r >> (8 * i))
+	for _, i := range entries {
+		_, _ = io.WriteString(h, s.id(i))
+		r := uint64(s.ents[i].revision)
+		for k := range buf {
+			buf[k] = byte(r >> (8 * k))
 		}
 		_, _ = h.Write(buf[:])
 	}
@@ -329,7 +330,7 @@ func (s *NoticeService) Subscribe(stream grpc.ServerStream) error {
 			// there is nothing it was not going to fetch anyway.
 			continue
 		}
-		m, bundle, err := s.changeFor(ctx, c, &nc)
+		snap, m, bundle, err := s.changeFor(ctx, c, &nc)
 		if err != nil {
 			if ctx.Err() != nil {
 				return streamEnd(ctx)
@@ -344,7 +345,7 @@ func (s *NoticeService) Subscribe(stream grpc.ServerStream) error {
 			notifiedBundle, ch = bundle, ch|push.Bundle
 		}
 		if m.digest != fedOf {
-			fedOf, fedTDs = m.digest, federatedOf(m.entries, own)
+			fedOf, fedTDs = m.digest, snap.federatedOf(m.entries, own)
 		}
 		if len(fedTDs) > 0 {
 			var cur federatedVersions
@@ -384,7 +385,7 @@ type nodeCheck struct {
 // database within that; with max_attested_node_info_staleness = 0 a wave
 // must not cost every subscriber a query), and returns its authorized
 // entries (with their digest) and the bundle's version now.
-func (s *NoticeService) changeFor(ctx context.Context, c *Caller, nc *nodeCheck) (m *authorizedMemo, bundle uint64, err error) {
+func (s *NoticeService) changeFor(ctx context.Context, c *Caller, nc *nodeCheck) (snap *entrySnapshot, m *authorizedMemo, bundle uint64, err error) {
 	id := c.ID.String()
 	node, err := nc.node, error(nil)
 	if node == nil || time.Since(nc.at) >= noticeNodeRecheck {
@@ -393,24 +394,24 @@ func (s *NoticeService) changeFor(ctx context.Context, c *Caller, nc *nodeCheck)
 	}
 	switch serial := c.Cert.SerialNumber.String(); {
 	case errors.Is(err, datastore.ErrNotFound):
-		return nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
+		return nil, nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ATTESTED, "agent %q is not attested", id)
 	case err != nil:
-		return nil, 0, dsError("fetch attested node", err)
+		return nil, nil, 0, dsError("fetch attested node", err)
 	case node.Banned():
-		return nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id)
+		return nil, nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_BANNED, "agent %q is banned", id)
 	case serial != node.CertSerial && serial != node.NewCertSerial:
-		return nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %q presented an SVID that is not active (serial %s)", id, serial)
+		return nil, nil, 0, agentDenied(types.PermissionDeniedDetails_AGENT_NOT_ACTIVE, "agent %q presented an SVID that is not active (serial %s)", id, serial)
 	}
-	snap, err := s.api.entries.snapshot(ctx)
+	snap, err = s.api.entries.snapshot(ctx)
 	if err != nil {
-		return nil, 0, dsError("entries", err)
+		return nil, nil, 0, dsError("entries", err)
 	}
 	m = snap.authorizedMemoFor(id, s.api.serverID().String(), node.Selectors)
 	_, ver, err := s.api.bundle.getVersion(ctx)
 	if err != nil {
-		return nil, 0, dsError("bundle", err)
+		return nil, nil, 0, dsError("bundle", err)
 	}
-	return m, ver, nil
+	return snap, m, ver, nil
 }
 
 // streamEnd is the status a stream ends with once its context is done:

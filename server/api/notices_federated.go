@@ -5,9 +5,7 @@ import (
 	"encoding/binary"
 	"hash/fnv"
 	"maps"
-	"slices"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 )
 
@@ -87,25 +85,6 @@ func bundleDigest(b *types.Bundle) uint64 {
 	integer(b.RefreshHint)
 	integer(int64(b.SequenceNumber))
 	return h.Sum64() | 1
-}
-
-// federatedOf lists, sorted and once each, the foreign trust domains that
-// entries federate with, by the names the datastore keys bundles with.
-func federatedOf(entries []*types.Entry, own spiffeid.TrustDomain) []string {
-	var out []string
-	for _, e := range entries {
-		for _, name := range e.FederatesWith {
-			td, err := spiffeid.TrustDomainFromString(name)
-			if err != nil || td == own {
-				continue
-			}
-			if !slices.Contains(out, td.Name()) {
-				out = append(out, td.Name())
-			}
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // servedFederated records that id was served td's bundle of digest

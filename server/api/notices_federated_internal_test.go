@@ -53,7 +53,7 @@ func TestNoticesSeeFederatedBundlesElsewhere(t *testing.T) {
 	// The agent's sync after Open: entries, bundle, td2's bundle.
 	sync := func() {
 		t.Helper()
-		if _, err := a.syncedEntries(cctx, caller); err != nil {
+		if _, _, err := a.syncedEntries(cctx, caller); err != nil {
 			t.Fatal(err)
 		}
 		bs := &BundleService{api: a}
@@ -126,15 +126,16 @@ func TestBundleDigest(t *testing.T) {
 // spelling, and leaves out the server's own domain and malformed names.
 func TestFederatedOf(t *testing.T) {
 	own := spiffeid.RequireTrustDomainFromString("example.org")
-	got := federatedOf([]*types.Entry{
-		{FederatesWith: []string{"spiffe://td3.org", "td2.org"}},
-		{FederatesWith: []string{"td2.org", "example.org", "not a domain"}},
-		{},
-	}, own)
+	snap := newSnapshot([]*types.Entry{
+		{Id: "a", FederatesWith: []string{"spiffe://td3.org", "td2.org"}},
+		{Id: "b", FederatesWith: []string{"td2.org", "example.org", "not a domain"}},
+		{Id: "c"},
+	})
+	got := snap.federatedOf([]int32{0, 1, 2}, own)
 	if len(got) != 2 || got[0] != "td2.org" || got[1] != "td3.org" {
 		t.Fatalf("federatedOf = %q, want [td2.org td3.org]", got)
 	}
-	if federatedOf([]*types.Entry{{}}, own) != nil {
+	if snap.federatedOf([]int32{2}, own) != nil {
 		t.Fatal("entries federating with nothing name domains")
 	}
 }

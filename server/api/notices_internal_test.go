@@ -75,7 +75,7 @@ func TestNoticesSeeChangesElsewhere(t *testing.T) {
 	expectNotice(t, stream.sent, push.Open, 5*time.Second)
 
 	// Served once, as the agent's sync after Open.
-	if _, err := a.syncedEntries(context.WithValue(ctx, callerKey{}, caller), caller); err != nil {
+	if _, _, err := a.syncedEntries(context.WithValue(ctx, callerKey{}, caller), caller); err != nil {
 		t.Fatal(err)
 	}
 	_, ver, err := a.bundle.getVersion(ctx)

@@ -108,27 +108,23 @@ func (s *SVIDService) BatchNewX509SVID(ctx context.Context, req *svidv1.BatchNew
 	if len(req.Params) > MaxBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "too many params: %d, at most %d per request", len(req.Params), MaxBatch)
 	}
-	entries, err := s.api.authorizedEntries(ctx, c)
+	snap, m, err := s.api.authorizedEntries(ctx, c)
 	if err != nil {
 		return nil, dsError("authorized entries", err)
 	}
-	byID := make(map[string]*types.Entry, len(entries))
-	for _, e := range entries {
-		byID[e.Id] = e
-	}
 	resp := &svidv1.BatchNewX509SVIDResponse{}
 	for _, p := range req.Params {
-		svid, err := s.newX509SVID(ctx, p, byID)
+		svid, err := s.newX509SVID(ctx, p, snap, m)
 		resp.Results = append(resp.Results, &svidv1.BatchNewX509SVIDResponse_Result{Status: toStatus(err), Svid: svid})
 	}
 	return resp, nil
 }
 
-func (s *SVIDService) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDParams, authorized map[string]*types.Entry) (*types.X509SVID, error) {
+func (s *SVIDService) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDParams, snap *entrySnapshot, authorized *authorizedMemo) (*types.X509SVID, error) {
 	if p == nil || p.EntryId == "" {
 		return nil, status.Error(codes.InvalidArgument, "missing entry ID")
 	}
-	e, ok := authorized[p.EntryId]
+	e, ok := authorizedEntry(snap, authorized, p.EntryId)
 	if !ok {
 		return nil, status.Errorf(codes.PermissionDenied, "entry %q is not authorized for this agent", p.EntryId)
 	}
@@ -164,14 +160,11 @@ func (s *SVIDService) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequ
 	if err := validateAudience(req.Audience); err != nil {
 		return nil, err
 	}
-	entries, err := s.api.authorizedEntries(ctx, c)
+	snap, m, err := s.api.authorizedEntries(ctx, c)
 	if err != nil {
 		return nil, dsError("authorized entries", err)
 	}
-	for _, e := range entries {
-		if e.Id != req.EntryId {
-			continue
-		}
+	if e, ok := authorizedEntry(snap, m, req.EntryId); ok {
 		id, err := s.api.idFromProto("entry SPIFFE ID", e.SpiffeId)
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "%v", err)
@@ -183,4 +176,14 @@ func (s *SVIDService) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequ
 		return &svidv1.NewJWTSVIDResponse{Svid: svid}, nil
 	}
 	return nil, status.Errorf(codes.PermissionDenied, "entry %q is not authorized for this agent", req.EntryId)
+}
+
+// authorizedEntry returns the entry with this ID, decoded, if it is among
+// m's.
+func authorizedEntry(snap *entrySnapshot, m *authorizedMemo, id string) (*types.Entry, bool) {
+	i, ok := snap.find(id)
+	if !ok || !m.contains(i) {
+		return nil, false
+	}
+	return snap.entry(i), true
 }

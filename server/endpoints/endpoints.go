@@ -171,6 +171,9 @@ func New(cfg Config) (_ *Endpoints, err error) {
 		// connection, which already holds the decrypted record, so the
 		// buffer only saved a copy.
 		grpc.ReadBufferSize(0),
+		// The entry sync sends entries in the encoding the entry cache
+		// holds them in.
+		api.ServerCodec(),
 	}
 	e.tcpSrv = grpc.NewServer(append(append(common, chains(true)...),
 		grpc.Creds(limitedTLS{credentials.NewTLS(tlsCfg)}),
