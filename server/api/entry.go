@@ -318,7 +318,13 @@ func sendEntryPages(stream entryv1.Entry_SyncAuthorizedEntriesServer, snap *entr
 	}
 	for i := 0; i < len(entries); i += syncPageSize {
 		page := entries[i:min(i+syncPageSize, len(entries))]
-		var b []byte
+		// Sized for the whole entries, which a masked one never exceeds:
+		// one buffer a response.
+		size := 2
+		for _, k := range page {
+			size += int(snap.ents[k].wireLen) + 1 + protowire.SizeVarint(uint64(snap.ents[k].wireLen))
+		}
+		b := make([]byte, 0, size)
 		for _, k := range page {
 			b = snap.appendEntry(b, entrySyncEntries, k, keep)
 		}
