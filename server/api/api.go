@@ -130,6 +130,7 @@ func New(cfg Config) *API {
 		limits: newMethodLimits(cfg.RateLimit, cfg.Clock), sec: newSecLog(cfg.Log, 0)}
 	a.notices = newNotices(a)
 	a.entries.changed, a.bundle.changed = a.notices.changed, a.notices.changed
+	a.entries.log = cfg.Log
 	return a
 }
 

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -38,6 +39,8 @@ type entryCache struct {
 	// metrics gets SPIRE's entry.cache.reload call for every reload (a
 	// nil one drops it).
 	metrics *telemetry.Metrics
+	// log gets the entries a snapshot left out (nil drops them).
+	log *slog.Logger
 	// changed, when set, is told of every invalidation (the notice
 	// stream's feed); it must not block.
 	changed func()
@@ -338,8 +341,19 @@ func (c *entryCache) apply(ctx context.Context, ids []string) error {
 	for _, e := range entries {
 		changes[e.Id] = e
 	}
-	c.install(old.patched(changes))
+	c.install(c.logUnencodable(old.patched(changes)))
 	return nil
+}
+
+// logUnencodable logs the entries s left out, and returns s.
+func (c *entryCache) logUnencodable(s *entrySnapshot) *entrySnapshot {
+	for _, u := range s.unencodable {
+		if c.log != nil {
+			c.log.Error("Registration entry left out of the entry cache: it does not encode", "entry_id", u.id, "error", u.err)
+		}
+	}
+	s.unencodable = nil
+	return s
 }
 
 // load reads every entry into a new snapshot; SPIRE counts its full cache
@@ -351,7 +365,7 @@ func (c *entryCache) load(ctx context.Context) (_ *entrySnapshot, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return newSnapshot(entries), nil
+	return c.logUnencodable(newSnapshot(entries)), nil
 }
 
 // authorizedFor returns the entries an agent may obtain SVIDs for, as

@@ -46,6 +46,9 @@ type entrySnapshot struct {
 	// garbage counts the bytes of strs and refs that patches left
 	// behind (entries replaced or deleted since the last full build).
 	garbage int
+	// unencodable are the entries this build left out because they do
+	// not encode, for the cache to log.
+	unencodable []unencodableEntry
 
 	// authorized remembers authorizedFor per agent ID. Every agent asks
 	// at every sync, and the answer changes only with the snapshot (a
@@ -54,6 +57,12 @@ type entrySnapshot struct {
 	// server's CPU. Written once per agent and then read, so a sync.Map;
 	// it holds at most one memo per agent that synced.
 	authorized sync.Map // agent ID -> *authorizedMemo
+}
+
+// unencodableEntry is an entry a snapshot left out, and why.
+type unencodableEntry struct {
+	id  string
+	err error
 }
 
 type flatName struct {
@@ -191,8 +200,12 @@ func (s *entrySnapshot) federatedOf(entries []int32, own spiffeid.TrustDomain) [
 			if err != nil || td == own {
 				continue
 			}
+			// A copy: the name is a slice of the arena, and a notice
+			// stream keeps this list for as long as its agent's entries
+			// stay the same, which would keep the whole arena of this
+			// snapshot alive after it is replaced.
 			if !slices.Contains(out, td.Name()) {
-				out = append(out, td.Name())
+				out = append(out, strings.Clone(td.Name()))
 			}
 		}
 	}
@@ -311,8 +324,12 @@ func (b *snapBuilder) addEntry(e *types.Entry) {
 	var err error
 	b.scratch, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(b.scratch[:0], e)
 	if err != nil {
-		// An entry read from the datastore always encodes.
-		panic("api: entry does not encode: " + err.Error())
+		// Not through the API, whose decoding checks the same (UTF-8),
+		// but a row edited in the database could be. The entry is left
+		// out, and logged by the cache, rather than stopping the
+		// server from loading every other one.
+		s.unencodable = append(s.unencodable, unencodableEntry{id: e.Id, err: err})
+		return
 	}
 	f := b.addEncoding(string(b.scratch))
 	f.spiffe, f.parent = b.intern(protoIDString(e.SpiffeId)), b.intern(protoIDString(e.ParentId))

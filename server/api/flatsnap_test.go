@@ -2,15 +2,21 @@ package api
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
+	"unsafe"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 )
 
 // snapView is a snapshot decoded into maps, for comparisons.
@@ -374,5 +380,56 @@ func TestSnapshotPatchKeepsIndexes(t *testing.T) {
 	// The old snapshot is untouched.
 	if e, _ := s.lookupEntry("a"); e.RevisionNumber != 1 || !s.isAdmin("spiffe://example.org/w2") {
 		t.Error("patching changed the snapshot patched")
+	}
+}
+
+// TestSnapshotLeavesOutUnencodable: an entry that does not encode (a hint
+// that is not UTF-8, which only an edit of the database could store) is
+// left out of a full build and of a patch, and logged, and every other
+// entry is there.
+func TestSnapshotLeavesOutUnencodable(t *testing.T) {
+	var logs syncbuf.Buffer
+	c := newEntryCache(nil, nil)
+	c.log = slog.New(slog.NewTextHandler(&logs, nil))
+	bad := fullEntry(1)
+	bad.Hint = "\xff\xfe"
+	s := c.logUnencodable(newSnapshot([]*types.Entry{fullEntry(0), bad, fullEntry(2)}))
+	if s.len() != 2 {
+		t.Fatalf("%d entries, want the 2 that encode", s.len())
+	}
+	if _, ok := s.lookupEntry(bad.Id); ok {
+		t.Fatal("the entry that does not encode is in the snapshot")
+	}
+	worse := fullEntry(3)
+	worse.Selectors[0].Value = "\xc3"
+	p := c.logUnencodable(s.patched(map[string]*types.Entry{worse.Id: worse, fullEntry(4).Id: fullEntry(4)}))
+	if _, ok := p.lookupEntry(worse.Id); ok || p.len() != 3 {
+		t.Fatalf("patched snapshot of %d entries holds the one that does not encode: %v", p.len(), ok)
+	}
+	out := logs.String()
+	for _, id := range []string{bad.Id, worse.Id} {
+		if !strings.Contains(out, "entry_id="+id) {
+			t.Errorf("%s not logged as left out:\n%s", id, out)
+		}
+	}
+}
+
+// TestFederatedOfCopies: the trust domain names federatedOf returns are
+// copies, not slices of the arena, which a notice stream holding them
+// would keep alive after the snapshot is replaced.
+func TestFederatedOfCopies(t *testing.T) {
+	s := newSnapshot([]*types.Entry{fullEntry(0), fullEntry(1)})
+	arena := []string{s.base, s.tail}
+	tds := s.federatedOf([]int32{0, 1}, spiffeid.RequireTrustDomainFromString("example.org"))
+	if len(tds) == 0 {
+		t.Fatal("no federated trust domain: the test tests nothing")
+	}
+	for _, td := range tds {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(td)))
+		for _, a := range arena {
+			if start := uintptr(unsafe.Pointer(unsafe.StringData(a))); len(a) > 0 && p >= start && p < start+uintptr(len(a)) {
+				t.Fatalf("%q points into the snapshot's arena", td)
+			}
+		}
 	}
 }
