@@ -333,6 +333,9 @@ func (s *scenarioRun) cache(ctx context.Context, im Impl, _ int) error {
 	if res.AgentSettled, _, err = rss(ag.proc.Pid()); err != nil {
 		return err
 	}
+	if err := saveAgentHeap(ctx, im, "cache-settled", ag.proc.Pid()); err != nil {
+		return err
+	}
 	s.r.Cache[im.Name] = res
 	return nil
 }
