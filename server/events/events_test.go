@@ -24,6 +24,26 @@ func TestMain(m *testing.M) { os.Exit(postgres.Main(m)) }
 
 var ctx = context.Background()
 
+// testClock is a clock that a test moves by hand.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Unix(1_800_000_000, 0)} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
 // recorder is a Sink that records what it is told; fail makes its next
 // apply fail.
 type recorder struct {
@@ -205,16 +225,14 @@ func holdEvent(t *testing.T, raw *sql.DB, key string, at time.Time) *sql.Tx {
 // concurrent transactions on PostgreSQL.
 func TestPollerGap(t *testing.T) {
 	ds, raw := postgresStore(t)
-	now := time.Unix(1_800_000_000, 0)
-	var clockMu sync.Mutex
-	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	clk := newTestClock()
 	r := &recorder{}
-	p := New(Config{DataStore: ds, Sink: r, Clock: clock, EventTimeout: time.Minute})
+	p := New(Config{DataStore: ds, Sink: r, Clock: clk.Now, EventTimeout: time.Minute})
 	sync1(t, p)
 	wantTook(t, r, nil, nil, 1)
 
 	// Two writers take IDs N and N+1; N+1 commits first.
-	slow := holdEvent(t, raw, "slow", now)
+	slow := holdEvent(t, raw, "slow", clk.Now())
 	fast, err := ds.CreateEntry(ctx, entry("/fast"))
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +250,7 @@ func TestPollerGap(t *testing.T) {
 
 	// A writer that rolls back leaves a gap for good: looked for until the
 	// event timeout, then no more (and no reload).
-	lost := holdEvent(t, raw, "lost", now)
+	lost := holdEvent(t, raw, "lost", clk.Now())
 	after, err := ds.CreateEntry(ctx, entry("/after"))
 	if err != nil {
 		t.Fatal(err)
@@ -245,9 +263,7 @@ func TestPollerGap(t *testing.T) {
 	if n := len(p.trackers[0].missing); n != 1 {
 		t.Fatalf("%d IDs tracked as missing, want 1", n)
 	}
-	clockMu.Lock()
-	now = now.Add(2 * time.Minute)
-	clockMu.Unlock()
+	clk.Advance(2 * time.Minute)
 	sync1(t, p)
 	wantTook(t, r, nil, nil, 1)
 	if n := len(p.trackers[0].missing); n != 0 {
@@ -306,13 +322,11 @@ func TestPollerCommitDuringReload(t *testing.T) {
 // once more before they are dropped.
 func TestPollerGapCommittedPastTimeout(t *testing.T) {
 	ds, raw := postgresStore(t)
-	now := time.Unix(1_800_000_000, 0)
-	var clockMu sync.Mutex
-	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	clk := newTestClock()
 	r := &recorder{}
-	p := New(Config{DataStore: ds, Sink: r, Clock: clock, EventTimeout: time.Minute})
+	p := New(Config{DataStore: ds, Sink: r, Clock: clk.Now, EventTimeout: time.Minute})
 	sync1(t, p)
-	slow := holdEvent(t, raw, "slow", now)
+	slow := holdEvent(t, raw, "slow", clk.Now())
 	fast, err := ds.CreateEntry(ctx, entry("/fast"))
 	if err != nil {
 		t.Fatal(err)
@@ -322,9 +336,7 @@ func TestPollerGapCommittedPastTimeout(t *testing.T) {
 	if err := slow.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	clockMu.Lock()
-	now = now.Add(2 * time.Minute)
-	clockMu.Unlock()
+	clk.Advance(2 * time.Minute)
 	sync1(t, p)
 	wantTook(t, r, []string{"slow"}, nil, 1)
 }
@@ -351,17 +363,14 @@ func TestPollerTooManyMissing(t *testing.T) {
 // been pruned by the others meanwhile.
 func TestPollerLongOutage(t *testing.T) {
 	ds := sqlitetest.Open(t)
-	now := time.Unix(1_800_000_000, 0)
-	var clockMu sync.Mutex
-	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
-	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
+	clk := newTestClock()
 	r := &recorder{}
-	p := New(Config{DataStore: ds, Sink: r, Clock: clock, PruneOlderThan: 12 * time.Hour})
+	p := New(Config{DataStore: ds, Sink: r, Clock: clk.Now, PruneOlderThan: 12 * time.Hour})
 	sync1(t, p)
-	advance(5 * time.Hour)
+	clk.Advance(5 * time.Hour)
 	sync1(t, p)
 	wantTook(t, r, nil, nil, 1)
-	advance(7 * time.Hour)
+	clk.Advance(7 * time.Hour)
 	sync1(t, p)
 	wantTook(t, r, nil, nil, 2)
 }

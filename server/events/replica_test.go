@@ -1,38 +1,19 @@
 package events
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe-hw/spire-hw/sim/postgres"
 )
-
-// logBuffer collects a logger's text output from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
 
 // waitEntries waits until the sink has been told of every one of ids and
 // returns (and clears) every entry key it was told of meanwhile.
@@ -66,7 +47,7 @@ func TestPollerReadsReplica(t *testing.T) {
 	defer cancel()
 	inst := postgres.StartInstance(t)
 	rep := inst.StartReplica(t)
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	here, err := sqlstore.Open(tctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: inst.DSN(),
 		ROConnectionString: rep.DSN(), Log: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
@@ -121,7 +102,7 @@ func TestPollerReadsReplica(t *testing.T) {
 	// have found e2.
 	time.Sleep(500 * time.Millisecond)
 	if got, _, _ := r.take(); len(got) != 0 {
-		t.Fatalf("loop applied %q (e1 %s, e2 %s) while the replica's replay was paused: it did not read the replica; log:\n%s", got, e1, e2, logs.b.String())
+		t.Fatalf("loop applied %q (e1 %s, e2 %s) while the replica's replay was paused: it did not read the replica; log:\n%s", got, e1, e2, logs.String())
 	}
 	// The replica still paused, the loop reads the primary once maxLag
 	// has passed.
@@ -148,14 +129,14 @@ func TestPollerReadsReplica(t *testing.T) {
 	}
 
 	const warn = "a read from the replica (ro_connection_string) failed"
-	base := logs.count(warn)
+	base := strings.Count(logs.String(), warn)
 	rep.Stop()
 	e4 := create("/4")
 	waitEntries(t, r, e4)
 	e5 := create("/5")
 	waitEntries(t, r, e5)
-	if n := logs.count(warn) - base; n != 1 {
-		t.Fatalf("replica failure logged %d times, want once; log:\n%s", n, logs.b.String())
+	if n := strings.Count(logs.String(), warn) - base; n != 1 {
+		t.Fatalf("replica failure logged %d times, want once; log:\n%s", n, logs.String())
 	}
 }
 
@@ -177,15 +158,13 @@ func TestPollerLastLookReadsPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { raw.Close() })
-	now := time.Unix(1_800_000_000, 0)
-	var clockMu sync.Mutex
-	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	clk := newTestClock()
 	r := &recorder{}
-	p := New(Config{DataStore: ds, Sink: r, Clock: clock, EventTimeout: time.Minute})
+	p := New(Config{DataStore: ds, Sink: r, Clock: clk.Now, EventTimeout: time.Minute})
 	sync1(t, p)
 	wantTook(t, r, nil, nil, 1)
 
-	late := holdEvent(t, raw, "late", now)
+	late := holdEvent(t, raw, "late", clk.Now())
 	after, err := ds.CreateEntry(tctx, entry("/after"))
 	if err != nil {
 		t.Fatal(err)
@@ -207,9 +186,7 @@ func TestPollerLastLookReadsPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantTook(t, r, nil, nil, 1)
-	clockMu.Lock()
-	now = now.Add(2 * time.Minute)
-	clockMu.Unlock()
+	clk.Advance(2 * time.Minute)
 	if err := p.sync(tctx, datastore.TolerateStale); err != nil {
 		t.Fatal(err)
 	}
