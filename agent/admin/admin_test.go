@@ -25,6 +25,7 @@ import (
 	"github.com/spiffe-hw/spire-hw/agent/workloadapi"
 	wltest "github.com/spiffe-hw/spire-hw/agent/workloadapi/workloadapitest"
 	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
+	"github.com/spiffe-hw/spire-hw/internal/testclock"
 	"github.com/spiffe-hw/spire-hw/logging"
 )
 
@@ -97,24 +98,6 @@ func newManager(t *testing.T) (*manager, *wltest.CA) {
 	svid := &x509svid.SVID{ID: spiffeid.RequireFromString("spiffe://example.org/spire/agent/join_token/abc"),
 		Certificates: certs, PrivateKey: key}
 	return &manager{svid: svid, bundle: ca.Bundle()}, ca
-}
-
-// clock is a settable time.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 // env is a served admin socket.
@@ -205,7 +188,7 @@ func TestGetInfo(t *testing.T) {
 	last := time.Unix(1_800_000_000, 0)
 	m.setCounts(3, 2, 1)
 	m.last = last
-	clk := &clock{now: time.Now()}
+	clk := testclock.New(time.Now())
 	e := serve(t, Config{Manager: m, TrustDomain: td, Clock: clk.Now, Uptime: func() time.Duration { return 90 * time.Second }})
 	c := debugv1.NewDebugClient(e.conn)
 	ctx := context.Background()
@@ -232,11 +215,11 @@ func TestGetInfo(t *testing.T) {
 	}
 
 	m.setCounts(5, 0, 0)
-	clk.add(infoTTL - time.Second)
+	clk.Add(infoTTL - time.Second)
 	if got, _ := c.GetInfo(ctx, &debugv1.GetInfoRequest{}); got.CachedX509SvidsCount != 3 {
 		t.Fatalf("answer within %v recomputed: %v", infoTTL, got)
 	}
-	clk.add(time.Second)
+	clk.Add(time.Second)
 	if got, _ := c.GetInfo(ctx, &debugv1.GetInfoRequest{}); got.CachedX509SvidsCount != 5 || got.CachedJwtSvidsCount != 0 {
 		t.Fatalf("answer after %v not recomputed: %v", infoTTL, got)
 	}

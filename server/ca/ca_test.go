@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/spiffe-hw/spire-hw/internal/testclock"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/keymanager"
 	"github.com/spiffe-hw/spire-hw/server/keymanager/disk"
@@ -31,33 +32,16 @@ import (
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
+func newClock() *testclock.Clock {
 	// Real time, truncated: jwtsvid.ParseAndValidate checks exp and iat
 	// against the wall clock.
-	return &fakeClock{t: time.Now().Truncate(time.Second)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
+	return testclock.New(time.Now().Truncate(time.Second))
 }
 
 type env struct {
 	store *memStore
 	km    keymanager.KeyManager
-	clock *fakeClock
+	clock *testclock.Clock
 }
 
 func newEnv() *env {

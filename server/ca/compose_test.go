@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/spiffe-hw/spire-hw/internal/testclock"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
 	"github.com/spiffe-hw/spire-hw/server/credentialcomposer"
@@ -547,7 +548,7 @@ func TestComposedUpstreamCSR(t *testing.T) {
 	}
 	up := &csrUpstream{Disk: disk}
 	e := newEnv()
-	e.clock = &fakeClock{t: time.Now()}
+	e.clock = testclock.New(time.Now())
 	cfg := e.config()
 	cfg.Upstream = up
 	cfg.Composers = []credentialcomposer.Composer{&composer{name: "c", ca: func(a *credentialcomposer.X509CAAttributes) {

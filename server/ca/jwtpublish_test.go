@@ -16,6 +16,7 @@ import (
 
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
+	"github.com/spiffe-hw/spire-hw/internal/testclock"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
 )
@@ -86,7 +87,7 @@ func jwtKids(b *types.Bundle) map[string]bool {
 func TestJWTKeyPublishedUpstream(t *testing.T) {
 	up := newPublishingUpstream(t, nil)
 	e := newEnv()
-	e.clock = &fakeClock{t: time.Now()} // the upstream signs with the wall clock
+	e.clock = testclock.New(time.Now()) // the upstream signs with the wall clock
 	cfg := e.config()
 	cfg.Upstream = up
 	m := mustNew(t, cfg)
@@ -123,7 +124,7 @@ func TestJWTKeyPublishedUpstream(t *testing.T) {
 func TestJWTKeyUpstreamUnsupportedPublishesLocally(t *testing.T) {
 	up := newPublishingUpstream(t, fmt.Errorf("upstreamauthority(x): %w", errors.ErrUnsupported))
 	e := newEnv()
-	e.clock = &fakeClock{t: time.Now()}
+	e.clock = testclock.New(time.Now())
 	cfg := e.config()
 	cfg.Upstream = up
 	m := mustNew(t, cfg)
@@ -138,7 +139,7 @@ func TestJWTKeyUpstreamUnsupportedPublishesLocally(t *testing.T) {
 func TestJWTKeyUpstreamFailureFailsPreparation(t *testing.T) {
 	up := newPublishingUpstream(t, errors.New("upstream unreachable"))
 	e := newEnv()
-	e.clock = &fakeClock{t: time.Now()}
+	e.clock = testclock.New(time.Now())
 	cfg := e.config()
 	cfg.Upstream = up
 	_, err := ca.New(context.Background(), cfg)

@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/spiffe-hw/spire-hw/internal/testclock"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe-hw/spire-hw/server/ca/upstream"
 )
@@ -83,7 +84,7 @@ func TestUpstreamDiskChain(t *testing.T) {
 	}
 
 	e := newEnv()
-	e.clock = &fakeClock{t: time.Now()} // the upstream signs with the wall clock
+	e.clock = testclock.New(time.Now()) // the upstream signs with the wall clock
 	cfg := e.config()
 	cfg.Upstream = up
 	m := mustNew(t, cfg)
@@ -155,7 +156,7 @@ func TestUpstreamCapsCALifetime(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv()
-	e.clock = &fakeClock{t: time.Now()}
+	e.clock = testclock.New(time.Now())
 	cfg := e.config()
 	cfg.Upstream = up
 	m := mustNew(t, cfg)

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 
+	"github.com/spiffe-hw/spire-hw/internal/testclock"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore/sqlitetest"
@@ -23,26 +24,6 @@ import (
 func TestMain(m *testing.M) { os.Exit(postgres.Main(m)) }
 
 var ctx = context.Background()
-
-// testClock is a clock that a test moves by hand.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newTestClock() *testClock { return &testClock{now: time.Unix(1_800_000_000, 0)} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // recorder is a Sink that records what it is told; fail makes its next
 // apply fail.
@@ -225,7 +206,7 @@ func holdEvent(t *testing.T, raw *sql.DB, key string, at time.Time) *sql.Tx {
 // concurrent transactions on PostgreSQL.
 func TestPollerGap(t *testing.T) {
 	ds, raw := postgresStore(t)
-	clk := newTestClock()
+	clk := testclock.New(time.Unix(1_800_000_000, 0))
 	r := &recorder{}
 	p := New(Config{DataStore: ds, Sink: r, Clock: clk.Now, EventTimeout: time.Minute})
 	sync1(t, p)
@@ -263,7 +244,7 @@ func TestPollerGap(t *testing.T) {
 	if n := len(p.trackers[0].missing); n != 1 {
 		t.Fatalf("%d IDs tracked as missing, want 1", n)
 	}
-	clk.Advance(2 * time.Minute)
+	clk.Add(2 * time.Minute)
 	sync1(t, p)
 	wantTook(t, r, nil, nil, 1)
 	if n := len(p.trackers[0].missing); n != 0 {
@@ -322,7 +303,7 @@ func TestPollerCommitDuringReload(t *testing.T) {
 // once more before they are dropped.
 func TestPollerGapCommittedPastTimeout(t *testing.T) {
 	ds, raw := postgresStore(t)
-	clk := newTestClock()
+	clk := testclock.New(time.Unix(1_800_000_000, 0))
 	r := &recorder{}
 	p := New(Config{DataStore: ds, Sink: r, Clock: clk.Now, EventTimeout: time.Minute})
 	sync1(t, p)
@@ -336,7 +317,7 @@ func TestPollerGapCommittedPastTimeout(t *testing.T) {
 	if err := slow.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	clk.Advance(2 * time.Minute)
+	clk.Add(2 * time.Minute)
 	sync1(t, p)
 	wantTook(t, r, []string{"slow"}, nil, 1)
 }
@@ -363,14 +344,14 @@ func TestPollerTooManyMissing(t *testing.T) {
 // been pruned by the others meanwhile.
 func TestPollerLongOutage(t *testing.T) {
 	ds := sqlitetest.Open(t)
-	clk := newTestClock()
+	clk := testclock.New(time.Unix(1_800_000_000, 0))
 	r := &recorder{}
 	p := New(Config{DataStore: ds, Sink: r, Clock: clk.Now, PruneOlderThan: 12 * time.Hour})
 	sync1(t, p)
-	clk.Advance(5 * time.Hour)
+	clk.Add(5 * time.Hour)
 	sync1(t, p)
 	wantTook(t, r, nil, nil, 1)
-	clk.Advance(7 * time.Hour)
+	clk.Add(7 * time.Hour)
 	sync1(t, p)
 	wantTook(t, r, nil, nil, 2)
 }

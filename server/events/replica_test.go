@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/internal/syncbuf"
+	"github.com/spiffe-hw/spire-hw/internal/testclock"
 	"github.com/spiffe-hw/spire-hw/server/datastore"
 	"github.com/spiffe-hw/spire-hw/server/datastore/sqlstore"
 	"github.com/spiffe-hw/spire-hw/sim/postgres"
@@ -158,7 +159,7 @@ func TestPollerLastLookReadsPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { raw.Close() })
-	clk := newTestClock()
+	clk := testclock.New(time.Unix(1_800_000_000, 0))
 	r := &recorder{}
 	p := New(Config{DataStore: ds, Sink: r, Clock: clk.Now, EventTimeout: time.Minute})
 	sync1(t, p)
@@ -186,7 +187,7 @@ func TestPollerLastLookReadsPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantTook(t, r, nil, nil, 1)
-	clk.Advance(2 * time.Minute)
+	clk.Add(2 * time.Minute)
 	if err := p.sync(tctx, datastore.TolerateStale); err != nil {
 		t.Fatal(err)
 	}
