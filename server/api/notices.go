@@ -21,8 +21,10 @@ import (
 // entries or the bundle changed; the agent then syncs with SPIRE's RPCs.
 //
 // It is built to cost almost nothing per idle agent. A subscriber is a
-// handler goroutine (gRPC's, one per stream, parked on a channel) and a
-// small record; there are no per-agent queues or timers. One feed
+// handler goroutine (gRPC's, one per stream, parked on a channel), a
+// small record and one runtime timer, the deadline that ends the stream
+// when its agent's SVID expires (about 0.75 KiB, and no CPU until it
+// fires); there are no per-agent queues or tickers. One feed
 // goroutine, running only while anyone is subscribed, turns changes into
 // waves: it is told of every entry or bundle change made through this
 // server, and looks once a second for changes made elsewhere (another
