@@ -23,6 +23,7 @@ import (
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -525,5 +526,30 @@ func TestHandshakeCap(t *testing.T) {
 	defer cancel()
 	if err := getBundle(ctx, s.DialFrom(t, source2.String(), nil)); err != nil {
 		t.Fatalf("GetBundle from %v with %v's handshakes full: %v", source2, source1, err)
+	}
+}
+
+// TestServerSettings: the agent endpoint's first SETTINGS frame bounds
+// the streams per connection and allows no HPACK dynamic table, so that
+// an idle agent's connection keeps no table of its headers.
+func TestServerSettings(t *testing.T) {
+	s, _ := start(t, "")
+	c := rawTLS(t, s, source1, nil, true)
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := http2.NewFramer(nil, c).ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
+		t.Fatalf("first frame %v, want the server's SETTINGS", f)
+	}
+	if v, ok := sf.Value(http2.SettingHeaderTableSize); !ok || v != 0 {
+		t.Errorf("SETTINGS_HEADER_TABLE_SIZE %d (sent: %v), want 0", v, ok)
+	}
+	if v, ok := sf.Value(http2.SettingMaxConcurrentStreams); !ok || v != endpoints.MaxConcurrentStreams {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d (sent: %v), want %d", v, ok, endpoints.MaxConcurrentStreams)
 	}
 }
