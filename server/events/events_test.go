@@ -169,13 +169,19 @@ func TestPollerFailedApply(t *testing.T) {
 // committing (holdEvent).
 func postgresStore(t *testing.T) (*sqlstore.Store, *sql.DB) {
 	t.Helper()
-	dsn := postgres.Start(t)
-	ds, err := sqlstore.Open(ctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: dsn})
+	return openWithRaw(t, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: postgres.Start(t)})
+}
+
+// openWithRaw opens a store with cfg, and cfg's PostgreSQL database
+// directly (as postgresStore).
+func openWithRaw(t *testing.T, cfg sqlstore.Config) (*sqlstore.Store, *sql.DB) {
+	t.Helper()
+	ds, err := sqlstore.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ds.Close() })
-	pc, err := pgx.ParseConfig(dsn)
+	pc, err := pgx.ParseConfig(cfg.ConnectionString)
 	if err != nil {
 		t.Fatal(err)
 	}

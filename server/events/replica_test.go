@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"database/sql"
 	"log/slog"
 	"slices"
 	"strings"
@@ -149,16 +148,7 @@ func TestPollerLastLookReadsPrimary(t *testing.T) {
 	defer cancel()
 	inst := postgres.StartInstance(t)
 	rep := inst.StartReplica(t)
-	ds, err := sqlstore.Open(tctx, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: inst.DSN(), ROConnectionString: rep.DSN()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ds.Close() })
-	raw, err := sql.Open("pgx", inst.DSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
+	ds, raw := openWithRaw(t, sqlstore.Config{DatabaseType: sqlstore.Postgres, ConnectionString: inst.DSN(), ROConnectionString: rep.DSN()})
 	clk := testclock.New(time.Unix(1_800_000_000, 0))
 	r := &recorder{}
 	p := New(Config{DataStore: ds, Sink: r, Clock: clk.Now, EventTimeout: time.Minute})
