@@ -179,6 +179,9 @@ type Manager struct {
 	// memory returns the heap's idle pages after large cache changes
 	// (memory.go); nil does nothing.
 	memory *memoryReleaser
+
+	// bootstrapped is closed by the first round of Run that succeeds.
+	bootstrapped chan struct{}
 }
 
 // New loads the persisted state from DataDir and returns a Manager that
@@ -230,20 +233,21 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		cfg:         cfg,
-		log:         log,
-		clock:       cfg.Clock,
-		client:      cl,
-		cache:       cache.New(cfg.TrustDomain, cfg.Clock, cfg.Metrics),
-		store:       st,
-		stored:      newStoredSVIDs(cfg.SVIDStores, cfg.TrustDomain, log),
-		bundles:     map[string]*types.Bundle{},
-		jwts:        newJWTCache(cfg.JWTSVIDCacheMaxSize),
-		roundDone:   make(chan struct{}),
-		rnd:         rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		notices:     make(chan struct{}, 1),
-		svidsWanted: make(chan struct{}, 1),
-		memory:      newMemoryReleaser(),
+		cfg:          cfg,
+		log:          log,
+		clock:        cfg.Clock,
+		client:       cl,
+		cache:        cache.New(cfg.TrustDomain, cfg.Clock, cfg.Metrics),
+		store:        st,
+		stored:       newStoredSVIDs(cfg.SVIDStores, cfg.TrustDomain, log),
+		bundles:      map[string]*types.Bundle{},
+		jwts:         newJWTCache(cfg.JWTSVIDCacheMaxSize),
+		roundDone:    make(chan struct{}),
+		rnd:          rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		notices:      make(chan struct{}, 1),
+		svidsWanted:  make(chan struct{}, 1),
+		memory:       newMemoryReleaser(),
+		bootstrapped: make(chan struct{}),
 
 		lastContact: cfg.Clock(),
 		rebootstrap: cfg.RebootstrapMode,
@@ -512,6 +516,9 @@ func (m *Manager) Run(ctx context.Context) error {
 				// to open with.
 				wg.Go(func() { m.watchNotices(ctx) })
 			}
+			if !bootstrapped {
+				close(m.bootstrapped)
+			}
 			bootstrapped = true
 			m.untrustedSince = time.Time{}
 			m.mu.Lock()
@@ -533,6 +540,10 @@ func (m *Manager) Run(ctx context.Context) error {
 		noticed = n
 	}
 }
+
+// Bootstrapped is closed once Run has attested (or resumed from the data
+// directory) and completed its first sync with the server.
+func (m *Manager) Bootstrapped() <-chan struct{} { return m.bootstrapped }
 
 func isFatal(err error) bool {
 	return errors.Is(err, ErrAgentEvicted) || errors.Is(err, ErrAgentSVIDExpired) || errors.Is(err, ErrAttestationRejected) ||

@@ -129,6 +129,11 @@ func TestAttestSyncRestartOffline(t *testing.T) {
 			if u := <-sub.Updates(); len(u.Identities) != 0 {
 				t.Fatal("identities before attestation")
 			}
+			select {
+			case <-m.Bootstrapped():
+				t.Fatal("bootstrapped before Run")
+			default:
+			}
 			stopRun := run(t, m)
 
 			var u *cache.WorkloadUpdate
@@ -139,6 +144,11 @@ func TestAttestSyncRestartOffline(t *testing.T) {
 				}
 				return u != nil && len(u.Identities) == 1 && u.Bundle != nil
 			})
+			select {
+			case <-m.Bootstrapped():
+			case <-time.After(10 * time.Second):
+				t.Fatal("Bootstrapped not closed after the first sync")
+			}
 			id := u.Identities[0]
 			bundle := x509bundle.FromX509Authorities(testTD, []*x509.Certificate{ca.cert})
 			got, _, err := x509svid.Verify(chainOf(t, id.SVID), bundle)
@@ -379,6 +389,11 @@ func TestAttestationRejected(t *testing.T) {
 	defer cancel()
 	if err := m.Run(ctx); !errors.Is(err, ErrAttestationRejected) {
 		t.Fatalf("Run: %v, want ErrAttestationRejected", err)
+	}
+	select {
+	case <-m.Bootstrapped():
+		t.Fatal("bootstrapped though attestation was rejected")
+	default:
 	}
 }
 
