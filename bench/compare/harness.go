@@ -142,7 +142,13 @@ func (h *Harness) Run(ctx context.Context) (*Results, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compare: %w", err)
 	}
-	defer os.RemoveAll(root)
+	// BENCH_KEEP=1 keeps the directories (configs, data, each process's
+	// log) for a look at a failed round.
+	if os.Getenv("BENCH_KEEP") == "1" {
+		fmt.Fprintf(os.Stderr, "compare: keeping %s\n", root)
+	} else {
+		defer os.RemoveAll(root)
+	}
 	g := &group{}
 	defer g.stopAll()
 
