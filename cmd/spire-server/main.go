@@ -26,7 +26,7 @@ func main() {
 // stays connected (its TLS and HTTP/2 state, its entries), and Go's default
 // of 100 lets the heap grow to twice that before a collection, so half the
 // resident memory was garbage waiting (bench/RESULTS-fleet-memory.md: about
-// 78 KiB per connected agent, some 30 KiB of it live). The entry snapshot is
+// 76 KiB of RSS per connected agent, 26 KiB of it live heap). The entry snapshot is
 // flat (server/api/flatsnap.go), so a collection marks few pointers and
 // running them more often costs little CPU against what the memory saves.
 const DefaultGCPercent = 40

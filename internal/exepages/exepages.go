@@ -64,7 +64,10 @@ func Release() ([]Mapping, error) {
 		// Addresses from smaps, never Go pointers: nothing of the Go heap
 		// is in the executable's read-only segments.
 		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, uintptr(m.Start), uintptr(m.End-m.Start), unix.MADV_DONTNEED); errno != 0 {
-			m.Released = false
+			// This one and those after it stay mapped.
+			for j := i; j < len(maps); j++ {
+				maps[j].Released = false
+			}
 			return maps, fmt.Errorf("exepages: madvise %x-%x: %w", m.Start, m.End, errno)
 		}
 	}
