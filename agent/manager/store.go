@@ -242,16 +242,31 @@ func (s *store) save(st *state) error {
 // only unmaps: the data stays in the file and the page cache, and the
 // next save faults in the few pages it walks. A failure is harmless (the
 // pages stay mapped) and not logged.
+//
+// The length is the database's size as a transaction sees it (its pages
+// up to the high-water mark), which bbolt's map always covers; the file
+// can be longer than the map (past 16 MiB bbolt grows the file 16 MiB
+// ahead of the map), and advising past the map zeroed whatever the
+// runtime had mapped next to it, which crashed the agent in its next
+// collection (issue 18's fleet bench, "span set block with unpopped
+// elements").
 func (s *store) unmapPages() {
-	fi, err := os.Stat(s.db.Path())
-	if err != nil || fi.Size() <= 0 {
-		return
-	}
-	// Data is the start of bbolt's map, which covers at least the file;
-	// no write transaction can remap it meanwhile (saves hold mu, and
-	// nothing else writes). A uintptr is passed on, never converted to a
-	// pointer.
-	_, _, _ = unix.Syscall(unix.SYS_MADVISE, s.db.Info().Data, uintptr(fi.Size()), unix.MADV_DONTNEED)
+	// In a read transaction, so that bbolt cannot remap meanwhile (a
+	// remap takes the lock that read transactions hold).
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if size := tx.Size(); size > 0 {
+			// Data is the start of bbolt's map. A uintptr is passed on,
+			// never converted to a pointer.
+			madvise(s.db.Info().Data, uintptr(size))
+		}
+		return nil
+	})
+}
+
+// madvise drops [addr, addr+length) with MADV_DONTNEED; a variable so that
+// a test can check the range against the map.
+var madvise = func(addr, length uintptr) {
+	_, _, _ = unix.Syscall(unix.SYS_MADVISE, addr, length, unix.MADV_DONTNEED)
 }
 
 // load reads the persisted state. Records that do not parse are skipped:

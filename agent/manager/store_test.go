@@ -217,3 +217,65 @@ func TestStoreUnmapsAfterSave(t *testing.T) {
 		t.Fatalf("after the save the changed SVID loads at revision %d, want 2", svids[st.entries[0].Id])
 	}
 }
+
+// mappingLen is the length of the mapping of this process that starts at
+// addr, from /proc/self/maps; 0 when none does.
+func mappingLen(t *testing.T, addr uintptr) uintptr {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatalf("read /proc/self/maps: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var start, end uintptr
+		if _, err := fmt.Sscanf(line, "%x-%x", &start, &end); err == nil && start == addr {
+			return end - start
+		}
+	}
+	return 0
+}
+
+// TestStoreUnmapsWithinTheMap: past bbolt's 16 MiB allocation step the
+// cache file is longer than bbolt's map of it, and the pages dropped after
+// a save must stay inside the map: advising by the file's length zeroed
+// the memory mapped after it (the runtime's own, which crashed the agent).
+func TestStoreUnmapsWithinTheMap(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openStore(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	var got []uintptr
+	orig := madvise
+	madvise = func(addr, length uintptr) {
+		got = append(got, addr, length, mappingLen(t, addr))
+		orig(addr, length)
+	}
+	defer func() { madvise = orig }()
+
+	if err := s.save(storeState(t, 12000, 1, selfSigned(t))); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, CacheFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("madvise calls %v, want one", got)
+	}
+	addr, length, mapped := got[0], got[1], got[2]
+	if mapped == 0 {
+		t.Fatalf("no mapping starts at bbolt's data %#x", addr)
+	}
+	// Without a file longer than the map this test could not tell.
+	if uintptr(fi.Size()) <= mapped {
+		t.Fatalf("cache file %d bytes, map %d: the file never outgrew the map", fi.Size(), mapped)
+	}
+	if length == 0 || length > mapped {
+		t.Fatalf("dropped %d bytes at %#x, past the %d-byte map (file %d bytes)", length, addr, mapped, fi.Size())
+	}
+	if _, svids := loaded(t, s); len(svids) != 12000 {
+		t.Fatalf("loaded %d SVIDs after the save, want 12000", len(svids))
+	}
+}
