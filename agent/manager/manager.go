@@ -180,8 +180,10 @@ type Manager struct {
 	// (memory.go); nil does nothing.
 	memory *memoryReleaser
 
-	// bootstrapped is closed by the first round of Run that succeeds.
-	bootstrapped chan struct{}
+	// bootstrapped is closed by the first round of Run that succeeds
+	// (once, even if Run is called again).
+	bootstrapped     chan struct{}
+	bootstrappedOnce sync.Once
 }
 
 // New loads the persisted state from DataDir and returns a Manager that
@@ -517,7 +519,7 @@ func (m *Manager) Run(ctx context.Context) error {
 				wg.Go(func() { m.watchNotices(ctx) })
 			}
 			if !bootstrapped {
-				close(m.bootstrapped)
+				m.bootstrappedOnce.Do(func() { close(m.bootstrapped) })
 			}
 			bootstrapped = true
 			m.untrustedSince = time.Time{}

@@ -254,7 +254,13 @@ func (s *store) unmapPages() {
 	// In a read transaction, so that bbolt cannot remap meanwhile (a
 	// remap takes the lock that read transactions hold).
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		if size := tx.Size(); size > 0 {
+		size := tx.Size()
+		// bbolt maps at least the whole file; a damaged meta page could
+		// name more pages than that, so never go past the file either.
+		if fi, err := os.Stat(s.db.Path()); err == nil && fi.Size() < size {
+			size = fi.Size()
+		}
+		if size > 0 {
 			// Data is the start of bbolt's map. A uintptr is passed on,
 			// never converted to a pointer.
 			madvise(s.db.Info().Data, uintptr(size))

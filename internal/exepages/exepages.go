@@ -82,19 +82,22 @@ type exe struct {
 }
 
 // parse reads smaps for the mappings of the file and marks those Release
-// may drop: not writable and without anonymous pages.
+// may drop: not writable, and without private pages, resident or swapped.
 func parse(smaps []byte, file exe) ([]Mapping, error) {
 	var (
-		out  []Mapping
-		cur  *Mapping
-		anon int64 = -1
+		out        []Mapping
+		cur        *Mapping
+		anon, swap int64 = -1, -1
 	)
 	finish := func() {
 		if cur != nil {
-			cur.Released = !strings.Contains(cur.Perms, "w") && anon == 0
+			// A private page swapped out counts under Swap, not
+			// Anonymous: a PIE binary's relocated read-only data is such
+			// a page, and dropping it would bring back the file's bytes.
+			cur.Released = !strings.Contains(cur.Perms, "w") && anon == 0 && swap == 0
 			out = append(out, *cur)
 		}
-		cur, anon = nil, -1
+		cur, anon, swap = nil, -1, -1
 	}
 	sc := bufio.NewScanner(bytes.NewReader(smaps))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
@@ -119,12 +122,16 @@ func parse(smaps []byte, file exe) ([]Mapping, error) {
 				return nil, fmt.Errorf("exepages: smaps: %q: %w", line, err)
 			}
 			cur.RSS = kb << 10
-		case "Anonymous:":
+		case "Anonymous:", "Swap:":
 			kb, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil {
 				return nil, fmt.Errorf("exepages: smaps: %q: %w", line, err)
 			}
-			anon = kb
+			if f[0] == "Swap:" {
+				swap = kb
+			} else {
+				anon = kb
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -9,10 +9,17 @@ func TestParse(t *testing.T) {
 Size:              11952 kB
 Rss:               10352 kB
 Anonymous:             0 kB
+Swap:                  0 kB
+VmFlags: rd ex mr mw me sd
 00fac000-01e31000 r--p 00bac000 fe:00 9980305                            /srv/bin/spire-agent
 Rss:               10196 kB
 Anonymous:             8 kB
-01e31000-01edc000 rw-p 01a31000 fe:00 9980305                            /srv/bin/spire-agent
+Swap:                  0 kB
+01e31000-01e32000 r--p 00c31000 fe:00 9980305                            /srv/bin/spire-agent
+Rss:                   0 kB
+Anonymous:             0 kB
+Swap:                  4 kB
+01e32000-01edc000 rw-p 01a32000 fe:00 9980305                            /srv/bin/spire-agent
 Rss:                 684 kB
 Anonymous:           120 kB
 01edc000-01f00000 rw-p 00000000 00:00 0 
@@ -24,6 +31,7 @@ Anonymous:             0 kB
 7f1000000000-7f1000010000 r--p 00000000 00:2a 777                       /srv/bin/spire-agent
 Rss:                  64 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 `
 	got, err := parse([]byte(smaps), exe{major: 0xfe, minor: 0, ino: 9980305, path: "/srv/bin/spire-agent"})
 	if err != nil {
@@ -33,8 +41,10 @@ Anonymous:             0 kB
 		{Start: 0x400000, End: 0xfac000, Perms: "r-xp", RSS: 10352 << 10, Released: true},
 		// Copied-on-write pages (a debugger's breakpoint, relocations) would be lost.
 		{Start: 0xfac000, End: 0x1e31000, Perms: "r--p", RSS: 10196 << 10},
+		// So would the same pages swapped out (a PIE binary's relocated data).
+		{Start: 0x1e31000, End: 0x1e32000, Perms: "r--p"},
 		// Written data.
-		{Start: 0x1e31000, End: 0x1edc000, Perms: "rw-p", RSS: 684 << 10},
+		{Start: 0x1e32000, End: 0x1edc000, Perms: "rw-p", RSS: 684 << 10},
 		// The same path on another device (overlayfs): found by its path.
 		{Start: 0x7f1000000000, End: 0x7f1000010000, Perms: "r--p", RSS: 64 << 10, Released: true},
 	}
