@@ -91,6 +91,7 @@ func parse(smaps []byte, file exe) ([]Mapping, error) {
 	)
 	finish := func() {
 		if cur != nil {
+			cur.RSS <<= 10 // smaps counts in kB
 			// A private page swapped out counts under Swap, not
 			// Anonymous: a PIE binary's relocated read-only data is such
 			// a page, and dropping it would bring back the file's bytes.
@@ -115,24 +116,22 @@ func parse(smaps []byte, file exe) ([]Mapping, error) {
 		if cur == nil || len(f) < 2 {
 			continue
 		}
+		var dst *int64
 		switch f[0] {
 		case "Rss:":
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("exepages: smaps: %q: %w", line, err)
-			}
-			cur.RSS = kb << 10
-		case "Anonymous:", "Swap:":
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("exepages: smaps: %q: %w", line, err)
-			}
-			if f[0] == "Swap:" {
-				swap = kb
-			} else {
-				anon = kb
-			}
+			dst = &cur.RSS
+		case "Anonymous:":
+			dst = &anon
+		case "Swap:":
+			dst = &swap
+		default:
+			continue
 		}
+		kb, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("exepages: smaps: %q: %w", line, err)
+		}
+		*dst = kb
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("exepages: smaps: %w", err)
