@@ -386,6 +386,7 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 		CertNotAfter:    svid.NotAfter.Unix(),
 		CanReattest:     res.CanReattest,
 		Selectors:       res.Selectors,
+		SpendJoinToken:  res.JoinToken,
 	}
 	if node.Selectors == nil {
 		node.Selectors = []*types.Selector{}
@@ -417,6 +418,11 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 	s.api.nodes.forget(node.SPIFFEID)
 	if errors.Is(err, datastore.ErrAlreadyExists) {
 		err = fmt.Errorf("%w (created concurrently)", datastore.ErrConflict)
+	}
+	if errors.Is(err, datastore.ErrJoinTokenSpent) {
+		// A concurrent attestation with the same token recorded its
+		// node first: the same refusal as a token already used.
+		return jointoken.SpentError()
 	}
 	if err != nil {
 		return s.api.nodeWriteError(ctx, "store attested node", node.SPIFFEID, err)

@@ -98,7 +98,7 @@ type attestFixture struct {
 
 const fuzzJoinToken = "fuzz-token"
 
-func newAttestFixture(f *testing.F) *attestFixture {
+func newAttestFixture(f testing.TB) *attestFixture {
 	ctx := context.Background()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	store := sqlitetest.Open(f)

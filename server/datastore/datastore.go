@@ -23,6 +23,11 @@ var (
 	// ErrConflict reports a lost optimistic-concurrency race (for example a
 	// node whose serial changed since it was read).
 	ErrConflict = errors.New("datastore: conflict")
+	// ErrJoinTokenSpent refuses a node write whose SpendJoinToken is no
+	// longer stored: another attestation spent it first (or it was never
+	// there). It is not ErrNotFound, which a node write returns for an
+	// absent node.
+	ErrJoinTokenSpent = errors.New("datastore: join token does not exist or has already been used")
 )
 
 // MatchBehavior says how a selector filter compares with an entry's selectors.
@@ -101,6 +106,15 @@ type AttestedNode struct {
 	// transaction (CreateAttestedNode, UpdateAttestedNode) and filled in on
 	// fetch.
 	Selectors []*types.Selector
+	// SpendJoinToken, on CreateAttestedNode and UpdateAttestedNode, is a
+	// join token that the write deletes in its own transaction: the node
+	// is recorded only with the token spent, and the token is spent only
+	// with the node recorded, in one commit (one sync of the log, where
+	// a delete then a write took two). Of concurrent writes naming the
+	// same token one succeeds; the others get ErrJoinTokenSpent and write
+	// nothing. The caller checks the token's expiry before. Never set on
+	// what a fetch returns.
+	SpendJoinToken string
 }
 
 // Banned reports whether the node is banned.
@@ -245,10 +259,10 @@ type DataStore interface {
 	GetNodeSelectors(ctx context.Context, spiffeID string) ([]*types.Selector, error)
 
 	CreateJoinToken(ctx context.Context, t *JoinToken) error
-	// ConsumeJoinToken deletes the token and returns it. Of concurrent callers
-	// with the same token exactly one succeeds; the others get ErrNotFound.
-	// An expired token is deleted too, and yields ErrExpired.
-	ConsumeJoinToken(ctx context.Context, token string, now time.Time) (*JoinToken, error)
+	// FetchJoinToken returns the token, or ErrNotFound. It reads only: an
+	// attestation spends its token in the write that records the node
+	// (AttestedNode.SpendJoinToken).
+	FetchJoinToken(ctx context.Context, token string) (*JoinToken, error)
 	PruneJoinTokens(ctx context.Context, expiredBefore time.Time) error
 
 	// CreateBundle stores a new bundle; ErrAlreadyExists if one exists for

@@ -42,7 +42,7 @@ func codeOf(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrJoinTokenSpent):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
@@ -107,8 +107,23 @@ func (w metricsStore) PruneEntries(ctx context.Context, expiresBefore time.Time)
 	return w.ds.PruneEntries(ctx, expiresBefore)
 }
 
+// nodeWrite counts a node write, and the join token delete that it
+// carries when it spends one (SPIRE's agent deletes the token in a call
+// of its own, which its dashboards count).
+func (w metricsStore) nodeWrite(n *AttestedNode, op string) func(error) {
+	node := w.call("node", op)
+	if n == nil || n.SpendJoinToken == "" {
+		return node
+	}
+	token := w.call("join_token", "delete")
+	return func(err error) {
+		node(err)
+		token(err)
+	}
+}
+
 func (w metricsStore) CreateAttestedNode(ctx context.Context, n *AttestedNode) (err error) {
-	done := w.call("node", "create")
+	done := w.nodeWrite(n, "create")
 	defer func() { done(err) }()
 	return w.ds.CreateAttestedNode(ctx, n)
 }
@@ -132,7 +147,7 @@ func (w metricsStore) CountAttestedNodes(ctx context.Context, req *ListAttestedN
 }
 
 func (w metricsStore) UpdateAttestedNode(ctx context.Context, n *AttestedNode, expect NodeSerials) (err error) {
-	done := w.call("node", "update")
+	done := w.nodeWrite(n, "update")
 	defer func() { done(err) }()
 	return w.ds.UpdateAttestedNode(ctx, n, expect)
 }
@@ -282,15 +297,10 @@ func (w metricsStore) PruneCAJournals(ctx context.Context, expiresBefore time.Ti
 	return w.ds.PruneCAJournals(ctx, expiresBefore)
 }
 
-// ConsumeJoinToken is SPIRE's fetch and delete of a join token in one
-// call, so it counts as both.
-func (w metricsStore) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (_ *JoinToken, err error) {
-	fetched, deleted := w.call("join_token", "fetch"), w.call("join_token", "delete")
-	defer func() {
-		fetched(err)
-		deleted(err)
-	}()
-	return w.ds.ConsumeJoinToken(ctx, token, now)
+func (w metricsStore) FetchJoinToken(ctx context.Context, token string) (_ *JoinToken, err error) {
+	done := w.call("join_token", "fetch")
+	defer func() { done(err) }()
+	return w.ds.FetchJoinToken(ctx, token)
 }
 
 // Close closes the wrapped store.

@@ -18,6 +18,11 @@ type Result struct {
 	// CanReattest says the node can prove itself again (TPM, cloud), so it
 	// may renew by re-attesting; join tokens cannot.
 	CanReattest bool
+	// JoinToken is a single-use token the attestation rests on. The
+	// caller must spend it in the write that records the node
+	// (datastore.AttestedNode.SpendJoinToken) and refuse the attestation
+	// if that write finds it spent: until then the token still attests.
+	JoinToken string
 }
 
 // ChallengeFunc sends a challenge to the agent over the attestation stream

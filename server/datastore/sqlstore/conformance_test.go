@@ -665,7 +665,7 @@ func testJoinTokens(t *testing.T, ds datastore.DataStore) {
 	now := time.Unix(1_700_000_000, 0)
 	for _, jt := range []*datastore.JoinToken{
 		{Token: "live", ExpiresAt: now.Add(time.Hour)},
-		{Token: "dead", ExpiresAt: now.Add(-time.Second)},
+		{Token: "spare", ExpiresAt: now.Add(time.Hour)},
 		{Token: "old", ExpiresAt: now.Add(-time.Hour)},
 	} {
 		if err := ds.CreateJoinToken(ctx, jt); err != nil {
@@ -674,17 +674,46 @@ func testJoinTokens(t *testing.T, ds datastore.DataStore) {
 	}
 	wantErr(t, ds.CreateJoinToken(ctx, &datastore.JoinToken{Token: "live", ExpiresAt: now}), datastore.ErrAlreadyExists)
 
-	got, err := ds.ConsumeJoinToken(ctx, "live", now)
+	got, err := ds.FetchJoinToken(ctx, "live")
 	if err != nil || got.Token != "live" || !got.ExpiresAt.Equal(now.Add(time.Hour)) {
-		t.Fatalf("ConsumeJoinToken = %+v, %v", got, err)
+		t.Fatalf("FetchJoinToken = %+v, %v", got, err)
 	}
-	_, err = ds.ConsumeJoinToken(ctx, "live", now)
+	_, err = ds.FetchJoinToken(ctx, "never")
 	wantErr(t, err, datastore.ErrNotFound)
 
-	_, err = ds.ConsumeJoinToken(ctx, "dead", now)
-	wantErr(t, err, datastore.ErrExpired)
-	_, err = ds.ConsumeJoinToken(ctx, "dead", now)
-	wantErr(t, err, datastore.ErrNotFound) // the expired token was deleted too
+	// A node write spends its token with the node, once.
+	node := &datastore.AttestedNode{SPIFFEID: "spiffe://td/jt-1", AttestationType: "join_token", CertSerial: "1", SpendJoinToken: "live"}
+	if err := ds.CreateAttestedNode(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ds.FetchJoinToken(ctx, "live")
+	wantErr(t, err, datastore.ErrNotFound)
+	other := &datastore.AttestedNode{SPIFFEID: "spiffe://td/jt-2", AttestationType: "join_token", CertSerial: "2", SpendJoinToken: "live"}
+	wantErr(t, ds.CreateAttestedNode(ctx, other), datastore.ErrJoinTokenSpent)
+	_, err = ds.FetchAttestedNode(ctx, other.SPIFFEID)
+	wantErr(t, err, datastore.ErrNotFound) // a refused spend writes nothing
+	wantErr(t, ds.CreateAttestedNode(ctx, &datastore.AttestedNode{SPIFFEID: "spiffe://td/jt-3", SpendJoinToken: "never"}), datastore.ErrJoinTokenSpent)
+
+	// A write that fails after its spend leaves the token unspent.
+	dup := &datastore.AttestedNode{SPIFFEID: node.SPIFFEID, AttestationType: "join_token", CertSerial: "9", SpendJoinToken: "spare"}
+	wantErr(t, ds.CreateAttestedNode(ctx, dup), datastore.ErrAlreadyExists)
+	wantErr(t, ds.UpdateAttestedNode(ctx, dup, datastore.NodeSerials{CertSerial: "not-the-stored-one"}), datastore.ErrConflict)
+	if _, err := ds.FetchJoinToken(ctx, "spare"); err != nil {
+		t.Fatalf("a failed node write spent its token: %v", err)
+	}
+
+	// An update spends too, and a spent token refuses it before it
+	// changes the node.
+	if err := ds.UpdateAttestedNode(ctx, dup, datastore.NodeSerials{CertSerial: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ds.FetchJoinToken(ctx, "spare")
+	wantErr(t, err, datastore.ErrNotFound)
+	again := &datastore.AttestedNode{SPIFFEID: node.SPIFFEID, AttestationType: "join_token", CertSerial: "10", SpendJoinToken: "spare"}
+	wantErr(t, ds.UpdateAttestedNode(ctx, again, datastore.NodeSerials{CertSerial: "9"}), datastore.ErrJoinTokenSpent)
+	if n, err := ds.FetchAttestedNode(ctx, node.SPIFFEID); err != nil || n.CertSerial != "9" || n.SpendJoinToken != "" {
+		t.Fatalf("node after the refused update = %+v, %v; want serial 9, no token", n, err)
+	}
 
 	if err := ds.CreateJoinToken(ctx, &datastore.JoinToken{Token: "fresh", ExpiresAt: now.Add(time.Minute)}); err != nil {
 		t.Fatal(err)
@@ -692,13 +721,15 @@ func testJoinTokens(t *testing.T, ds datastore.DataStore) {
 	if err := ds.PruneJoinTokens(ctx, now.Add(-time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = ds.ConsumeJoinToken(ctx, "old", now.Add(-2*time.Hour))
+	_, err = ds.FetchJoinToken(ctx, "old")
 	wantErr(t, err, datastore.ErrNotFound)
-	if _, err := ds.ConsumeJoinToken(ctx, "fresh", now); err != nil {
+	if _, err := ds.FetchJoinToken(ctx, "fresh"); err != nil {
 		t.Fatalf("prune removed a live token: %v", err)
 	}
 }
 
+// testJoinTokenRace: of node writes racing to spend one token, exactly
+// one records its node.
 func testJoinTokenRace(t *testing.T, ds datastore.DataStore) {
 	const n = 16
 	now := time.Now()
@@ -715,22 +746,30 @@ func testJoinTokenRace(t *testing.T, ds datastore.DataStore) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, errs[i] = ds.ConsumeJoinToken(ctx, token, now)
+				errs[i] = ds.CreateAttestedNode(ctx, &datastore.AttestedNode{
+					SPIFFEID: fmt.Sprintf("spiffe://td/race-%d-%d", round, i), CertSerial: "1", SpendJoinToken: token,
+				})
 			}()
 		}
 		close(start)
 		wg.Wait()
 		ok := 0
-		for _, err := range errs {
+		for i, err := range errs {
+			_, ferr := ds.FetchAttestedNode(ctx, fmt.Sprintf("spiffe://td/race-%d-%d", round, i))
 			switch {
 			case err == nil:
 				ok++
-			case !errors.Is(err, datastore.ErrNotFound):
+				if ferr != nil {
+					t.Errorf("racer %d succeeded but its node: %v", i, ferr)
+				}
+			case !errors.Is(err, datastore.ErrJoinTokenSpent):
 				t.Errorf("unexpected error: %v", err)
+			case !errors.Is(ferr, datastore.ErrNotFound):
+				t.Errorf("racer %d was refused but its node is stored: %v", i, ferr)
 			}
 		}
 		if ok != 1 {
-			t.Fatalf("round %d: %d consumers succeeded, want 1", round, ok)
+			t.Fatalf("round %d: %d writes spent the token, want 1", round, ok)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/spiffe-hw/spire-hw/server/datastore"
@@ -22,31 +21,33 @@ func (s *Store) CreateJoinToken(ctx context.Context, t *datastore.JoinToken) err
 	return mapErr("create join token", err)
 }
 
-// ConsumeJoinToken implements datastore.DataStore. A single DELETE ...
-// RETURNING both claims and reads the token, so of concurrent callers only
-// the one whose DELETE removed the row gets it. MySQL has no RETURNING:
-// there the row is locked, read, then deleted, and a concurrent caller
-// waits on the lock and then finds no row.
-func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (*datastore.JoinToken, error) {
+// FetchJoinToken implements datastore.DataStore.
+func (s *Store) FetchJoinToken(ctx context.Context, token string) (*datastore.JoinToken, error) {
 	var expiresAt int64
-	err := s.write(ctx, func(tx txn) error {
-		if tx.eng != mysqlEngine {
-			return tx.queryRow(ctx, `DELETE FROM join_tokens WHERE token = ? RETURNING expires_at`, token).Scan(&expiresAt)
-		}
-		if err := tx.queryRow(ctx, `SELECT expires_at FROM join_tokens WHERE token = ? FOR UPDATE`, token).Scan(&expiresAt); err != nil {
-			return err
-		}
-		_, err := tx.exec(ctx, `DELETE FROM join_tokens WHERE token = ?`, token)
-		return err
+	err := s.read(ctx, func(tx txn) error {
+		return tx.queryRow(ctx, `SELECT expires_at FROM join_tokens WHERE token = ?`, token).Scan(&expiresAt)
 	})
 	if err != nil {
-		return nil, mapErr("consume join token", err)
+		return nil, mapErr("fetch join token", err)
 	}
-	jt := &datastore.JoinToken{Token: token, ExpiresAt: time.Unix(expiresAt, 0)}
-	if jt.ExpiresAt.Before(now) {
-		return nil, fmt.Errorf("sqlstore: consume join token: %w", datastore.ErrExpired)
+	return &datastore.JoinToken{Token: token, ExpiresAt: time.Unix(expiresAt, 0)}, nil
+}
+
+// spendJoinToken deletes token within a node write. The DELETE alone
+// decides a race on every engine: SQLite has one writer, and on
+// PostgreSQL and InnoDB a second DELETE of the row waits on the first's
+// lock and then finds it gone, so it affects no row.
+func spendJoinToken(ctx context.Context, t txn, token string) error {
+	res, err := t.exec(ctx, `DELETE FROM join_tokens WHERE token = ?`, token)
+	if err != nil {
+		return err
 	}
-	return jt, nil
+	if k, err := res.RowsAffected(); err != nil {
+		return err
+	} else if k == 0 {
+		return datastore.ErrJoinTokenSpent
+	}
+	return nil
 }
 
 // PruneJoinTokens implements datastore.DataStore.

@@ -20,10 +20,11 @@ const PluginName = "join_token"
 
 // TokenStore is the part of the datastore the attestor needs.
 type TokenStore interface {
-	ConsumeJoinToken(ctx context.Context, token string, now time.Time) (*datastore.JoinToken, error)
+	FetchJoinToken(ctx context.Context, token string) (*datastore.JoinToken, error)
 }
 
-// Attestor consumes join tokens.
+// Attestor checks join tokens; the server spends each in the write that
+// records its node.
 type Attestor struct {
 	td    spiffeid.TrustDomain
 	store TokenStore
@@ -46,8 +47,12 @@ func AgentID(td spiffeid.TrustDomain, token string) (spiffeid.ID, error) {
 	return spiffeid.FromSegments(td, "spire", "agent", PluginName, token)
 }
 
-// Attest consumes the token. The datastore deletes it atomically, so of two
-// agents racing with one token exactly one is attested.
+// Attest checks that the token is stored and unexpired, and names it in
+// the result for the server to spend (Result.JoinToken): the delete is
+// part of the transaction that records the node, which decides the race
+// of two agents with one token, so that an attestation costs one commit.
+// Checking here still refuses a wrong or used token before anything is
+// signed for it.
 func (a *Attestor) Attest(ctx context.Context, payload []byte, _ *x509.CertificateRequest, _ nodeattestor.ChallengeFunc) (*nodeattestor.Result, error) {
 	token := string(payload)
 	if token == "" {
@@ -57,15 +62,21 @@ func (a *Attestor) Attest(ctx context.Context, payload []byte, _ *x509.Certifica
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "join token: malformed token: %v", err)
 	}
-	_, err = a.store.ConsumeJoinToken(ctx, token, a.now())
+	jt, err := a.store.FetchJoinToken(ctx, token)
 	switch {
-	case err == nil:
-		return &nodeattestor.Result{AgentID: id}, nil
 	case errors.Is(err, datastore.ErrNotFound):
-		return nil, status.Error(codes.PermissionDenied, "join token: token does not exist or has already been used")
-	case errors.Is(err, datastore.ErrExpired):
+		return nil, SpentError()
+	case err != nil:
+		return nil, status.Errorf(codes.Internal, "join token: fetch: %v", err)
+	case jt.ExpiresAt.Before(a.now()):
 		return nil, status.Error(codes.PermissionDenied, "join token: token expired")
-	default:
-		return nil, status.Errorf(codes.Internal, "join token: consume: %v", err)
 	}
+	return &nodeattestor.Result{AgentID: id, JoinToken: token}, nil
+}
+
+// SpentError is the refusal of a token that is not stored: never issued,
+// or spent by an earlier attestation (or a concurrent one that recorded
+// its node first).
+func SpentError() error {
+	return status.Error(codes.PermissionDenied, "join token: token does not exist or has already been used")
 }
