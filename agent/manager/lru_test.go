@@ -164,6 +164,53 @@ func TestSubscribeWaitsOneRound(t *testing.T) {
 	}
 }
 
+// TestOnDemandSVIDNotHeldBySave: a workload waiting for an SVID minted
+// on demand gets it before the agent saves its cache (a write of every SVID
+// held, thousands with a large cache, and a sync to disk), and the save
+// still follows.
+func TestOnDemandSVIDNotHeldBySave(t *testing.T) {
+	ca := newTestCA(t)
+	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1",
+		entries: []*types.Entry{workloadEntry("a", 1, "uid:a"), workloadEntry("b", 1, "uid:b")}}
+	addr, _ := srv.serve(t, "127.0.0.1:0")
+	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
+	m.cfg.SyncInterval = time.Hour
+	m.cfg.X509SVIDCacheMaxSize = 1
+	m.cfg.DisableNotices = true
+	run(t, m)
+	waitFor(t, "the first round", func() bool { return len(m.cache.SVIDs()) == 1 })
+	// Every save waits on the store's lock: while the test holds it, a
+	// waiter that is only released after the save gets nothing.
+	m.store.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			m.store.mu.Unlock()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sub, err := m.SubscribeToCacheChanges(ctx, selectors("uid:b"))
+	if err != nil {
+		t.Fatalf("waiting for an SVID minted on demand while the cache cannot be saved: %v", err)
+	}
+	defer sub.Finish()
+	if ids := identityIDs(<-sub.Updates()); !slices.Equal(ids, []string{"b"}) {
+		t.Fatalf("first update holds %v, want [b]", ids)
+	}
+	m.store.mu.Unlock()
+	locked = false
+	waitFor(t, "the save of b's SVID", func() bool {
+		m.store.mu.Lock()
+		defer m.store.mu.Unlock()
+		if m.store.written == nil {
+			return false
+		}
+		_, saved := m.store.written.svids["b"]
+		return saved
+	})
+}
+
 // TestJWTCacheLRU is jwt_svid_cache_max_size: beyond the limit the least
 // recently used token goes; expired ones go first.
 func TestJWTCacheLRU(t *testing.T) {

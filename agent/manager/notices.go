@@ -107,8 +107,18 @@ func (m *Manager) waitOrNotice(ctx context.Context, d time.Duration) (ok, notice
 			// A workload waits for SVIDs beyond the cache limit: mint
 			// them without a sync, then go on waiting for this one.
 			m.beginRound()
-			m.mintWanted(ctx)
+			minted := m.mintWanted(ctx)
 			m.endRound()
+			// Saved once the round is over: the workload waiting for
+			// these SVIDs has them in memory now, and the write (every
+			// SVID held, thousands with a large cache, and a sync to
+			// disk) would hold it up for no gain; a crash before the
+			// write only means minting them again.
+			if minted {
+				if err := m.persist(); err != nil {
+					m.log.Error("Could not save the SVID cache", "error", err)
+				}
+			}
 		case <-m.notices:
 			waiting = false
 		}

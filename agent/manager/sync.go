@@ -215,11 +215,12 @@ func (m *Manager) wantSVIDs() {
 // workloads lack, without a sync: as SPIRE's agent does every 500 ms, but
 // at once, and without fetching every entry again, which at 50,000 entries
 // was most of the wait. Entries are the last sync's; one the server has
-// since deleted is refused by it and the next sync drops it.
-func (m *Manager) mintWanted(ctx context.Context) {
+// since deleted is refused by it and the next sync drops it. It reports
+// whether it minted any, for the caller to save the cache.
+func (m *Manager) mintWanted(ctx context.Context) (minted bool) {
 	own := m.cache.Bundle()
 	if own == nil || m.AgentSVID() == nil {
-		return
+		return false
 	}
 	svids := m.cache.SVIDs()
 	now := m.clock()
@@ -232,20 +233,18 @@ func (m *Manager) mintWanted(ctx context.Context) {
 		}
 	}
 	if len(need) == 0 {
-		return
+		return false
 	}
 	slices.SortFunc(need, func(a, b *types.Entry) int { return strings.Compare(a.Id, b.Id) })
 	issued, err := m.mintSVIDs(ctx, need, own)
 	if len(issued) > 0 {
 		m.cache.SetSVIDs(issued)
-		if perr := m.persist(); perr != nil {
-			m.log.Error("Could not save the SVID cache", "error", perr)
-		}
 		m.memory.changed(len(issued))
 	}
 	if err != nil {
 		m.log.Warn("Could not mint the SVIDs a workload waits for; the next sync retries", "error", err)
 	}
+	return len(issued) > 0
 }
 
 // limitSVIDs keeps, of the entries that need an SVID, those within SPIRE's
