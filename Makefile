@@ -105,7 +105,7 @@ bench: deps
 # bench-peer compares ours with upstream SPIRE (pinned in bench/peer/go.mod)
 # and writes bench/RESULTS-peer.md and its plots, then regathers
 # bench/RESULTS.md. bench/peer builds SPIRE once into bench/peer/.bin,
-# copying test/interop's cache when it holds the same release. About 25
+# copying test/interop's cache when it holds the same release. About 50
 # minutes; not part of `make test` or `make bench`, which run the same
 # harness against our binaries alone at tiny sizes.
 bench-peer: build
