@@ -2,11 +2,9 @@ package api
 
 import (
 	"context"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/spiffe-hw/spire-hw/internal/parallel"
 	"github.com/spiffe-hw/spire-hw/server/ca"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
@@ -116,7 +114,7 @@ func (s *SVIDService) BatchNewX509SVID(ctx context.Context, req *svidv1.BatchNew
 		return nil, dsError("authorized entries", err)
 	}
 	results := make([]*svidv1.BatchNewX509SVIDResponse_Result, len(req.Params))
-	eachParallel(len(req.Params), csrsPerWorker, func(i int) {
+	parallel.Each(len(req.Params), csrsPerWorker, func(i int) {
 		svid, err := s.newX509SVID(ctx, req.Params[i], snap, m)
 		results[i] = &svidv1.BatchNewX509SVIDResponse_Result{Status: toStatus(err), Svid: svid}
 	})
@@ -125,34 +123,11 @@ func (s *SVIDService) BatchNewX509SVID(ctx context.Context, req *svidv1.BatchNew
 
 // csrsPerWorker is the fewest CSRs of a batch that get a goroutine of
 // their own: each costs about 100 µs (its signature checked, the SVID
-// signed), which dwarfs starting one.
+// signed), which dwarfs starting one. A batch of hundreds (an agent
+// starting with many entries, or renewing them) was otherwise signed on
+// one core while the others idled; under load the goroutines only queue
+// with the other calls' work.
 const csrsPerWorker = 8
-
-// eachParallel calls do for every index below n, on as many goroutines as
-// there are processors and per runs of at least per indexes, and returns
-// when all are done. A batch of hundreds of CSRs (an agent starting with
-// many entries, or renewing them) is otherwise signed on one core while
-// the others idle; under load the goroutines only queue with the other
-// calls' work, which costs the few microseconds of starting them.
-func eachParallel(n, per int, do func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n/per)
-	if workers <= 1 {
-		for i := range n {
-			do(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				do(i)
-			}
-		})
-	}
-	wg.Wait()
-}
 
 func (s *SVIDService) newX509SVID(ctx context.Context, p *svidv1.NewX509SVIDParams, snap *entrySnapshot, authorized *authorizedMemo) (*types.X509SVID, error) {
 	if p == nil || p.EntryId == "" {
