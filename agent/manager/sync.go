@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/spiffe-hw/spire-hw/agent/cache"
 	"github.com/spiffe-hw/spire-hw/agent/keymanager"
+	"github.com/spiffe-hw/spire-hw/internal/parallel"
 )
 
 // sync brings entries, bundles and SVIDs up to date with the server.
@@ -312,32 +314,57 @@ func needsSVID(e *types.Entry, s cache.Identity, now time.Time, taint *taintSet)
 	return got.IsZero() || got != want
 }
 
+// keysPerWorker is the fewest entries of a mint that get a goroutine of
+// their own (see parallel.Each).
+const keysPerWorker = 8
+
 // mintSVIDs generates a key per entry and asks the server to sign them. It
 // returns the SVIDs it obtained, checked against the trust domain's bundle,
 // even when part of the work failed.
 func (m *Manager) mintSVIDs(ctx context.Context, entries []*types.Entry, bundle *spiffebundle.Bundle) (map[string]cache.Identity, error) {
-	params := make([]*svidv1.NewX509SVIDParams, 0, len(entries))
-	keys := make([]crypto.Signer, 0, len(entries))
-	ids := make([]spiffeid.ID, 0, len(entries))
-	for _, e := range entries {
-		id, err := cache.EntryID(e)
-		if err != nil {
-			continue
+	// Keys and CSRs are made, and the answers verified, on every
+	// processor: each costs tens of microseconds of ECDSA, and an agent
+	// starting with thousands of entries waits for all of them.
+	type prepared struct {
+		id  spiffeid.ID
+		key crypto.Signer
+		csr []byte
+		err error
+	}
+	prep := make([]prepared, len(entries))
+	parallel.Each(len(entries), keysPerWorker, func(i int) {
+		p := &prep[i]
+		var err error
+		if p.id, err = cache.EntryID(entries[i]); err != nil {
+			p.id = spiffeid.ID{}
+			return
 		}
 		// Workload keys are made in memory, as SPIRE makes them: they are
 		// persisted in the SVID cache and handed to SVIDStores, which a
 		// key held by a KeyManager plugin could not be.
-		key, err := keymanager.GenerateECKey()
-		if err != nil {
-			return nil, fmt.Errorf("manager: workload key: %w", err)
+		if p.key, err = keymanager.GenerateECKey(); err != nil {
+			p.err = fmt.Errorf("manager: workload key: %w", err)
+			return
 		}
-		csr, err := newCSR(key, id)
-		if err != nil {
-			return nil, err
+		if k, ok := p.key.(*ecdsa.PrivateKey); ok {
+			p.csr, p.err = workloadCSR(k, p.id)
+		} else {
+			p.csr, p.err = newCSR(p.key, p.id)
 		}
-		params = append(params, &svidv1.NewX509SVIDParams{EntryId: e.Id, Csr: csr})
-		keys = append(keys, key)
-		ids = append(ids, id)
+	})
+	params := make([]*svidv1.NewX509SVIDParams, 0, len(entries))
+	keys := make([]crypto.Signer, 0, len(entries))
+	ids := make([]spiffeid.ID, 0, len(entries))
+	for i, p := range prep {
+		if p.err != nil {
+			return nil, p.err
+		}
+		if p.id.IsZero() {
+			continue
+		}
+		params = append(params, &svidv1.NewX509SVIDParams{EntryId: entries[i].Id, Csr: p.csr})
+		keys = append(keys, p.key)
+		ids = append(ids, p.id)
 	}
 	byID := map[string]*types.Entry{}
 	for _, e := range entries {
@@ -346,37 +373,49 @@ func (m *Manager) mintSVIDs(ctx context.Context, entries []*types.Entry, bundle 
 	fetch := m.cfg.Metrics.StartCall("manager", "sync", "fetch_svids_updates")
 	results, err := m.client.NewX509SVIDs(ctx, params)
 	fetch.Done(&err)
-	out := map[string]cache.Identity{}
-	failed := 0
-	for i, r := range results {
-		entryID := params[i].EntryId
+	// Each answer's verdict is reached in parallel, and logged and kept
+	// in order after.
+	type verdict struct {
+		svid *cache.X509SVID
+		// warn and args say why the answer is discarded.
+		warn string
+		args []any
+	}
+	verdicts := make([]verdict, len(results))
+	now := m.clock()
+	parallel.Each(len(results), keysPerWorker, func(i int) {
+		r, v := results[i], &verdicts[i]
 		if r.Err != nil {
-			failed++
-			m.log.Warn("Server did not issue an SVID", "entry_id", entryID, "error", r.Err)
-			continue
+			v.warn, v.args = "Server did not issue an SVID", []any{"error", r.Err}
+			return
 		}
-		got, _, verr := x509svid.Verify(r.Chain, bundle, x509svid.WithTime(m.clock()))
+		got, _, verr := x509svid.Verify(r.Chain, bundle, x509svid.WithTime(now))
 		switch {
 		case verr != nil:
-			m.log.Warn("Discarding an SVID that does not verify", "entry_id", entryID, "error", verr)
-			failed++
-			continue
+			v.warn, v.args = "Discarding an SVID that does not verify", []any{"error", verr}
 		case got != ids[i]:
-			m.log.Warn("Discarding an SVID for the wrong SPIFFE ID", "entry_id", entryID, "got", got.String(), "want", ids[i].String())
-			failed++
-			continue
+			v.warn, v.args = "Discarding an SVID for the wrong SPIFFE ID", []any{"got", got.String(), "want", ids[i].String()}
 		case !publicKeyEqual(r.Chain[0].PublicKey, keys[i].Public()):
-			m.log.Warn("Discarding an SVID for another key", "entry_id", entryID)
+			v.warn = "Discarding an SVID for another key"
+		default:
+			svid, serr := cache.NewX509SVID(r.Chain, keys[i])
+			if serr != nil {
+				v.warn, v.args = "Discarding an SVID whose key cannot be kept", []any{"error", serr}
+				return
+			}
+			v.svid = svid
+		}
+	})
+	out := map[string]cache.Identity{}
+	failed := 0
+	for i, v := range verdicts {
+		entryID := params[i].EntryId
+		if v.svid == nil {
 			failed++
+			m.log.Warn(v.warn, append([]any{"entry_id", entryID}, v.args...)...)
 			continue
 		}
-		svid, serr := cache.NewX509SVID(r.Chain, keys[i])
-		if serr != nil {
-			m.log.Warn("Discarding an SVID whose key cannot be kept", "entry_id", entryID, "error", serr)
-			failed++
-			continue
-		}
-		out[entryID] = cache.Identity{Entry: byID[entryID], SVID: svid}
+		out[entryID] = cache.Identity{Entry: byID[entryID], SVID: v.svid}
 	}
 	if err != nil {
 		return out, err
