@@ -425,7 +425,8 @@ func (s *AgentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error
 		return jointoken.SpentError()
 	}
 	if err != nil {
-		return s.api.nodeWriteError(ctx, "store attested node", node.SPIFFEID, err)
+		// The write failed, so a join token in the ID is still unspent.
+		return s.api.nodeWriteError(ctx, "store attested node", redact(node.SPIFFEID, []byte(res.JoinToken)), err)
 	}
 	s.api.cfg.Log.Info("Agent attested", "agent_id", res.AgentID.String(), "attestation_type", params.Data.Type, "reattest", reattest)
 	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{Result: &agentv1.AttestAgentResponse_Result{

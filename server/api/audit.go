@@ -46,7 +46,14 @@ func (a *API) audit(ctx context.Context, fullMethod string, err error, req, resp
 	}
 	args = append(args, localCallerFields(ctx)...)
 	if f, ok := ctx.Value(attestFirstKey{}).(*attestFirst); ok && f.agentID != "" {
-		args = append(args, "agent_id", f.agentID)
+		id := f.agentID
+		if err != nil {
+			// A join token is part of its agent's ID, and an attestation
+			// that failed after the attestor named the agent (signing,
+			// the node write) left the token unspent: still a secret.
+			id = redact(id, f.req.GetParams().GetData().GetPayload())
+		}
+		args = append(args, "agent_id", id)
 	}
 	if err == nil {
 		if items := batchItems(req, resp); items != nil {

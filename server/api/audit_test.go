@@ -113,3 +113,40 @@ func TestAuditLog(t *testing.T) {
 		t.Errorf("audit lines without audit_log_enabled: %q", l)
 	}
 }
+
+// TestAuditLogUnspentToken: a join token is part of its agent's ID, so an
+// attestation that fails after the attestor named the agent (here: the
+// node is banned) is audited with the token redacted from agent_id, since
+// the failed attestation did not spend it.
+func TestAuditLogUnspentToken(t *testing.T) {
+	logs := &logBuffer{}
+	s := servertest.Start(t, servertest.Options{Log: logs, ServerExtra: "audit_log_enabled = true"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := agentv1.NewAgentClient(s.Admin(t))
+	const token = "kept-secret-token-1"
+	id := "spiffe://example.org/spire/agent/join_token/" + token
+	if _, err := admin.CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 600, Token: token}); err != nil {
+		t.Fatal(err)
+	}
+	key, csr := servertest.NewCSR(t)
+	if _, err := s.AttestJoinToken(ctx, s.Dial(t, nil), token, key, csr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.BanAgent(ctx, &agentv1.BanAgentRequest{Id: pid("/spire/agent/join_token/" + token)}); err != nil {
+		t.Fatal(err)
+	}
+	// The same value again: it attests the banned node's ID.
+	if _, err := admin.CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 600, Token: token}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.AttestJoinToken(ctx, s.Dial(t, nil), token, key, csr)
+	wantCode(t, err, codes.PermissionDenied)
+	l := logs.waitLine(t, "API accessed", "method=AttestAgent", "status=error", "status_code=PermissionDenied")
+	if strings.Contains(l, token) || !strings.Contains(l, "agent_id=spiffe://example.org/spire/agent/join_token/[redacted]") {
+		t.Errorf("audit line of a refused attestation with a live token: %s", l)
+	}
+	if l := logs.lines("API accessed", "method=AttestAgent", "status=success"); len(l) != 1 || !strings.Contains(l[0], "agent_id="+id) {
+		t.Errorf("audit line of the attestation that spent the token: %q, want its agent_id", l)
+	}
+}
