@@ -178,7 +178,18 @@ func TestOnDemandSVIDNotHeldBySave(t *testing.T) {
 	m.cfg.X509SVIDCacheMaxSize = 1
 	m.cfg.DisableNotices = true
 	run(t, m)
-	waitFor(t, "the first round", func() bool { return len(m.cache.SVIDs()) == 1 })
+	saved := func(id string) bool {
+		m.store.mu.Lock()
+		defer m.store.mu.Unlock()
+		if m.store.written == nil {
+			return false
+		}
+		_, ok := m.store.written.svids[id]
+		return ok
+	}
+	// The first round saved what it minted (so that no save of its own is
+	// left to wait on the lock taken below).
+	waitFor(t, "the first round's save", func() bool { return len(m.cache.SVIDs()) == 1 && saved("a") })
 	// Every save waits on the store's lock: while the test holds it, a
 	// waiter that is only released after the save gets nothing.
 	m.store.mu.Lock()
@@ -200,15 +211,7 @@ func TestOnDemandSVIDNotHeldBySave(t *testing.T) {
 	}
 	m.store.mu.Unlock()
 	locked = false
-	waitFor(t, "the save of b's SVID", func() bool {
-		m.store.mu.Lock()
-		defer m.store.mu.Unlock()
-		if m.store.written == nil {
-			return false
-		}
-		_, saved := m.store.written.svids["b"]
-		return saved
-	})
+	waitFor(t, "the save of b's SVID", func() bool { return saved("b") })
 }
 
 // TestJWTCacheLRU is jwt_svid_cache_max_size: beyond the limit the least
