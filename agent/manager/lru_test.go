@@ -129,10 +129,10 @@ func TestX509SVIDCacheMaxSize(t *testing.T) {
 	}
 }
 
-// TestSubscribeWaitsOneRound: a subscriber whose SVID cannot be minted (the
-// server refuses the agent) is not held forever; it gets what there is once
-// a round that started after it asked has ended.
-func TestSubscribeWaitsOneRound(t *testing.T) {
+// limitOfOne is a manager, not yet running, of a server with entries a and
+// b, and x509_svid_cache_max_size 1: the first round mints a's SVID only.
+func limitOfOne(t *testing.T) (*fakeServer, *Manager) {
+	t.Helper()
 	ca := newTestCA(t)
 	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1",
 		entries: []*types.Entry{workloadEntry("a", 1, "uid:a"), workloadEntry("b", 1, "uid:b")}}
@@ -140,6 +140,14 @@ func TestSubscribeWaitsOneRound(t *testing.T) {
 	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
 	m.cfg.SyncInterval = time.Hour
 	m.cfg.X509SVIDCacheMaxSize = 1
+	return srv, m
+}
+
+// TestSubscribeWaitsOneRound: a subscriber whose SVID cannot be minted (the
+// server refuses the agent) is not held forever; it gets what there is once
+// a round that started after it asked has ended.
+func TestSubscribeWaitsOneRound(t *testing.T) {
+	srv, m := limitOfOne(t)
 	run(t, m)
 	waitFor(t, "the first round", func() bool { return len(m.cache.SVIDs()) == 1 })
 	srv.mu.Lock()
@@ -169,13 +177,7 @@ func TestSubscribeWaitsOneRound(t *testing.T) {
 // held, thousands with a large cache, and a sync to disk), and the save
 // still follows.
 func TestOnDemandSVIDNotHeldBySave(t *testing.T) {
-	ca := newTestCA(t)
-	srv := &fakeServer{ca: ca, agentTTL: time.Hour, svidTTL: time.Hour, token: "tok-1",
-		entries: []*types.Entry{workloadEntry("a", 1, "uid:a"), workloadEntry("b", 1, "uid:b")}}
-	addr, _ := srv.serve(t, "127.0.0.1:0")
-	m := newManager(t, agentSetup{dir: t.TempDir(), addr: addr, token: "tok-1", ca: ca}, false)
-	m.cfg.SyncInterval = time.Hour
-	m.cfg.X509SVIDCacheMaxSize = 1
+	_, m := limitOfOne(t)
 	m.cfg.DisableNotices = true
 	run(t, m)
 	saved := func(id string) bool {
