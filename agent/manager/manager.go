@@ -564,8 +564,8 @@ func (m *Manager) step(ctx context.Context, renewAt *time.Time) (time.Duration, 
 		if err := m.attest(ctx); err != nil {
 			return 0, err
 		}
-		*renewAt = time.Time{}
 		svid = m.AgentSVID()
+		*renewAt = freshRenewTime(svid.Certificates[0].NotBefore, svid.Certificates[0].NotAfter, m.clock(), m.jitter())
 	}
 	if renewAt.IsZero() {
 		leaf := svid.Certificates[0]
@@ -586,7 +586,8 @@ func (m *Manager) step(ctx context.Context, renewAt *time.Time) (time.Duration, 
 		} else if err := m.renew(ctx); err != nil {
 			return 0, m.classify(ctx, err)
 		}
-		*renewAt = time.Time{}
+		leaf := m.AgentSVID().Certificates[0]
+		*renewAt = freshRenewTime(leaf.NotBefore, leaf.NotAfter, m.clock(), m.jitter())
 	}
 	if err := m.sync(ctx); err != nil {
 		return 0, m.classify(ctx, err)

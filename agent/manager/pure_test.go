@@ -95,3 +95,22 @@ func TestSVIDsToRenew(t *testing.T) {
 		})
 	}
 }
+
+// TestFreshRenewTime: a fresh credential is renewed at its (jittered)
+// half-life, or, when that is at hand already (NotBefore backdated,
+// NotAfter capped at the CA's expiry), a quarter of the way through what
+// is left of it, never at once.
+func TestFreshRenewTime(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	nb := now.Add(-10 * time.Second)
+	for _, r := range []float64{0, 0.5, 0.999} {
+		if got, want := freshRenewTime(nb, now.Add(time.Hour), now, r), renewTime(nb, now.Add(time.Hour), r); !got.Equal(want) {
+			t.Fatalf("jitter %v: a full-length SVID renews at %v, want %v", r, got, want)
+		}
+		// Issued now, capped 13 s from now: its half-life is 1.5 s ahead
+		// at most, sooner than a quarter of the 13 s left.
+		if got := freshRenewTime(nb, now.Add(13*time.Second), now, r); !got.Equal(now.Add(3250 * time.Millisecond)) {
+			t.Fatalf("jitter %v: a capped SVID renews in %v, want 3.25s", r, got.Sub(now))
+		}
+	}
+}
