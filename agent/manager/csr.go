@@ -22,9 +22,7 @@ import (
 // SPIRE's agent does, so that the request is self-describing in logs. The
 // agent's own CSR carries no ID (zero id): the server assigns it.
 func newCSR(key crypto.Signer, id spiffeid.ID) ([]byte, error) {
-	tmpl := &x509.CertificateRequest{
-		Subject: pkix.Name{Country: []string{"US"}, Organization: []string{"SPIRE"}},
-	}
+	tmpl := &x509.CertificateRequest{Subject: csrName}
 	if !id.IsZero() {
 		tmpl.URIs = []*url.URL{id.URL()}
 	}
@@ -35,16 +33,17 @@ func newCSR(key crypto.Signer, id spiffeid.ID) ([]byte, error) {
 	return der, nil
 }
 
-// workloadCSR is newCSR for a workload key made in this process, for a
-// non-zero id. x509.CreateCertificateRequest verifies the signature it has
+// workloadCSR is newCSR for a workload key: one made in this process
+// (P-256, in memory) for a non-zero id; any other goes to newCSR. x509.CreateCertificateRequest verifies the signature it has
 // just made (a guard against a faulty signer, which a key in this process's
 // memory is not): in a profile of an agent minting 1,000 SVIDs that check
 // was over half the cost of each CSR, and the server checks the signature
 // anyway. The request is encoded here, its CertificationRequestInfo byte
 // for byte the one x509 writes (TestWorkloadCSRAsX509), and signed once.
-func workloadCSR(key *ecdsa.PrivateKey, id spiffeid.ID) ([]byte, error) {
-	if id.IsZero() || key.Curve != elliptic.P256() {
-		return newCSR(key, id)
+func workloadCSR(signer crypto.Signer, id spiffeid.ID) ([]byte, error) {
+	key, ok := signer.(*ecdsa.PrivateKey)
+	if !ok || id.IsZero() || key.Curve != elliptic.P256() {
+		return newCSR(signer, id)
 	}
 	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
@@ -99,9 +98,11 @@ var (
 	oidExtensionRequest = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 14}
 	oidSubjectAltName   = asn1.ObjectIdentifier{2, 5, 29, 17}
 	oidECDSAWithSHA256  = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-	// csrSubject is the subject newCSR's template gives every CSR.
+	// csrName is the subject of every CSR, as SPIRE's agent names it;
+	// csrSubject is its DER.
+	csrName    = pkix.Name{Country: []string{"US"}, Organization: []string{"SPIRE"}}
 	csrSubject = func() []byte {
-		der, err := asn1.Marshal(pkix.Name{Country: []string{"US"}, Organization: []string{"SPIRE"}}.ToRDNSequence())
+		der, err := asn1.Marshal(csrName.ToRDNSequence())
 		if err != nil {
 			panic(err)
 		}

@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
 	"fmt"
 	"slices"
 	"strings"
@@ -346,11 +345,7 @@ func (m *Manager) mintSVIDs(ctx context.Context, entries []*types.Entry, bundle 
 			p.err = fmt.Errorf("manager: workload key: %w", err)
 			return
 		}
-		if k, ok := p.key.(*ecdsa.PrivateKey); ok {
-			p.csr, p.err = workloadCSR(k, p.id)
-		} else {
-			p.csr, p.err = newCSR(p.key, p.id)
-		}
+		p.csr, p.err = workloadCSR(p.key, p.id)
 	})
 	params := make([]*svidv1.NewX509SVIDParams, 0, len(entries))
 	keys := make([]crypto.Signer, 0, len(entries))
