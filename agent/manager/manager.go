@@ -552,6 +552,13 @@ func isFatal(err error) bool {
 		errors.Is(err, ErrRebootstrapUnsupported)
 }
 
+// freshRenewAt is when to renew the agent SVID that attestation or a
+// renewal has just obtained (see freshRenewTime).
+func (m *Manager) freshRenewAt() time.Time {
+	leaf := m.AgentSVID().Certificates[0]
+	return freshRenewTime(leaf.NotBefore, leaf.NotAfter, m.clock(), m.jitter())
+}
+
 // step does one round of work and returns how long to wait before the
 // next one.
 func (m *Manager) step(ctx context.Context, renewAt *time.Time) (time.Duration, error) {
@@ -564,8 +571,7 @@ func (m *Manager) step(ctx context.Context, renewAt *time.Time) (time.Duration, 
 		if err := m.attest(ctx); err != nil {
 			return 0, err
 		}
-		svid = m.AgentSVID()
-		*renewAt = freshRenewTime(svid.Certificates[0].NotBefore, svid.Certificates[0].NotAfter, m.clock(), m.jitter())
+		*renewAt = m.freshRenewAt()
 	}
 	if renewAt.IsZero() {
 		leaf := svid.Certificates[0]
@@ -586,8 +592,7 @@ func (m *Manager) step(ctx context.Context, renewAt *time.Time) (time.Duration, 
 		} else if err := m.renew(ctx); err != nil {
 			return 0, m.classify(ctx, err)
 		}
-		leaf := m.AgentSVID().Certificates[0]
-		*renewAt = freshRenewTime(leaf.NotBefore, leaf.NotAfter, m.clock(), m.jitter())
+		*renewAt = m.freshRenewAt()
 	}
 	if err := m.sync(ctx); err != nil {
 		return 0, m.classify(ctx, err)
