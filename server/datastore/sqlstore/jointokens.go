@@ -33,11 +33,15 @@ func (s *Store) FetchJoinToken(ctx context.Context, token string) (*datastore.Jo
 	return &datastore.JoinToken{Token: token, ExpiresAt: time.Unix(expiresAt, 0)}, nil
 }
 
-// spendJoinToken deletes token within a node write. The DELETE alone
+// spendJoinToken deletes token within a node write; a write that names
+// none (empty token) spends nothing. The DELETE alone
 // decides a race on every engine: SQLite has one writer, and on
 // PostgreSQL and InnoDB a second DELETE of the row waits on the first's
 // lock and then finds it gone, so it affects no row.
 func spendJoinToken(ctx context.Context, t txn, token string) error {
+	if token == "" {
+		return nil
+	}
 	res, err := t.exec(ctx, `DELETE FROM join_tokens WHERE token = ?`, token)
 	if err != nil {
 		return err

@@ -20,10 +20,8 @@ func (s *Store) CreateAttestedNode(ctx context.Context, n *datastore.AttestedNod
 		return errors.New("sqlstore: create attested node: missing SPIFFE ID")
 	}
 	err := s.write(ctx, func(t txn) error {
-		if n.SpendJoinToken != "" {
-			if err := spendJoinToken(ctx, t, n.SpendJoinToken); err != nil {
-				return err
-			}
+		if err := spendJoinToken(ctx, t, n.SpendJoinToken); err != nil {
+			return err
 		}
 		_, err := t.exec(ctx, `INSERT INTO attested_nodes (spiffe_id, data_type, serial_number, expires_at,
 			new_serial_number, new_expires_at, can_reattest) VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -112,10 +110,8 @@ func (s *Store) UpdateAttestedNode(ctx context.Context, n *datastore.AttestedNod
 		return errors.New("sqlstore: update attested node: missing SPIFFE ID")
 	}
 	err := s.write(ctx, func(t txn) error {
-		if n.SpendJoinToken != "" {
-			if err := spendJoinToken(ctx, t, n.SpendJoinToken); err != nil {
-				return err
-			}
+		if err := spendJoinToken(ctx, t, n.SpendJoinToken); err != nil {
+			return err
 		}
 		res, err := t.exec(ctx, `UPDATE attested_nodes SET data_type = ?, serial_number = ?, expires_at = ?,
 			new_serial_number = ?, new_expires_at = ?, can_reattest = ?
